@@ -1,0 +1,73 @@
+# One place for the project's commands; README and CI call these targets.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install tools test lint format run init-demo worker demo-templates validate-docker bench bench-quick clean
+
+install: $(STAMP)
+
+# Reinstall only when the dependency list changes; an existing venv is reused.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[service,worker,dev]'
+	touch $(STAMP)
+
+# System tools the tests use beyond Python packages: docker-compose validates docker-compose.yml statically.
+tools:
+	@command -v docker-compose >/dev/null || apt-get install -y -q docker-compose >/dev/null \
+	  || { echo "install docker-compose (apt-get install docker-compose) to validate docker-compose.yml" >&2; exit 1; }
+
+test: install tools
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+# The service with its embedded defaults: the HTTP API on http://127.0.0.1:8000, jobs run in-process,
+# the bundled demo template set published into the store on first start. Ctrl-C stops it.
+run: install
+	$(BIN)/learngene serve --host 127.0.0.1 --port 8000
+
+# The main job without a server: a 4-layer, 128-wide ViT from the demo template set, fitted on FashionMNIST.
+init-demo: install
+	$(BIN)/learngene init --templates demo@prod --model vit_tiny_patch16_224 \
+	  --set depth=4 --set embed_dim=128 --set num_heads=2 --set img_size=28 --set patch_size=7 \
+	  --set in_chans=1 --set num_classes=10 \
+	  --calibration idx://../shared/data/FashionMNIST --max-samples 2000 --steps 100 \
+	  --out out/vit-d4-w128.safetensors
+
+# A Celery worker (needs LEARNGENE_REDIS_URL, e.g. redis://127.0.0.1:6379/0).
+worker: install
+	$(BIN)/learngene worker --queues inherit,condense --concurrency 1
+
+# Rebuild the bundled demo template set from nothing (trains the ancestor, then condenses it).
+demo-templates: install
+	scripts/build_demo_templates.sh
+
+validate-docker: install tools
+	PATH=$(BIN):$$PATH docker/validate.sh
+
+# Every benchmark, one after the other (about two hours on 2 CPU cores); each prints a table and writes its JSON
+# under bench/results/; the method comparison also writes BENCHMARKS.md and its plots.
+bench: install
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python bench/inheritance_smoke.py
+	$(BIN)/python bench/learngene_benchmark.py
+	$(BIN)/python bench/service_load.py
+	$(BIN)/python bench/soak.py
+
+# The method comparison at a development scale (a few minutes; writes *_quick files, not BENCHMARKS.md).
+bench-quick: install
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python bench/learngene_benchmark.py --quick
+
+clean:
+	rm -rf out build .pytest_cache .ruff_cache
