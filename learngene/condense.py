@@ -1,0 +1,255 @@
+"""Knowledge condensation (WAVE Eq. 5-6, Algorithm 1): distil a frozen ancestor into weight templates.
+
+The auxiliary model is a ViT of width D0 and depth L0 whose block weights are generated from the templates and its
+own scalers (`TemplatedViT`). Only templates, scalers and the auxiliary model's free parameters are trained, with
+
+    loss = CE(z_aux, y) + lambda * tau^2 * KL(softmax(z_anc / tau) || softmax(z_aux / tau)).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from timm.models.vision_transformer import VisionTransformer
+from torch import nn
+
+from learngene import __version__
+from learngene.checkpoint import freeze
+from learngene.data import ImageData
+from learngene.generated import GeneratedViT
+from learngene.spec import SpecError, ViTSpec
+from learngene.sws import DEFAULT_STAGES, StageSharedViT
+from learngene.template_set import Lineage, TemplateSet
+from learngene.templated_vit import TemplatedViT
+from learngene.templates import (
+    DEFAULT_COUNTS,
+    TemplateConfig,
+    WeightScalers,
+    WeightTemplates,
+    templates_from_weights,
+)
+from learngene.tleg import LinearExpansionViT
+from learngene.training import (
+    OptimConfig,
+    ProgressFn,
+    StopFn,
+    build_optimizer,
+    evaluate,
+    load_train_state,
+    pick_device,
+    save_train_state,
+    train_steps,
+)
+
+log = logging.getLogger(__name__)
+EVAL_SAMPLES = 2048  # accuracies measured on the training data when no held-out data is given
+
+
+class CondenseConfig(BaseModel):
+    """Everything that determines a condensation run (saved in the template set's lineage)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    method: Literal["wave", "tleg", "sws"] = "wave"
+    aux: ViTSpec = Field(description="the auxiliary model; its embed_dim is D0")
+    template_size: int | None = Field(default=None, ge=1, description="side a of the templates; default D0")
+    template_counts: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_COUNTS))
+    steps: int = Field(default=1000, ge=1)
+    batch_size: int = Field(default=128, ge=1)
+    optim: OptimConfig = OptimConfig(lr=5e-4, warmup_steps=100, weight_decay=0.05)
+    stages: list[int] = Field(default_factory=lambda: list(DEFAULT_STAGES), description="SWS: layers per stage")
+    init: Literal["auto", "ancestor", "random"] = Field(
+        default="auto",
+        description="WAVE: start templates and scalers from a PCA of the ancestor's weight tiles ('ancestor'; "
+        "needs a timm ViT ancestor whose block weights have the auxiliary shapes), from random ('random'), or the "
+        "first when possible ('auto')",
+    )
+    ce: float | None = Field(
+        default=None, ge=0, description="weight of the CE term; default 1 for wave, 0 (pure KL) for tleg and sws"
+    )
+    lam: float = Field(default=1.0, ge=0, description="weight of the distillation term")
+    tau: float = Field(default=1.0, gt=0, description="distillation temperature")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _method_fits(self) -> CondenseConfig:
+        arch = self.aux.resolve()
+        if self.method == "wave":
+            self.templates().check(arch, what="aux.embed_dim")
+        if self.method == "sws" and (sum(self.stages) != arch.depth or min(self.stages) < 1):
+            raise SpecError("stages", f"stages {self.stages} must be positive and sum to aux depth {arch.depth}")
+        if self.ce_weight == 0 and self.lam == 0:
+            raise SpecError("lam", "with ce=0 the distillation term is the whole loss: lam must be > 0")
+        return self
+
+    @property
+    def ce_weight(self) -> float:
+        """TLEG and SWS are condensed by pure soft distillation (METHOD.md); WAVE adds the classification loss."""
+        return self.ce if self.ce is not None else (1.0 if self.method == "wave" else 0.0)
+
+    def templates(self) -> TemplateConfig:
+        size = self.template_size or self.aux.resolve().embed_dim
+        return TemplateConfig(size=size, counts=self.template_counts)
+
+
+def build_auxiliary(config: CondenseConfig, generator: torch.Generator) -> GeneratedViT:
+    """The auxiliary model of the method, initialized: timm's init for its free parameters, the method's own for
+    its learngene ([ours] for WAVE's templates and scalers, TLEG's and timm's rules for TLEG and SWS)."""
+    if config.method == "tleg":
+        aux = LinearExpansionViT(config.aux)
+    elif config.method == "sws":
+        aux = StageSharedViT(config.aux, config.stages)
+    else:
+        templates = WeightTemplates(config.templates())
+        scalers = WeightScalers(config.templates(), config.aux.resolve())
+        templates.reset_parameters(generator)
+        scalers.reset_parameters(generator)
+        return TemplatedViT(config.aux, templates, scalers)
+    aux.reset_parameters(generator)
+    return aux
+
+
+def condense(
+    ancestor: nn.Module,
+    data: ImageData,
+    config: CondenseConfig,
+    *,
+    name: str = "templates",
+    eval_data: ImageData | None = None,
+    lineage: Lineage | None = None,
+    device: torch.device | str | None = None,
+    progress: ProgressFn | None = None,
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every: int = 500,
+    should_stop: StopFn | None = None,
+) -> TemplateSet:
+    """Distil `ancestor` into a new template set. Resumes from `checkpoint_dir` when it holds this run's state."""
+    device = pick_device(str(device) if device else None)
+    arch = config.aux.resolve()
+    if data.labels is None and config.lam == 0:
+        raise ValueError("unlabelled data needs the distillation term (lam > 0)")
+    if data.labels is not None and int(data.labels.max()) >= arch.num_classes:
+        raise ValueError(
+            f"labels go up to {int(data.labels.max())}, the auxiliary model has {arch.num_classes} classes"
+        )
+    if data.images.shape[1] != arch.in_chans or tuple(data.images.shape[2:]) != arch.img_size:
+        raise ValueError(
+            f"data is {tuple(data.images.shape[1:])}, the auxiliary model takes {(arch.in_chans, *arch.img_size)}"
+        )
+
+    torch.manual_seed(config.seed)  # timm's init of the free parameters draws from the global generator
+    aux = build_auxiliary(config, torch.Generator().manual_seed(config.seed))
+    started_from = _start_from_ancestor(aux, ancestor, config)
+    aux = aux.to(device)
+    ancestor = freeze(ancestor).to(device)
+    _check_ancestor_classes(ancestor, data, arch.num_classes, device)
+
+    named = aux.trainable_named_parameters()
+    optimizer = build_optimizer(named, config.optim)
+    params = dict(named)
+    meta = config.model_dump(mode="json")
+    start = 0
+    if checkpoint_dir is not None:
+        start = load_train_state(Path(checkpoint_dir), params, optimizer, meta)
+        if start:
+            log.info("condensation resumes at step %d of %d from %s", start, config.steps, checkpoint_dir)
+
+    def save_state(step: int) -> None:
+        save_train_state(Path(checkpoint_dir), params, optimizer, step, meta)
+
+    final_loss = train_steps(
+        aux,
+        optimizer,
+        data,
+        teacher=ancestor if config.lam > 0 else None,
+        lam=config.lam,
+        tau=config.tau,
+        ce=config.ce_weight,
+        total_steps=config.steps,
+        batch_size=config.batch_size,
+        cfg=config.optim,
+        seed=config.seed,
+        device=device,
+        start_step=start,
+        progress=progress,
+        checkpoint=save_state if checkpoint_dir is not None else None,
+        checkpoint_every=checkpoint_every,
+        should_stop=should_stop,
+    )
+    if checkpoint_dir is not None:
+        save_state(config.steps)
+
+    metrics: dict[str, float] = {}
+    if final_loss is not None:
+        metrics["final_loss"] = final_loss
+    if eval_data is None and data.labels is not None:  # [ours] no held-out data: a seeded sample of the training data
+        sample = torch.randperm(len(data), generator=torch.Generator().manual_seed(config.seed))[:EVAL_SAMPLES]
+        eval_data = dataclasses.replace(data.subset(sample), uri=f"{data.uri} (training sample)")
+    if eval_data is not None and eval_data.labels is not None:
+        metrics["aux_accuracy"] = evaluate(aux, eval_data, device=device)["accuracy"]
+        metrics["ancestor_accuracy"] = evaluate(ancestor, eval_data, device=device)["accuracy"]
+    lineage = (lineage or Lineage()).model_copy(
+        update={
+            "condensation": {**meta, "init": "ancestor" if started_from else "random"},  # 'auto' as resolved
+            "code_version": __version__,
+            "data_digest": data.digest(),
+            "data_uri": (lineage.data_uri if lineage and lineage.data_uri else data.uri),
+            "eval_data_uri": eval_data.uri if eval_data is not None else None,
+        }
+    )
+    return TemplateSet.from_auxiliary(
+        aux, name=name, normalization=data.normalization, lineage=lineage, metrics=metrics
+    )
+
+
+def _start_from_ancestor(aux: GeneratedViT, ancestor: nn.Module, config: CondenseConfig) -> bool:
+    """WAVE's templates and scalers from a PCA of the ancestor's block weights, and its embeddings, norms and head
+    where shapes agree (METHOD.md: "initialize templates from the ancestor's weights when its width equals D0").
+
+    Measured in the benchmark (BENCHMARKS.md, ablation): the auxiliary model ends closer to the ancestor and its
+    descendants fine-tune better than from random templates."""
+    if config.method != "wave" or config.init == "random":
+        return False
+    if not _same_block_shapes(ancestor, aux):
+        if config.init == "ancestor":
+            raise ValueError("init='ancestor' needs a timm ViT ancestor with the auxiliary model's block shapes")
+        return False
+    state, arch, size = ancestor.state_dict(), aux.arch, aux.templates.config.size
+    depth = len(ancestor.blocks)
+    layers = [round(j * (depth - 1) / max(arch.depth - 1, 1)) for j in range(arch.depth)]  # same relative depth
+    with torch.no_grad():
+        for slot in aux.templates.config.slots():
+            weights = torch.stack([state[f"blocks.{i}.{slot.param}"] for i in range(depth)])
+            count = aux.templates.tensors[slot.kind].shape[0]
+            templates, scalers = templates_from_weights(weights, slot, count, size)
+            aux.templates.tensors[slot.kind].copy_(templates)
+            aux.weight_scalers.tensors[slot.kind].copy_(scalers[layers])
+        free = aux.vit.state_dict()
+        aux.vit.load_state_dict(
+            {k: v for k, v in state.items() if k in free and v.shape == free[k].shape}, strict=False
+        )
+    return True
+
+
+def _same_block_shapes(ancestor: nn.Module, aux: GeneratedViT) -> bool:
+    if not isinstance(ancestor, VisionTransformer) or len(ancestor.blocks) == 0:
+        return False
+    state = ancestor.state_dict()
+    for slot in aux.templates.config.slots():
+        weight = state.get(f"blocks.0.{slot.param}")
+        if weight is None or tuple(weight.shape) != tuple(axis.size(aux.arch) for axis in slot.axes):
+            return False
+    return True
+
+
+def _check_ancestor_classes(ancestor: nn.Module, data: ImageData, num_classes: int, device: torch.device) -> None:
+    x, _ = data.batch(torch.arange(min(2, len(data))), device)
+    with torch.no_grad():
+        out = ancestor(x)
+    if out.shape[-1] != num_classes:
+        raise ValueError(f"the ancestor predicts {out.shape[-1]} classes, the auxiliary model {num_classes}")

@@ -1,0 +1,100 @@
+"""Fitting a descendant's weight scalers (and free parameters) with the templates frozen (METHOD.md, Fitting).
+
+Loss: CE on labelled calibration data, plus the distillation term when the ancestor is given; KL alone for unlabelled
+data. Zero steps is pure inheritance. The loss is measured on the same held subset before and after, so the report
+says whether fitting helped.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from pydantic import BaseModel
+from torch import nn
+
+from learngene.checkpoint import freeze
+from learngene.data import ImageData
+from learngene.templated_vit import TemplatedViT
+from learngene.training import (
+    OptimConfig,
+    ProgressFn,
+    StopFn,
+    build_optimizer,
+    evaluate,
+    train_steps,
+)
+
+
+class FitReport(BaseModel):
+    steps: int
+    initial_loss: float | None = None
+    final_loss: float | None = None
+    initial_accuracy: float | None = None
+    final_accuracy: float | None = None
+    trainable_parameters: int = 0
+    seconds: float = 0.0
+
+
+def fit_scalers(
+    model: TemplatedViT,
+    data: ImageData | None,
+    steps: int,
+    lr: float = 2e-3,
+    *,
+    ancestor: nn.Module | None = None,
+    batch_size: int = 64,
+    seed: int = 0,
+    lam: float = 1.0,
+    tau: float = 1.0,
+    eval_samples: int = 1024,
+    progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
+) -> FitReport:
+    """Train `model`'s scalers and free parameters for `steps` steps on `data`; templates stay frozen."""
+    if steps < 0:
+        raise ValueError(f"steps={steps} must be >= 0")
+    model.templates.requires_grad_(False)
+    named = model.trainable_named_parameters()
+    report = FitReport(steps=steps, trainable_parameters=sum(p.numel() for _, p in named))
+    if data is None:
+        if steps:
+            raise ValueError("fitting for steps > 0 needs calibration data")
+        return report
+    if data.labels is None and ancestor is None:
+        raise ValueError("unlabelled calibration data needs the ancestor (the loss is KL to it)")
+    device = model.device
+    teacher = freeze(ancestor).to(device) if ancestor is not None else None
+    lam = lam if teacher is not None else 0.0
+
+    held = data.subset(torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:eval_samples])
+    before = evaluate(model, held, device=device, teacher=teacher, lam=lam, tau=tau)
+    report.initial_loss, report.initial_accuracy = before["loss"], before.get("accuracy")
+    if steps == 0:
+        report.final_loss, report.final_accuracy = report.initial_loss, report.initial_accuracy
+        return report
+
+    cfg = OptimConfig(lr=lr, min_lr=lr / 100, warmup_steps=min(20, steps // 10), weight_decay=0.0)
+    optimizer = build_optimizer(named, cfg)
+
+    t0 = time.perf_counter()
+    train_steps(
+        model,
+        optimizer,
+        data,
+        teacher=teacher,
+        lam=lam,
+        tau=tau,
+        total_steps=steps,
+        batch_size=batch_size,
+        cfg=cfg,
+        seed=seed,
+        device=device,
+        progress=progress,
+        should_stop=should_stop,
+    )
+    model.eval()
+    report.seconds = time.perf_counter() - t0
+    after = evaluate(model, held, device=device, teacher=teacher, lam=lam, tau=tau)
+    report.final_loss, report.final_accuracy = after["loss"], after.get("accuracy")
+    return report

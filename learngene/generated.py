@@ -1,0 +1,113 @@
+"""A timm VisionTransformer some of whose block parameters are generated from a learngene at every forward.
+
+The auxiliary models of all three learngene methods are of this kind: WAVE generates weights from templates and
+scalers (`TemplatedViT`), TLEG from a base and a slope per parameter (`LinearExpansionViT`), SWS from one set of
+block parameters per stage (`StageSharedViT`). The timm model keeps its free parameters (embeddings, class token,
+final norm, head, and any block parameter that is not generated); the generated ones are removed from it and
+passed in at each forward by `torch.func.functional_call`, so it is an ordinary timm module in every other respect.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable
+
+import torch
+from timm.models.vision_transformer import VisionTransformer
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from learngene.spec import Architecture, ViTSpec
+
+# Every parameter of a plain timm `Block`, in state-dict order (what TLEG and SWS generate).
+BLOCK_PARAMS = (
+    "norm1.weight", "norm1.bias", "attn.qkv.weight", "attn.qkv.bias", "attn.proj.weight", "attn.proj.bias",
+    "norm2.weight", "norm2.bias", "mlp.fc1.weight", "mlp.fc1.bias", "mlp.fc2.weight", "mlp.fc2.bias",
+)  # fmt: skip
+
+
+def block_shapes(spec: ViTSpec) -> dict[str, tuple[int, ...]]:
+    """Shapes of one block's parameters for `spec` (built on the meta device: no memory)."""
+    with torch.device("meta"):
+        block = spec.build().blocks[0]
+    return {name: tuple(t.shape) for name, t in block.state_dict().items()}
+
+
+def init_block_param_(param: str, tensor: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """timm's default for a block parameter: trunc-normal(0.02) weights, zero biases, unit norm weights."""
+    with torch.no_grad():
+        if param.endswith("bias"):
+            return tensor.zero_()
+        if param.startswith("norm"):
+            return tensor.fill_(1.0)
+        return nn.init.trunc_normal_(tensor, std=0.02, generator=generator)
+
+
+def block_param_name(layer: int, param: str) -> str:
+    return f"blocks.{layer}.{param}"
+
+
+def module_key(param: str) -> str:
+    """`attn.qkv.weight` -> `attn__qkv__weight`: a parameter name usable as a ParameterDict key."""
+    return param.replace(".", "__")
+
+
+class GeneratedViT(nn.Module, abc.ABC):
+    method: str
+
+    def __init__(self, spec: ViTSpec, generated: Iterable[str], vit: VisionTransformer | None = None):
+        super().__init__()
+        self.spec = spec
+        self.arch: Architecture = spec.resolve()
+        self.vit = vit if vit is not None else spec.build()
+        self.generated_params = tuple(generated)
+        self.provenance: dict = {}  # how the weights came to be (filled by inheritance), carried into exports
+        for param in self.generated_params:
+            owner, name = param.rsplit(".", 1)
+            for block in self.vit.blocks:
+                del block.get_submodule(owner)._parameters[name]
+
+    @abc.abstractmethod
+    def generated_weights(self) -> dict[str, Tensor]:
+        """Every generated block parameter, keyed by its timm state-dict name."""
+
+    @abc.abstractmethod
+    def learngene(self) -> dict[str, Tensor]:
+        """The tensors a template set stores as its learngene."""
+
+    def method_config(self) -> dict:
+        """The method's own fields of `TemplateSetConfig` (WAVE: templates, SWS: stages)."""
+        return {}
+
+    def scalers(self) -> dict[str, Tensor]:
+        """Per-architecture parameters stored beside the learngene (WAVE's auxiliary scalers); none by default."""
+        return {}
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def forward(self, x: Tensor) -> Tensor:
+        # Generate in fp32 even under autocast: the weights are few and their precision matters more than speed.
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            weights = self.generated_weights()
+        return functional_call(self.vit, weights, (x,))
+
+    def free_state(self) -> dict[str, Tensor]:
+        """The timm state-dict entries that are stored as they are (not generated)."""
+        return self.vit.state_dict()
+
+    def materialized_state(self) -> dict[str, Tensor]:
+        """The full timm state dict: free parameters plus the generated block weights, detached."""
+        with torch.no_grad():
+            state = {**self.free_state(), **self.generated_weights()}
+        return {k: v.detach().clone().contiguous() for k, v in state.items()}
+
+    def materialize(self) -> VisionTransformer:
+        """A plain timm model with the current weights; it trains without constraints."""
+        model = self.spec.build()
+        model.load_state_dict(self.materialized_state(), strict=True)
+        return model.to(self.device)
+
+    def trainable_named_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        return [(n, p) for n, p in self.named_parameters() if p.requires_grad]

@@ -1,0 +1,269 @@
+"""The two jobs the service runs, as plain functions shared by the CLI and the workers.
+
+`initialize`: template set + target spec (+ calibration data) -> fitted descendant -> timm safetensors checkpoint.
+`run_condensation`: ancestor checkpoint + data -> condensed template set.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from learngene.checkpoint import CheckpointInfo, export_checkpoint, load_ancestor, read_metadata
+from learngene.condense import CondenseConfig, condense
+from learngene.data import ImageData, channel_stats, load_images, resolve_file
+from learngene.files import sha256_file
+from learngene.fit import FitReport, fit_scalers
+from learngene.methods import AncestorWeights, build_descendant
+from learngene.spec import ViTSpec
+from learngene.template_set import Lineage, Normalization, TemplateSet
+from learngene.training import OptimConfig, ProgressFn, StopFn, evaluate, train_classifier
+
+PLACEHOLDER = Normalization(mean=(0.5,), std=(0.5,))  # replaced before any batch is drawn
+
+
+class Calibration(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    uri: str = Field(description="data reference: idx://, imagefolder://, bundle:// or a path")
+    max_samples: int | None = Field(default=2048, ge=1, description="seeded subset size; null for all")
+
+
+class FitSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    steps: int = Field(default=200, ge=0, description="scaler-fitting steps; 0 is pure inheritance")
+    lr: float = Field(default=2e-3, gt=0)
+    batch_size: int = Field(default=64, ge=1)
+    seed: int = Field(default=0, ge=0)
+    noise: float = Field(default=1e-6, ge=0, description="eps of the N(0, 1) noise added to inherited scalers")
+
+
+class InitResult(BaseModel):
+    checkpoint: CheckpointInfo
+    fit: FitReport
+    template_set: str
+    spec: dict[str, Any]
+
+
+def load_calibration(
+    spec: ViTSpec,
+    calibration: Calibration,
+    normalization: Normalization,
+    *,
+    seed: int = 0,
+    allowed_roots: Sequence[str | Path] | None = None,
+) -> ImageData:
+    """The calibration images, resized for the descendant and normalized as its template set expects."""
+    arch = spec.resolve()
+    return load_images(
+        calibration.uri,
+        img_size=arch.img_size,
+        in_chans=arch.in_chans,
+        normalization=normalization,
+        max_samples=calibration.max_samples,
+        seed=seed,
+        allowed_roots=allowed_roots,
+        num_classes=arch.num_classes,
+    )
+
+
+def initialize(
+    spec: ViTSpec,
+    out: str | Path,
+    *,
+    method: str = "wave",
+    template_set: TemplateSet | None = None,
+    ancestor: AncestorWeights | None = None,
+    data: ImageData | None = None,
+    fit: FitSettings | None = None,
+    device: torch.device | str = "cpu",
+    progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
+    template_digest: str | None = None,
+) -> InitResult:
+    """Build a descendant with `method`, fit its scalers (WAVE, when calibration `data` is given), export it.
+
+    `template_set` feeds the learngene methods. `ancestor` is the source of the ancestor-based baselines, and for
+    WAVE the teacher of a KL term in the scaler fitting (METHOD.md, Fitting); `template_digest` (the store's
+    manifest digest) is recorded in the checkpoint's provenance."""
+    fit = fit or FitSettings()
+    wave = method == "wave"
+    if wave and ancestor is not None and template_set is not None:
+        check_lineage(template_set, ancestor)
+    model = build_descendant(
+        method, spec, template_set=template_set, ancestor=None if wave else ancestor, seed=fit.seed, noise=fit.noise,
+        device=device,
+    )  # fmt: skip
+    steps = fit.steps if data is not None and wave else 0  # only WAVE has scalers to fit
+    if wave:
+        report = fit_scalers(
+            model, data, steps, fit.lr, ancestor=ancestor.model() if ancestor else None, batch_size=fit.batch_size,
+            seed=fit.seed, progress=progress, should_stop=should_stop,
+        )  # fmt: skip
+    else:
+        report = FitReport(steps=0)
+    normalization = (
+        template_set.config.normalization if template_set else (ancestor.normalization if ancestor else None)
+    )
+    arch = spec.resolve()
+    metadata = {
+        "method": method,
+        "template_set": None
+        if template_set is None
+        else {"name": template_set.name, "version": template_set.version, "digest": template_digest},
+        "fit": {**fit.model_dump(), "steps": steps, **report.model_dump(exclude={"steps"})},
+        "calibration": None if data is None else {"uri": data.uri, "samples": len(data), "digest": data.digest()},
+        "ancestor_sha256": ancestor.sha256 if ancestor else None,
+        "normalization": None if normalization is None else normalization.for_channels(arch.in_chans).model_dump(),
+    }
+    info = export_checkpoint(model, out, spec=spec, metadata=metadata)
+    source = template_set.ref if template_set else (f"ancestor:{ancestor.sha256[:12]}" if ancestor else method)
+    return InitResult(checkpoint=info, fit=report, template_set=source, spec=spec.model_dump(exclude_none=True))
+
+
+def check_lineage(template_set: TemplateSet, ancestor: AncestorWeights) -> None:
+    """A WAVE teacher must be the ancestor the template set was condensed from (when its lineage records one)."""
+    recorded = template_set.lineage.ancestor_sha256
+    if recorded and ancestor.sha256 != recorded:
+        raise ValueError(
+            f"the ancestor (sha256 {ancestor.sha256[:12]}) is not the one {template_set.ref} was condensed from "
+            f"(sha256 {recorded[:12]})"
+        )
+
+
+class AncestorRef(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str
+    overrides: dict[str, Any] = Field(default_factory=dict)
+    checkpoint: str
+
+
+def run_condensation(
+    ancestor: AncestorRef,
+    data_uri: str,
+    config: CondenseConfig,
+    *,
+    name: str,
+    eval_uri: str | None = None,
+    normalization: Normalization | None = None,
+    max_samples: int | None = None,
+    allowed_roots: Sequence[str | Path] | None = None,
+    device: torch.device | str = "cpu",
+    progress: ProgressFn | None = None,
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every: int = 500,
+    should_stop: StopFn | None = None,
+) -> TemplateSet:
+    """Load the ancestor (safetensors only, from under the allowed roots) and the data, condense, record lineage."""
+    arch = config.aux.resolve()
+    checkpoint = resolve_file(ancestor.checkpoint, allowed_roots)
+    anc = load_ancestor(ancestor.model, checkpoint, ancestor.overrides)
+    load = dict(
+        img_size=arch.img_size,
+        in_chans=arch.in_chans,
+        allowed_roots=allowed_roots,
+        num_classes=arch.num_classes,
+    )
+    stored = read_metadata(checkpoint).get("normalization")
+    normalization = normalization or (Normalization.model_validate(stored) if stored else None)
+    data = load_images(
+        data_uri,
+        normalization=normalization or PLACEHOLDER,
+        max_samples=max_samples,
+        seed=config.seed,
+        **load,
+    )
+    if normalization is None:  # the ancestor's convention is unknown: use the data's own statistics
+        data = dataclasses.replace(data, normalization=channel_stats(data.images))
+    eval_data = None
+    if eval_uri:
+        eval_data = load_images(eval_uri, normalization=data.normalization, **load)
+    lineage = Lineage(
+        ancestor_model=ancestor.model,
+        ancestor_overrides=ancestor.overrides,
+        ancestor_sha256=sha256_file(checkpoint),
+        data_uri=data_uri,
+    )
+    return condense(
+        anc,
+        data,
+        config,
+        name=name,
+        eval_data=eval_data,
+        lineage=lineage,
+        device=device,
+        progress=progress,
+        checkpoint_dir=checkpoint_dir,
+        checkpoint_every=checkpoint_every,
+        should_stop=should_stop,
+    )
+
+
+class TrainResult(BaseModel):
+    checkpoint: CheckpointInfo
+    metrics: dict[str, float]
+
+
+def run_training(
+    spec: ViTSpec,
+    data_uri: str,
+    out: str | Path,
+    *,
+    steps: int,
+    batch_size: int = 128,
+    optim: OptimConfig | None = None,
+    seed: int = 0,
+    eval_uri: str | None = None,
+    max_samples: int | None = None,
+    allowed_roots: Sequence[str | Path] | None = None,
+    device: torch.device | str = "cpu",
+    progress: ProgressFn | None = None,
+) -> TrainResult:
+    """Train a timm ViT from scratch (ancestors, baselines); normalization comes from the data's statistics."""
+    arch = spec.resolve()
+    load = dict(
+        img_size=arch.img_size,
+        in_chans=arch.in_chans,
+        allowed_roots=allowed_roots,
+        num_classes=arch.num_classes,
+    )
+    data = load_images(data_uri, normalization=PLACEHOLDER, max_samples=max_samples, seed=seed, **load)
+    data = dataclasses.replace(data, normalization=channel_stats(data.images))
+    torch.manual_seed(seed)
+    model = spec.build()
+    final_loss = train_classifier(
+        model,
+        data,
+        steps=steps,
+        batch_size=batch_size,
+        cfg=optim,
+        seed=seed,
+        device=torch.device(device),
+        progress=progress,
+    )
+    metrics = {"final_loss": final_loss} if final_loss is not None else {}
+    if eval_uri:
+        eval_data = load_images(eval_uri, normalization=data.normalization, **load)
+        metrics["accuracy"] = evaluate(model, eval_data)["accuracy"]
+    metadata = {
+        "method": "scratch",
+        "normalization": data.normalization.model_dump(),
+        "train": {
+            "data_uri": data_uri,
+            "data_digest": data.digest(),
+            "steps": steps,
+            "batch_size": batch_size,
+            "seed": seed,
+            "optim": (optim or OptimConfig()).model_dump(),
+            "metrics": metrics,
+        },
+    }
+    info = export_checkpoint(model, out, spec=spec, metadata=metadata)
+    return TrainResult(checkpoint=info, metrics=metrics)

@@ -1,0 +1,207 @@
+"""Target architectures: a timm VisionTransformer name plus overrides, resolved to the numbers the method needs.
+
+A `ViTSpec` is what a client asks for. `ViTSpec.resolve()` builds the model on the meta device (no memory, no
+weights) and reads back what timm actually constructs, so defaults of the named model and the overrides are
+combined exactly as `timm.create_model(name, pretrained=False, **overrides)` combines them.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from typing import Any, Literal
+
+import timm
+import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from timm.layers import Mlp
+from timm.layers.attention import Attention
+from timm.models.vision_transformer import Block, VisionTransformer
+from torch import nn
+
+
+class SpecError(ValueError):
+    """A request for an architecture that cannot be built; `field` names the offending input."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+def check_model_name(name: str) -> str:
+    """A timm model name of the VisionTransformer family without distillation token, or ValueError."""
+    if not timm.is_model(name):
+        raise ValueError(f"model={name!r} is not a timm model name")
+    if not (name.startswith("vit_") or name.startswith("deit_")):
+        raise ValueError(f"model={name!r} is not of the VisionTransformer family (vit_*, deit_*)")
+    if "distilled" in name:
+        raise ValueError(f"model={name!r} has a distillation token, which is not supported")
+    return name
+
+
+class ViTSpec(BaseModel):
+    """A timm ViT/DeiT model name and the overrides passed to `timm.create_model`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str = Field(description="timm model name of the VisionTransformer family, e.g. 'vit_tiny_patch16_224'")
+    depth: int | None = Field(default=None, ge=1)
+    embed_dim: int | None = Field(default=None, ge=1)
+    num_heads: int | None = Field(default=None, ge=1)
+    mlp_ratio: float | None = Field(default=None, gt=0)
+    num_classes: int | None = Field(default=None, ge=0)
+    img_size: int | None = Field(default=None, ge=1)
+    patch_size: int | None = Field(default=None, ge=1)
+    in_chans: int | None = Field(default=None, ge=1)
+    class_token: bool | None = None
+    global_pool: Literal["token", "avg"] | None = None
+
+    _known_model = field_validator("model")(lambda cls, name: check_model_name(name))
+
+    def overrides(self) -> dict[str, Any]:
+        """The keyword arguments for `timm.create_model`, without the model name and unset fields."""
+        return self.model_dump(exclude={"model"}, exclude_none=True)
+
+    def build(self, **extra: Any) -> VisionTransformer:
+        """The timm model, randomly initialized by timm's own rules."""
+        return timm.create_model(self.model, pretrained=False, **self.overrides(), **extra)
+
+    def resolve(self) -> Architecture:
+        return _resolve(self)
+
+
+class Architecture(BaseModel):
+    """What timm builds for a spec: every number the templates, inheritance and export depend on."""
+
+    model_config = ConfigDict(frozen=True)
+
+    model: str
+    embed_dim: int
+    depth: int
+    num_heads: int
+    mlp_hidden: int
+    num_classes: int
+    img_size: tuple[int, int]
+    patch_size: tuple[int, int]
+    in_chans: int
+    num_prefix_tokens: int
+    pos_embed_prefix: int  # prefix tokens that carry a position embedding (0 for no_embed_class models)
+    global_pool: str
+    qkv_bias: bool
+
+    @property
+    def head_dim(self) -> int:
+        return self.embed_dim // self.num_heads
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        return (self.img_size[0] // self.patch_size[0], self.img_size[1] // self.patch_size[1])
+
+
+def _check_overrides(spec: ViTSpec) -> None:
+    """Inconsistencies timm would only report as an assertion deep inside a constructor."""
+    if spec.embed_dim is not None or spec.num_heads is not None:
+        probe = _resolve_cached(ViTSpec(model=spec.model))
+        dim = spec.embed_dim or probe.embed_dim
+        heads = spec.num_heads or probe.num_heads
+        if dim % heads:
+            field = "num_heads" if spec.num_heads is not None else "embed_dim"
+            raise SpecError(field, f"embed_dim={dim} is not divisible by num_heads={heads}")
+    if (
+        spec.class_token is False
+        and (spec.global_pool or _resolve_cached(ViTSpec(model=spec.model)).global_pool) == "token"
+    ):
+        raise SpecError(
+            "global_pool", "class_token=false needs global_pool='avg' (token pooling reads the class token)"
+        )
+    if spec.img_size is not None or spec.patch_size is not None:
+        probe = _resolve_cached(ViTSpec(model=spec.model))
+        img = spec.img_size or probe.img_size[0]
+        patch = spec.patch_size or probe.patch_size[0]
+        if img % patch:
+            field = "img_size" if spec.img_size is not None else "patch_size"
+            raise SpecError(field, f"img_size={img} is not a multiple of patch_size={patch}")
+
+
+def _check_structure(name: str, model: nn.Module) -> None:
+    """Reject variants whose blocks are not plain timm `Block`s (layer scale, qk-norm, SwiGLU, ...)."""
+    if type(model) is not VisionTransformer:
+        raise SpecError("model", f"model={name!r} builds a {type(model).__name__}, not a plain VisionTransformer")
+    if getattr(model, "attn_pool", None) is not None:
+        raise SpecError("global_pool", "attention pooling ('map') is not supported")
+    block = model.blocks[0]
+    unsupported = []
+    if type(block) is not Block:
+        unsupported.append(f"block type {type(block).__name__}")
+    else:
+        if type(block.attn) is not Attention:
+            unsupported.append(f"attention type {type(block.attn).__name__}")
+        elif not isinstance(block.attn.q_norm, nn.Identity) or not isinstance(block.attn.norm, nn.Identity):
+            unsupported.append("normalization inside attention (qk_norm)")
+        if not isinstance(block.ls1, nn.Identity):
+            unsupported.append("layer scale (init_values)")
+        if type(block.mlp) is not Mlp or not isinstance(block.mlp.norm, nn.Identity):
+            unsupported.append(f"MLP type {type(block.mlp).__name__}")
+        if not isinstance(block.norm1, nn.LayerNorm):
+            unsupported.append(f"norm type {type(block.norm1).__name__}")
+        if block.attn.proj.bias is None or block.mlp.fc1.bias is None:
+            unsupported.append("linear layers without bias")
+    if unsupported:
+        raise SpecError("model", f"model={name!r} is not supported: " + ", ".join(unsupported))
+
+
+@functools.lru_cache(maxsize=512)
+def _resolve_cached(spec: ViTSpec) -> Architecture:
+    try:
+        with torch.device("meta"):
+            model = spec.build()
+    except (AssertionError, ValueError, TypeError, RuntimeError, ArithmeticError) as exc:
+        raise SpecError("model", f"timm cannot build {spec.model!r} with {spec.overrides()}: {exc}") from exc
+    _check_structure(spec.model, model)
+    block = model.blocks[0]
+    pos_embed_prefix = 0 if model.no_embed_class else model.num_prefix_tokens
+    return Architecture(
+        model=spec.model,
+        embed_dim=model.embed_dim,
+        depth=len(model.blocks),
+        num_heads=block.attn.num_heads,
+        mlp_hidden=block.mlp.fc1.out_features,
+        num_classes=model.num_classes,
+        img_size=tuple(model.patch_embed.img_size),
+        patch_size=tuple(model.patch_embed.patch_size),
+        in_chans=model.patch_embed.proj.in_channels,
+        num_prefix_tokens=model.num_prefix_tokens,
+        pos_embed_prefix=pos_embed_prefix,
+        global_pool=model.global_pool,
+        qkv_bias=block.attn.qkv.bias is not None,
+    )
+
+
+def _resolve(spec: ViTSpec) -> Architecture:
+    _check_overrides(spec)
+    return _resolve_cached(spec)
+
+
+def build_fresh(spec: ViTSpec, seed: int) -> VisionTransformer:
+    """timm's initialization for a descendant, from a seed stream of its own: with `torch.manual_seed(seed)` a
+    descendant of the auxiliary size would redraw exactly the auxiliary model's initial head (condensation seeds
+    the same global generator), and a "new" head would still fit the trained body."""
+    stream = int.from_bytes(hashlib.sha256(f"learngene-descendant:{seed}".encode()).digest()[:8], "big")
+    torch.manual_seed(stream)
+    return spec.build()
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """`["depth=4", "class_token=false", "mlp_ratio=4.0"]` -> typed dict (JSON literals, else strings)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise SpecError("set", f"expected key=value, got {pair!r}")
+        try:
+            out[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key.strip()] = raw
+    return out

@@ -1,0 +1,297 @@
+"""Weight templates and weight scalers (WAVE, Eq. 4), and the operations on scalers used by inheritance.
+
+A weight of kind k in layer l is  W_k^(l) = sum_i S_{k,i}^(l) (x) T_{k,i}  (Kronecker product, scaler on the left),
+so W is a grid of a x a tiles and tile (u, v) is sum_i S_{k,i}^(l)[u, v] * T_{k,i}. 1-D parameters (biases, norms)
+are built the same way from length-a templates. Shapes used throughout:
+
+    matrix templates (N, a, a)    matrix scalers (L, N, R, C)    ->  weights (L, R*a, C*a)
+    vector templates (N, a)       vector scalers (L, N, R)       ->  vectors (L, R*a)
+
+where R, C count tiles. See METHOD.md, "Weight templates and scalers" and "Inheritance".
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from torch import Tensor, nn
+
+from learngene.spec import Architecture, SpecError
+
+
+class Axis(enum.Enum):
+    """How one axis of a block weight is laid out, which decides how its scaler grid is grouped when widening.
+
+    WIDTH: the residual stream (D); one group, so widening by k tiles the whole D0-vector k times.
+    QKV:   q, k and v stacked (3D); three groups, each widened like WIDTH, so q/k/v and their heads stay apart.
+    HIDDEN: the MLP hidden layer; every tile is its own group. Any layout works here as long as fc1's rows and
+            fc2's columns agree, and per-tile groups allow any hidden size that is a multiple of the tile.
+    """
+
+    WIDTH = "width"
+    QKV = "qkv"
+    HIDDEN = "hidden"
+
+    def size(self, arch: Architecture) -> int:
+        return {Axis.WIDTH: arch.embed_dim, Axis.QKV: 3 * arch.embed_dim, Axis.HIDDEN: arch.mlp_hidden}[self]
+
+    def groups(self, tiles: int) -> int:
+        return {Axis.WIDTH: 1, Axis.QKV: 3, Axis.HIDDEN: tiles}[self]
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One kind of templated block parameter: where it lives in a timm `Block` and the layout of its axes."""
+
+    kind: str
+    param: str
+    axes: tuple[Axis, ...]  # (rows, cols) for matrices, (length,) for vectors
+
+    @property
+    def is_matrix(self) -> bool:
+        return len(self.axes) == 2
+
+    def grid(self, arch: Architecture, size: int) -> tuple[int, ...]:
+        """Scaler grid (tiles per axis) of this parameter in `arch` with templates of side `size`."""
+        return tuple(axis.size(arch) // size for axis in self.axes)
+
+
+SLOTS: dict[str, Slot] = {
+    s.kind: s
+    for s in (
+        Slot("qkv", "attn.qkv.weight", (Axis.QKV, Axis.WIDTH)),
+        Slot("proj", "attn.proj.weight", (Axis.WIDTH, Axis.WIDTH)),
+        Slot("fc1", "mlp.fc1.weight", (Axis.HIDDEN, Axis.WIDTH)),
+        Slot("fc2", "mlp.fc2.weight", (Axis.WIDTH, Axis.HIDDEN)),
+        Slot("norm1_weight", "norm1.weight", (Axis.WIDTH,)),
+        Slot("norm1_bias", "norm1.bias", (Axis.WIDTH,)),
+        Slot("qkv_bias", "attn.qkv.bias", (Axis.QKV,)),
+        Slot("proj_bias", "attn.proj.bias", (Axis.WIDTH,)),
+        Slot("norm2_weight", "norm2.weight", (Axis.WIDTH,)),
+        Slot("norm2_bias", "norm2.bias", (Axis.WIDTH,)),
+        Slot("fc1_bias", "mlp.fc1.bias", (Axis.HIDDEN,)),
+        Slot("fc2_bias", "mlp.fc2.bias", (Axis.WIDTH,)),
+    )
+}
+
+# The paper's counts for DeiT (its Table 8): qkv 6, proj 2, fc1 8, fc2 8 matrices; 4 of each vector kind.
+DEFAULT_COUNTS: dict[str, int] = {
+    kind: (4 if not slot.is_matrix else {"qkv": 6, "proj": 2, "fc1": 8, "fc2": 8}[kind]) for kind, slot in SLOTS.items()
+}
+
+
+class TemplateConfig(BaseModel):
+    """Template side `size` (a) and how many templates each kind has; a kind with count 0 is not templated."""
+
+    model_config = ConfigDict(frozen=True)
+
+    size: int = Field(ge=1, description="side a of every matrix template and length of every vector template")
+    counts: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_COUNTS))
+
+    @field_validator("counts")
+    @classmethod
+    def _known_kinds(cls, counts: dict[str, int]) -> dict[str, int]:
+        unknown = sorted(set(counts) - set(SLOTS))
+        if unknown:
+            raise ValueError(f"unknown template kinds {unknown}; known: {sorted(SLOTS)}")
+        if any(n < 0 for n in counts.values()):
+            raise ValueError("template counts must be >= 0")
+        return {k: n for k, n in counts.items() if n > 0}
+
+    def slots(self) -> list[Slot]:
+        """The templated slots, in a fixed order."""
+        return [slot for kind, slot in SLOTS.items() if kind in self.counts]
+
+    def check(self, arch: Architecture, *, what: str = "embed_dim") -> None:
+        """Raise `SpecError` unless every templated parameter of `arch` is a whole number of tiles."""
+        a = self.size
+        if arch.embed_dim % a:
+            raise SpecError(what, f"embed_dim={arch.embed_dim} is not a multiple of the template size {a}")
+        if arch.mlp_hidden % a and any(Axis.HIDDEN in s.axes for s in self.slots()):
+            raise SpecError(
+                "mlp_ratio",
+                f"the MLP hidden size {arch.mlp_hidden} is not a multiple of the template size {a}",
+            )
+
+
+def compose(scalers: Tensor, templates: Tensor) -> Tensor:
+    """Eq. 4 for all layers at once, without materializing N Kronecker products.
+
+    (L, N, R, C) x (N, a, b) -> (L, R*a, C*b)   or   (L, N, R) x (N, a) -> (L, R*a).
+    One contraction over N (a batched matmul) and a permute; no Python loop over layers or templates.
+    """
+    if scalers.dim() == 4:
+        L, _, R, C = scalers.shape
+        _, a, b = templates.shape
+        return torch.einsum("lnrc,nab->lracb", scalers, templates).reshape(L, R * a, C * b)
+    L, _, R = scalers.shape
+    return torch.einsum("lnr,na->lra", scalers, templates).reshape(L, R * templates.shape[-1])
+
+
+class WeightTemplates(nn.Module):
+    """The learngene of WAVE: the shared templates of every templated kind."""
+
+    def __init__(self, config: TemplateConfig):
+        super().__init__()
+        self.config = config
+        a = config.size
+        self.tensors = nn.ParameterDict(
+            {
+                s.kind: nn.Parameter(
+                    torch.zeros((config.counts[s.kind], a, a) if s.is_matrix else (config.counts[s.kind], a))
+                )
+                for s in config.slots()
+            }
+        )
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """[ours] trunc-normal(0.02) like timm's Linear init; norm-weight templates start with one all-ones template."""
+        with torch.no_grad():
+            for kind, t in self.tensors.items():
+                nn.init.trunc_normal_(t, std=0.02, generator=generator)
+                if kind.endswith("_weight"):
+                    t[0].fill_(1.0)
+
+
+class WeightScalers(nn.Module):
+    """Per-layer scalers of one architecture (depth L, tile grid given by the width)."""
+
+    def __init__(self, config: TemplateConfig, arch: Architecture):
+        super().__init__()
+        config.check(arch)
+        self.config = config
+        self.tensors = nn.ParameterDict(
+            {
+                s.kind: nn.Parameter(torch.zeros(arch.depth, config.counts[s.kind], *s.grid(arch, config.size)))
+                for s in config.slots()
+            }
+        )
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """[ours] Matrix scalers ~ N(0, 1/N) so that W has the variance of a single template (std 0.02);
+        norm weights start at 1 (scaler 1 on the all-ones template), biases at 0."""
+        with torch.no_grad():
+            for kind, s in self.tensors.items():
+                n = s.shape[1]
+                if SLOTS[kind].is_matrix:
+                    s.normal_(0.0, 1.0 / math.sqrt(n), generator=generator)
+                else:
+                    s.zero_()
+                    if kind.endswith("_weight"):
+                        s[:, 0].fill_(1.0)
+
+    def load(self, tensors: dict[str, Tensor]) -> None:
+        """Copy scaler values in, checking every kind and shape."""
+        missing = set(self.tensors) - set(tensors)
+        if missing:
+            raise ValueError(f"scalers missing for kinds {sorted(missing)}")
+        with torch.no_grad():
+            for kind, p in self.tensors.items():
+                if tensors[kind].shape != p.shape:
+                    raise ValueError(
+                        f"scalers[{kind}] has shape {tuple(tensors[kind].shape)}, expected {tuple(p.shape)}"
+                    )
+                p.copy_(tensors[kind])
+
+
+def depth_interpolation(source_depth: int, target_depth: int) -> Tensor:
+    """(target_depth, source_depth) matrix of linear-initialization weights (METHOD.md, Inheritance 1).
+
+    Target layer j sits at p = j * (L0 - 1) / (L' - 1) in the source stack (p = 0 for a single layer) and mixes
+    layers floor(p) and ceil(p). For L' = L0 this is the identity.
+    """
+    m = torch.zeros(target_depth, source_depth, dtype=torch.float64)
+    for j in range(target_depth):
+        p = 0.0 if target_depth == 1 else j * (source_depth - 1) / (target_depth - 1)
+        lo = math.floor(p)
+        frac = p - lo
+        hi = min(lo + 1, source_depth - 1)
+        m[j, lo] += 1.0 - frac
+        m[j, hi] += frac
+    return m
+
+
+def deepen(scalers: Tensor, target_depth: int) -> Tensor:
+    """Scalers (L0, ...) -> (L', ...) by linear interpolation along depth."""
+    m = depth_interpolation(scalers.shape[0], target_depth).to(scalers.dtype)
+    return torch.einsum("jl,l...->j...", m, scalers)
+
+
+def widen(scalers: Tensor, slot: Slot, factor: int) -> Tensor:
+    """Linear padding of one kind's scalers (L, N, *grid) to `factor` times the width (METHOD.md, Inheritance 2).
+
+    Each group of tiles (see `Axis`) becomes `factor` copies: a matrix block B becomes I_factor (x) B, so the widened
+    weight is block-diagonal in copies and maps [x; x; ...] to [Wx; Wx; ...]; a vector group g becomes [g; g; ...].
+    """
+    if factor == 1:
+        return scalers
+    lead = scalers.shape[:2]
+    if slot.is_matrix:
+        R, C = scalers.shape[2:]
+        gr, gc = slot.axes[0].groups(R), slot.axes[1].groups(C)
+        blocks = scalers.reshape(*lead, gr, R // gr, gc, C // gc)
+        eye = torch.eye(factor, dtype=scalers.dtype, device=scalers.device)
+        return torch.einsum("lnaubv,ij->lnaiubjv", blocks, eye).reshape(*lead, R * factor, C * factor)
+    (R,) = scalers.shape[2:]
+    g = slot.axes[0].groups(R)
+    grouped = scalers.reshape(*lead, g, 1, R // g)
+    return grouped.expand(*lead, g, factor, R // g).reshape(*lead, R * factor)
+
+
+def tiles_of(weights: Tensor, slot: Slot, size: int) -> Tensor:
+    """Block weights (L, m1[, m2]) cut into the tile grid Eq. 4 composes: (L, R, C, a, a) or (L, R, a).
+    The inverse of `compose` for one template per tile."""
+    if slot.is_matrix:
+        L, m1, m2 = weights.shape
+        return weights.reshape(L, m1 // size, size, m2 // size, size).permute(0, 1, 3, 2, 4)
+    L, m = weights.shape
+    return weights.reshape(L, m // size, size)
+
+
+def untile(tiles: Tensor, slot: Slot) -> Tensor:
+    """The inverse of `tiles_of`: (L, R, C, a, a) -> (L, R*a, C*a), or (L, R, a) -> (L, R*a)."""
+    if slot.is_matrix:
+        L, R, C, a, b = tiles.shape
+        return tiles.permute(0, 1, 3, 2, 4).reshape(L, R * a, C * b)
+    L, R, a = tiles.shape
+    return tiles.reshape(L, R * a)
+
+
+def resize_weights(weights: Tensor, slot: Slot, size: int, depth: int, factor: int) -> Tensor:
+    """Block weights of one kind (L0, m1[, m2]) to another depth and `factor` times the width, by the rules the
+    scalers follow (`deepen`, then `widen`). A weight is Eq. 4 with one standard-basis template per tile entry, so
+    its tiles' entries are scalers; used for block parameters a template set does not template."""
+    tiles = tiles_of(weights, slot, size)
+    if slot.is_matrix:
+        L, R, C, a, b = tiles.shape
+        as_scalers = tiles.permute(0, 3, 4, 1, 2).reshape(L, a * b, R, C)
+        grown = widen(deepen(as_scalers, depth), slot, factor)
+        return untile(grown.reshape(depth, a, b, R * factor, C * factor).permute(0, 3, 4, 1, 2), slot)
+    L, R, a = tiles.shape
+    grown = widen(deepen(tiles.permute(0, 2, 1), depth), slot, factor)  # (L', a, R*k)
+    return untile(grown.permute(0, 2, 1), slot)
+
+
+def templates_from_weights(weights: Tensor, slot: Slot, count: int, size: int) -> tuple[Tensor, Tensor]:
+    """The best `count` templates (in Frobenius norm) for a stack of block weights, and the scalers that rebuild
+    each layer from them: a PCA over all tiles of all layers. [ours] Used to start condensation from the ancestor.
+
+    Scaled like the random init (templates with the entry scale of trunc-normal(0.02), scalers of order one), so
+    AdamW moves both at comparable relative rates. Returns (templates (N, a[, a]), scalers (L, N, R[, C]))."""
+    tiles = tiles_of(weights.float(), slot, size)
+    grid = tiles.shape[1:-2] if slot.is_matrix else tiles.shape[1:-1]
+    flat = tiles.reshape(-1, size * size if slot.is_matrix else size)
+    _, _, vh = torch.linalg.svd(flat, full_matrices=False)
+    n = min(count, vh.shape[0])
+    scale = 0.02 * math.sqrt(flat.shape[1])  # the norm of a trunc-normal(0.02) template
+    basis = torch.zeros(count, flat.shape[1])
+    basis[:n] = vh[:n]
+    coefficients = (flat @ basis.T) / scale  # (tiles, N); rows beyond n stay zero
+    templates = (basis * scale).reshape(count, *tiles.shape[-2 if slot.is_matrix else -1 :])
+    L = weights.shape[0]
+    scalers = coefficients.reshape(L, *grid, count).movedim(-1, 1)
+    return templates, scalers

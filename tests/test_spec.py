@@ -1,0 +1,116 @@
+"""Target specs: what timm builds, and errors that name the field."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from learngene import SpecError, ViTSpec, check_compatible
+from tests.conftest import random_template_set, tiny_spec
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    heads=st.integers(1, 4),
+    head_dim=st.sampled_from([8, 16, 32]),
+    depth=st.integers(1, 14),
+    grid=st.integers(1, 6),
+    patch=st.sampled_from([2, 4, 7, 16]),
+    classes=st.integers(0, 50),
+    chans=st.sampled_from([1, 3, 4]),
+    mlp=st.sampled_from([1.0, 2.0, 4.0]),
+    token=st.booleans(),
+)
+def test_resolve_reports_what_timm_builds(heads, head_dim, depth, grid, patch, classes, chans, mlp, token):
+    spec = ViTSpec(
+        model="vit_small_patch16_224",
+        embed_dim=heads * head_dim,
+        num_heads=heads,
+        depth=depth,
+        img_size=grid * patch,
+        patch_size=patch,
+        num_classes=classes,
+        in_chans=chans,
+        mlp_ratio=mlp,
+        class_token=token,
+        global_pool="token" if token else "avg",
+    )
+    arch = spec.resolve()
+    model = spec.build()
+    assert (arch.embed_dim, arch.depth, arch.num_heads) == (heads * head_dim, depth, heads)
+    assert arch.mlp_hidden == model.blocks[0].mlp.fc1.out_features == int(heads * head_dim * mlp)
+    assert arch.grid_size == (grid, grid) and arch.in_chans == chans and arch.num_classes == classes
+    assert arch.num_prefix_tokens == (1 if token else 0)
+    assert model.pos_embed.shape == (1, grid * grid + arch.pos_embed_prefix, heads * head_dim)
+
+
+def test_defaults_come_from_the_timm_name():
+    arch = ViTSpec(model="deit_small_patch16_224").resolve()
+    assert (arch.embed_dim, arch.depth, arch.num_heads, arch.mlp_hidden) == (384, 12, 6, 1536)
+    assert arch.img_size == (224, 224) and arch.patch_size == (16, 16) and arch.num_classes == 1000
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field", "needle"),
+    [
+        ({"model": "resnet50"}, "model", "not of the VisionTransformer family"),
+        ({"model": "vit_does_not_exist"}, "model", "not a timm model name"),
+        ({"model": "deit_tiny_distilled_patch16_224"}, "model", "distillation token"),
+        ({"model": "vit_tiny_patch16_224", "depth": 0}, "depth", "greater than or equal to 1"),
+        ({"model": "vit_tiny_patch16_224", "global_pool": "map"}, "global_pool", "Input should be"),
+        ({"model": "vit_tiny_patch16_224", "colour": "blue"}, "colour", "Extra inputs"),
+    ],
+)
+def test_invalid_specs_name_the_field(kwargs, field, needle):
+    with pytest.raises(ValidationError) as info:
+        ViTSpec(**kwargs)
+    error = info.value.errors()[0]
+    assert error["loc"] == (field,)
+    assert needle in error["msg"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field", "message"),
+    [
+        ({"embed_dim": 100, "num_heads": 3}, "num_heads", "embed_dim=100 is not divisible by num_heads=3"),
+        ({"embed_dim": 100}, "embed_dim", "embed_dim=100 is not divisible by num_heads=3"),
+        ({"img_size": 30, "patch_size": 7}, "img_size", "img_size=30 is not a multiple of patch_size=7"),
+        ({"class_token": False}, "global_pool", "class_token=false needs global_pool='avg'"),
+    ],
+)
+def test_inconsistent_overrides_name_the_field(overrides, field, message):
+    with pytest.raises(SpecError) as info:
+        ViTSpec(model="vit_tiny_patch16_224", **overrides).resolve()
+    assert info.value.field == field and message in str(info.value)
+
+
+def test_unsupported_block_variants_are_rejected():
+    with pytest.raises(SpecError, match="layer scale"):
+        ViTSpec(model="vit_small_patch14_dinov2").resolve()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field", "message"),
+    [
+        (
+            {"embed_dim": 200, "num_heads": 2},
+            "embed_dim",
+            "embed_dim=200 is not a multiple of the template size 32",
+        ),
+        ({"embed_dim": 64, "num_heads": 2, "mlp_ratio": 2.0}, "mlp_ratio", "this template set needs 4"),
+    ],
+)
+def test_template_set_limits_name_the_field(overrides, field, message):
+    ts = random_template_set(tiny_spec())
+    with pytest.raises(SpecError) as info:
+        check_compatible(ts.config, tiny_spec(**overrides))
+    assert info.value.field == field and message in str(info.value)
+
+
+def test_widths_must_be_multiples_of_the_auxiliary_width_when_templates_are_smaller():
+    ts = random_template_set(tiny_spec(embed_dim=32), template_size=16)
+    assert check_compatible(ts.config, tiny_spec(embed_dim=64, num_heads=2)).embed_dim == 64
+    with pytest.raises(SpecError, match="embed_dim=48 is not a multiple of the template set's width 32"):
+        check_compatible(ts.config, tiny_spec(embed_dim=48, num_heads=1))
