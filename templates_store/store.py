@@ -1,0 +1,308 @@
+"""The template store: immutable, checksummed versions of template sets, movable aliases, verified cached loads."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from learngene.files import sha256_file
+from learngene.template_set import (
+    BUILTIN_TEMPLATE_SETS,
+    MANIFEST,
+    IntegrityError,
+    Manifest,
+    TemplateSet,
+    parse_manifest,
+    read_manifest,
+    verify_files,
+)
+from templates_store.backend import LocalBackend, StorageBackend
+from templates_store.refs import (
+    LATEST,
+    ConflictError,
+    NotFoundError,
+    RefError,
+    ResolvedRef,
+    StoreError,
+    check_alias,
+    check_name,
+    parse_ref,
+)
+
+
+class AliasRecord(BaseModel):
+    version: int
+    history: list[int]  # every target the alias has had, oldest first; the last is the current one
+    updated: str
+
+
+class VersionInfo(BaseModel):
+    name: str
+    version: int
+    digest: str
+    method: str
+    created: str
+    aliases: list[str]
+    metrics: dict[str, float]
+    parameters: dict[str, int]
+    bytes: int
+
+
+class FileDigests:
+    """sha256 of files, remembered per process by (device, inode, size, mtime): a file is hashed once, not per load."""
+
+    def __init__(self) -> None:
+        self._known: dict[tuple, str] = {}
+        self._lock = threading.Lock()
+        self.hashed = 0
+
+    def __call__(self, path: Path) -> str:
+        st = os.stat(path)
+        key = (str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        with self._lock:
+            if key in self._known:
+                return self._known[key]
+        digest = sha256_file(path)
+        with self._lock:
+            self._known[key] = digest
+            self.hashed += 1
+        return digest
+
+
+PROCESS_DIGESTS = FileDigests()
+
+
+class TemplateStore:
+    def __init__(
+        self,
+        backend: StorageBackend,
+        *,
+        cache_size: int = 8,
+        builtins: Mapping[str, Path] = BUILTIN_TEMPLATE_SETS,
+        digests: FileDigests = PROCESS_DIGESTS,
+    ):
+        self.backend = backend
+        self.builtins = dict(builtins)
+        self.digests = digests
+        self.cache_size = cache_size
+        self._cache: OrderedDict[str, TemplateSet] = OrderedDict()
+        self._lock = threading.Lock()
+        self.loads = 0  # template sets read from storage (cache misses)
+        self.hits = 0  # template sets served from the in-process cache
+
+    @classmethod
+    def local(cls, root: str | Path, **kwargs) -> TemplateStore:
+        return cls(LocalBackend(root), **kwargs)
+
+    @classmethod
+    def open(cls, location: str | Path, **kwargs) -> TemplateStore:
+        """The store at `location`, its backend chosen by the URL scheme: a path or `file://` is the local
+        filesystem; an object-store backend (e.g. `s3://` through fsspec) plugs in here, callers stay as they are."""
+        scheme, sep, rest = str(location).partition("://")
+        if not sep:
+            return cls.local(location, **kwargs)
+        if scheme == "file":
+            return cls.local(rest, **kwargs)
+        raise StoreError(f"no storage backend for {scheme}:// locations; only local paths are implemented")
+
+    # --- reading -----------------------------------------------------------------------------------------------
+
+    def resolve(self, ref: str) -> ResolvedRef:
+        name, selector = parse_ref(ref)
+        self._ensure_builtin(name)
+        if selector == LATEST:
+            versions = self.backend.versions(name)
+            if not versions:
+                raise NotFoundError(f"template set {name!r} does not exist")
+            version = versions[-1]
+        elif isinstance(selector, int):
+            version = selector
+        else:
+            record = self.backend.read_aliases(name).get(selector)
+            if record is None:
+                raise NotFoundError(f"template set {name!r} has no alias {selector!r}")
+            version = record["version"]
+        folder = self.backend.folder(name, version)
+        return ResolvedRef(name=name, version=version, digest=_manifest_digest(folder))
+
+    def manifest(self, ref: str | ResolvedRef) -> Manifest:
+        resolved = self._resolved(ref)
+        return read_manifest(self.backend.folder(resolved.name, resolved.version))
+
+    def load(self, ref: str | ResolvedRef) -> TemplateSet:
+        """The template set, verified against its manifest; repeated loads are served from memory.
+
+        A `ResolvedRef` loads exactly the version it was resolved to, or fails if that version changed."""
+        resolved = self._resolved(ref)
+        with self._lock:
+            if resolved.digest in self._cache:
+                self._cache.move_to_end(resolved.digest)
+                self.hits += 1
+                return self._cache[resolved.digest]
+        folder = self.backend.folder(resolved.name, resolved.version)
+        manifest = self._checked_manifest(folder, resolved)
+        verify_files(folder, manifest, digest=self.digests)
+        template_set = TemplateSet.load(folder, manifest=manifest, verify=False)
+        with self._lock:
+            self.loads += 1
+            self._cache[resolved.digest] = template_set
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return template_set
+
+    def verify(self, ref: str | ResolvedRef) -> ResolvedRef:
+        """Re-hash every file of a version, ignoring any cached check."""
+        resolved = self._resolved(ref)
+        folder = self.backend.folder(resolved.name, resolved.version)
+        verify_files(folder, self._checked_manifest(folder, resolved))
+        return resolved
+
+    def list(self, name: str | None = None) -> list[VersionInfo]:
+        for builtin in [check_name(name)] if name else self.builtins:
+            self._ensure_builtin(builtin)
+        names = [name] if name else self.backend.names()
+        out = []
+        for n in names:
+            targets: dict[int, list[str]] = {}
+            for alias, record in sorted(self.backend.read_aliases(n).items()):
+                targets.setdefault(record["version"], []).append(alias)
+            for version in self.backend.versions(n):
+                folder = self.backend.folder(n, version)
+                m = read_manifest(folder)
+                out.append(
+                    VersionInfo(
+                        name=n,
+                        version=version,
+                        digest=_manifest_digest(folder),
+                        method=m.method,
+                        created=m.created,
+                        aliases=targets.get(version, []),
+                        metrics=m.metrics,
+                        parameters=m.parameters,
+                        bytes=sum(f.bytes for f in m.files.values()),
+                    )
+                )
+        return out
+
+    def aliases(self, name: str) -> dict[str, AliasRecord]:
+        self._ensure_builtin(check_name(name))
+        records = self.backend.read_aliases(name)
+        return {alias: AliasRecord.model_validate(record) for alias, record in sorted(records.items())}
+
+    # --- writing -----------------------------------------------------------------------------------------------
+
+    def publish(self, template_set: TemplateSet, name: str | None = None) -> ResolvedRef:
+        """Add a new immutable version of `name` (default: the set's own name); visible all at once or not at all."""
+        name = check_name(name or template_set.name)
+        return self.resolve(f"{name}@{self._publish(template_set, name)}")
+
+    def promote(self, name: str, version: int, alias: str) -> AliasRecord:
+        """Point `alias` at `version` (creating or moving it); the previous target is kept for `rollback`."""
+        check_alias(alias)
+        self._ensure_builtin(check_name(name))
+        with self.backend.lock(name):
+            return self._set_alias(name, version, alias)
+
+    def rollback(self, name: str, alias: str) -> AliasRecord:
+        """Move `alias` back to its previous target that still exists."""
+        check_alias(alias)
+        self._ensure_builtin(check_name(name))
+        with self.backend.lock(name):
+            aliases = self.backend.read_aliases(name)
+            if alias not in aliases:
+                raise NotFoundError(f"template set {name!r} has no alias {alias!r}")
+            history = list(aliases[alias]["history"])
+            existing = set(self.backend.versions(name))
+            history.pop()
+            while history and history[-1] not in existing:
+                history.pop()
+            if not history:
+                raise ConflictError(f"alias {name}@{alias} has no earlier version to roll back to")
+            aliases[alias] = {"version": history[-1], "history": history, "updated": _now()}
+            self.backend.write_aliases(name, aliases)
+            return AliasRecord.model_validate(aliases[alias])
+
+    def delete(self, ref: str) -> ResolvedRef:
+        """Delete one explicit version (`name@N`); refused while an alias points to it. Numbers are never reused."""
+        name, selector = parse_ref(ref)
+        if not isinstance(selector, int):
+            raise RefError(f"delete needs an explicit version (name@N), got {ref!r}")
+        self._ensure_builtin(name)  # before the lock: it takes the same lock, and flock does not nest
+        with self.backend.lock(name):
+            resolved = self.resolve(ref)
+            holders = sorted(a for a, r in self.backend.read_aliases(name).items() if r["version"] == selector)
+            if holders:
+                raise ConflictError(f"{ref} is the target of alias(es) {', '.join(holders)}; move them first")
+            self.backend.delete(name, selector)
+        with self._lock:
+            self._cache.pop(resolved.digest, None)
+        return resolved
+
+    def gc(self) -> list[str]:
+        return self.backend.gc()
+
+    # --- internals ---------------------------------------------------------------------------------------------
+
+    def _resolved(self, ref: str | ResolvedRef) -> ResolvedRef:
+        return ref if isinstance(ref, ResolvedRef) else self.resolve(ref)
+
+    def _publish(self, template_set: TemplateSet, name: str) -> int:
+        template_set = template_set.model_copy(update={"name": name})
+        files: dict = {}
+
+        def stage(folder: Path) -> None:
+            files.update(template_set.write_tensors(folder))
+
+        def finalize(folder: Path, version: int) -> None:
+            template_set.model_copy(update={"version": version}).write_manifest(folder, files)
+
+        return self.backend.publish(name, stage, finalize)
+
+    def _set_alias(self, name: str, version: int, alias: str) -> AliasRecord:
+        self.backend.folder(name, version)  # raises NotFoundError for a missing version
+        aliases = self.backend.read_aliases(name)
+        history = list(aliases.get(alias, {}).get("history", []))
+        if not history or history[-1] != version:
+            history.append(version)
+        aliases[alias] = {"version": version, "history": history, "updated": _now()}
+        self.backend.write_aliases(name, aliases)
+        return AliasRecord.model_validate(aliases[alias])
+
+    def _checked_manifest(self, folder: Path, resolved: ResolvedRef) -> Manifest:
+        path = folder / MANIFEST
+        data = _manifest_bytes(folder)
+        if hashlib.sha256(data).hexdigest() != resolved.digest:
+            raise IntegrityError(f"{path}: manifest differs from the one {resolved} was resolved to")
+        return parse_manifest(data, path)
+
+    def _ensure_builtin(self, name: str) -> None:
+        """Publish a bundled template set (e.g. `demo`) as version 1 with alias `prod` the first time it is used."""
+        if name not in self.builtins or self.backend.versions(name):
+            return
+        with self.backend.lock(name):
+            if self.backend.versions(name):
+                return  # another process published it while we waited for the lock
+            version = self._publish(TemplateSet.load(self.builtins[name]), name)
+            self._set_alias(name, version, "prod")
+
+
+def _manifest_bytes(folder: Path) -> bytes:
+    path = folder / MANIFEST
+    if not path.is_file():
+        raise IntegrityError(f"{path}: manifest missing")
+    return path.read_bytes()
+
+
+def _manifest_digest(folder: Path) -> str:
+    return hashlib.sha256(_manifest_bytes(folder)).hexdigest()
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,246 @@
+"""The template store: atomic concurrent publication, crash leftovers, integrity, aliases, pinning, caching."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from learngene import IntegrityError
+from learngene.template_set import MANIFEST, TENSORS
+from templates_store import ConflictError, NotFoundError, RefError, StoreError, TemplateStore, parse_ref
+from templates_store.store import FileDigests
+from tests.conftest import REPO, random_template_set, tiny_spec
+
+
+@pytest.fixture
+def store(tmp_path):
+    return TemplateStore.local(tmp_path / "store", digests=FileDigests())
+
+
+@pytest.fixture(scope="module")
+def template_set():
+    return random_template_set(tiny_spec())
+
+
+def _publish_in_child(root: str, name: str, barrier, queue) -> None:
+    store = TemplateStore.local(root)
+    template_set = random_template_set(tiny_spec(), seed=os.getpid() % 1000)
+    barrier.wait()
+    queue.put(str(store.publish(template_set, name)))
+
+
+def test_concurrent_publishers_get_distinct_intact_versions(tmp_path):
+    ctx = mp.get_context("spawn")
+    barrier, queue = ctx.Barrier(3), ctx.Queue()
+    children = [ctx.Process(target=_publish_in_child, args=(str(tmp_path), "race", barrier, queue)) for _ in range(3)]
+    for child in children:
+        child.start()
+    for child in children:
+        child.join(120)
+        assert child.exitcode == 0
+    refs = sorted(queue.get(timeout=5) for _ in children)
+    assert refs == ["race@1", "race@2", "race@3"]
+    store = TemplateStore.local(tmp_path, digests=FileDigests())
+    for ref in refs:
+        resolved = store.verify(ref)
+        assert store.manifest(resolved).version == resolved.version
+        assert store.load(resolved).version == resolved.version
+    assert not [p for p in (tmp_path / "race").iterdir() if p.name.startswith(".staging")]
+
+
+KILLED_PUBLISHER = """
+import os, sys, time
+from templates_store import TemplateStore, backend
+from tests.conftest import random_template_set, tiny_spec
+
+def stall(*args):  # stop between writing the tensors and the rename that makes the version visible
+    print("staged", flush=True)
+    time.sleep(600)
+
+backend.os.rename = stall
+TemplateStore.local(sys.argv[1]).publish(random_template_set(tiny_spec()), "crash")
+"""
+
+
+def test_killed_publisher_leaves_no_version_and_gc_cleans_up(tmp_path, template_set):
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILLED_PUBLISHER, str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
+    assert child.stdout.readline().strip() == "staged"
+    staging = [p for p in (tmp_path / "crash").iterdir() if p.name.startswith(".staging") and p.is_dir()]
+    assert len(staging) == 1 and (staging[0] / TENSORS).stat().st_size > 0 and (staging[0] / MANIFEST).exists()
+    store = TemplateStore.local(tmp_path, digests=FileDigests())
+    assert store.gc() == []  # the publisher is alive: its staging folder is not touched
+    child.send_signal(signal.SIGKILL)
+    child.wait(10)
+    assert store.list("crash") == []
+    with pytest.raises(NotFoundError):
+        store.resolve("crash")
+    removed = store.gc()
+    assert removed == [str(staging[0])]
+    assert sorted(p.name for p in (tmp_path / "crash").iterdir()) == []
+    assert str(store.publish(template_set, "crash")) == "crash@1"
+
+
+def test_flipped_byte_truncation_and_missing_entry_are_refused(store, template_set):
+    ref = store.publish(template_set, "t")
+    folder = store.backend.folder("t", ref.version)
+    tensors = folder / TENSORS
+    original = tensors.read_bytes()
+    flipped = bytearray(original)
+    flipped[len(flipped) // 2] ^= 0x40
+    tensors.write_bytes(bytes(flipped))
+    with pytest.raises(IntegrityError, match=r"tensors\.safetensors: sha256 does not match"):
+        store.verify(ref)
+    with pytest.raises(IntegrityError, match="sha256 does not match"):
+        store.load(ref)
+    tensors.write_bytes(original[:-1])
+    with pytest.raises(IntegrityError, match=r"tensors\.safetensors: .* bytes, manifest says .* \(truncated\?\)"):
+        store.load(ref)
+    tensors.write_bytes(original)
+    assert store.load(ref).name == "t"
+
+    manifest = json.loads((folder / MANIFEST).read_text())
+    del manifest["files"][TENSORS]
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+    fresh = store.resolve("t@1")
+    with pytest.raises(IntegrityError, match=r"no checksum recorded for tensors\.safetensors"):
+        store.load(fresh)
+    assert store.load(ref).version == 1  # verified before the edit, served from memory
+    cold = TemplateStore.local(store.backend.root, digests=FileDigests())
+    with pytest.raises(IntegrityError, match="differs from the one t@1 was resolved to"):
+        cold.load(ref)  # a pinned reference notices that the manifest changed
+
+
+def test_aliases_promote_rollback_pin_and_protect(store, template_set):
+    for _ in range(3):
+        store.publish(template_set, "m")
+    store.promote("m", 1, "prod")
+    pinned = store.resolve("m@prod")
+    assert pinned.version == 1
+    store.promote("m", 3, "prod")
+    assert store.resolve("m@prod").version == 3
+    assert store.load(pinned).version == 1  # a resolved reference stays on its version
+    assert store.rollback("m", "prod").version == 1
+    assert store.aliases("m")["prod"].history == [1]
+    with pytest.raises(ConflictError, match="no earlier version"):
+        store.rollback("m", "prod")
+    with pytest.raises(ConflictError, match="alias"):
+        store.delete("m@1")
+    store.delete("m@3")
+    assert [v.version for v in store.list("m")] == [1, 2]
+    assert str(store.publish(template_set, "m")) == "m@4"  # numbers are never reused
+    assert store.resolve("m").version == 4
+    store.promote("m", 2, "prod")
+    store.promote("m", 4, "prod")
+    store.delete("m@2")
+    assert store.rollback("m", "prod").version == 1  # skips the deleted version
+    with pytest.raises(NotFoundError):
+        store.promote("m", 9, "prod")
+
+
+def test_repeated_loads_come_from_the_cache(store, template_set):
+    ref = store.publish(template_set, "c")
+    first = store.load("c")
+    assert (store.loads, store.hits, store.digests.hashed) == (1, 0, 1)
+    assert store.load("c@1") is first and store.load(ref) is first
+    assert (store.loads, store.hits, store.digests.hashed) == (1, 2, 1)
+    other = TemplateStore.local(store.backend.root, digests=store.digests)  # same process, new store object
+    assert other.load(ref) is not first and other.loads == 1 and store.digests.hashed == 1  # check not repeated
+
+
+def test_demo_is_published_on_first_use(store):
+    assert store.backend.names() == []
+    resolved = store.resolve("demo@prod")
+    assert str(resolved) == "demo@1"
+    assert store.load(resolved).metrics["aux_accuracy"] > 0.8
+    assert store.resolve("demo") == resolved and len(store.list()) == 1
+
+
+@pytest.mark.parametrize(
+    ("operation", "expected"),
+    [
+        (lambda s: [v.version for v in s.list()], [1]),
+        (lambda s: list(s.aliases("demo")), ["prod"]),
+        (lambda s: s.promote("demo", 1, "staging").version, 1),
+        (lambda s: s.delete("demo@1"), "ConflictError: demo@1 is the target of alias(es) prod"),  # no deadlock
+    ],
+    ids=["list", "aliases", "promote", "delete"],
+)
+def test_every_operation_on_a_fresh_store_sees_the_demo(tmp_path, operation, expected):
+    store = TemplateStore.local(tmp_path / "fresh", digests=FileDigests())
+    outcome: list = []
+
+    def run() -> None:
+        try:
+            outcome.append(operation(store))
+        except ConflictError as exc:
+            outcome.append(f"ConflictError: {exc}")
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(60)
+    assert not worker.is_alive(), "the operation hangs (a lock taken twice?)"
+    assert outcome and str(outcome[0]).startswith(str(expected))
+    assert store.backend.versions("demo") == [1]
+
+
+def test_manifest_entries_name_files_inside_the_version(store, template_set):
+    folder = store.backend.folder("p", store.publish(template_set, "p").version)
+    manifest = json.loads((folder / MANIFEST).read_text())
+    manifest["files"]["../../../etc/hostname"] = manifest["files"][TENSORS]
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(IntegrityError, match="plain names inside the folder"):
+        store.load("p@1")
+
+
+def test_store_location_picks_the_backend(tmp_path):
+    assert TemplateStore.open(f"file://{tmp_path}/a").backend.root == tmp_path / "a"
+    assert TemplateStore.open(tmp_path / "b").backend.root == tmp_path / "b"
+    with pytest.raises(StoreError, match="no storage backend for s3://"):
+        TemplateStore.open("s3://bucket/templates")
+
+
+@pytest.mark.parametrize("ref", ["", "UPPER", "../etc", "a/b", "x@", "x@0", "x@-1", "x@..", "n" * 65, "x@a b"])
+def test_odd_references_are_refused(ref):
+    with pytest.raises(RefError):
+        parse_ref(ref)
+
+
+def test_reference_forms():
+    assert parse_ref("demo") == ("demo", "latest")
+    assert parse_ref("demo@3") == ("demo", 3)
+    assert parse_ref("demo@prod") == ("demo", "prod")
+
+
+def test_alias_names_are_checked(store, template_set):
+    store.publish(template_set, "a")
+    for bad in ("7", "latest", "Prod"):
+        with pytest.raises(RefError):
+            store.promote("a", 1, bad)
+    with pytest.raises(NotFoundError, match="no alias 'prod'"):
+        store.resolve("a@prod")
+    with pytest.raises(RefError, match="explicit version"):
+        store.delete("a")
+
+
+def test_gc_removes_interrupted_deletions_and_old_temporaries(store, template_set):
+    store.publish(template_set, "g")
+    base = store.backend.root / "g"
+    (base / ".trash-dead").mkdir()
+    (base / ".trash-dead" / "x").write_text("x")
+    stale = base / ".aliases.json.123.tmp"
+    stale.write_text("{}")
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))
+    fresh = base / ".aliases.json.456.tmp"
+    fresh.write_text("{}")
+    assert sorted(store.gc()) == sorted([str(base / ".trash-dead"), str(stale)])
+    assert fresh.exists()
