@@ -1,0 +1,49 @@
+"""Domain errors that reach the HTTP layer, as status codes with a message (never a bare 500 for bad input)."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request, status
+from fastapi.responses import JSONResponse
+from kombu.exceptions import OperationalError as KombuOperationalError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from learngene import IntegrityError
+from service.api.submission import IdempotencyConflict, Overloaded
+from templates_store import ConflictError, NotFoundError, RefError
+
+
+def _handler(code: int, loc: tuple[str, ...] | None = None):
+    async def handle(request: Request, exc: Exception) -> JSONResponse:
+        detail = [{"loc": list(loc), "msg": str(exc), "type": "value_error"}] if loc else str(exc)
+        return JSONResponse({"detail": detail}, status_code=code)
+
+    return handle
+
+
+async def _overloaded(request: Request, exc: Overloaded) -> JSONResponse:
+    return JSONResponse(
+        {"detail": str(exc)}, status_code=status.HTTP_429_TOO_MANY_REQUESTS,
+        headers={"Retry-After": str(exc.retry_after_s)},
+    )  # fmt: skip
+
+
+async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """Redis (job records, broker) unreachable: nothing was accepted; the client may retry shortly."""
+    return JSONResponse(
+        {"detail": "the job store is unreachable; nothing was accepted, retry shortly"},
+        status_code=status.HTTP_503_SERVICE_UNAVAILABLE, headers={"Retry-After": "5"},
+    )  # fmt: skip
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(Overloaded, _overloaded)
+    for error in (RedisConnectionError, RedisTimeoutError, KombuOperationalError):
+        app.add_exception_handler(error, _unavailable)
+    app.add_exception_handler(NotFoundError, _handler(status.HTTP_404_NOT_FOUND))
+    app.add_exception_handler(ConflictError, _handler(status.HTTP_409_CONFLICT))
+    app.add_exception_handler(RefError, _handler(status.HTTP_422_UNPROCESSABLE_CONTENT, ("path", "ref")))
+    app.add_exception_handler(
+        IdempotencyConflict, _handler(status.HTTP_422_UNPROCESSABLE_CONTENT, ("header", "Idempotency-Key"))
+    )
+    app.add_exception_handler(IntegrityError, _handler(status.HTTP_500_INTERNAL_SERVER_ERROR))

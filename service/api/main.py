@@ -1,0 +1,73 @@
+"""The FastAPI application: `uvicorn --factory service.api.main:create_app` (or `learngene serve`).
+
+With LEARNGENE_REDIS_URL set, jobs go to Celery workers and job records live in Redis; without it, the same task
+code runs in background threads of this process (the embedded mode: one command, no other services).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from learngene import __version__
+from service.api import errors
+from service.api.limits import BodyLimit
+from service.api.metrics import build_registry
+from service.api.routes import admin, health, initializations, template_sets
+from templates_store import TemplateStore
+from workers.config import Settings, get_settings
+from workers.dispatch import CeleryDispatcher, Dispatcher, EmbeddedDispatcher
+from workers.jobs import JobStore, MemoryJobStore
+from workers.reaper import Reaper
+from workers.tasks import WorkerContext
+
+log = logging.getLogger(__name__)
+
+
+def build_backends(settings: Settings) -> tuple[JobStore, TemplateStore, Dispatcher]:
+    store = TemplateStore.open(settings.store, cache_size=settings.store_cache_size)
+    if settings.redis_url:
+        from workers.celery_app import job_store
+
+        return job_store(settings), store, CeleryDispatcher()
+    jobs = MemoryJobStore()
+    jobs.idempotency_ttl_s = settings.idempotency_ttl_s
+    context = WorkerContext(settings=settings, jobs=jobs, store=store)
+    return jobs, store, EmbeddedDispatcher(context, threads=settings.embedded_workers)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    jobs, store, dispatcher = build_backends(settings)
+    registry, http_metrics = build_registry(jobs)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        store.resolve("demo")  # publishes the bundled demo template set on first start
+        mode = f"celery via {settings.redis_url.split('@')[-1]}" if settings.redis_url else "embedded executor"
+        reaper = Reaper(jobs, dispatcher, settings) if settings.redis_url else None  # embedded jobs die with us
+        if reaper is not None:
+            reaper.start()
+        log.info("learngene API %s ready (%s), store %s", __version__, mode, settings.store)
+        yield
+        if reaper is not None:
+            reaper.stop()
+        dispatcher.close()
+
+    app = FastAPI(
+        title="learngene",
+        version=__version__,
+        summary="Initialized Vision Transformer checkpoints of any size, inherited from condensed learngenes.",
+        lifespan=lifespan,
+    )
+    app.state.settings, app.state.jobs, app.state.store = settings, jobs, store
+    app.state.dispatcher, app.state.registry = dispatcher, registry
+    app.add_middleware(http_metrics)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
+    errors.install(app)
+    for module in (initializations, template_sets, admin, health):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,47 @@
+"""Admin endpoints (bearer token): condensation jobs and alias promotion/rollback."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request, Response, status
+
+from service.api.deps import DispatcherDep, IdempotencyKey, JobsDep, SettingsDep, StoreDep, require_admin
+from service.api.routes.jobs import accepted, job_routes
+from service.api.schemas import AliasUpdate, AliasView, JobView
+from service.api.submission import located, submit_condensation
+from templates_store.refs import check_alias, check_name
+from workers.jobs import JobKind
+from workers.schemas import CondensationRequest
+
+ROUTE = "condensations"
+router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[Depends(require_admin)])
+
+
+@router.post("/condensations", status_code=status.HTTP_202_ACCEPTED, response_model=JobView)
+def create_condensation(
+    body: CondensationRequest,
+    request: Request,
+    response: Response,
+    jobs: JobsDep,
+    dispatcher: DispatcherDep,
+    settings: SettingsDep,
+    idempotency_key: IdempotencyKey = None,
+) -> JobView:
+    """Start a condensation job; on success its template set is published (and optionally promoted)."""
+    job, created = submit_condensation(
+        body, idempotency_key=idempotency_key, jobs=jobs, dispatcher=dispatcher, settings=settings
+    )
+    return accepted(job, created, request, response, ROUTE)
+
+
+router.include_router(job_routes(JobKind.condensation, ROUTE), prefix="/condensations")
+
+
+@router.put("/template-sets/{name}/aliases/{alias}", response_model=AliasView)
+def set_alias(name: str, alias: str, body: AliasUpdate, store: StoreDep) -> AliasView:
+    """Promote (`{"version": N}`) or roll back (`{"rollback": true}`) an alias."""
+    with located("path", "name"):
+        check_name(name)
+    with located("path", "alias"):
+        check_alias(alias)
+    record = store.rollback(name, alias) if body.rollback else store.promote(name, body.version, alias)
+    return AliasView(name=name, alias=alias, **record.model_dump())

@@ -1,0 +1,44 @@
+"""POST /v1/initializations and the job endpoints under it."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request, Response, status
+
+from service.api.deps import ClientDep, DispatcherDep, IdempotencyKey, JobsDep, SettingsDep, StoreDep, current_client
+from service.api.routes.jobs import accepted, job_routes
+from service.api.schemas import JobView
+from service.api.submission import submit_initialization
+from workers.jobs import JobKind
+from workers.schemas import InitializationRequest
+
+ROUTE = "initializations"
+PREFIX = "/v1/initializations"
+router = APIRouter(tags=["initializations"], dependencies=[Depends(current_client)])
+
+
+@router.post(
+    PREFIX,
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=JobView,
+    responses={200: {"description": "idempotent replay: the job an earlier request with this key created"}},
+)
+def create_initialization(
+    body: InitializationRequest,
+    request: Request,
+    response: Response,
+    jobs: JobsDep,
+    store: StoreDep,
+    dispatcher: DispatcherDep,
+    settings: SettingsDep,
+    client: ClientDep,
+    idempotency_key: IdempotencyKey = None,
+) -> JobView:
+    """Accept an initialization job: inherit from the template set, fit the scalers, export a timm checkpoint."""
+    job, created = submit_initialization(
+        body, idempotency_key=idempotency_key, jobs=jobs, store=store, dispatcher=dispatcher, settings=settings,
+        client=client,
+    )  # fmt: skip
+    return accepted(job, created, request, response, ROUTE)
+
+
+router.include_router(job_routes(JobKind.initialization, ROUTE), prefix=PREFIX)

@@ -1,0 +1,85 @@
+"""Response bodies of the API (request bodies are `workers.schemas`, shared with the workers)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field, model_validator
+
+from templates_store import AliasRecord, VersionInfo
+from workers.jobs import JobError, JobKind, JobProgress, JobStatus
+
+
+class Links(BaseModel):
+    self: str
+    cancel: str
+    checkpoint: str | None = None
+
+
+class Timings(BaseModel):
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    queued_s: float | None = Field(default=None, description="from acceptance to the first start")
+    running_s: float | None = Field(default=None, description="from the first start to the end")
+
+
+class CheckpointView(BaseModel):
+    sha256: str
+    bytes: int
+    parameters: int
+    download: str
+
+
+class JobView(BaseModel):
+    id: str
+    kind: JobKind
+    status: JobStatus
+    attempts: int
+    max_attempts: int
+    template_set: dict[str, Any] | None = Field(description="the resolved (name, version, digest) the job uses")
+    request: dict[str, Any]
+    progress: JobProgress | None = None
+    timings: Timings
+    result: dict[str, Any] | None = None
+    checkpoint: CheckpointView | None = None
+    error: JobError | None = None
+    links: Links
+
+
+class JobList(BaseModel):
+    items: list[JobView]
+
+
+class TemplateSetList(BaseModel):
+    items: list[VersionInfo]
+
+
+class TemplateSetView(BaseModel):
+    ref: str
+    digest: str
+    aliases: dict[str, int]
+    manifest: dict[str, Any]
+
+
+class AliasUpdate(BaseModel):
+    """Either `version` (promote: point the alias there) or `rollback: true` (back to its previous target)."""
+
+    version: int | None = Field(default=None, ge=1)
+    rollback: bool = False
+
+    @model_validator(mode="after")
+    def _one_action(self) -> AliasUpdate:
+        if (self.version is None) == (not self.rollback):
+            raise ValueError("give either version (to promote) or rollback: true")
+        return self
+
+
+class AliasView(AliasRecord):
+    name: str
+    alias: str
+
+
+class Health(BaseModel):
+    status: str
+    checks: dict[str, str] = Field(default_factory=dict)

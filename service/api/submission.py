@@ -1,0 +1,274 @@
+"""Accepting a job: validate everything that can be checked cheaply, pin the template version, record, dispatch.
+
+Nothing slow happens here (no data is read, no model is built beyond the meta device), so submission stays fast
+and every refusal is immediate and names its field.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Iterator
+
+import torch
+from fastapi import HTTPException, status
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from safetensors import SafetensorError, safe_open
+
+from learngene import DataRefError, SpecError
+from learngene.data import check_data_ref, resolve_file
+from learngene.methods import ANCESTOR_METHODS, check_method
+from learngene.spec import Architecture, ViTSpec
+from templates_store import TemplateStore
+from templates_store.refs import RefError, check_alias, check_name
+from workers.config import Limits, Settings
+from workers.dispatch import Dispatcher
+from workers.jobs import Job, JobKind, JobStore
+from workers.schemas import CondensationRequest, InitializationRequest, describe
+
+log = logging.getLogger(__name__)
+
+# Fields of a request body that a `SpecError` can name; any other field it names is an architecture override.
+REQUEST_FIELDS = frozenset({"model", "method", "template_set", "ancestor"})
+
+
+class IdempotencyConflict(Exception):
+    """The same Idempotency-Key was used for a different request body."""
+
+
+class Overloaded(Exception):
+    """Admission control said no: the queue is full, or the client has too many jobs. Answered 429."""
+
+    def __init__(self, message: str, retry_after_s: int):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+@contextlib.contextmanager
+def located(*loc: str) -> Iterator[None]:
+    """Report a domain error as a 422 at `loc` (like FastAPI's own body validation), or as a 400 for a data
+    reference that does not exist or lies outside the allowed roots."""
+    try:
+        yield
+    except SpecError as exc:
+        field = exc.field.split(".")[-1]
+        where = (field,) if field in REQUEST_FIELDS else ("overrides", field)
+        raise _invalid((*loc, *where), exc.message) from None
+    except ValidationError as exc:
+        errors = [{**e, "loc": (*loc, *e["loc"])} for e in exc.errors(include_url=False, include_context=False)]
+        raise RequestValidationError(errors) from None
+    except RefError as exc:
+        raise _invalid(loc, str(exc)) from None
+    except DataRefError as exc:
+        if exc.reason == "invalid":
+            raise _invalid(loc, str(exc)) from None
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"{'.'.join(loc[1:])}: {exc}") from None
+
+
+def _invalid(loc: tuple[str, ...], message: str) -> RequestValidationError:
+    return RequestValidationError([{"loc": loc, "msg": message, "type": "value_error"}])
+
+
+def request_hash(document: dict) -> str:
+    return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
+
+
+def submit_initialization(
+    request: InitializationRequest,
+    *,
+    idempotency_key: str | None,
+    jobs: JobStore,
+    store: TemplateStore,
+    dispatcher: Dispatcher,
+    settings: Settings,
+    client: str | None = None,
+) -> tuple[Job, bool]:
+    """Returns the job and whether it was created now (False: an idempotent replay of an earlier submission)."""
+    with located("body"):
+        spec = request.spec()
+        check_overrides(settings.limits, spec)
+        arch = spec.resolve()
+    check_limits(settings.limits, arch, spec, fit_steps=request.fit.steps, batch_size=request.fit.batch_size,
+                 samples=request.calibration.max_samples if request.calibration else 0)  # fmt: skip
+    resolved = config = ancestor = None
+    if request.template_ref is not None:
+        with located("body", "template_set"):
+            resolved = store.resolve(request.template_ref)  # pinned now: a later alias move does not change the job
+        config = store.manifest(resolved).config
+    if request.ancestor is not None:
+        if request.method not in (*ANCESTOR_METHODS, "wave"):
+            users = ", ".join(ANCESTOR_METHODS)
+            raise _invalid(("body", "ancestor"), f"an ancestor is used only by {users} and as WAVE's teacher")
+        with located("body", "ancestor"):
+            check_overrides(settings.limits, request.ancestor.spec(), prefix=("body", "ancestor"))
+            ancestor = request.ancestor.spec().resolve()
+        with located("body", "ancestor", "checkpoint"):
+            _check_safetensors(request.ancestor.checkpoint, settings)
+    with located("body"):
+        check_method(request.method, spec, template_config=config, ancestor=ancestor)
+    if request.calibration is not None:
+        with located("body", "calibration", "uri"):
+            check_data_ref(request.calibration.uri, settings.data_roots)
+    template = resolved.model_dump() if resolved else None
+    return _accept(JobKind.initialization, request, template, idempotency_key, jobs, dispatcher, settings, client)
+
+
+def check_overrides(limits: Limits, spec: ViTSpec, prefix: tuple[str, ...] = ("body",)) -> None:
+    """The requested sizes against the limits, before anything is built from them."""
+    over = []
+    for field in ("depth", "embed_dim", "mlp_ratio", "img_size", "in_chans", "num_classes"):
+        value = getattr(spec, field)
+        if value is not None and value > getattr(limits, field):
+            over.append(
+                ((*prefix, "overrides", field), f"{field}={value:g} is over the limit of {getattr(limits, field):g}")
+            )
+    if over:
+        raise RequestValidationError([{"loc": loc, "msg": msg, "type": "value_error"} for loc, msg in over])
+
+
+def check_limits(limits: Limits, arch: Architecture, spec: ViTSpec, *, fit_steps: int, batch_size: int,
+                 samples: int | None, prefix: tuple[str, ...] = ("body",)) -> None:  # fmt: skip
+    """The resolved model (the named model's defaults included) and the run against the limits."""
+    over = []
+    for field, value in (("depth", arch.depth), ("embed_dim", arch.embed_dim), ("img_size", max(arch.img_size)),
+                         ("in_chans", arch.in_chans), ("num_classes", arch.num_classes)):  # fmt: skip
+        if value > getattr(limits, field):
+            over.append(
+                ((*prefix, "overrides", field), f"{field}={value} is over the limit of {getattr(limits, field)}")
+            )
+    if not over:  # counting parameters builds the model on the meta device: only for sane sizes
+        with torch.device("meta"):
+            parameters = sum(p.numel() for p in spec.build().parameters())
+        if parameters > limits.parameters:
+            message = f"the model has {parameters:,} parameters, the limit is {limits.parameters:,}"
+            over.append(((*prefix, "overrides"), message))
+    for loc, value, limit in ((("fit", "steps"), fit_steps, limits.fit_steps),
+                              (("fit", "batch_size"), batch_size, limits.batch_size)):  # fmt: skip
+        if value > limit:
+            over.append(((*prefix, *loc), f"{loc[-1]}={value} is over the limit of {limit}"))
+    if samples is None or samples > limits.calibration_samples:
+        message = f"max_samples must be set, at most {limits.calibration_samples}"
+        over.append(((*prefix, "calibration", "max_samples"), message))
+    elif samples * arch.in_chans * arch.img_size[0] * arch.img_size[1] > limits.calibration_bytes:
+        size = f"{samples} x {arch.in_chans} x {arch.img_size[0]} x {arch.img_size[1]}"
+        message = f"{size} images take more than {limits.calibration_bytes:,} bytes; ask for fewer samples"
+        over.append(((*prefix, "calibration", "max_samples"), message))
+    if over:
+        raise RequestValidationError([{"loc": loc, "msg": msg, "type": "value_error"} for loc, msg in over])
+
+
+def admit(jobs: JobStore, settings: Settings, kind: JobKind, client: str | None) -> None:
+    """A bounded queue, and a bound on each client's jobs: past either, 429 with Retry-After."""
+    queued = jobs.counts(kind)["queued"]
+    if queued >= settings.max_queued_jobs:
+        raise Overloaded(f"{queued} jobs are queued, the limit is {settings.max_queued_jobs}; retry later", 30)
+    if client is not None and jobs.active(client) >= settings.client_max_active_jobs:
+        limit = settings.client_max_active_jobs
+        raise Overloaded(f"client {client!r} has {limit} queued or running jobs, its limit; retry later", 10)
+
+
+def _check_safetensors(uri: str, settings: Settings) -> None:
+    """Only safetensors are loaded from outside: the suffix, and a header that parses, are checked up front."""
+    if not uri.endswith(".safetensors"):
+        raise DataRefError(uri, "only .safetensors files are accepted")
+    path = resolve_file(uri, settings.data_roots)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            f.keys()
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise DataRefError(uri, f"not a readable safetensors file ({exc})") from None
+
+
+def submit_condensation(
+    request: CondensationRequest,
+    *,
+    idempotency_key: str | None,
+    jobs: JobStore,
+    dispatcher: Dispatcher,
+    settings: Settings,
+) -> tuple[Job, bool]:
+    with located("body", "name"):
+        check_name(request.name)
+    if request.promote is not None:
+        with located("body", "promote"):
+            check_alias(request.promote)
+    with located("body", "aux"):
+        aux = request.aux.spec()
+        check_overrides(settings.limits, aux, prefix=("body", "aux"))
+        arch = aux.resolve()
+        request.condense_config()  # the templates must tile the auxiliary model
+    check_limits(settings.limits, arch, aux, fit_steps=0, batch_size=request.training.batch_size,
+                 samples=0, prefix=("body", "aux"))  # fmt: skip
+    if request.training.steps > settings.limits.condense_steps:
+        raise _invalid(("body", "training", "steps"), f"steps is over the limit of {settings.limits.condense_steps}")
+    with located("body", "ancestor"):
+        check_overrides(settings.limits, request.ancestor.spec(), prefix=("body", "ancestor"))
+        request.ancestor.spec().resolve()
+    with located("body", "ancestor", "checkpoint"):
+        _check_safetensors(request.ancestor.checkpoint, settings)
+    with located("body", "data", "uri"):
+        check_data_ref(request.data.uri, settings.data_roots)
+    if request.eval_data:
+        with located("body", "eval_data"):
+            check_data_ref(request.eval_data, settings.data_roots)
+    return _accept(JobKind.condensation, request, None, idempotency_key, jobs, dispatcher, settings)
+
+
+def _accept(kind, request, template_set, idempotency_key, jobs, dispatcher, settings, client=None) -> tuple[Job, bool]:
+    document = describe(request)
+    job = Job.new(
+        kind,
+        document,
+        template_set=template_set,
+        max_attempts=settings.max_attempts,
+        idempotency_key=idempotency_key,
+        client=client,
+    )
+    scoped = None
+    if idempotency_key is not None:
+        scoped = f"{kind.value}:{client or '-'}:{idempotency_key}"  # one client's keys never meet another's
+        existing = _replay(jobs, scoped, idempotency_key, job.id, request_hash(document))
+        if existing is not None:
+            return existing, False
+    try:
+        admit(jobs, settings, kind, client)
+        jobs.create(job)
+    except BaseException:
+        if scoped is not None:  # refused or failed: the key must not point at a job that was never recorded
+            with contextlib.suppress(Exception):
+                jobs.forget_idempotency_key(scoped, job.id)
+        raise
+    try:
+        dispatcher.submit(job)
+    except Exception:  # the job is recorded, so it is accepted: the reaper sends it once the broker answers
+        log.warning("job %s recorded but not yet handed to the broker; the reaper will send it", job.id, exc_info=True)
+    else:
+        jobs.mark_dispatched(job.id)
+    return job, True
+
+
+def _replay(jobs: JobStore, scoped: str, key: str, job_id: str, digest: str) -> Job | None:
+    """The job an earlier request with this key created, or None when this request is the first to use it."""
+    known = jobs.remember_idempotency_key(scoped, job_id, digest)
+    if known is None:
+        return None
+    known_id, known_digest = known
+    if known_digest != digest:
+        raise IdempotencyConflict(f"Idempotency-Key {key!r} was used for a different request")
+    existing = _wait_for(jobs, known_id)
+    if existing is None:  # its first request died between storing the key and recording the job: take the key over
+        jobs.forget_idempotency_key(scoped, known_id)
+        return _replay(jobs, scoped, key, job_id, digest)
+    return existing
+
+
+def _wait_for(jobs: JobStore, job_id: str, timeout_s: float = 5.0) -> Job | None:
+    """A concurrent request with the same key stores the key just before its job record: give it a moment."""
+    deadline = time.monotonic() + timeout_s
+    while (job := jobs.get(job_id)) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return job

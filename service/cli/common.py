@@ -1,0 +1,74 @@
+"""What every command shares: error reporting, progress bars, JSON output, and the configured store."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from collections.abc import Iterator
+from functools import lru_cache
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+from tqdm import tqdm
+
+from learngene import DataRefError, IntegrityError, SpecError, ViTSpec
+from learngene.spec import parse_overrides
+from learngene.training import Progress, pick_device
+from templates_store import StoreError, TemplateStore
+from workers.config import get_settings
+
+SetOption = Annotated[list[str] | None, typer.Option("--set", help="architecture override key=value (repeatable)")]
+JsonOption = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn input and store errors into one readable line and exit status 2 (no traceback)."""
+    try:
+        yield
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "input"
+        raise fail(f"{field}: {first['msg']}") from None
+    except (SpecError, DataRefError, IntegrityError, StoreError, ValueError, FileNotFoundError) as exc:
+        raise fail(str(exc)) from None
+
+
+@contextlib.contextmanager
+def progress_bar(total: int, desc: str) -> Iterator[Any]:
+    with tqdm(total=total, desc=desc, unit="step", file=sys.stderr, dynamic_ncols=True) as bar:
+
+        def update(p: Progress) -> None:
+            bar.update(p.step - bar.n)
+            post = {"loss": f"{p.loss:.4f}", "img/s": f"{p.images_per_s:.0f}"}
+            if p.accuracy is not None:
+                post["acc"] = f"{p.accuracy:.3f}"
+            bar.set_postfix(post)
+
+        yield update
+
+
+def emit(summary: Any) -> None:
+    """The command's result as one JSON line on stdout (the last line, for scripts)."""
+    typer.echo(json.dumps(summary, sort_keys=True, default=str))
+
+
+def make_spec(model: str, pairs: list[str] | None) -> ViTSpec:
+    return ViTSpec(model=model, **parse_overrides(pairs or []))
+
+
+def device_option(device: str | None) -> str:
+    return str(pick_device(device or get_settings().device))
+
+
+@lru_cache
+def get_store() -> TemplateStore:
+    settings = get_settings()
+    return TemplateStore.open(settings.store, cache_size=settings.store_cache_size)

@@ -1,0 +1,233 @@
+"""Job commands: train an ancestor, condense it into a template set, initialize a descendant, evaluate a checkpoint."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from learngene import CondenseConfig, ViTSpec, load_images, load_model, read_metadata
+from learngene.files import sha256_file
+from learngene.methods import LEARNGENE_METHODS, METHODS
+from learngene.pipeline import AncestorRef, Calibration, FitSettings, run_condensation, run_training
+from learngene.spec import parse_overrides
+from learngene.template_set import Normalization
+from learngene.training import OptimConfig, pick_device
+from learngene.training import evaluate as evaluate_model
+from service.cli.common import SetOption, device_option, emit, get_store, make_spec, progress_bar, user_errors
+from templates_store.refs import check_name
+from workers.config import get_settings
+from workers.initialization import load_inputs, run_request
+from workers.schemas import AncestorSpec, Architecture, InitializationRequest
+
+
+def train(
+    model: Annotated[str, typer.Option(help="timm model name")],
+    data: Annotated[str, typer.Option(help="training data reference")],
+    out: Annotated[Path, typer.Option(help="output .safetensors")],
+    set_: SetOption = None,
+    eval_data: Annotated[str | None, typer.Option(help="held-out data reference for accuracy")] = None,
+    steps: int = 1000,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    warmup: int = 100,
+    weight_decay: float = 0.05,
+    seed: int = 0,
+    device: str | None = None,
+) -> None:
+    """Train a timm ViT classifier from scratch (an ancestor, or a baseline)."""
+    with user_errors():
+        spec = make_spec(model, set_)
+        optim = OptimConfig(lr=lr, warmup_steps=warmup, weight_decay=weight_decay)
+        with progress_bar(steps, "train") as bar:
+            result = run_training(
+                spec,
+                data,
+                out,
+                steps=steps,
+                batch_size=batch_size,
+                optim=optim,
+                seed=seed,
+                eval_uri=eval_data,
+                allowed_roots=get_settings().data_roots,
+                device=device_option(device),
+                progress=bar,
+            )
+    emit(result.model_dump())
+
+
+def condense(
+    ancestor_model: Annotated[str, typer.Option(help="timm model name of the ancestor")],
+    ancestor: Annotated[Path, typer.Option(help="ancestor weights (.safetensors)")],
+    data: Annotated[str, typer.Option(help="condensation data reference")],
+    aux_model: Annotated[str, typer.Option(help="timm model name of the auxiliary model")],
+    method: Annotated[str, typer.Option(help="learngene to condense: wave, tleg or sws")] = "wave",
+    stages: Annotated[str, typer.Option(help="SWS: layers per stage, comma-separated")] = "3,3,4,3,3",
+    publish: Annotated[str | None, typer.Option(help="publish into the template store under this name")] = None,
+    out: Annotated[Path | None, typer.Option(help="also (or only) write the template-set folder here")] = None,
+    name: Annotated[str | None, typer.Option(help="the set's own name (default: --publish, else --out's name)")] = None,
+    ancestor_set: Annotated[list[str] | None, typer.Option(help="ancestor override key=value (repeatable)")] = None,
+    aux_set: Annotated[list[str] | None, typer.Option(help="auxiliary override key=value (repeatable)")] = None,
+    templates: Annotated[
+        list[str] | None, typer.Option(help="template count kind=N (repeatable; N=0 disables a kind)")
+    ] = None,
+    template_size: Annotated[int | None, typer.Option(help="template side a (default: the auxiliary width)")] = None,
+    eval_data: Annotated[str | None, typer.Option(help="held-out data for the recorded accuracies")] = None,
+    steps: int = 1000,
+    batch_size: int = 128,
+    lr: float = 5e-4,
+    warmup: int = 100,
+    weight_decay: float = 0.05,
+    lam: float = 1.0,
+    tau: float = 1.0,
+    seed: int = 0,
+    checkpoint_dir: Annotated[
+        Path | None, typer.Option(help="resumable state; default: one folder per run under LEARNGENE_WORK_DIR")
+    ] = None,
+    device: str | None = None,
+) -> None:
+    """Condense an ancestor into a WAVE template set; rerunning an interrupted command resumes it."""
+    with user_errors():
+        if publish is None and out is None:
+            raise ValueError("give --publish NAME, --out FOLDER, or both")
+        # Names are refused now, not after hours of condensation.
+        name = check_name(name or publish or out.name)
+        if publish is not None:
+            check_name(publish)
+        counts = CondenseConfig.model_fields["template_counts"].default_factory()
+        counts.update({k: int(v) for k, v in parse_overrides(templates or []).items()})
+        config = CondenseConfig(
+            method=method,
+            stages=[int(n) for n in stages.split(",")],
+            aux=make_spec(aux_model, aux_set),
+            template_size=template_size,
+            template_counts=counts,
+            steps=steps,
+            batch_size=batch_size,
+            optim=OptimConfig(lr=lr, warmup_steps=warmup, weight_decay=weight_decay),
+            lam=lam,
+            tau=tau,
+            seed=seed,
+        )
+        ref = AncestorRef(model=ancestor_model, overrides=parse_overrides(ancestor_set or []), checkpoint=str(ancestor))
+        with progress_bar(steps, "condense") as bar:
+            template_set = run_condensation(
+                ref,
+                data,
+                config,
+                name=name,
+                eval_uri=eval_data,
+                allowed_roots=get_settings().data_roots,
+                device=device_option(device),
+                progress=bar,
+                checkpoint_dir=checkpoint_dir or _state_dir(config, ref, data),
+            )
+        summary = {"name": name, "learngene_parameters": template_set.num_learngene_parameters()}
+        if out is not None:
+            summary["path"] = str(template_set.save(out))
+        if publish is not None:
+            resolved = get_store().publish(template_set, publish)
+            summary.update(ref=str(resolved), digest=resolved.digest)
+    emit({**summary, "metrics": template_set.metrics})
+
+
+def _state_dir(config: CondenseConfig, ancestor: AncestorRef, data: str) -> Path:
+    """One resumable state per distinct run: the same command resumes, a changed one starts afresh."""
+    key = json.dumps([config.model_dump(mode="json"), ancestor.model_dump(), sha256_file(ancestor.checkpoint), data])
+    return get_settings().work_dir / "condense" / hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def init(
+    model: Annotated[str, typer.Option(help="timm model name of the descendant")],
+    out: Annotated[Path, typer.Option(help="output .safetensors checkpoint")],
+    set_: SetOption = None,
+    method: Annotated[str, typer.Option(help=f"one of {', '.join(METHODS)}")] = "wave",
+    templates: Annotated[str, typer.Option(help="template set (wave, tleg, sws): name, name@3 or name@alias")] = (
+        "demo@prod"
+    ),
+    calibration: Annotated[str | None, typer.Option(help="calibration data for WAVE's scaler fitting")] = None,
+    max_samples: Annotated[int | None, typer.Option(help="seeded subset of the calibration data")] = 2048,
+    steps: Annotated[int, typer.Option(help="scaler-fitting steps (0: pure inheritance)")] = 200,
+    lr: float = 2e-3,
+    batch_size: int = 64,
+    noise: Annotated[float, typer.Option(help="eps of the noise added to inherited scalers")] = 1e-6,
+    seed: int = 0,
+    ancestor: Annotated[
+        Path | None,
+        typer.Option(help="ancestor weights: the source of weight_selection/heru_lg/auto_lg, or WAVE's KL teacher"),
+    ] = None,
+    ancestor_model: Annotated[
+        str | None, typer.Option(help="its timm name (default: the template set's lineage)")
+    ] = None,
+    ancestor_set: Annotated[list[str] | None, typer.Option(help="its overrides key=value (repeatable)")] = None,
+    device: str | None = None,
+) -> None:
+    """Initialize a ViT of the requested size and write a timm safetensors checkpoint."""
+    with user_errors():
+        store = get_store()
+        architecture = Architecture(model=model, overrides=parse_overrides(set_ or []))
+        template = None
+        if method in LEARNGENE_METHODS:
+            template = store.resolve(templates)
+        ancestor_spec = None
+        if ancestor is not None:
+            lineage = store.manifest(template).lineage if template else None
+            name = ancestor_model or (lineage.ancestor_model if lineage else None)
+            if not name:
+                raise ValueError("--ancestor-model is needed (no template set lineage names the ancestor)")
+            overrides = (
+                parse_overrides(ancestor_set) if ancestor_set else (lineage.ancestor_overrides if lineage else {})
+            )
+            ancestor_spec = AncestorSpec(model=name, overrides=overrides, checkpoint=str(ancestor))
+        request = InitializationRequest(
+            **architecture.model_dump(),
+            method=method,
+            template_set=templates,
+            ancestor=ancestor_spec,
+            calibration=Calibration(uri=calibration, max_samples=max_samples) if calibration else None,
+            fit=FitSettings(steps=steps, lr=lr, batch_size=batch_size, seed=seed, noise=noise),
+        )
+        inputs = load_inputs(request, template, store, get_settings().data_roots)
+        with progress_bar(request.fit.steps if inputs.data else 0, "fit") as bar:
+            result = run_request(request, inputs, out, device=device_option(device), progress=bar)
+    report = result.fit
+    emit(
+        {
+            **result.checkpoint.model_dump(),
+            "method": method,
+            "template_set": result.template_set,
+            "spec": result.spec,
+            "fit": {"steps": report.steps, "initial_loss": report.initial_loss, "final_loss": report.final_loss},
+        }
+    )
+
+
+def evaluate(
+    checkpoint: Annotated[Path, typer.Argument(help="a checkpoint written by this tool (.safetensors)")],
+    data: Annotated[str, typer.Option(help="labelled data reference")],
+    max_samples: int | None = None,
+    device: str | None = None,
+) -> None:
+    """Top-1 accuracy of a checkpoint, rebuilt from the spec and normalization in its own header."""
+    with user_errors():
+        meta = read_metadata(checkpoint)
+        if "spec" not in meta:
+            raise ValueError(f"{checkpoint} has no learngene metadata; it was not written by this tool")
+        spec = ViTSpec.model_validate(meta["spec"])
+        arch = spec.resolve()
+        images = load_images(
+            data,
+            img_size=arch.img_size,
+            in_chans=arch.in_chans,
+            normalization=Normalization.model_validate(meta["normalization"]),
+            max_samples=max_samples,
+            allowed_roots=get_settings().data_roots,
+            num_classes=arch.num_classes,
+        )
+        dev = pick_device(device or get_settings().device)
+        net = load_model(spec.model, checkpoint, spec.overrides()).to(dev)
+        result = evaluate_model(net, images, device=dev)
+    emit({"path": str(checkpoint), "samples": len(images), **result})

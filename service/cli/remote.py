@@ -1,0 +1,110 @@
+"""Client commands against a running API: `learngene submit`, `learngene job status|wait|cancel|download`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from tqdm import tqdm
+
+from learngene.spec import parse_overrides
+from service.cli.common import SetOption, emit, fail
+from service.client import ApiError, Client, JobFailed
+from workers.config import get_settings
+
+app = typer.Typer(no_args_is_help=True, help="Inspect and control jobs of a running API.")
+UrlOption = Annotated[str | None, typer.Option("--url", help="API base URL (default: LEARNGENE_API_URL)")]
+
+
+def _client(url: str | None) -> Client:
+    settings = get_settings()
+    token = settings.api_token.get_secret_value() if settings.api_token else None
+    return Client(url or settings.api_url, token=token)
+
+
+def _wait(client: Client, job_id: str) -> dict[str, Any]:
+    with tqdm(desc="job", unit="step", file=sys.stderr, dynamic_ncols=True) as bar:
+
+        def show(job: dict[str, Any]) -> None:
+            p = job.get("progress")
+            if p:
+                bar.total = p["total_steps"]
+                bar.update(p["step"] - bar.n)
+                bar.set_postfix({"loss": f"{p['loss']:.4f}" if p.get("loss") is not None else "-"})
+            bar.set_description(job["status"])
+
+        return client.wait(job_id, on_progress=show)
+
+
+def _run(action) -> None:
+    try:
+        emit(action())
+    except (ApiError, JobFailed, TimeoutError, OSError) as exc:
+        raise fail(str(exc)) from None
+
+
+def submit(
+    model: Annotated[str, typer.Option(help="timm model name of the descendant")],
+    set_: SetOption = None,
+    templates: Annotated[str, typer.Option(help="template set reference")] = "demo@prod",
+    method: Annotated[str, typer.Option(help="wave, tleg, sws or a baseline (see `learngene init --help`)")] = "wave",
+    calibration: Annotated[str | None, typer.Option(help="calibration data reference, as the workers see it")] = None,
+    max_samples: int = 2048,
+    steps: int = 200,
+    lr: float = 2e-3,
+    batch_size: int = 64,
+    seed: int = 0,
+    noise: float = 1e-6,
+    wait: Annotated[bool, typer.Option(help="wait for the job, with a progress bar")] = False,
+    out: Annotated[Path | None, typer.Option(help="download the checkpoint here (implies --wait)")] = None,
+    url: UrlOption = None,
+) -> None:
+    """Submit an initialization job to the API; prints the job as JSON."""
+    request = {
+        "model": model,
+        "method": method,
+        "overrides": parse_overrides(set_ or []),
+        "template_set": templates,
+        "calibration": {"uri": calibration, "max_samples": max_samples} if calibration else None,
+        "fit": {"steps": steps, "lr": lr, "batch_size": batch_size, "seed": seed, "noise": noise},
+    }
+
+    def action() -> dict[str, Any]:
+        with _client(url) as client:
+            job = client.submit(request)
+            if wait or out:
+                job = _wait(client, job["id"])
+            if out:
+                client.download(job["id"], out)
+                job["downloaded_to"] = str(out)
+            return job
+
+    _run(action)
+
+
+@app.command()
+def status(job_id: str, url: UrlOption = None) -> None:
+    """Print a job."""
+    _run(lambda: _client(url).get(job_id))
+
+
+@app.command("wait")
+def wait_cmd(job_id: str, url: UrlOption = None) -> None:
+    """Wait for a job to end, showing its progress."""
+    _run(lambda: _wait(_client(url), job_id))
+
+
+@app.command()
+def cancel(job_id: str, url: UrlOption = None) -> None:
+    """Cancel a job (a running one stops at its next step)."""
+    _run(lambda: _client(url).cancel(job_id))
+
+
+@app.command()
+def download(
+    job_id: str, out: Annotated[Path, typer.Option(help="where to write the checkpoint")], url: UrlOption = None
+):
+    """Download a finished job's checkpoint, verifying its sha256."""
+    _run(lambda: {"job": job_id, "path": str(_client(url).download(job_id, out))})

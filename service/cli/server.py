@@ -1,0 +1,37 @@
+"""`learngene serve` (the HTTP API) and `learngene worker` (a Celery worker)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from workers.config import get_settings
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    workers: Annotated[int, typer.Option(help="API processes (Celery mode only; embedded mode runs one)")] = 1,
+) -> None:
+    """Run the HTTP API. Without LEARNGENE_REDIS_URL jobs run in this process (embedded mode)."""
+    import uvicorn
+
+    if workers > 1 and not get_settings().redis_url:
+        raise typer.BadParameter(
+            "the embedded executor keeps jobs in memory: use one process, or set LEARNGENE_REDIS_URL"
+        )
+    uvicorn.run("service.api.main:create_app", factory=True, host=host, port=port, workers=workers, log_level="info")
+
+
+def worker(
+    queues: Annotated[str, typer.Option(help="comma-separated queues: inherit (short jobs), condense (long jobs)")] = (
+        "inherit,condense"
+    ),
+    concurrency: Annotated[int, typer.Option(help="jobs at a time (one per GPU)")] = 1,
+    loglevel: str = "INFO",
+) -> None:
+    """Run a Celery worker for the jobs queued by the API (needs LEARNGENE_REDIS_URL)."""
+    from workers.celery_app import app
+
+    app.worker_main(["worker", "-Q", queues, "--concurrency", str(concurrency), "--loglevel", loglevel])

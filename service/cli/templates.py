@@ -1,0 +1,137 @@
+"""`learngene templates ...`: list, inspect, publish, promote, roll back, verify, delete, clean the store."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from learngene import TemplateSet
+from service.cli.common import JsonOption, emit, get_store, user_errors
+
+app = typer.Typer(no_args_is_help=True, help=__doc__)
+console = Console(width=None if sys.stdout.isatty() else 160)  # piped output: no truncated columns
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.0f} kB"
+
+
+@app.command("list")
+def list_(name: Annotated[str | None, typer.Argument(help="only this template set")] = None, json_: JsonOption = False):
+    """Every stored version, with its aliases and recorded accuracies."""
+    with user_errors():
+        versions = get_store().list(name)
+    if json_:
+        return emit([v.model_dump() for v in versions])
+    table = Table("name", "version", "aliases", "method", "created", "aux acc", "ancestor acc", "learngene", "size")
+    for v in versions:
+        acc = lambda key, v=v: f"{v.metrics[key]:.3f}" if key in v.metrics else "-"  # noqa: E731
+        table.add_row(
+            v.name, str(v.version), ", ".join(v.aliases), v.method, v.created, acc("aux_accuracy"),
+            acc("ancestor_accuracy"), f"{v.parameters.get('templates', 0):,}", _size(v.bytes),
+        )  # fmt: skip
+    console.print(table)
+
+
+@app.command()
+def show(ref: Annotated[str, typer.Argument(help="name, name@3 or name@alias")], json_: JsonOption = False):
+    """One version's manifest: configuration, lineage, metrics and file checksums."""
+    with user_errors():
+        store = get_store()
+        resolved = store.resolve(ref)
+        manifest = store.manifest(resolved)
+        aliases = {a: r.version for a, r in store.aliases(resolved.name).items()}
+    payload = {"ref": str(resolved), "digest": resolved.digest, "aliases": aliases, "manifest": manifest.model_dump()}
+    if json_:
+        return emit(payload)
+    here = ", ".join(a for a, v in aliases.items() if v == resolved.version) or "-"
+    console.print(_fields(f"{resolved}", {"digest": resolved.digest, "method": manifest.method,
+                                          "created": manifest.created, "aliases here": here}))  # fmt: skip
+    config = manifest.config.model_dump(mode="json", exclude_none=True)
+    console.print(_fields("configuration", {k: _brief(v) for k, v in config.items()}))
+    lineage = manifest.lineage.model_dump(mode="json")
+    console.print(_fields("lineage", {k: _brief(v) for k, v in lineage.items() if v not in (None, {}, "")}))
+    console.print(_fields("metrics", {k: f"{v:.4g}" for k, v in manifest.metrics.items()}))
+    files = Table("file", "bytes", "sha256", title="files")
+    for name, entry in manifest.files.items():
+        files.add_row(name, f"{entry.bytes:,}", entry.sha256)
+    console.print(files)
+
+
+def _fields(title: str, values: dict[str, str]) -> Table:
+    table = Table("field", "value", title=title, show_header=False)
+    for key, value in values.items():
+        table.add_row(key, value)
+    return table
+
+
+def _brief(value) -> str:
+    """A nested value on one line: JSON without the null fields."""
+    if isinstance(value, dict):
+        value = {k: v for k, v in value.items() if v is not None}
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
+@app.command()
+def publish(
+    folder: Annotated[Path, typer.Argument(help="a template-set folder (manifest.json + tensors.safetensors)")],
+    name: Annotated[str | None, typer.Option(help="store name (default: the set's own name)")] = None,
+    json_: JsonOption = False,
+):
+    """Add a template-set folder to the store as a new version."""
+    with user_errors():
+        resolved = get_store().publish(TemplateSet.load(folder), name)
+    _done(json_, f"published {resolved}", ref=str(resolved), digest=resolved.digest)
+
+
+@app.command()
+def promote(name: str, version: int, alias: str, json_: JsonOption = False):
+    """Point ALIAS of NAME at VERSION (e.g. `promote demo 3 prod`)."""
+    with user_errors():
+        record = get_store().promote(name, version, alias)
+    _done(json_, f"{name}@{alias} -> {record.version}", name=name, alias=alias, **record.model_dump())
+
+
+@app.command()
+def rollback(name: str, alias: str, json_: JsonOption = False):
+    """Move ALIAS of NAME back to its previous version."""
+    with user_errors():
+        record = get_store().rollback(name, alias)
+    _done(json_, f"{name}@{alias} -> {record.version}", name=name, alias=alias, **record.model_dump())
+
+
+@app.command()
+def verify(ref: str, json_: JsonOption = False):
+    """Re-hash every file of a version against its manifest (exit 2 on any mismatch)."""
+    with user_errors():
+        resolved = get_store().verify(ref)
+    _done(json_, f"{resolved} ok", ref=str(resolved), digest=resolved.digest, ok=True)
+
+
+@app.command()
+def delete(ref: Annotated[str, typer.Argument(help="name@N")], json_: JsonOption = False):
+    """Delete one version (refused while an alias points to it)."""
+    with user_errors():
+        resolved = get_store().delete(ref)
+    _done(json_, f"deleted {resolved}", ref=str(resolved), deleted=True)
+
+
+@app.command()
+def gc(json_: JsonOption = False):
+    """Remove leftovers of interrupted publications and deletions."""
+    with user_errors():
+        removed = get_store().gc()
+    _done(json_, f"removed {len(removed)} leftover(s)", removed=removed)
+
+
+def _done(json_: bool, message: str, **payload) -> None:
+    if json_:
+        emit(payload)
+    else:
+        console.print(message)

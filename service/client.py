@@ -1,0 +1,140 @@
+"""A small Python client of the HTTP API: submit, wait (with progress), download (sha256-verified), cancel.
+
+from service.client import Client
+client = Client("http://127.0.0.1:8000")
+job = client.submit({"model": "vit_tiny_patch16_224", "overrides": {"depth": 4, ...}})
+job = client.wait(job["id"], on_progress=print)
+client.download(job["id"], "vit.safetensors")
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+TERMINAL = {"succeeded", "failed", "cancelled"}
+
+
+class ApiError(RuntimeError):
+    def __init__(self, status: int, detail: Any):
+        super().__init__(f"HTTP {status}: {detail}")
+        self.status, self.detail = status, detail
+
+
+class JobFailed(RuntimeError):
+    def __init__(self, job: dict[str, Any]):
+        error = job.get("error") or {}
+        super().__init__(f"job {job['id']} {job['status']}: {error.get('type', '')} {error.get('message', '')}".strip())
+        self.job = job
+
+
+class Client:
+    def __init__(self, base_url: str, *, token: str | None = None, timeout: float = 30.0):
+        """`token`: the bearer token of this client (LEARNGENE_CLIENT_TOKENS) or, for admin calls, the admin one."""
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, method: str, url: str, **kwargs: Any) -> dict[str, Any]:
+        response = self.http.request(method, url, **kwargs)
+        if response.status_code >= 400:
+            try:
+                detail = response.json().get("detail")
+            except ValueError:
+                detail = response.text
+            raise ApiError(response.status_code, detail)
+        return response.json()
+
+    def submit(self, request: dict[str, Any], *, idempotency_key: str | None = None) -> dict[str, Any]:
+        """POST /v1/initializations. A key is generated when none is given, so a retry of this call is safe."""
+        key = idempotency_key or uuid.uuid4().hex
+        for attempt in range(3):  # retry transport errors: the key makes a duplicate submission impossible
+            try:
+                return self._call("POST", "/v1/initializations", json=request, headers={"Idempotency-Key": key})
+            except httpx.TransportError:
+                if attempt == 2:
+                    raise
+                time.sleep(0.5 * 2**attempt)
+        raise AssertionError("unreachable")
+
+    def condense(self, request: dict[str, Any], *, idempotency_key: str | None = None) -> dict[str, Any]:
+        headers = {"Idempotency-Key": idempotency_key or uuid.uuid4().hex}
+        return self._call("POST", "/v1/admin/condensations", json=request, headers=headers)
+
+    def get(self, job_id: str, kind: str = "initializations") -> dict[str, Any]:
+        return self._call("GET", self._job_path(job_id, kind))
+
+    def cancel(self, job_id: str, kind: str = "initializations") -> dict[str, Any]:
+        return self._call("DELETE", self._job_path(job_id, kind))
+
+    def wait(
+        self,
+        job_id: str,
+        *,
+        kind: str = "initializations",
+        poll_s: float = 0.5,
+        timeout_s: float | None = None,
+        on_progress: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        """Poll until the job ends; returns it when it succeeded, raises `JobFailed` otherwise."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            job = self.get(job_id, kind)
+            if on_progress is not None:
+                on_progress(job)
+            if job["status"] in TERMINAL:
+                if job["status"] != "succeeded":
+                    raise JobFailed(job)
+                return job
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still {job['status']} after {timeout_s} s")
+            time.sleep(poll_s)
+
+    def download(self, job_id: str, path: str | Path) -> Path:
+        """Stream the checkpoint to `path` (atomically) and check its sha256 against the job's ETag."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.part")
+        digest = hashlib.sha256()
+        try:
+            with self.http.stream("GET", f"/v1/initializations/{job_id}/checkpoint") as response:
+                if response.status_code != 200:
+                    response.read()
+                    raise ApiError(response.status_code, response.json().get("detail"))
+                expected = response.headers["ETag"].strip('"')
+                with open(tmp, "wb") as f:
+                    for chunk in response.iter_bytes(1 << 20):
+                        digest.update(chunk)
+                        f.write(chunk)
+            if digest.hexdigest() != expected:
+                raise RuntimeError(f"checkpoint of job {job_id}: sha256 {digest.hexdigest()} != ETag {expected}")
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return path
+
+    def template_sets(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/v1/template-sets")["items"]
+
+    def set_alias(self, name: str, alias: str, *, version: int | None = None, rollback: bool = False) -> dict[str, Any]:
+        body = {"rollback": True} if rollback else {"version": version}
+        return self._call("PUT", f"/v1/admin/template-sets/{name}/aliases/{alias}", json=body)
+
+    @staticmethod
+    def _job_path(job_id: str, kind: str) -> str:
+        return f"/v1/admin/condensations/{job_id}" if kind == "condensations" else f"/v1/initializations/{job_id}"

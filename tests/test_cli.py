@@ -1,0 +1,159 @@
+"""The `learngene` command line: job commands as real subprocesses, store commands in-process."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from learngene import TemplateSet, ViTSpec, export_checkpoint, read_metadata
+from service.cli import app
+from tests.conftest import FMNIST, REPO, tiny_spec
+
+SHAPE = "--set img_size=28 --set patch_size=7 --set in_chans=1 --set num_classes=10".split()
+DESCENDANT = ["--model", "vit_tiny_patch16_224", *"--set depth=3 --set embed_dim=128 --set num_heads=2".split(), *SHAPE]
+
+
+def learngene(*args: str, **env: str) -> subprocess.CompletedProcess:
+    """The real command in a fresh process (as a user or a container runs it)."""
+    return subprocess.run(
+        [sys.executable, "-m", "service.cli", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=300,
+    )
+
+
+def cli(*args: str):
+    """The same command in this process: quick for the many small store commands (no torch/timm start-up)."""
+    result = CliRunner().invoke(app, list(args))
+    result.returncode = result.exit_code
+    return result
+
+
+def last_json(run) -> dict:
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def test_init_with_the_demo_templates_writes_a_loadable_checkpoint(tmp_path):
+    out = tmp_path / "vit.safetensors"
+    calibration = ["--calibration", f"idx://{FMNIST}", "--max-samples", "512", "--steps", "20"]
+    run = learngene("init", "--templates", "demo", *DESCENDANT, *calibration, "--out", str(out))
+    assert run.returncode == 0, run.stderr
+    summary = last_json(run)
+    assert summary["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+    assert summary["fit"]["steps"] == 20 and summary["fit"]["final_loss"] < summary["fit"]["initial_loss"]
+    assert summary["template_set"] == "demo@1"
+    spec = ViTSpec.model_validate(summary["spec"])
+    model = spec.build()
+    model.load_state_dict(load_file(out), strict=True)
+    assert summary["parameters"] == sum(p.numel() for p in model.parameters())
+
+    evaluation = learngene("evaluate", str(out), "--data", f"idx://{FMNIST}?split=test", "--max-samples", "1000")
+    assert evaluation.returncode == 0, evaluation.stderr
+    assert last_json(evaluation)["accuracy"] > 0.6  # chance is 0.1; a depth-3 descendant fitted for 20 steps
+
+
+def test_bad_requests_exit_2_with_the_field_named(tmp_path):
+    out = ["--out", str(tmp_path / "x.safetensors")]
+    bad_width = learngene("init", "--templates", "demo", *DESCENDANT, "--set", "embed_dim=200", *out)
+    assert bad_width.returncode == 2
+    assert "embed_dim=200 is not a multiple of the template size 64" in bad_width.stderr
+    assert "Traceback" not in bad_width.stderr
+    unknown = cli("init", "--templates", "nope", *DESCENDANT, *out)
+    assert unknown.returncode == 2 and "template set 'nope' does not exist" in unknown.stderr
+    odd = cli("init", "--templates", "../demo", *DESCENDANT, *out)
+    assert odd.returncode == 2 and "name '../demo' must be" in odd.stderr
+    calibration = ["--calibration", f"idx://{FMNIST}"]
+    outside = learngene(
+        "init", "--templates", "demo", *DESCENDANT, *calibration, *out, LEARNGENE_DATA_ROOTS=json.dumps([str(tmp_path)])
+    )
+    assert outside.returncode == 2 and "outside the allowed data roots" in outside.stderr
+    assert not (tmp_path / "x.safetensors").exists()
+
+
+def overrides(flag: str, spec: ViTSpec) -> list[str]:
+    return [x for k, v in spec.overrides().items() for x in (flag, f"{k}={v}")]
+
+
+def test_condense_publishes_into_the_store_and_the_store_commands_manage_it(ancestor, tmp_path):
+    anc_spec = tiny_spec(embed_dim=64, num_heads=2, depth=2)
+    anc_path = tmp_path / "ancestor.safetensors"
+    export_checkpoint(ancestor, anc_path, spec=anc_spec)
+    args = [
+        "condense", "--ancestor-model", anc_spec.model, "--ancestor", str(anc_path),
+        *overrides("--ancestor-set", anc_spec),
+        "--aux-model", anc_spec.model, *overrides("--aux-set", tiny_spec(depth=2)),
+        "--data", f"idx://{FMNIST}", "--eval-data", f"idx://{FMNIST}?split=test", "--steps", "30", "--batch-size", "32",
+        "--publish", "mini",
+    ]  # fmt: skip
+    run = learngene(*args)
+    assert run.returncode == 0, run.stderr
+    summary = last_json(run)
+    assert summary["ref"] == "mini@1" and summary["metrics"]["aux_accuracy"] > 0.2
+
+    listed = json.loads(cli("templates", "list", "mini", "--json").stdout)
+    assert [(v["name"], v["version"], v["digest"]) for v in listed] == [("mini", 1, summary["digest"])]
+    shown = json.loads(cli("templates", "show", "mini@1", "--json").stdout)
+    lineage = shown["manifest"]["lineage"]
+    assert lineage["ancestor_sha256"] == hashlib.sha256(anc_path.read_bytes()).hexdigest()
+    assert lineage["data_uri"] == f"idx://{FMNIST}" and len(lineage["data_digest"]) == 64
+    assert set(shown["manifest"]["metrics"]) == {"aux_accuracy", "ancestor_accuracy", "final_loss"}
+
+    rerun = learngene(*args)  # the same command resumes its finished state instead of training again
+    assert rerun.returncode == 0 and last_json(rerun)["ref"] == "mini@2"
+    assert "condensation resumes at step 30 of 30" in rerun.stderr
+
+    assert cli("templates", "promote", "mini", "1", "prod").returncode == 0
+    assert cli("templates", "promote", "mini", "2", "prod").returncode == 0
+    assert json.loads(cli("templates", "rollback", "mini", "prod", "--json").stdout)["version"] == 1
+    refused = cli("templates", "delete", "mini@1")
+    assert refused.returncode == 2 and "target of alias(es) prod" in refused.stderr
+    assert json.loads(cli("templates", "delete", "mini@2", "--json").stdout)["deleted"] is True
+    assert json.loads(cli("templates", "verify", "mini@prod", "--json").stdout)["ok"] is True
+    assert json.loads(cli("templates", "gc", "--json").stdout) == {"removed": []}
+    table = cli("templates", "list")
+    assert "mini" in table.stdout and "prod" in table.stdout
+
+    out = tmp_path / "d.safetensors"
+    descendant = ["--set", "depth=3", *overrides("--set", tiny_spec(embed_dim=64, num_heads=2))]
+    init = cli(
+        "init", "--templates", "mini@prod", "--model", anc_spec.model, *descendant, "--steps", "0", "--out", str(out)
+    )
+    assert init.returncode == 0, init.output
+    assert read_metadata(out)["template_set"] == {"name": "mini", "version": 1, "digest": summary["digest"]}
+
+
+def test_tampered_store_is_reported_by_verify():
+    assert cli("templates", "verify", "demo").returncode == 0  # publishes the demo on first use
+    tensors = Path(os.environ["LEARNGENE_STORE"]) / "demo" / "1" / "tensors.safetensors"
+    original = tensors.read_bytes()
+    try:
+        tensors.write_bytes(original[:-7] + b"tamper!")
+        bad = cli("templates", "verify", "demo")
+        assert bad.returncode == 2 and "sha256 does not match" in bad.stderr
+    finally:
+        tensors.write_bytes(original)
+
+
+def test_the_demo_rebuild_script_runs_end_to_end(tmp_path):
+    """scripts/build_demo_templates.sh, shortened: it trains an ancestor, condenses it and writes a loadable set."""
+    env = {**os.environ, "BIN": str(Path(sys.executable).parent), "WORK": str(tmp_path / "work"),
+           "OUT": str(tmp_path / "demo"), "ANCESTOR_STEPS": "30", "CONDENSE_STEPS": "20"}  # fmt: skip
+    run = subprocess.run(
+        ["bash", "scripts/build_demo_templates.sh"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    rebuilt = TemplateSet.load(tmp_path / "demo")
+    assert rebuilt.name == "demo" and rebuilt.config.architecture == rebuilt.config.arch
+    assert set(rebuilt.metrics) == {"ancestor_accuracy", "aux_accuracy", "final_loss"}
+    assert sum(f.stat().st_size for f in (tmp_path / "demo").iterdir()) < 3_000_000
+    assert not (tmp_path / "demo.new").exists()

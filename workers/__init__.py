@@ -1,0 +1,1 @@
+"""Celery workers and the task code they share with the embedded executor."""

@@ -1,0 +1,107 @@
+"""All settings in one place, read from LEARNGENE_* environment variables (and a .env file) by pydantic-settings."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import platformdirs
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Limits(BaseModel):
+    """What one request may ask for (LEARNGENE_LIMITS__<NAME>); beyond it, a 422 naming the field."""
+
+    depth: int = Field(default=64, ge=1)
+    embed_dim: int = Field(default=4096, ge=1)
+    mlp_ratio: float = Field(default=16.0, gt=0)
+    parameters: int = Field(default=1_000_000_000, ge=1, description="of the requested model")
+    img_size: int = Field(default=1024, ge=1)
+    in_chans: int = Field(default=64, ge=1)
+    num_classes: int = Field(default=100_000, ge=1)
+    fit_steps: int = Field(default=20_000, ge=0)
+    batch_size: int = Field(default=1024, ge=1)
+    calibration_samples: int = Field(default=100_000, ge=1)
+    calibration_bytes: int = Field(default=4 << 30, ge=1, description="samples x channels x height x width, as uint8")
+    condense_steps: int = Field(default=2_000_000, ge=1)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="LEARNGENE_", env_file=".env", extra="ignore", env_nested_delimiter="__"
+    )
+
+    # storage
+    store: str = Field(
+        default_factory=lambda: str(Path(platformdirs.user_data_dir("learngene")) / "store"),
+        description="where the template store lives: a local folder (or file:// URL); see TemplateStore.open",
+    )
+    store_cache_size: int = Field(default=8, ge=1, description="template sets kept in memory per process")
+    artifacts: Path = Field(
+        default_factory=lambda: Path(platformdirs.user_data_dir("learngene")) / "artifacts",
+        description="where workers write checkpoints (named by their sha256)",
+    )
+    work_dir: Path = Field(
+        default_factory=lambda: Path(platformdirs.user_cache_dir("learngene")),
+        description="resumable condensation states and other scratch files",
+    )
+    data_roots: list[Path] | None = Field(
+        default=None,
+        description="folders data and checkpoint references must lie under (JSON list); unset: any readable path",
+    )
+    device: str | None = Field(default=None, description="torch device; unset: CUDA when present, else CPU")
+
+    # queue and job records
+    redis_url: str | None = Field(
+        default=None, description="Redis for the Celery broker and job records; unset: embedded in-process executor"
+    )
+    redis_prefix: str = Field(default="learngene", description="prefix of the service's own Redis keys")
+    job_ttl_s: int = Field(default=30 * 86400, ge=60, description="how long finished job records are kept")
+    idempotency_ttl_s: int = Field(default=86400, ge=60, description="how long an Idempotency-Key is remembered")
+    max_attempts: int = Field(default=3, ge=1, description="deliveries of one job before it is failed")
+    lease_s: float = Field(
+        default=30.0, gt=0, description="a running job's lease; renewed every third of it, redelivered when it lapses"
+    )
+    redelivery_grace_s: float = Field(
+        default=600.0, gt=0, description="after a redelivery, how long before the same job may be re-sent"
+    )
+    reaper_interval_s: float = Field(default=10.0, gt=0, description="how often lapsed leases are looked for")
+    condense_checkpoint_every: int = Field(
+        default=500, ge=1, description="condensation steps between resumable states (a killed job loses at most these)"
+    )
+    embedded_workers: int = Field(default=1, ge=1, description="threads of the embedded executor")
+
+    # worker reliability (Celery)
+    inherit_soft_time_limit_s: int = Field(default=900, ge=1)
+    inherit_time_limit_s: int = Field(default=960, ge=1)
+    condense_soft_time_limit_s: int = Field(default=12 * 3600, ge=1)
+    condense_time_limit_s: int = Field(default=12 * 3600 + 300, ge=1)
+    worker_max_tasks_per_child: int = Field(default=50, ge=1, description="recycle a worker process after N jobs")
+    worker_max_memory_per_child_kb: int = Field(default=16 * 1024 * 1024, ge=1024)
+    worker_soft_shutdown_s: float = Field(
+        default=120.0, ge=0, description="on SIGTERM, time running jobs get to finish before they are requeued"
+    )
+
+    # API
+    admin_token: SecretStr | None = Field(default=None, description="bearer token of the admin endpoints")
+    client_tokens: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="name -> bearer token of API clients (JSON); when set, every /v1 call needs one of them",
+    )
+    client_max_active_jobs: int = Field(default=50, ge=1, description="queued + running jobs per client token")
+    max_queued_jobs: int = Field(default=1000, ge=1, description="past it, submissions get 429 with Retry-After")
+    max_request_bytes: int = Field(default=1 << 20, ge=1024, description="larger request bodies get 413")
+    limits: Limits = Field(default_factory=Limits)
+    api_url: str = Field(default="http://127.0.0.1:8000", description="where the client reaches the API")
+    api_token: SecretStr | None = Field(default=None, description="the bearer token the CLI's client commands send")
+
+    @property
+    def visibility_timeout_s(self) -> int:
+        """Redis redelivers an unacknowledged job after this long: longer than the longest job."""
+        return max(self.condense_time_limit_s, self.inherit_time_limit_s) + 3600
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

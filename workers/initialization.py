@@ -1,0 +1,92 @@
+"""One initialization request, from its inputs to a checkpoint: shared by the workers and `learngene init`.
+
+Loading the inputs is separate from running, so that a worker can look its result up in the cache (the key needs the
+calibration data's digest) before spending any compute. No queue code here: the CLI runs this in-process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from learngene.data import ImageData, resolve_file
+from learngene.methods import AncestorWeights
+from learngene.pipeline import InitResult, initialize, load_calibration
+from learngene.template_set import TemplateSet
+from learngene.training import ProgressFn, StopFn
+from templates_store import ResolvedRef, TemplateStore
+from workers.schemas import InitializationRequest
+
+
+@dataclass(frozen=True)
+class InitInputs:
+    """What an initialization reads besides its request: the pinned template set, the ancestor, the data."""
+
+    template: ResolvedRef | None
+    template_set: TemplateSet | None
+    ancestor: AncestorWeights | None
+    data: ImageData | None
+
+    def cache_key(self, request: InitializationRequest) -> str:
+        """Identical requests give identical checkpoints: same method, template version or ancestor weights, spec,
+        calibration data and fit settings (seed included)."""
+        payload = {
+            "method": request.method,
+            "template_digest": self.template.digest if self.template else None,
+            "ancestor_sha256": self.ancestor.sha256 if self.ancestor else None,
+            "spec": request.spec().model_dump(mode="json", exclude_none=True),
+            "calibration": None if request.calibration is None else request.calibration.model_dump(),
+            "data_digest": self.data.digest() if self.data else None,
+            "fit": request.fit.model_dump(),
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def load_inputs(
+    request: InitializationRequest,
+    template: ResolvedRef | None,
+    store: TemplateStore,
+    data_roots: Sequence[str | Path] | None,
+) -> InitInputs:
+    """Read (and verify) everything `request` names. `template` is the reference pinned when it was accepted."""
+    template_set = store.load(template) if template is not None else None
+    ancestor = None
+    if request.ancestor is not None:
+        a = request.ancestor
+        ancestor = AncestorWeights.load(a.model, resolve_file(a.checkpoint, data_roots), a.spec().overrides())
+    data = None
+    if request.calibration is not None and request.method == "wave":
+        data = load_calibration(
+            request.spec(), request.calibration, template_set.config.normalization,
+            seed=request.fit.seed, allowed_roots=data_roots,
+        )  # fmt: skip
+    return InitInputs(template, template_set, ancestor, data)
+
+
+def run_request(
+    request: InitializationRequest,
+    inputs: InitInputs,
+    out: Path,
+    *,
+    device: torch.device | str,
+    progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
+) -> InitResult:
+    return initialize(
+        request.spec(),
+        out,
+        method=request.method,
+        template_set=inputs.template_set,
+        ancestor=inputs.ancestor,
+        data=inputs.data,
+        fit=request.fit,
+        device=device,
+        progress=progress,
+        should_stop=should_stop,
+        template_digest=inputs.template.digest if inputs.template else None,
+    )

@@ -1,0 +1,132 @@
+"""What clients submit: the request bodies of initialization and condensation jobs.
+
+They live beside the task code because a worker re-reads them from the job record; the API validates with the same
+models, so anything a worker sees has already passed them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
+
+from learngene import ViTSpec
+from learngene.condense import CondenseConfig
+from learngene.methods import LEARNGENE_METHODS, Method
+from learngene.pipeline import Calibration, FitSettings
+from learngene.spec import check_model_name
+from learngene.templates import DEFAULT_COUNTS
+from learngene.training import OptimConfig
+
+DEFAULT_TEMPLATE_SET = "demo@prod"
+
+
+# The overrides are exactly ViTSpec's fields other than the model name: one definition, two shapes.
+Overrides = create_model(
+    "Overrides",
+    __config__=ConfigDict(extra="forbid"),
+    __doc__="Architecture overrides passed to `timm.create_model`; unset ones keep the named model's defaults.",
+    **{name: (field.annotation, field) for name, field in ViTSpec.model_fields.items() if name != "model"},
+)
+
+
+class Architecture(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(description="timm model name of the ViT/DeiT family", examples=["vit_tiny_patch16_224"])
+    overrides: Overrides = Field(default_factory=Overrides)
+
+    _known_model = field_validator("model")(lambda cls, name: check_model_name(name))
+
+    def spec(self) -> ViTSpec:
+        return ViTSpec(model=self.model, **self.overrides.model_dump(exclude_none=True))
+
+
+class AncestorSpec(Architecture):
+    checkpoint: str = Field(description="path or file:// URI of the ancestor's safetensors state dict")
+
+
+class InitializationRequest(Architecture):
+    """POST /v1/initializations."""
+
+    method: Method = Field(default="wave", description="wave, tleg, sws (learngenes) or a baseline")
+    template_set: str | None = Field(
+        default=None, description="template store reference (name, name@N, name@alias); default demo@prod"
+    )
+    ancestor: AncestorSpec | None = Field(
+        default=None,
+        description="weights for weight_selection, heru_lg, auto_lg; for wave, the template set's own ancestor as the "
+        "teacher of a KL term in the scaler fitting",
+    )
+    calibration: Calibration | None = Field(default=None, description="data for WAVE's scaler fitting")
+    fit: FitSettings = Field(default_factory=FitSettings)
+
+    @property
+    def template_ref(self) -> str | None:
+        """The template set this request uses: only the learngene methods use one."""
+        return (self.template_set or DEFAULT_TEMPLATE_SET) if self.method in LEARNGENE_METHODS else None
+
+
+class DataSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    uri: str
+    max_samples: int | None = Field(default=None, ge=1)
+
+
+class TemplatesSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    size: int | None = Field(default=None, ge=1, description="template side; default: the auxiliary width")
+    counts: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_COUNTS))
+
+
+class TrainingSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    steps: int = Field(default=1000, ge=1)
+    batch_size: int = Field(default=128, ge=1)
+    lr: float = Field(default=5e-4, gt=0)
+    warmup_steps: int = Field(default=100, ge=0)
+    weight_decay: float = Field(default=0.05, ge=0)
+    lam: float = Field(default=1.0, ge=0)
+    tau: float = Field(default=1.0, gt=0)
+    seed: int = Field(default=0, ge=0)
+
+
+class CondensationRequest(BaseModel):
+    """POST /v1/admin/condensations."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="template-set name to publish the result under")
+    method: Literal["wave", "tleg", "sws"] = Field(default="wave", description="the learngene to condense")
+    stages: list[int] | None = Field(default=None, description="SWS: layers per stage (default 3,3,4,3,3)")
+    ancestor: AncestorSpec
+    aux: Architecture = Field(description="the auxiliary model; its embed_dim is the template width")
+    data: DataSpec
+    eval_data: str | None = Field(default=None, description="held-out labelled data for the recorded accuracies")
+    templates: TemplatesSpec = Field(default_factory=TemplatesSpec)
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    promote: str | None = Field(default=None, description="alias to point at the new version when it succeeds")
+
+    def condense_config(self) -> CondenseConfig:
+        t = self.training
+        return CondenseConfig(
+            method=self.method,
+            **({"stages": self.stages} if self.stages else {}),
+            aux=self.aux.spec(),
+            template_size=self.templates.size,
+            template_counts=self.templates.counts,
+            steps=t.steps,
+            batch_size=t.batch_size,
+            optim=OptimConfig(lr=t.lr, warmup_steps=t.warmup_steps, weight_decay=t.weight_decay),
+            lam=t.lam,
+            tau=t.tau,
+            seed=t.seed,
+        )
+
+
+def describe(request: BaseModel) -> dict[str, Any]:
+    """The request as stored in the job record (JSON types, defaults filled in)."""
+    return request.model_dump(mode="json")

@@ -1,0 +1,279 @@
+"""The work itself, independent of how it is delivered (Celery task or embedded thread).
+
+`run_job(job_id, context)` claims the job, runs it, and records the outcome. It is safe to deliver the same job
+twice: a finished job is not run again, outputs are written under a temporary name and renamed to a name derived
+from their content, a condensation resumes from its own state and publishes at most once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from learngene import DataRefError, IntegrityError, SpecError
+from learngene.pipeline import AncestorRef, run_condensation
+from learngene.training import Progress, TrainingStopped, pick_device
+from templates_store import ResolvedRef, StoreError, TemplateStore
+from workers.config import Settings
+from workers.initialization import load_inputs, run_request
+from workers.jobs import TRANSIENT_ERRORS, Job, JobError, JobKind, JobProgress, JobStatus, JobStore
+from workers.schemas import CondensationRequest, InitializationRequest
+
+log = logging.getLogger(__name__)
+
+# Errors caused by the request or its inputs: the job fails with the message, and retrying would not help.
+USER_ERRORS = (SpecError, DataRefError, IntegrityError, StoreError, ValueError, FileNotFoundError)
+
+
+@dataclass
+class WorkerContext:
+    """What a worker process needs; built once per process (after the fork, for Celery's prefork pool)."""
+
+    settings: Settings
+    jobs: JobStore
+    store: TemplateStore
+    _template_hits_reported: int = field(default=0, repr=False)
+
+    def report_store_cache(self) -> None:
+        """Publish this process's template-cache hits to the cross-process counters."""
+        delta = self.store.hits - self._template_hits_reported
+        if delta:
+            self.jobs.incr("template_cache_hits", delta)
+            self._template_hits_reported = self.store.hits
+
+
+class Reporter:
+    """Progress into the job record (throttled) and cancellation out of it (every step); a lost lease stops the job
+    too. A Redis that is briefly unreachable does not fail the job: progress is skipped, the job goes on."""
+
+    def __init__(self, jobs: JobStore, job_id: str, lease: Lease | None = None, min_interval_s: float = 0.5):
+        self.jobs, self.job_id, self.lease, self.min_interval_s = jobs, job_id, lease, min_interval_s
+        self._last = 0.0
+
+    def progress(self, p: Progress) -> None:
+        now = time.monotonic()
+        if now - self._last >= self.min_interval_s or p.step == p.total_steps:
+            self._last = now
+            update = JobProgress(step=p.step, total_steps=p.total_steps, loss=p.loss, accuracy=p.accuracy,
+                                 images_per_s=p.images_per_s, eta_s=p.eta_s)  # fmt: skip
+            with contextlib.suppress(*TRANSIENT_ERRORS):
+                self.jobs.set_progress(self.job_id, update)
+
+    def should_stop(self) -> bool:
+        if self.lease is not None and self.lease.lost:
+            return True
+        try:
+            return self.jobs.cancel_requested(self.job_id)
+        except TRANSIENT_ERRORS:
+            return False
+
+
+class Lease:
+    """Renews a job's lease from a background thread while the job runs. If another worker has taken the job over
+    (this one was presumed dead), `lost` turns True and the job stops at its next step."""
+
+    def __init__(self, jobs: JobStore, job_id: str, owner: str, lease_s: float):
+        self.jobs, self.job_id, self.owner, self.lease_s = jobs, job_id, owner, lease_s
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._renew, name=f"lease-{job_id[:8]}", daemon=True)
+
+    def __enter__(self) -> Lease:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self.lease_s / 3):
+            try:
+                if not self.jobs.heartbeat(self.job_id, self.owner, self.lease_s):
+                    self.lost = True
+                    return
+            except TRANSIENT_ERRORS:
+                log.warning("job %s: cannot renew its lease (Redis unreachable); retrying", self.job_id)
+
+
+def worker_identity() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _owner_dead(owner: str | None) -> bool:
+    """True when the lease holder was a process on this host that no longer runs (a killed pool process)."""
+    if not owner or ":" not in owner:
+        return False
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")  # a killed child stays a zombie until its parent reaps it
+    return stat.is_file() and stat.read_text().rsplit(")", 1)[-1].split()[0] == "Z"
+
+
+def _finish(jobs: JobStore, job_id: str, owner: str, status: JobStatus, **fields: Any) -> bool:
+    """Record the outcome, waiting out a short Redis outage; True when this call recorded it. If Redis stays away,
+    the lease expires and the reaper runs the job again; the rerun finds its checkpoint (named by content) and its
+    result in the cache."""
+    for attempt in range(10):
+        try:
+            if jobs.finish(job_id, status, owner=owner, **fields):
+                log.info("job %s %s", job_id, status.value)
+                return True
+            log.warning("job %s: not finished by %s (its lease moved on)", job_id, owner)
+            return False
+        except TRANSIENT_ERRORS:
+            time.sleep(min(30.0, 0.5 * 2**attempt))
+    log.error("job %s: could not record its outcome; it will be redelivered", job_id)
+    return False
+
+
+def condensation_state(settings: Settings, job_id: str) -> Path:
+    """A condensation's resumable state: kept while the job may still run again, removed once it has ended."""
+    return settings.work_dir / "condense" / job_id
+
+
+def _until_redis_answers(call, what: str):
+    """Retry `call` through a Redis outage (capped backoff). Before its claim a delivered job exists only as this
+    message: giving up here would drop it, so the worker waits, as it could not take new work anyway."""
+    delay = 0.5
+    while True:
+        try:
+            return call()
+        except TRANSIENT_ERRORS:
+            log.warning("%s: Redis unreachable, retrying in %.0f s", what, delay)
+            time.sleep(delay)
+            delay = min(30.0, delay * 2)
+
+
+def run_job(job_id: str, context: WorkerContext) -> None:
+    jobs, settings = context.jobs, context.settings
+    owner = worker_identity()
+
+    def claim_it():
+        previous = jobs.get(job_id)
+        takeover = previous is not None and _owner_dead(previous.lease_owner)
+        return jobs.claim(job_id, owner, settings.lease_s, takeover=takeover)
+
+    claim = _until_redis_answers(claim_it, f"claiming job {job_id}")
+    if claim.outcome != "claimed":
+        log.info("job %s not run: %s", job_id, claim.outcome)
+        if claim.outcome in ("cancelled", "exhausted"):  # ended now, by this claim
+            shutil.rmtree(condensation_state(settings, job_id), ignore_errors=True)
+        return
+    job = claim.job
+    log.info("job %s (%s) attempt %d/%d by %s", job.id, job.kind.value, job.attempts, job.max_attempts, owner)
+    ended = False  # recorded as finished by this worker: nothing of its working state is needed any more
+    try:
+        with Lease(jobs, job.id, owner, settings.lease_s) as lease:
+            reporter = Reporter(jobs, job.id, lease)
+            if job.kind == JobKind.initialization:
+                result = run_initialization(job, context, reporter)
+            else:
+                result = run_condensation_job(job, context, reporter)
+    except TrainingStopped:
+        if not lease.lost:  # a lost lease means another worker has the job: leave it and its state alone
+            ended = _finish(jobs, job.id, owner, JobStatus.cancelled)
+    except TRANSIENT_ERRORS:
+        # Redis went away mid-job. The job is not failed: its lease lapses and the reaper delivers it again once
+        # Redis is back; the rerun reuses whatever this run finished (checkpoint by content, cached result).
+        log.warning("job %s interrupted by an unreachable Redis; it will be redelivered", job.id)
+    except USER_ERRORS as exc:
+        error = JobError(type=type(exc).__name__, message=str(exc))
+        ended = _finish(jobs, job.id, owner, JobStatus.failed, error=error)
+    except Exception as exc:
+        log.exception("job %s failed", job.id)
+        error = JobError(type=type(exc).__name__, message=str(exc))
+        ended = _finish(jobs, job.id, owner, JobStatus.failed, error=error)
+        raise
+    else:
+        ended = _finish(jobs, job.id, owner, JobStatus.succeeded, result=result)
+    finally:
+        if ended and job.kind == JobKind.condensation:
+            shutil.rmtree(condensation_state(settings, job.id), ignore_errors=True)
+        with contextlib.suppress(*TRANSIENT_ERRORS):
+            context.report_store_cache()
+
+
+def run_initialization(job: Job, context: WorkerContext, reporter: Reporter) -> dict[str, Any]:
+    request = InitializationRequest.model_validate(job.request)
+    settings, jobs = context.settings, context.jobs
+    template = ResolvedRef.model_validate(job.template_set) if job.template_set is not None else None
+    inputs = load_inputs(request, template, context.store, settings.data_roots)  # the exact pinned version
+    key = inputs.cache_key(request)
+    cached = jobs.cached_result(key)
+    if cached and Path(cached["checkpoint"]["path"]).is_file():
+        jobs.incr("checkpoint_cache_hits")
+        return {**cached, "cached": True}
+
+    artifacts = settings.artifacts
+    artifacts.mkdir(parents=True, exist_ok=True)
+    for leftover in artifacts.glob(f"*{job.id}*"):  # an earlier attempt killed while writing its checkpoint
+        leftover.unlink(missing_ok=True)
+    tmp = artifacts / f".{job.id}.{job.attempts}.partial.safetensors"
+    try:
+        result = run_request(
+            request, inputs, tmp, device=pick_device(settings.device), progress=reporter.progress,
+            should_stop=reporter.should_stop,
+        )  # fmt: skip
+        final = artifacts / f"{result.checkpoint.sha256}.safetensors"  # named by content: a rerun lands on it
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+    fit = result.fit
+    if fit.steps and fit.seconds:
+        jobs.observe("fit_steps_per_second", fit.steps / fit.seconds)
+    document = {
+        "checkpoint": {**result.checkpoint.model_dump(), "path": str(final)},
+        "method": request.method,
+        "fit": fit.model_dump(),
+        "template_set": str(template) if template else None,
+        "cached": False,
+    }
+    jobs.cache_result(key, document)
+    return document
+
+
+def run_condensation_job(job: Job, context: WorkerContext, reporter: Reporter) -> dict[str, Any]:
+    request = CondensationRequest.model_validate(job.request)
+    settings = context.settings
+    state = condensation_state(settings, job.id)  # per job: a redelivered job resumes where it stopped
+    published = state / "published.json"
+    if published.is_file():  # an earlier attempt published but died before recording it: do not publish twice
+        return json.loads(published.read_text())
+    ancestor = request.ancestor
+    template_set = run_condensation(
+        AncestorRef(model=ancestor.model, overrides=ancestor.spec().overrides(), checkpoint=ancestor.checkpoint),
+        request.data.uri,
+        request.condense_config(),
+        name=request.name,
+        eval_uri=request.eval_data,
+        max_samples=request.data.max_samples,
+        allowed_roots=settings.data_roots,
+        device=pick_device(settings.device),
+        progress=reporter.progress,
+        should_stop=reporter.should_stop,
+        checkpoint_dir=state,
+        checkpoint_every=settings.condense_checkpoint_every,
+    )
+    resolved = context.store.publish(template_set, request.name)
+    if request.promote:
+        context.store.promote(resolved.name, resolved.version, request.promote)
+    document = {"template_set": resolved.model_dump(), "ref": str(resolved), "metrics": template_set.metrics}
+    published.write_text(json.dumps(document))  # until the outcome is recorded, a rerun must not publish again
+    return document
