@@ -1,0 +1,136 @@
+"""Service load benchmark: concurrent submissions against one API and one Celery worker (real Redis, real HTTP).
+
+Starts a worker and an API on a dedicated Redis database (or uses --url), then
+  1. submits --jobs distinct tiny initializations from --clients threads at once: submission latency p50/p99;
+  2. waits for all of them: completed jobs per minute (one worker, CPU);
+  3. resubmits --cache-probes identical requests one by one: end-to-end latency of a cache hit.
+Prints a table and writes bench/results/service_load.json.
+
+    python bench/service_load.py [--jobs 200] [--clients 16] [--steps 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+from service_common import BENCH_REDIS_URL, RESULTS, SHARED, percentile, tiny_request
+
+from tests.harness import service_env, start_api, start_worker
+
+
+def wait_all(http: httpx.Client, ids: list[str], timeout: float, poll: float = 0.5) -> dict[str, dict]:
+    pending, done = set(ids), {}
+    deadline = time.monotonic() + timeout
+    while pending and time.monotonic() < deadline:
+        for job_id in list(pending):
+            job = http.get(f"/v1/initializations/{job_id}").json()
+            if job["status"] in ("succeeded", "failed", "cancelled"):
+                done[job_id] = job
+                pending.discard(job_id)
+        time.sleep(poll)
+    if pending:
+        raise TimeoutError(f"{len(pending)} jobs unfinished after {timeout} s")
+    return done
+
+
+def run(url: str, args: argparse.Namespace) -> dict:
+    with httpx.Client(base_url=url, timeout=60) as http:
+
+        def submit(seed: int) -> tuple[float, str]:
+            t0 = time.perf_counter()
+            response = http.post("/v1/initializations", json=tiny_request(seed, args.steps))
+            response.raise_for_status()
+            return time.perf_counter() - t0, response.json()["id"]
+
+        # One job first, not counted: the API's first request builds caches (timm specs, broker connection).
+        cold_s, warm_id = submit(999)
+        wait_all(http, [warm_id], timeout=120)
+        start = time.time()
+        with ThreadPoolExecutor(args.clients) as pool:
+            submitted = list(pool.map(submit, range(1000, 1000 + args.jobs)))
+        latencies = [s for s, _ in submitted]
+        done = wait_all(http, [i for _, i in submitted], timeout=args.timeout)
+        finished_at = max(j["timings"]["finished_at"] for j in done.values())
+        statuses = [j["status"] for j in done.values()]
+        per_minute = 60 * len(done) / (finished_at - start)
+        run_s = [j["timings"]["running_s"] for j in done.values()]
+        queue_s = [j["timings"]["queued_s"] for j in done.values()]
+
+        cache = []
+        for seed in range(1000, 1000 + args.cache_probes):
+            t0 = time.perf_counter()
+            job_id = submit(seed)[1]
+            job = wait_all(http, [job_id], timeout=60, poll=0.02)[job_id]
+            cache.append(time.perf_counter() - t0)
+            assert job["result"]["cached"], job
+    return {
+        "jobs": args.jobs,
+        "succeeded": statuses.count("succeeded"),
+        "first_submission_cold_ms": 1000 * cold_s,
+        "submission_ms": {"p50": 1000 * percentile(latencies, 50), "p99": 1000 * percentile(latencies, 99),
+                          "max": 1000 * max(latencies)},
+        "completed_per_minute": per_minute,
+        "job_running_s": {"p50": statistics.median(run_s), "p99": percentile(run_s, 99)},
+        "job_queued_s": {"p50": statistics.median(queue_s), "p99": percentile(queue_s, 99)},
+        "cache_hit_end_to_end_ms": {"p50": 1000 * statistics.median(cache), "p99": 1000 * percentile(cache, 99)},
+    }  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", type=int, default=200)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=20, help="fitting steps per job")
+    parser.add_argument("--cache-probes", type=int, default=20)
+    parser.add_argument("--timeout", type=float, default=1800)
+    parser.add_argument("--url", help="an already running API (with its own workers) instead of starting one")
+    parser.add_argument("--out", default=str(RESULTS / "service_load.json"))
+    args = parser.parse_args()
+
+    if args.url:
+        summary = run(args.url, args)
+    else:
+        import redis
+
+        redis.Redis.from_url(BENCH_REDIS_URL).flushdb()
+        home = Path(tempfile.mkdtemp(prefix="learngene-load-"))
+        env = service_env(home, redis_url=BENCH_REDIS_URL, data_roots=[SHARED])
+        worker = start_worker(env, home / "worker.log")
+        api = start_api(env, home / "api.log")
+        try:
+            summary = run(api.url, args)
+        finally:
+            api.stop()
+            worker.stop()
+            redis.Redis.from_url(BENCH_REDIS_URL).flushdb()
+
+    print(f"\n{'metric':<42}{'value':>14}")
+    print("-" * 56)
+    rows = [
+        ("jobs submitted / succeeded", f"{summary['jobs']} / {summary['succeeded']}"),
+        (f"submission latency p50 ({args.clients} clients)", f"{summary['submission_ms']['p50']:.1f} ms"),
+        ("submission latency p99", f"{summary['submission_ms']['p99']:.1f} ms"),
+        ("first submission to a cold API", f"{summary['first_submission_cold_ms']:.0f} ms"),
+        ("completed jobs per minute (1 worker, CPU)", f"{summary['completed_per_minute']:.1f}"),
+        ("job running time p50", f"{summary['job_running_s']['p50']:.2f} s"),
+        ("cache hit, submit to succeeded, p50", f"{summary['cache_hit_end_to_end_ms']['p50']:.0f} ms"),
+        ("cache hit, submit to succeeded, p99", f"{summary['cache_hit_end_to_end_ms']['p99']:.0f} ms"),
+    ]
+    for name, value in rows:
+        print(f"{name:<42}{value:>14}")
+    report = {"benchmark": "service_load", "settings": vars(args), "machine": platform.platform(), **summary}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
