@@ -67,4 +67,8 @@ def test_labelled_fitting_with_the_ancestor_adds_the_distillation_term(condensed
     report = fit_scalers(model, fmnist_train, steps=40, ancestor=ancestor)
     assert report.initial_loss > ce_only.initial_loss + 0.01  # the same model and images, plus KL
     assert report.final_loss < report.initial_loss - 0.05
-    assert report.final_accuracy >= report.initial_accuracy
+    # Both terms fall: the CE of the fitted model (measured alone, zero steps) and what the KL adds on top of it.
+    # Not accuracy: the KL pulls towards the ancestor's answers, its mistakes included.
+    ce_after = fit_scalers(model, fmnist_train, steps=0).initial_loss
+    assert ce_after < ce_only.initial_loss
+    assert report.final_loss - ce_after < report.initial_loss - ce_only.initial_loss
