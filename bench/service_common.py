@@ -1,9 +1,14 @@
-"""What the service benchmarks share: where things are, the tiny job they submit, and percentiles."""
+"""What the service benchmarks share: where things are, the tiny job they submit, percentiles, and the table and
+JSON report they end with."""
 
 from __future__ import annotations
 
+import argparse
+import json
+import platform
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the benchmarks start the service with the test harness's process helpers
@@ -28,3 +33,18 @@ def tiny_request(seed: int, steps: int) -> dict:
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def print_table(rows: list[tuple[str, Any]], width: int = 58) -> None:
+    """The metric/value table every service benchmark prints."""
+    print(f"\n{'metric':<{width - 22}}{'value':>22}\n" + "-" * width)
+    for name, value in rows:
+        print(f"{name:<{width - 22}}{value!s:>22}")
+
+
+def write_report(benchmark: str, args: argparse.Namespace, summary: dict[str, Any]) -> None:
+    """`summary` with the run's settings and machine, as JSON at `args.out`."""
+    report = {"benchmark": benchmark, "settings": vars(args), "machine": platform.platform(), **summary}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.out}")

@@ -12,8 +12,6 @@ Prints a table and writes bench/results/service_load.json.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import tempfile
 import time
@@ -21,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-from service_common import BENCH_REDIS_URL, RESULTS, SHARED, percentile, tiny_request
+from service_common import BENCH_REDIS_URL, RESULTS, SHARED, percentile, print_table, tiny_request, write_report
 
 from tests.harness import service_env, start_api, start_worker
 
@@ -112,8 +110,6 @@ def main() -> None:
             worker.stop()
             redis.Redis.from_url(BENCH_REDIS_URL).flushdb()
 
-    print(f"\n{'metric':<42}{'value':>14}")
-    print("-" * 56)
     rows = [
         ("jobs submitted / succeeded", f"{summary['jobs']} / {summary['succeeded']}"),
         (f"submission latency p50 ({args.clients} clients)", f"{summary['submission_ms']['p50']:.1f} ms"),
@@ -124,12 +120,8 @@ def main() -> None:
         ("cache hit, submit to succeeded, p50", f"{summary['cache_hit_end_to_end_ms']['p50']:.0f} ms"),
         ("cache hit, submit to succeeded, p99", f"{summary['cache_hit_end_to_end_ms']['p99']:.0f} ms"),
     ]
-    for name, value in rows:
-        print(f"{name:<42}{value:>14}")
-    report = {"benchmark": "service_load", "settings": vars(args), "machine": platform.platform(), **summary}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    print_table(rows, width=64)
+    write_report("service_load", args, summary)
 
 
 if __name__ == "__main__":

@@ -12,8 +12,6 @@ p50/p99. Prints a table and writes bench/results/soak.json.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import re
 import statistics
 import tempfile
@@ -24,7 +22,7 @@ from pathlib import Path
 
 import httpx
 import redis
-from service_common import BENCH_REDIS_URL, RESULTS, SHARED, percentile, tiny_request
+from service_common import BENCH_REDIS_URL, RESULTS, SHARED, percentile, print_table, tiny_request, write_report
 
 from tests.harness import kill_group, service_env, start_api, start_worker
 
@@ -117,13 +115,8 @@ def main() -> None:
         ("completion p50 / p99", f"{summary['completion_s']['p50']:.1f} s / {summary['completion_s']['p99']:.1f} s"),
         ("wall time", f"{elapsed:.0f} s"),
     ]
-    print(f"\n{'metric':<36}{'value':>22}\n" + "-" * 58)
-    for name, value in rows:
-        print(f"{name:<36}{value!s:>22}")
-    report = {"benchmark": "soak", "settings": vars(args), "machine": platform.platform(), **summary}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    print_table(rows)
+    write_report("soak", args, summary)
     redis.Redis.from_url(BENCH_REDIS_URL).flushdb()
 
 
