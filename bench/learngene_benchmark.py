@@ -511,23 +511,28 @@ def verdict(claim: str, ok: bool, notes: list[str]) -> str:
     return f"- {claim}: **{'confirmed' if ok else 'contradicted'}** ({'; '.join(notes)})."
 
 
+def best_other(scores: dict[str, float]) -> tuple[float, str]:
+    """The best score of a method other than WAVE, and that method."""
+    return max((v, m) for m, v in scores.items() if m != "wave")
+
+
 def claims(result: dict) -> list[str]:
     """The paper's claims, checked against this run's numbers (the verdicts are computed, not written)."""
     a, b, c, budget = result["table_a"], result["table_b"], result["table_c"], result["budget"]
     out = ["## The paper's claims against this run", ""]
+    by_depth = {d: {m: summarize(a, "depth", d, m)[0] for m in DEPTH_METHODS} for d in budget["depths"]}
 
     ok, notes = True, []
-    for d in budget["depths"]:
-        wave = summarize(a, "depth", d, "wave")[0]
-        best, name = max((summarize(a, "depth", d, m)[0], m) for m in DEPTH_METHODS if m != "wave")
-        ok &= wave >= best
-        notes.append(f"depth {d}: WAVE {100 * wave:.1f} vs best other, {LABELS[name]}, {100 * best:.1f}")
+    for d, scores in by_depth.items():
+        best, name = best_other(scores)
+        ok &= scores["wave"] >= best
+        notes.append(f"depth {d}: WAVE {100 * scores['wave']:.1f} vs best other, {LABELS[name]}, {100 * best:.1f}")
     out.append(verdict("WAVE at or above every other method at every depth (Table A)", ok, notes))
 
     ok, notes = True, []
-    for d in budget["depths"]:
+    for d, scores in by_depth.items():
         bare = summarize(a, "depth", d, "wave_no_fitting")[0]
-        best, name = max((summarize(a, "depth", d, m)[0], m) for m in DEPTH_METHODS if m != "wave")
+        best, name = best_other(scores)
         ok &= bare >= best
         notes.append(f"depth {d}: {100 * bare:.1f} vs {LABELS[name]} {100 * best:.1f}")
     out.append(
@@ -542,7 +547,7 @@ def claims(result: dict) -> list[str]:
     ok, notes = True, []
     for k in budget["widths"]:
         row = {r["method"]: r["final"] for r in b if r["width"] == WIDTH * k}
-        best, name = max((v, m) for m, v in row.items() if m != "wave")
+        best, name = best_other(row)
         ok &= row["wave"] >= best
         notes.append(f"width {WIDTH * k}: WAVE {100 * row['wave']:.1f} vs {LABELS[name]} {100 * best:.1f}")
     out.append(verdict("WAVE at or above every method that can widen (Table B)", ok, notes))
@@ -560,14 +565,12 @@ def claims(result: dict) -> list[str]:
     )
 
     means = {m: statistics.mean(r["final"] for r in c if r["method"] == m) for m in DEPTH_METHODS}
-    best, name = max((v, m) for m, v in means.items() if m != "wave")
+    best, name = best_other(means)
     notes = [f"WAVE mean {100 * means['wave']:.1f} vs best other, {LABELS[name]}, {100 * best:.1f}",
              f"{100 * (means['wave'] - means['timm']):+.1f} points over timm's init"]  # fmt: skip
     out.append(verdict("Better transfer to other data sets (Table C)", means["wave"] >= best, notes))
 
-    mean_over_depths = {
-        m: statistics.mean(summarize(a, "depth", d, m)[0] for d in budget["depths"]) for m in DEPTH_METHODS
-    }
+    mean_over_depths = {m: statistics.mean(scores[m] for scores in by_depth.values()) for m in DEPTH_METHODS}
     order = sorted(DEPTH_METHODS, key=lambda m: -mean_over_depths[m])
     out.append("- Ranking by mean top-1 over depths (the paper: WAVE > TLEG > SWS/Auto-LG > Heru-LG > He-Init): "
                + " > ".join(LABELS[m] for m in order) + ".")  # fmt: skip
