@@ -14,23 +14,24 @@ Paths are resolved (symlinks followed) and must lie under one of `allowed_roots`
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import functools
 import gzip
 import hashlib
-from collections.abc import Callable, Sequence
+import zipfile
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 from urllib.parse import parse_qs
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError
-from safetensors.torch import load_file
+from safetensors import SafetensorError, safe_open
 from torch import Tensor
 
+from learngene.control import StopFn, check_stop
 from learngene.template_set import Normalization
 
 Format = Literal["idx", "imagefolder", "bundle"]
@@ -38,12 +39,38 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".ti
 
 
 class DataRefError(ValueError):
-    """A data reference that cannot be used. `reason` is 'invalid', 'not_found' or 'forbidden'."""
+    """A data reference that cannot be used. `reason` is 'invalid' or 'unavailable' (missing, or outside the roots:
+    the two are told apart by nobody, so a client cannot probe the server's files). Messages name the reference as
+    the client wrote it, never a resolved server path."""
 
     def __init__(self, uri: str, message: str, reason: str = "invalid"):
         super().__init__(f"data reference {uri!r}: {message}")
         self.uri = uri
         self.reason = reason
+
+
+UNAVAILABLE = "does not exist or lies outside the allowed data roots"
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """What reading one reference may cost, checked from headers before anything is allocated."""
+
+    decoded_bytes: int = 1 << 30  # what one IDX, .npz or safetensors file may decode to
+    image_pixels: int = 4096 * 4096  # width x height of one image file
+
+
+DEFAULT_LIMITS = DecodeLimits()
+
+
+def file_uri_path(uri: str, rest: str) -> str:
+    """The path of a `file://` URI (RFC 8089): the host must be empty or `localhost`."""
+    if rest.startswith("/"):
+        return rest
+    host, _, path = rest.partition("/")
+    if host != "localhost":
+        raise DataRefError(uri, f"file:// URIs name no host but localhost, got {host!r}")
+    return "/" + path
 
 
 @dataclass(frozen=True)
@@ -70,6 +97,8 @@ class DataRef:
         }
         if scheme not in formats:
             raise DataRefError(uri, f"unknown scheme {scheme!r}; use idx://, imagefolder://, bundle:// or a path")
+        if scheme == "file":
+            rest = file_uri_path(uri, rest)
         unknown = set(params) - {"split"}
         if unknown:
             raise DataRefError(uri, f"unknown query parameters {sorted(unknown)}")
@@ -135,8 +164,13 @@ def load_images(
     seed: int = 0,
     allowed_roots: Sequence[str | Path] | None = None,
     num_classes: int | None = None,
+    limits: DecodeLimits = DEFAULT_LIMITS,
+    should_stop: StopFn | None = None,
 ) -> ImageData:
-    """Read the data behind `uri`, choose a seeded subset of `max_samples`, resize to `img_size` x `in_chans`."""
+    """Read the data behind `uri`, choose a seeded subset of `max_samples`, resize to `img_size` x `in_chans`.
+
+    Sizes are checked against `limits` from the files' headers first; only the chosen samples are kept in memory
+    (files are streamed in chunks), and `should_stop` is asked between chunks: a cancelled job stops within one."""
     ref = DataRef.parse(uri)
     path = _resolve_inside(uri, ref.path, allowed_roots)
     fmt = ref.format or _infer_format(uri, path)
@@ -144,14 +178,14 @@ def load_images(
         raise DataRefError(uri, f"max_samples={max_samples} must be >= 1")
     if in_chans not in (1, 3):
         raise DataRefError(uri, f"images convert to 1 or 3 channels; the model takes in_chans={in_chans}")
+    reader = Reader(uri, limits, should_stop)
+    choose = lambda n: _subset(n, max_samples, seed)  # noqa: E731
     if fmt == "idx":
-        images, labels = _read_idx(uri, path, ref.split, allowed_roots, lambda n: _subset(n, max_samples, seed))
+        images, labels = reader.idx(path, ref.split, allowed_roots, choose)
     elif fmt == "bundle":
-        images, labels = _read_bundle(uri, path)
-        index = _subset(len(images), max_samples, seed)
-        images, labels = images[index], None if labels is None else labels[index]
+        images, labels = reader.bundle(path, choose)
     else:
-        images, labels = _read_imagefolder(uri, path, img_size, in_chans, max_samples, seed, allowed_roots)
+        images, labels = reader.imagefolder(path, img_size, in_chans, choose, allowed_roots)
     if len(images) == 0:
         raise DataRefError(uri, "contains no images")
     if labels is not None and num_classes is not None and int(labels.max()) >= num_classes:
@@ -165,37 +199,45 @@ def resolve_file(uri: str, allowed_roots: Sequence[str | Path] | None = None) ->
     scheme, sep, rest = uri.partition("://")
     if sep and scheme != "file":
         raise DataRefError(uri, f"expected a path or file:// URI, got scheme {scheme!r}")
-    path = _resolve_inside(uri, Path(rest if sep else uri), allowed_roots)
+    path = _resolve_inside(uri, Path(file_uri_path(uri, rest) if sep else uri), allowed_roots)
     if not path.is_file():
-        raise DataRefError(uri, f"{path} is not a file", "not_found")
+        raise DataRefError(uri, "is not a file")
     return path
 
 
-def check_data_ref(uri: str, allowed_roots: Sequence[str | Path] | None = None) -> Path:
-    """Cheap validation without reading any data: the reference parses, exists, lies under the roots, and names a
-    format this module reads (a .pkl or .pt, say, is refused here, before any job is accepted)."""
+def check_data_ref(
+    uri: str, allowed_roots: Sequence[str | Path] | None = None, limits: DecodeLimits = DEFAULT_LIMITS
+) -> Path:
+    """Validation without decoding any data (what the API does before accepting a job): the reference parses,
+    exists under the roots, names a format this module reads (a .pkl or .pt, say, is refused), and a bundle's or
+    IDX file's header promises no more than `limits` allow."""
     ref = DataRef.parse(uri)
     path = _resolve_inside(uri, ref.path, allowed_roots)
     fmt = ref.format or _infer_format(uri, path)
     if fmt == "bundle" and (not path.is_file() or path.suffix not in (".safetensors", ".npz")):
         raise DataRefError(uri, f"a bundle must be a .safetensors or .npz file, got {path.name}")
     if fmt in ("idx", "imagefolder") and not path.is_dir():
-        raise DataRefError(uri, f"{path.name} is not a folder")
+        raise DataRefError(uri, f"{ref.path.name} is not a folder")
+    reader = Reader(uri, limits)
+    if fmt == "bundle":
+        reader.bundle_headers(path)
+    elif fmt == "idx":
+        for part, magic in IDX_PARTS:
+            reader.idx_header(_idx_file(uri, path, ref.split, part, allowed_roots), magic)
     return path
 
 
 def _resolve_inside(uri: str, path: Path, roots: Sequence[str | Path] | None) -> Path:
+    """The real path (symlinks followed), which must exist under one of `roots`. A missing file and one outside
+    the roots get the same answer, so the answer says nothing about the server's files."""
     try:
         real = path.expanduser().resolve(strict=True)
-    except (FileNotFoundError, NotADirectoryError):
-        raise DataRefError(uri, f"{path} does not exist", "not_found") from None
-    except (OSError, RuntimeError) as exc:  # symlink loops, permission problems
-        raise DataRefError(uri, f"{path} cannot be resolved ({exc})", "not_found") from None
+    except (OSError, RuntimeError):  # missing, a symlink loop, no permission
+        raise DataRefError(uri, UNAVAILABLE, "unavailable") from None
     if roots is not None:
         resolved_roots = [Path(r).expanduser().resolve() for r in roots]
         if not any(real == r or real.is_relative_to(r) for r in resolved_roots):
-            allowed = ", ".join(str(r) for r in resolved_roots) or "none configured"
-            raise DataRefError(uri, f"{path} is outside the allowed data roots ({allowed})", "forbidden")
+            raise DataRefError(uri, UNAVAILABLE, "unavailable")
     return real
 
 
@@ -216,80 +258,250 @@ def _subset(n: int, max_samples: int | None, seed: int) -> Tensor:
     return torch.randperm(n, generator=g)[:max_samples].sort().values
 
 
-def _read_idx_file(uri: str, path: Path, magic: int) -> np.ndarray:
-    """The decoded array, read-only; decoded once per process while the file is unchanged (jobs reuse data sets)."""
-    st = path.stat()
-    try:
-        return _decode_idx(path, magic, st.st_mtime_ns, st.st_size)
-    except ValueError as exc:
-        raise DataRefError(uri, f"{path.name} {exc}") from None
+IDX_PARTS = (("images-idx3", 2051), ("labels-idx1", 2049))
+CHUNK_BYTES = 16 << 20  # how much of a file is decoded at a time
 
 
-@functools.lru_cache(maxsize=4)
-def _decode_idx(path: Path, magic: int, mtime_ns: int, size: int) -> np.ndarray:
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rb") as f:
-            raw = f.read()
-    except (OSError, EOFError) as exc:
-        raise ValueError(f"cannot be read ({exc})") from None
-    if len(raw) < 8 or int.from_bytes(raw[:4], "big") != magic:
-        raise ValueError(f"is not an IDX file with magic {magic}")
-    ndim = raw[3]
-    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    body = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
-    if body.size != int(np.prod(dims)):
-        raise ValueError(f"holds {body.size} bytes, its header promises {int(np.prod(dims))}")
-    array = body.reshape(dims)
-    array.flags.writeable = False
-    return array
-
-
-def _read_idx(
-    uri: str, folder: Path, split: str, roots: Sequence[str | Path] | None, index_of: Callable[[int], Tensor]
-) -> tuple[Tensor, Tensor]:
+def _idx_file(uri: str, folder: Path, split: str, part: str, roots: Sequence[str | Path] | None) -> Path:
     prefix = "train" if split == "train" else "t10k"
-    found = {}
-    for part, magic in (("images-idx3", 2051), ("labels-idx1", 2049)):
-        candidates = [folder / "raw" / f"{prefix}-{part}-ubyte{ext}" for ext in (".gz", "")]
-        path = next((p for p in candidates if p.is_file()), None)
-        if path is None:
-            raise DataRefError(uri, f"no {candidates[0].name} in {folder / 'raw'}", "not_found")
-        found[part] = _read_idx_file(uri, _resolve_inside(uri, path, roots), magic)
-    images, labels = found["images-idx3"], found["labels-idx1"]
-    if len(images) != len(labels):
-        raise DataRefError(uri, f"{len(images)} images but {len(labels)} labels")
-    index = index_of(len(images)).numpy()  # copy only the chosen subset out of the cached arrays
-    return torch.from_numpy(images[index]).unsqueeze(1), torch.from_numpy(labels[index].astype(np.int64))
+    candidates = [folder / "raw" / f"{prefix}-{part}-ubyte{ext}" for ext in (".gz", "")]
+    path = next((p for p in candidates if p.is_file()), None)
+    if path is None:
+        raise DataRefError(uri, f"no raw/{candidates[1].name}[.gz] in it")
+    return _resolve_inside(uri, path, roots)
 
 
-def _read_bundle(uri: str, path: Path) -> tuple[Tensor, Tensor | None]:
-    if path.suffix == ".safetensors":
+@dataclass(frozen=True)
+class ArrayHeader:
+    """What a file's header promises: rows of `row_shape` items of `dtype`, `offset` bytes into the stream."""
+
+    rows: int
+    row_shape: tuple[int, ...]
+    dtype: np.dtype
+    offset: int
+
+    @property
+    def row_bytes(self) -> int:
+        return int(np.prod(self.row_shape, dtype=np.int64)) * self.dtype.itemsize
+
+    @property
+    def nbytes(self) -> int:
+        return self.rows * self.row_bytes
+
+
+class Reader:
+    """Reads one reference's files within its limits: headers first, then only the chosen rows, chunk by chunk."""
+
+    def __init__(self, uri: str, limits: DecodeLimits, should_stop: StopFn | None = None):
+        self.uri, self.limits, self.should_stop = uri, limits, should_stop
+
+    def fail(self, message: str) -> DataRefError:
+        return DataRefError(self.uri, message)
+
+    def checked(self, name: str, header: ArrayHeader) -> ArrayHeader:
+        if header.nbytes > self.limits.decoded_bytes:
+            raise self.fail(
+                f"{name} decodes to {header.nbytes:,} bytes, over the limit of {self.limits.decoded_bytes:,}"
+            )
+        return header
+
+    def rows(self, stream: BinaryIO, header: ArrayHeader, index: np.ndarray, name: str) -> np.ndarray:
+        """The rows `index` (sorted) of the array that follows the header in `stream`, read in chunks."""
+        out = np.empty((len(index), *header.row_shape), dtype=header.dtype)
+        per_chunk = max(1, CHUNK_BYTES // max(header.row_bytes, 1))
+        kept = 0
+        for start in range(0, header.rows, per_chunk):
+            check_stop(self.should_stop, f"while reading {name}")
+            count = min(per_chunk, header.rows - start)
+            raw = stream.read(count * header.row_bytes)
+            if len(raw) != count * header.row_bytes:
+                raise self.fail(f"{name} is truncated: its header promises {header.rows} rows")
+            chunk = np.frombuffer(raw, dtype=header.dtype).reshape(count, *header.row_shape)
+            hi = int(np.searchsorted(index, start + count))
+            out[kept:hi] = chunk[index[kept:hi] - start]
+            kept = hi
+            if kept == len(index):  # the rest of the file is not needed
+                break
+        return out
+
+    # --- IDX (torchvision's raw MNIST layout), plain or gzipped ------------------------------------------------
+
+    def idx_header(self, path: Path, magic: int) -> ArrayHeader:
         try:
-            tensors = load_file(path)
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise DataRefError(uri, f"{path.name} is not a readable safetensors file ({exc})") from None
-    elif path.suffix == ".npz":
+            with _open_idx(path) as f:
+                head = f.read(4)
+                if len(head) < 4 or int.from_bytes(head, "big") != magic:
+                    raise self.fail(f"{path.name} is not an IDX file with magic {magic}")
+                dims = [int.from_bytes(f.read(4), "big") for _ in range(head[3])]
+        except (OSError, EOFError, gzip.BadGzipFile) as exc:
+            raise self.fail(f"{path.name} cannot be read ({type(exc).__name__})") from None
+        if not dims:
+            raise self.fail(f"{path.name} has no dimensions")
+        header = self.checked(path.name, ArrayHeader(dims[0], tuple(dims[1:]), np.dtype(np.uint8), 4 + 4 * len(dims)))
+        if path.suffix != ".gz" and path.stat().st_size != header.offset + header.nbytes:
+            raise self.fail(f"{path.name} holds {path.stat().st_size} bytes, its header promises "
+                            f"{header.offset + header.nbytes}")  # fmt: skip
+        return header
+
+    def idx(
+        self, folder: Path, split: str, roots: Sequence[str | Path] | None, choose: Callable[[int], Tensor]
+    ) -> tuple[Tensor, Tensor]:
+        paths = {part: _idx_file(self.uri, folder, split, part, roots) for part, _ in IDX_PARTS}
+        headers = {part: self.idx_header(paths[part], magic) for part, magic in IDX_PARTS}
+        images, labels = headers["images-idx3"], headers["labels-idx1"]
+        if images.rows != labels.rows:
+            raise self.fail(f"{images.rows} images but {labels.rows} labels")
+        index = choose(images.rows).numpy()
+        arrays = {}
+        for part, header in headers.items():
+            try:
+                with _open_idx(paths[part]) as f:
+                    f.read(header.offset)
+                    arrays[part] = self.rows(f, header, index, paths[part].name)
+            except (OSError, EOFError, gzip.BadGzipFile) as exc:
+                raise self.fail(f"{paths[part].name} cannot be read ({type(exc).__name__})") from None
+        return (
+            torch.from_numpy(arrays["images-idx3"]).unsqueeze(1),
+            torch.from_numpy(arrays["labels-idx1"].astype(np.int64)),
+        )
+
+    # --- bundles: .npz (never unpickled) and safetensors ---------------------------------------------------------
+
+    def bundle_headers(self, path: Path) -> dict[str, ArrayHeader]:
+        """The `images` (and `labels`) headers of a bundle, checked against the limits; nothing decoded."""
+        if path.suffix == ".npz":
+            with self._npz(path) as npz:
+                headers = {name: self.checked(f"{name} of {path.name}", self._npy_header(npz, name, path))
+                           for name in ("images", "labels") if f"{name}.npy" in npz.namelist()}  # fmt: skip
+        elif path.suffix == ".safetensors":
+            headers = {}
+            try:
+                with safe_open(str(path), framework="pt") as f:
+                    for name in ("images", "labels"):
+                        if name in f.keys():  # noqa: SIM118 - safe_open is no mapping
+                            sliced = f.get_slice(name)
+                            shape, dtype = tuple(sliced.get_shape()), SAFETENSORS_DTYPES.get(sliced.get_dtype())
+                            if dtype is None or not shape:
+                                raise self.fail(f"{name!r} of {path.name} is a {sliced.get_dtype()} {shape} tensor")
+                            header = ArrayHeader(shape[0], shape[1:], np.dtype(dtype), 0)
+                            headers[name] = self.checked(f"{name} of {path.name}", header)
+            except (SafetensorError, OSError) as exc:
+                raise self.fail(f"{path.name} is not a readable safetensors file ({type(exc).__name__})") from None
+        else:
+            raise self.fail(f"a bundle must be .safetensors or .npz, got {path.suffix or 'no suffix'}")
+        if "images" not in headers:
+            raise self.fail("no 'images' tensor in the bundle")
+        if "labels" in headers and headers["labels"].rows != headers["images"].rows:
+            raise self.fail(f"{headers['images'].rows} images but {headers['labels'].rows} labels")
+        return headers
+
+    def bundle(self, path: Path, choose: Callable[[int], Tensor]) -> tuple[Tensor, Tensor | None]:
+        headers = self.bundle_headers(path)
+        index = choose(headers["images"].rows).numpy()
+        arrays = {}
+        if path.suffix == ".npz":
+            with self._npz(path) as npz:
+                for name, header in headers.items():
+                    with npz.open(f"{name}.npy") as f:
+                        f.read(header.offset)
+                        arrays[name] = torch.from_numpy(self.rows(f, header, index, f"{name} of {path.name}"))
+        else:
+            with safe_open(str(path), framework="pt") as f:
+                for name in headers:
+                    sliced, rows = f.get_slice(name), []
+                    for i, row in enumerate(index.tolist()):  # memory-mapped: only the chosen rows are touched
+                        if i % 256 == 0:
+                            check_stop(self.should_stop, f"while reading {name} of {path.name}")
+                        rows.append(sliced[row : row + 1])
+                    arrays[name] = torch.cat(rows)
+        images, labels = _to_nchw_uint8(self.uri, arrays["images"]), arrays.get("labels")
+        if labels is not None:
+            if labels.dtype.is_floating_point or labels.dtype == torch.bool or labels.dim() != 1:
+                raise self.fail(f"'labels' must be a 1-D integer tensor, got {labels.dtype} {tuple(labels.shape)}")
+            if len(labels) and int(labels.min()) < 0:
+                raise self.fail("labels must be >= 0")
+            labels = labels.long()
+        return images, labels
+
+    @contextlib.contextmanager
+    def _npz(self, path: Path) -> Iterator[zipfile.ZipFile]:
         try:
-            with np.load(path, allow_pickle=False) as npz:
-                tensors = {k: torch.from_numpy(np.ascontiguousarray(npz[k])) for k in npz.files}
-        except (ValueError, OSError, EOFError) as exc:  # object arrays refuse to load without pickle
-            raise DataRefError(uri, f"{path.name} is not a readable .npz of plain arrays ({exc})") from None
-    else:
-        raise DataRefError(uri, f"a bundle must be .safetensors or .npz, got {path.suffix or 'no suffix'}")
-    if "images" not in tensors:
-        raise DataRefError(uri, f"no 'images' tensor (found {sorted(tensors)})")
-    images, labels = tensors["images"], tensors.get("labels")
-    images = _to_nchw_uint8(uri, images)
-    if labels is not None:
-        if labels.dtype.is_floating_point or labels.dtype == torch.bool or labels.dim() != 1:
-            raise DataRefError(uri, f"'labels' must be a 1-D integer tensor, got {labels.dtype} {tuple(labels.shape)}")
-        if len(labels) != len(images):
-            raise DataRefError(uri, f"{len(images)} images but {len(labels)} labels")
-        if len(labels) and int(labels.min()) < 0:
-            raise DataRefError(uri, "labels must be >= 0")
-        labels = labels.long()
-    return images, labels
+            with zipfile.ZipFile(path) as npz:
+                yield npz
+        except DataRefError:
+            raise
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+            raise self.fail(f"{path.name} is not a readable .npz of plain arrays ({type(exc).__name__})") from None
+
+    def _npy_header(self, npz: zipfile.ZipFile, name: str, path: Path) -> ArrayHeader:
+        """The array header of one .npz member, read from its first bytes; object (pickled) arrays are refused."""
+        with npz.open(f"{name}.npy") as f:
+            try:
+                version = np.lib.format.read_magic(f)
+                read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                shape, fortran, dtype = read(f, max_header_size=10_000)
+            except ValueError as exc:
+                raise self.fail(f"{path.name} is not a readable .npz of plain arrays ({exc})") from None
+            offset = f.tell()
+        if dtype.hasobject or not shape or (fortran and len(shape) > 1):
+            raise self.fail(f"{path.name} is not a readable .npz of plain arrays ({name}: {dtype} {shape})")
+        header = ArrayHeader(int(shape[0]), tuple(int(d) for d in shape[1:]), dtype, offset)
+        if npz.getinfo(f"{name}.npy").file_size != offset + header.nbytes:
+            raise self.fail(f"{path.name} is not a readable .npz of plain arrays ({name} is not the size it declares)")
+        return header
+
+    # --- ImageFolder --------------------------------------------------------------------------------------------
+
+    def imagefolder(
+        self,
+        folder: Path,
+        img_size: tuple[int, int],
+        in_chans: int,
+        choose: Callable[[int], Tensor],
+        roots: Sequence[str | Path] | None,
+    ) -> tuple[Tensor, Tensor]:
+        from PIL import Image, UnidentifiedImageError
+        from torchvision.transforms import v2
+
+        classes = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+        if not classes:
+            raise self.fail("has no class sub-folders")
+        samples = [
+            (f, label)
+            for label, name in enumerate(classes)
+            for f in sorted((folder / name).rglob("*"))
+            if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()
+        ]
+        if not samples:
+            raise self.fail(f"has no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        # Shorter side to the target size, then a centre crop: timm's evaluation transform with crop_pct 1.
+        transform = v2.Compose([v2.PILToTensor(), v2.Resize(min(img_size), antialias=True), v2.CenterCrop(img_size)])
+        images, labels = [], []
+        for i in choose(len(samples)).tolist():
+            check_stop(self.should_stop, "while reading images")
+            path, label = samples[i]
+            name = path.relative_to(folder)
+            path = _resolve_inside(self.uri, path, roots)  # a symlinked file must not lead outside the roots
+            try:
+                with Image.open(path) as im:
+                    if im.width * im.height > self.limits.image_pixels:  # known from the header, before decoding
+                        raise self.fail(f"{name} has {im.width} x {im.height} pixels, over the limit of "
+                                        f"{self.limits.image_pixels:,}")  # fmt: skip
+                    images.append(transform(im.convert("L" if in_chans == 1 else "RGB")))
+            except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+                raise self.fail(f"{name} is not a readable image ({type(exc).__name__})") from None
+            labels.append(label)
+        return torch.stack(images), torch.tensor(labels, dtype=torch.int64)
+
+
+# Item sizes of safetensors dtypes, for the size check (bf16 is counted as the 2-byte float16; torch reads it).
+SAFETENSORS_DTYPES = {"U8": np.uint8, "I8": np.int8, "I16": np.int16, "I32": np.int32, "I64": np.int64,
+                      "F16": np.float16, "BF16": np.float16, "F32": np.float32, "F64": np.float64,
+                      "BOOL": np.bool_}  # fmt: skip
+
+
+def _open_idx(path: Path) -> BinaryIO:
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
 
 
 def _to_nchw_uint8(uri: str, images: Tensor) -> Tensor:
@@ -308,46 +520,6 @@ def _to_nchw_uint8(uri: str, images: Tensor) -> Tensor:
     if images.numel() and (not torch.isfinite(images).all() or images.min() < 0 or images.max() > 1):
         raise DataRefError(uri, "float 'images' must be finite and in [0, 1]")
     return images.float().mul(255).round().to(torch.uint8).contiguous()
-
-
-def _read_imagefolder(
-    uri: str,
-    folder: Path,
-    img_size: tuple[int, int],
-    in_chans: int,
-    max_samples: int | None,
-    seed: int,
-    roots: Sequence[str | Path] | None,
-) -> tuple[Tensor, Tensor]:
-    from PIL import Image, UnidentifiedImageError
-    from torchvision.transforms import v2
-
-    classes = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
-    if not classes:
-        raise DataRefError(uri, f"{folder} has no class sub-folders")
-    samples = [
-        (f, label)
-        for label, name in enumerate(classes)
-        for f in sorted((folder / name).rglob("*"))
-        if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()
-    ]
-    if not samples:
-        raise DataRefError(uri, f"{folder} has no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    index = _subset(len(samples), max_samples, seed)
-    # Shorter side to the target size, then a centre crop: timm's evaluation transform with crop_pct 1.
-    transform = v2.Compose([v2.PILToTensor(), v2.Resize(min(img_size), antialias=True), v2.CenterCrop(img_size)])
-    images, labels = [], []
-    for i in index.tolist():
-        path, label = samples[i]
-        path = _resolve_inside(uri, path, roots)  # a symlinked file must not lead outside the roots
-        try:
-            with Image.open(path) as im:
-                im = im.convert("L" if in_chans == 1 else "RGB")
-                images.append(transform(im))
-        except (UnidentifiedImageError, OSError) as exc:
-            raise DataRefError(uri, f"{path.name} is not a readable image ({exc})") from None
-        labels.append(label)
-    return torch.stack(images), torch.tensor(labels, dtype=torch.int64)
 
 
 def _fit_images(images: Tensor, img_size: tuple[int, int], in_chans: int, chunk: int = 4096) -> Tensor:

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from learngene.checkpoint import CheckpointInfo, export_checkpoint, load_ancestor, read_metadata
 from learngene.condense import CondenseConfig, condense
-from learngene.data import ImageData, channel_stats, load_images, resolve_file
+from learngene.data import DEFAULT_LIMITS, DecodeLimits, ImageData, channel_stats, load_images, resolve_file
 from learngene.files import sha256_file
 from learngene.fit import FitReport, fit_scalers
 from learngene.methods import AncestorWeights, build_descendant
@@ -27,6 +27,9 @@ from learngene.training import OptimConfig, ProgressFn, StopFn, evaluate, train_
 PLACEHOLDER = Normalization(mean=(0.5,), std=(0.5,))  # replaced before any batch is drawn
 
 
+SEED_MAX = 2**32 - 1  # seeds are combined with step counters and must stay in torch's generator range
+
+
 class Calibration(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -35,12 +38,12 @@ class Calibration(BaseModel):
 
 
 class FitSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     steps: int = Field(default=200, ge=0, description="scaler-fitting steps; 0 is pure inheritance")
     lr: float = Field(default=2e-3, gt=0)
     batch_size: int = Field(default=64, ge=1)
-    seed: int = Field(default=0, ge=0)
+    seed: int = Field(default=0, ge=0, le=SEED_MAX)
     noise: float = Field(default=1e-6, ge=0, description="eps of the N(0, 1) noise added to inherited scalers")
 
 
@@ -58,6 +61,8 @@ def load_calibration(
     *,
     seed: int = 0,
     allowed_roots: Sequence[str | Path] | None = None,
+    limits: DecodeLimits = DEFAULT_LIMITS,
+    should_stop: StopFn | None = None,
 ) -> ImageData:
     """The calibration images, resized for the descendant and normalized as its template set expects."""
     arch = spec.resolve()
@@ -70,6 +75,8 @@ def load_calibration(
         seed=seed,
         allowed_roots=allowed_roots,
         num_classes=arch.num_classes,
+        limits=limits,
+        should_stop=should_stop,
     )
 
 
@@ -155,6 +162,7 @@ def run_condensation(
     normalization: Normalization | None = None,
     max_samples: int | None = None,
     allowed_roots: Sequence[str | Path] | None = None,
+    limits: DecodeLimits = DEFAULT_LIMITS,
     device: torch.device | str = "cpu",
     progress: ProgressFn | None = None,
     checkpoint_dir: str | Path | None = None,
@@ -170,6 +178,8 @@ def run_condensation(
         in_chans=arch.in_chans,
         allowed_roots=allowed_roots,
         num_classes=arch.num_classes,
+        limits=limits,
+        should_stop=should_stop,
     )
     stored = read_metadata(checkpoint).get("normalization")
     normalization = normalization or (Normalization.model_validate(stored) if stored else None)

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
+from learngene.control import StopFn, Stopped
 from learngene.data import ImageData
 from learngene.files import save_safetensors_atomic, sha256_file, write_json_atomic
 
@@ -52,10 +53,9 @@ class Progress:
 
 
 ProgressFn = Callable[[Progress], None]
-StopFn = Callable[[], bool]
 
 
-class TrainingStopped(Exception):
+class TrainingStopped(Stopped):
     """Raised by `train_steps` when its `should_stop` callback asks it to stop (e.g. a cancelled job)."""
 
     def __init__(self, step: int):
@@ -217,6 +217,8 @@ def train_steps(
             window_loss, window_correct, window_seen, window_steps = torch.zeros(()), 0, 0, 0
             t0 = time.perf_counter()
         if checkpoint is not None and checkpoint_every and done % checkpoint_every == 0 and done < total_steps:
+            if should_stop is not None and should_stop():  # e.g. a lost lease: the state is no longer ours to write
+                raise TrainingStopped(done)
             checkpoint(done)
     return last_loss
 

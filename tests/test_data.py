@@ -83,7 +83,7 @@ def test_pickled_npz_is_refused(tmp_path):
 @pytest.mark.parametrize(
     ("uri", "needle", "reason"),
     [
-        ("idx:///no/such/folder", "does not exist", "not_found"),
+        ("idx:///no/such/folder", "does not exist or lies outside the allowed data roots", "unavailable"),
         ("ftp://host/data", "unknown scheme", "invalid"),
         (f"idx://{FMNIST}?split=validation", "split='validation'", "invalid"),
         (f"idx://{FMNIST}?colour=red", "unknown query parameters", "invalid"),
@@ -101,9 +101,16 @@ def test_allowed_roots_and_symlink_escapes(tmp_path):
     inside.mkdir()
     save_file({"images": torch.zeros(2, 8, 8, dtype=torch.uint8)}, tmp_path / "secret.safetensors")
     os.symlink(tmp_path / "secret.safetensors", inside / "link.safetensors")
-    with pytest.raises(DataRefError, match="outside the allowed data roots") as info:
+    with pytest.raises(DataRefError, match="outside the allowed data roots") as outside:
         load(f"idx://{FMNIST}", allowed_roots=[inside])
-    assert info.value.reason == "forbidden"
+    with pytest.raises(DataRefError) as missing:
+        load(f"idx://{inside}/missing", allowed_roots=[inside])
+    # No existence oracle: outside the roots and missing read the same, and neither names a server path.
+    assert outside.value.reason == missing.value.reason == "unavailable"
+    assert str(outside.value).replace(f"idx://{FMNIST}", "U") == str(missing.value).replace(
+        f"idx://{inside}/missing", "U"
+    )
+    assert str(inside) not in str(outside.value)
     with pytest.raises(DataRefError, match="outside the allowed data roots"):
         load(str(inside / "link.safetensors"), allowed_roots=[inside])
     with pytest.raises(DataRefError, match="outside"):
