@@ -26,6 +26,18 @@ from learngene.spec import SpecError, ViTSpec
 METADATA_KEY = "learngene"
 
 
+class NonFiniteWeights(ValueError):
+    """Weights about to be written hold NaN or Inf: nothing is written, the job fails with this."""
+
+
+def check_finite(tensors: dict[str, Tensor], what: str) -> None:
+    """Raise `NonFiniteWeights` naming the tensors of `tensors` that hold NaN or Inf."""
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        shown = ", ".join(bad[:5]) + (", ..." if len(bad) > 5 else "")
+        raise NonFiniteWeights(f"{len(bad)} of {len(tensors)} tensors of {what} hold NaN or Inf ({shown})")
+
+
 class CheckpointInfo(BaseModel):
     path: str
     sha256: str
@@ -92,6 +104,7 @@ def export_checkpoint(
     ]
     if mismatched:
         raise ValueError(f"state dict does not match {spec.model} {spec.overrides()}: {sorted(mismatched)[:5]}")
+    check_finite(state, "the checkpoint")  # before anything is written: a broken model is never stored or cached
     info = {
         "spec": spec.model_dump(mode="json", exclude_none=True),
         "code_version": __version__,

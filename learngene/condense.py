@@ -19,12 +19,12 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from learngene import __version__
-from learngene.checkpoint import freeze
+from learngene.checkpoint import check_finite, freeze
 from learngene.data import ImageData
 from learngene.generated import GeneratedViT
 from learngene.spec import SpecError, ViTSpec
 from learngene.sws import DEFAULT_STAGES, StageSharedViT
-from learngene.template_set import Lineage, TemplateSet
+from learngene.template_set import IntegrityError, Lineage, TemplateSet, TemplateSetConfig
 from learngene.templated_vit import TemplatedViT
 from learngene.templates import (
     DEFAULT_COUNTS,
@@ -112,6 +112,40 @@ def build_auxiliary(config: CondenseConfig, generator: torch.Generator) -> Gener
         return TemplatedViT(config.aux, templates, scalers)
     aux.reset_parameters(generator)
     return aux
+
+
+def expected_tensors(config: TemplateSetConfig) -> dict[str, tuple[int, ...]]:
+    """Every tensor a template set of `config` holds, with its shape (the auxiliary model, built on the meta
+    device: no memory, no init)."""
+    with torch.device("meta"):
+        if config.method == "tleg":
+            aux: GeneratedViT = LinearExpansionViT(config.aux)
+        elif config.method == "sws":
+            aux = StageSharedViT(config.aux, config.stages)
+        else:
+            aux = TemplatedViT(
+                config.aux, WeightTemplates(config.templates), WeightScalers(config.templates, config.arch)
+            )
+    groups = {"templates": aux.learngene(), "scalers": aux.scalers(), "free": aux.free_state()}
+    return {f"{g}.{k}": tuple(v.shape) for g, d in groups.items() for k, v in d.items()}
+
+
+def check_template_set(template_set: TemplateSet) -> None:
+    """A set is usable only if it holds exactly the tensors its config implies, in a floating dtype, all finite:
+    checked before it is published (and when loaded), so a crafted or diverged set never reaches a descendant."""
+    expected, actual = expected_tensors(template_set.config), template_set.tensors()
+    where = f"template set {template_set.name!r}"
+    for key in sorted(expected.keys() - actual.keys()):
+        raise IntegrityError(f"{where}: tensor {key!r} is missing (its config needs {list(expected[key])})")
+    for key in sorted(actual.keys() - expected.keys()):
+        raise IntegrityError(f"{where}: tensor {key!r} is not part of a {template_set.config.method} set")
+    for key, tensor in sorted(actual.items()):
+        if tuple(tensor.shape) != expected[key]:
+            raise IntegrityError(f"{where}: tensor {key!r} has shape {list(tensor.shape)}, its config needs "
+                                 f"{list(expected[key])}")  # fmt: skip
+        if not tensor.is_floating_point():
+            raise IntegrityError(f"{where}: tensor {key!r} is {tensor.dtype}, not a floating dtype")
+    check_finite(actual, where)
 
 
 def condense(
@@ -202,9 +236,11 @@ def condense(
             "eval_data_uri": eval_data.uri if eval_data is not None else None,
         }
     )
-    return TemplateSet.from_auxiliary(
+    template_set = TemplateSet.from_auxiliary(
         aux, name=name, normalization=data.normalization, lineage=lineage, metrics=metrics
     )
+    check_template_set(template_set)  # a diverged run fails here (NonFiniteWeights), before anything is saved
+    return template_set
 
 
 def _start_from_ancestor(aux: GeneratedViT, ancestor: nn.Module, config: CondenseConfig) -> bool:

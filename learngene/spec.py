@@ -44,7 +44,7 @@ def check_model_name(name: str) -> str:
 class ViTSpec(BaseModel):
     """A timm ViT/DeiT model name and the overrides passed to `timm.create_model`."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     model: str = Field(description="timm model name of the VisionTransformer family, e.g. 'vit_tiny_patch16_224'")
     depth: int | None = Field(default=None, ge=1)

@@ -12,15 +12,16 @@ Only JSON and safetensors are ever read, and every file is checked against the m
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import re
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from safetensors.torch import load_file
+from safetensors import SafetensorError
+from safetensors.torch import load as load_bytes
 from torch import Tensor
 
 from learngene.files import save_safetensors_atomic, sha256_file, write_json_atomic
@@ -226,21 +227,30 @@ class TemplateSet(BaseModel):
         device: str | torch.device = "cpu",
         *,
         manifest: Manifest | None = None,
-        verify: bool = True,
     ) -> TemplateSet:
-        """Read a folder. A caller that has already parsed the manifest and checked the checksums itself (the
-        store, which caches the checks) passes `manifest` and `verify=False`."""
+        """Read a folder, checking the tensor file against the manifest. The file is read into memory once and
+        those very bytes are hashed and deserialized: what is loaded is what was verified, even if the file is
+        rewritten afterwards."""
         folder = Path(folder)
         manifest = manifest or read_manifest(folder)
-        if verify:
-            verify_files(folder, manifest)
-        tensors = load_file(folder / TENSORS, device=str(device))  # memory-mapped read
+        if TENSORS not in manifest.files:
+            raise IntegrityError(f"{_where(folder / MANIFEST)}: no checksum recorded for {TENSORS}")
+        path = folder / TENSORS
+        try:
+            data = path.read_bytes()
+        except OSError:
+            raise IntegrityError(f"{_where(path)}: file missing or unreadable") from None
+        check_bytes(path, data, manifest.files[TENSORS])
+        try:
+            tensors = load_bytes(data)
+        except SafetensorError as exc:
+            raise IntegrityError(f"{_where(path)}: not a readable safetensors file ({exc})") from None
         groups: dict[str, dict[str, Tensor]] = {"templates": {}, "scalers": {}, "free": {}}
         for key, value in tensors.items():
             group, _, name = key.partition(".")
             if group not in groups:
-                raise IntegrityError(f"{folder / TENSORS}: unexpected tensor {key!r}")
-            groups[group][name] = value
+                raise IntegrityError(f"{_where(path)}: unexpected tensor {key!r}")
+            groups[group][name] = value.to(device)
         return cls(
             name=manifest.name,
             version=manifest.version,
@@ -252,10 +262,22 @@ class TemplateSet(BaseModel):
         )
 
 
+def _where(path: Path) -> str:
+    """A stored file named by its place in the store (`name/version/file`), never by an absolute server path."""
+    return "/".join(path.parts[-3:])
+
+
+def check_bytes(path: Path, data: bytes, entry: FileEntry) -> None:
+    if len(data) != entry.bytes:
+        raise IntegrityError(f"{_where(path)}: {len(data)} bytes, manifest says {entry.bytes} (truncated?)")
+    if hashlib.sha256(data).hexdigest() != entry.sha256:
+        raise IntegrityError(f"{_where(path)}: sha256 does not match the manifest (modified or corrupt)")
+
+
 def read_manifest(folder: Path) -> Manifest:
     path = folder / MANIFEST
     if not path.is_file():
-        raise IntegrityError(f"{path}: manifest missing")
+        raise IntegrityError(f"{_where(path)}: manifest missing")
     return parse_manifest(path.read_bytes(), path)
 
 
@@ -263,28 +285,27 @@ def parse_manifest(data: bytes, path: Path) -> Manifest:
     try:
         raw = json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise IntegrityError(f"{path}: not valid JSON ({exc})") from exc
+        raise IntegrityError(f"{_where(path)}: not valid JSON ({exc})") from exc
     if not isinstance(raw, dict) or raw.get("schema_version") != SCHEMA_VERSION:
         found = raw.get("schema_version") if isinstance(raw, dict) else None
-        raise IntegrityError(f"{path}: schema_version {found!r}, expected {SCHEMA_VERSION}")
+        raise IntegrityError(f"{_where(path)}: schema_version {found!r}, expected {SCHEMA_VERSION}")
     try:
         return Manifest.model_validate(raw)
     except ValidationError as exc:
-        raise IntegrityError(f"{path}: invalid manifest ({exc.errors()[0]['loc']}: {exc.errors()[0]['msg']})") from exc
+        first = exc.errors()[0]
+        raise IntegrityError(f"{_where(path)}: invalid manifest ({first['loc']}: {first['msg']})") from exc
 
 
-def verify_files(folder: Path, manifest: Manifest, digest: Callable[[Path], str] = sha256_file) -> None:
-    """Every file the manifest lists exists with its size and sha256, and the tensor file is listed.
-
-    `digest` computes a file's sha256; a caller may pass one that remembers files it has already hashed."""
+def verify_files(folder: Path, manifest: Manifest) -> None:
+    """Every file the manifest lists exists with its size and sha256, and the tensor file is listed."""
     if TENSORS not in manifest.files:
-        raise IntegrityError(f"{folder / MANIFEST}: no checksum recorded for {TENSORS}")
+        raise IntegrityError(f"{_where(folder / MANIFEST)}: no checksum recorded for {TENSORS}")
     for name, entry in manifest.files.items():
         path = folder / name
         if not path.is_file():
-            raise IntegrityError(f"{path}: file missing")
+            raise IntegrityError(f"{_where(path)}: file missing")
         size = path.stat().st_size
         if size != entry.bytes:
-            raise IntegrityError(f"{path}: {size} bytes, manifest says {entry.bytes} (truncated?)")
-        if digest(path) != entry.sha256:
-            raise IntegrityError(f"{path}: sha256 does not match the manifest (modified or corrupt)")
+            raise IntegrityError(f"{_where(path)}: {size} bytes, manifest says {entry.bytes} (truncated?)")
+        if sha256_file(path) != entry.sha256:
+            raise IntegrityError(f"{_where(path)}: sha256 does not match the manifest (modified or corrupt)")

@@ -1,11 +1,20 @@
 """Versioned, verified, atomically published template sets (a small model registry for learngenes)."""
 
 from templates_store.backend import LocalBackend, StorageBackend
-from templates_store.refs import ConflictError, NotFoundError, RefError, ResolvedRef, StoreError, parse_ref
+from templates_store.refs import (
+    BrokenVersion,
+    ConflictError,
+    NotFoundError,
+    RefError,
+    ResolvedRef,
+    StoreError,
+    parse_ref,
+)
 from templates_store.store import AliasRecord, TemplateStore, VersionInfo
 
 __all__ = [
     "AliasRecord",
+    "BrokenVersion",
     "ConflictError",
     "LocalBackend",
     "NotFoundError",

@@ -30,6 +30,10 @@ class ConflictError(StoreError):
     """An operation refused because of the store's state (e.g. deleting a version an alias points to)."""
 
 
+class BrokenVersion(ConflictError):
+    """A version folder that exists but cannot be used (empty, or its manifest missing or unreadable)."""
+
+
 def check_name(name: str, what: str = "name") -> str:
     if not NAME_RE.match(name or "") or ".." in name:
         raise RefError(f"{what} {name!r} must be 1-64 characters of a-z, 0-9, '.', '_', '-', starting alphanumeric")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import os
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -12,7 +11,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from learngene.files import sha256_file
+from learngene.condense import check_template_set
 from learngene.template_set import (
     BUILTIN_TEMPLATE_SETS,
     MANIFEST,
@@ -26,6 +25,7 @@ from learngene.template_set import (
 from templates_store.backend import LocalBackend, StorageBackend
 from templates_store.refs import (
     LATEST,
+    BrokenVersion,
     ConflictError,
     NotFoundError,
     RefError,
@@ -55,30 +55,6 @@ class VersionInfo(BaseModel):
     bytes: int
 
 
-class FileDigests:
-    """sha256 of files, remembered per process by (device, inode, size, mtime): a file is hashed once, not per load."""
-
-    def __init__(self) -> None:
-        self._known: dict[tuple, str] = {}
-        self._lock = threading.Lock()
-        self.hashed = 0
-
-    def __call__(self, path: Path) -> str:
-        st = os.stat(path)
-        key = (str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-        with self._lock:
-            if key in self._known:
-                return self._known[key]
-        digest = sha256_file(path)
-        with self._lock:
-            self._known[key] = digest
-            self.hashed += 1
-        return digest
-
-
-PROCESS_DIGESTS = FileDigests()
-
-
 class TemplateStore:
     def __init__(
         self,
@@ -86,11 +62,9 @@ class TemplateStore:
         *,
         cache_size: int = 8,
         builtins: Mapping[str, Path] = BUILTIN_TEMPLATE_SETS,
-        digests: FileDigests = PROCESS_DIGESTS,
     ):
         self.backend = backend
         self.builtins = dict(builtins)
-        self.digests = digests
         self.cache_size = cache_size
         self._cache: OrderedDict[str, TemplateSet] = OrderedDict()
         self._lock = threading.Lock()
@@ -117,8 +91,8 @@ class TemplateStore:
     def resolve(self, ref: str) -> ResolvedRef:
         name, selector = parse_ref(ref)
         self._ensure_builtin(name)
-        if selector == LATEST:
-            versions = self.backend.versions(name)
+        if selector == LATEST:  # the highest version that is whole; a broken one is reported by `problems`
+            versions = [v for v in self.backend.versions(name) if self._broken(name, v) is None]
             if not versions:
                 raise NotFoundError(f"template set {name!r} does not exist")
             version = versions[-1]
@@ -130,6 +104,9 @@ class TemplateStore:
                 raise NotFoundError(f"template set {name!r} has no alias {selector!r}")
             version = record["version"]
         folder = self.backend.folder(name, version)
+        problem = self._broken(name, version)
+        if problem is not None:
+            raise BrokenVersion(f"template set {name}@{version} is damaged ({problem}); see `learngene templates gc`")
         return ResolvedRef(name=name, version=version, digest=_manifest_digest(folder))
 
     def manifest(self, ref: str | ResolvedRef) -> Manifest:
@@ -147,9 +124,8 @@ class TemplateStore:
                 self.hits += 1
                 return self._cache[resolved.digest]
         folder = self.backend.folder(resolved.name, resolved.version)
-        manifest = self._checked_manifest(folder, resolved)
-        verify_files(folder, manifest, digest=self.digests)
-        template_set = TemplateSet.load(folder, manifest=manifest, verify=False)
+        template_set = TemplateSet.load(folder, manifest=self._checked_manifest(folder, resolved))
+        check_template_set(template_set)  # published sets were checked; this catches one placed by hand
         with self._lock:
             self.loads += 1
             self._cache[resolved.digest] = template_set
@@ -174,6 +150,8 @@ class TemplateStore:
             for alias, record in sorted(self.backend.read_aliases(n).items()):
                 targets.setdefault(record["version"], []).append(alias)
             for version in self.backend.versions(n):
+                if self._broken(n, version) is not None:
+                    continue  # listed by `problems`, never half-shown here
                 folder = self.backend.folder(n, version)
                 m = read_manifest(folder)
                 out.append(
@@ -191,6 +169,16 @@ class TemplateStore:
                 )
         return out
 
+    def problems(self) -> list[str]:
+        """Versions that cannot be used (an empty folder, a missing or unreadable manifest), one line each."""
+        found = []
+        for name in self.backend.names():
+            for version in self.backend.versions(name):
+                problem = self._broken(name, version)
+                if problem is not None:
+                    found.append(f"{name}@{version}: {problem}")
+        return found
+
     def aliases(self, name: str) -> dict[str, AliasRecord]:
         self._ensure_builtin(check_name(name))
         records = self.backend.read_aliases(name)
@@ -201,19 +189,20 @@ class TemplateStore:
     def publish(self, template_set: TemplateSet, name: str | None = None) -> ResolvedRef:
         """Add a new immutable version of `name` (default: the set's own name); visible all at once or not at all."""
         name = check_name(name or template_set.name)
+        check_template_set(template_set)  # before anything is staged: a crafted or diverged set is never visible
         return self.resolve(f"{name}@{self._publish(template_set, name)}")
 
     def promote(self, name: str, version: int, alias: str) -> AliasRecord:
         """Point `alias` at `version` (creating or moving it); the previous target is kept for `rollback`."""
         check_alias(alias)
-        self._ensure_builtin(check_name(name))
+        self._existing(name)
         with self.backend.lock(name):
             return self._set_alias(name, version, alias)
 
     def rollback(self, name: str, alias: str) -> AliasRecord:
         """Move `alias` back to its previous target that still exists."""
         check_alias(alias)
-        self._ensure_builtin(check_name(name))
+        self._existing(name)
         with self.backend.lock(name):
             aliases = self.backend.read_aliases(name)
             if alias not in aliases:
@@ -234,7 +223,7 @@ class TemplateStore:
         name, selector = parse_ref(ref)
         if not isinstance(selector, int):
             raise RefError(f"delete needs an explicit version (name@N), got {ref!r}")
-        self._ensure_builtin(name)  # before the lock: it takes the same lock, and flock does not nest
+        self._existing(name)  # before the lock: it may take the same lock, and flock does not nest
         with self.backend.lock(name):
             resolved = self.resolve(ref)
             holders = sorted(a for a, r in self.backend.read_aliases(name).items() if r["version"] == selector)
@@ -249,6 +238,19 @@ class TemplateStore:
         return self.backend.gc()
 
     # --- internals ---------------------------------------------------------------------------------------------
+
+    def _existing(self, name: str) -> None:
+        """A name that has versions (a bundled one is published first); NotFoundError before anything is created."""
+        self._ensure_builtin(check_name(name))
+        if not self.backend.versions(name):
+            raise NotFoundError(f"template set {name!r} does not exist")
+
+    def _broken(self, name: str, version: int) -> str | None:
+        try:
+            read_manifest(self.backend.folder(name, version))
+        except IntegrityError as exc:
+            return str(exc).partition(": ")[2] or str(exc)
+        return None
 
     def _resolved(self, ref: str | ResolvedRef) -> ResolvedRef:
         return ref if isinstance(ref, ResolvedRef) else self.resolve(ref)
@@ -276,11 +278,10 @@ class TemplateStore:
         return AliasRecord.model_validate(aliases[alias])
 
     def _checked_manifest(self, folder: Path, resolved: ResolvedRef) -> Manifest:
-        path = folder / MANIFEST
         data = _manifest_bytes(folder)
         if hashlib.sha256(data).hexdigest() != resolved.digest:
-            raise IntegrityError(f"{path}: manifest differs from the one {resolved} was resolved to")
-        return parse_manifest(data, path)
+            raise IntegrityError(f"{resolved}: manifest differs from the one it was resolved to")
+        return parse_manifest(data, folder / MANIFEST)
 
     def _ensure_builtin(self, name: str) -> None:
         """Publish a bundled template set (e.g. `demo`) as version 1 with alias `prod` the first time it is used."""
@@ -296,7 +297,7 @@ class TemplateStore:
 def _manifest_bytes(folder: Path) -> bytes:
     path = folder / MANIFEST
     if not path.is_file():
-        raise IntegrityError(f"{path}: manifest missing")
+        raise IntegrityError(f"{folder.parent.name}@{folder.name}: manifest missing")
     return path.read_bytes()
 
 

@@ -12,17 +12,18 @@ import threading
 import time
 
 import pytest
+import torch
 
 from learngene import IntegrityError
+from learngene.checkpoint import NonFiniteWeights
 from learngene.template_set import MANIFEST, TENSORS
-from templates_store import ConflictError, NotFoundError, RefError, StoreError, TemplateStore, parse_ref
-from templates_store.store import FileDigests
+from templates_store import BrokenVersion, ConflictError, NotFoundError, RefError, StoreError, TemplateStore, parse_ref
 from tests.conftest import REPO, random_template_set, tiny_spec
 
 
 @pytest.fixture
 def store(tmp_path):
-    return TemplateStore.local(tmp_path / "store", digests=FileDigests())
+    return TemplateStore.local(tmp_path / "store")
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +49,7 @@ def test_concurrent_publishers_get_distinct_intact_versions(tmp_path):
         assert child.exitcode == 0
     refs = sorted(queue.get(timeout=5) for _ in children)
     assert refs == ["race@1", "race@2", "race@3"]
-    store = TemplateStore.local(tmp_path, digests=FileDigests())
+    store = TemplateStore.local(tmp_path)
     for ref in refs:
         resolved = store.verify(ref)
         assert store.manifest(resolved).version == resolved.version
@@ -77,7 +78,7 @@ def test_killed_publisher_leaves_no_version_and_gc_cleans_up(tmp_path, template_
     assert child.stdout.readline().strip() == "staged"
     staging = [p for p in (tmp_path / "crash").iterdir() if p.name.startswith(".staging") and p.is_dir()]
     assert len(staging) == 1 and (staging[0] / TENSORS).stat().st_size > 0 and (staging[0] / MANIFEST).exists()
-    store = TemplateStore.local(tmp_path, digests=FileDigests())
+    store = TemplateStore.local(tmp_path)
     assert store.gc() == []  # the publisher is alive: its staging folder is not touched
     child.send_signal(signal.SIGKILL)
     child.wait(10)
@@ -115,8 +116,8 @@ def test_flipped_byte_truncation_and_missing_entry_are_refused(store, template_s
     with pytest.raises(IntegrityError, match=r"no checksum recorded for tensors\.safetensors"):
         store.load(fresh)
     assert store.load(ref).version == 1  # verified before the edit, served from memory
-    cold = TemplateStore.local(store.backend.root, digests=FileDigests())
-    with pytest.raises(IntegrityError, match="differs from the one t@1 was resolved to"):
+    cold = TemplateStore.local(store.backend.root)
+    with pytest.raises(IntegrityError, match="t@1: manifest differs from the one it was resolved to"):
         cold.load(ref)  # a pinned reference notices that the manifest changed
 
 
@@ -150,11 +151,11 @@ def test_aliases_promote_rollback_pin_and_protect(store, template_set):
 def test_repeated_loads_come_from_the_cache(store, template_set):
     ref = store.publish(template_set, "c")
     first = store.load("c")
-    assert (store.loads, store.hits, store.digests.hashed) == (1, 0, 1)
+    assert (store.loads, store.hits) == (1, 0)
     assert store.load("c@1") is first and store.load(ref) is first
-    assert (store.loads, store.hits, store.digests.hashed) == (1, 2, 1)
-    other = TemplateStore.local(store.backend.root, digests=store.digests)  # same process, new store object
-    assert other.load(ref) is not first and other.loads == 1 and store.digests.hashed == 1  # check not repeated
+    assert (store.loads, store.hits) == (1, 2)
+    other = TemplateStore.local(store.backend.root)  # a new store object reads (and checks) the files itself
+    assert other.load(ref) is not first and other.loads == 1
 
 
 def test_demo_is_published_on_first_use(store):
@@ -176,7 +177,7 @@ def test_demo_is_published_on_first_use(store):
     ids=["list", "aliases", "promote", "delete"],
 )
 def test_every_operation_on_a_fresh_store_sees_the_demo(tmp_path, operation, expected):
-    store = TemplateStore.local(tmp_path / "fresh", digests=FileDigests())
+    store = TemplateStore.local(tmp_path / "fresh")
     outcome: list = []
 
     def run() -> None:
@@ -198,7 +199,7 @@ def test_manifest_entries_name_files_inside_the_version(store, template_set):
     manifest = json.loads((folder / MANIFEST).read_text())
     manifest["files"]["../../../etc/hostname"] = manifest["files"][TENSORS]
     (folder / MANIFEST).write_text(json.dumps(manifest))
-    with pytest.raises(IntegrityError, match="plain names inside the folder"):
+    with pytest.raises(BrokenVersion, match="plain names inside the folder"):
         store.load("p@1")
 
 
@@ -244,3 +245,68 @@ def test_gc_removes_interrupted_deletions_and_old_temporaries(store, template_se
     fresh.write_text("{}")
     assert sorted(store.gc()) == sorted([str(base / ".trash-dead"), str(stale)])
     assert fresh.exists()
+
+
+def test_what_is_loaded_is_what_was_verified(store, template_set):
+    """The tensor file is read once; those bytes are hashed and deserialized. Rewriting the file in place afterwards
+    (same size, mtime put back) cannot change a loaded set, and the next cold load detects the change."""
+    ref = store.publish(template_set, "v")
+    loaded = store.load(ref)
+    before = {k: v.clone() for k, v in loaded.templates.items()}
+    tensors = store.backend.folder("v", 1) / TENSORS
+    st = tensors.stat()
+    data = bytearray(tensors.read_bytes())
+    data[-8:] = b"\x7f" * 8  # the last float of the last tensor
+    with open(tensors, "r+b") as f:  # in place: same inode, same size
+        f.write(data)
+    os.utime(tensors, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert all(torch.equal(loaded.templates[k], before[k]) for k in before)
+    with pytest.raises(IntegrityError, match=r"v/1/tensors\.safetensors: sha256 does not match"):
+        TemplateStore.local(store.backend.root).load(ref)
+
+
+@pytest.mark.parametrize(
+    ("tamper", "needle"),
+    [
+        (lambda ts: ts.templates.pop(next(iter(ts.templates))), "is missing"),
+        (lambda ts: ts.free.update(extra=torch.zeros(3)), "'free.extra' is not part of a wave set"),
+        (lambda ts: ts.scalers.update({k: v[:1] for k, v in list(ts.scalers.items())[:1]}), "has shape"),
+        (lambda ts: ts.free.update({k: v.long() for k, v in list(ts.free.items())[:1]}), "not a floating dtype"),
+        (lambda ts: next(iter(ts.scalers.values())).fill_(float("nan")), "NaN or Inf"),
+    ],
+    ids=["missing", "extra", "shape", "dtype", "nan"],
+)
+def test_publish_refuses_a_crafted_set_naming_the_tensor(store, tamper, needle):
+    crafted = random_template_set(tiny_spec())
+    tamper(crafted)
+    with pytest.raises((IntegrityError, NonFiniteWeights), match=needle):
+        store.publish(crafted, "crafted")
+    assert store.backend.versions("crafted") == [] and store.list() == [v for v in store.list() if v.name != "crafted"]
+
+
+def test_broken_versions_are_skipped_reported_and_refused(store, template_set):
+    store.publish(template_set, "b")
+    store.publish(template_set, "b")
+    (store.backend.root / "b" / "3").mkdir()  # an empty version folder (copied by hand, say)
+    (store.backend.folder("b", 2) / MANIFEST).write_text("{not json")
+    assert [v.version for v in store.list("b")] == [1]
+    assert store.resolve("b").version == 1  # latest: the highest whole version
+    with pytest.raises(BrokenVersion, match="b@2 is damaged"):
+        store.resolve("b@2")
+    problems = store.problems()
+    assert [p.split(":")[0] for p in problems] == ["b@2", "b@3"] and str(store.backend.root) not in " ".join(problems)
+    env = {**os.environ, "LEARNGENE_STORE": str(store.backend.root)}
+    gc = subprocess.run([sys.executable, "-m", "service.cli", "templates", "gc", "--json"], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert gc.returncode == 0, gc.stderr
+    assert json.loads(gc.stdout.splitlines()[-1])["damaged"] == problems
+    assert (store.backend.root / "b" / "3").is_dir()  # reported, not deleted
+
+
+def test_alias_operations_on_an_unknown_name_create_nothing(store, template_set):
+    store.publish(template_set, "known")
+    for operation in (lambda: store.promote("ghost", 1, "prod"), lambda: store.rollback("ghost", "prod"),
+                      lambda: store.delete("ghost@1")):  # fmt: skip
+        with pytest.raises(NotFoundError, match="'ghost' does not exist"):
+            operation()
+    assert not (store.backend.root / "ghost").exists()
