@@ -88,9 +88,9 @@ def start_worker(env: dict[str, str], log: Path, name: str = "worker", timeout: 
     raise TimeoutError(f"{name} not ready after {timeout} s:\n{proc.tail()}")
 
 
-def start_api(env: dict[str, str], log: Path, timeout: float = 90) -> Process:
+def start_api(env: dict[str, str], log: Path, timeout: float = 90, args: tuple[str, ...] = ()) -> Process:
     port = free_port()
-    argv = [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    argv = [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(port), *args]
     proc = Process("api", _spawn("api", argv, env, log), log, url=f"http://127.0.0.1:{port}", env=env)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

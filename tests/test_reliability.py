@@ -139,17 +139,21 @@ def test_a_job_that_keeps_killing_its_worker_fails_after_the_attempt_cap(stack):
     assert stack.leftovers() == []  # the killed attempts' partial checkpoints are gone
 
 
-def test_condensation_killed_mid_way_resumes_from_its_state_and_publishes_once(stack, ancestor):
+def condensation_request(stack: Stack, ancestor, name: str, steps: int) -> dict:
     anc_spec = tiny_spec(embed_dim=64, num_heads=2, depth=2)
     checkpoint = stack.home / "data" / "ancestor.safetensors"
     export_checkpoint(ancestor, checkpoint, spec=anc_spec)
-    request = {
-        "name": "resumed",
+    return {
+        "name": name,
         "ancestor": {"model": anc_spec.model, "overrides": anc_spec.overrides(), "checkpoint": str(checkpoint)},
         "aux": {"model": anc_spec.model, "overrides": tiny_spec(depth=2).overrides()},
         "data": {"uri": f"idx://{FMNIST}", "max_samples": 2000},
-        "training": {"steps": 150, "batch_size": 16, "warmup_steps": 5},
+        "training": {"steps": steps, "batch_size": 16, "warmup_steps": 5},
     }
+
+
+def test_condensation_killed_mid_way_resumes_from_its_state_and_publishes_once(stack, ancestor):
+    request = condensation_request(stack, ancestor, "resumed", steps=150)
     with stack.http(headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as http:
         job = http.post("/v1/admin/condensations", json=request).json()
         url = f"/v1/admin/condensations/{job['id']}"
@@ -163,6 +167,30 @@ def test_condensation_killed_mid_way_resumes_from_its_state_and_publishes_once(s
     ]
     assert resumed_at and resumed_at[0] >= 40  # not from the start: from the last state before the kill
     assert not (stack.home / "work" / "condense" / job["id"]).exists()  # its state went once the job had ended
+
+
+def test_a_frozen_worker_loses_its_condensation_once_and_publishes_nothing_when_it_wakes(stack, ancestor):
+    """SIGSTOP, not death: the lease lapses, exactly one redelivery gives the job to the other worker, which resumes
+    and publishes; the frozen worker, woken afterwards, finds its lease gone and stops without publishing."""
+    request = condensation_request(stack, ancestor, "frozen", steps=300)
+    logs = lambda: "".join(p.log.read_text() for p in (stack.api, *stack.workers.values()))  # noqa: E731
+    redeliveries_before = logs().count("redelivered")
+    with stack.http(headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as http:
+        job = http.post("/v1/admin/condensations", json=request).json()
+        url = f"/v1/admin/condensations/{job['id']}"
+        frozen = stack.workers[stack.worker_of(lease_pid(running(http, url, min_step=20), TEST_REDIS_URL))]
+        os.killpg(frozen.popen.pid, signal.SIGSTOP)  # the worker and its pool, as a paused VM would be
+        try:
+            done = wait_for(http, url, finished, timeout=180)
+            assert done["status"] == "succeeded" and done["attempts"] == 2, done["error"]
+        finally:
+            os.killpg(frozen.popen.pid, signal.SIGCONT)
+        woke = wait_for(http, url, lambda j: f"job {job['id']}: its lease moved" in frozen.log.read_text(), timeout=60)
+        assert woke["status"] == "succeeded" and woke["attempts"] == 2 and woke["result"] == done["result"]
+        versions = http.get("/v1/template-sets", params={"name": "frozen"}).json()["items"]
+        assert [v["version"] for v in versions] == [1]
+    assert logs().count("redelivered") - redeliveries_before == 1  # one lapse, one redelivery
+    assert not (stack.home / "work" / "condense" / job["id"]).exists()
 
 
 def test_api_restarted_while_jobs_run_loses_nothing(stack):

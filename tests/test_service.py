@@ -59,7 +59,10 @@ def celery_server(tmp_path_factory, data_root):
 @pytest.fixture(scope="module")
 def embedded_server(tmp_path_factory, data_root):
     home = tmp_path_factory.mktemp("embedded-home")
-    api = start_api(service_env(home, redis_url=None, data_roots=[SHARED_DATA, data_root]), home / "api.log")
+    # One executor thread, as the Celery side has one worker process: the tests that queue behind a busy worker
+    # see the same on both. (The default of two is exercised by test_hostile's slow-loading test.)
+    env = service_env(home, redis_url=None, data_roots=[SHARED_DATA, data_root], LEARNGENE_EMBEDDED_WORKERS="1")
+    api = start_api(env, home / "api.log")
     yield api
     api.stop()
 

@@ -9,6 +9,8 @@ import platformdirs
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from learngene.data import DecodeLimits
+
 
 class Limits(BaseModel):
     """What one request may ask for (LEARNGENE_LIMITS__<NAME>); beyond it, a 422 naming the field."""
@@ -25,6 +27,21 @@ class Limits(BaseModel):
     calibration_samples: int = Field(default=100_000, ge=1)
     calibration_bytes: int = Field(default=4 << 30, ge=1, description="samples x channels x height x width, as uint8")
     condense_steps: int = Field(default=2_000_000, ge=1)
+    # Optimizer and loss numbers: finite, and far beyond any useful value, so a typo is refused rather than run.
+    lr: float = Field(default=1.0, gt=0, description="learning rate of fitting and condensation")
+    noise: float = Field(default=1.0, ge=0, description="eps of the noise added to inherited scalers")
+    loss_weight: float = Field(default=100.0, gt=0, description="distillation and classification loss weights")
+    temperature: float = Field(default=100.0, gt=0, description="distillation temperature")
+    weight_decay: float = Field(default=10.0, ge=0)
+    warmup_steps: int = Field(default=1_000_000, ge=0)
+    # Decoding, checked from each file's header before anything is allocated.
+    decoded_bytes: int = Field(
+        default=1 << 30, ge=1, description="what one data file (IDX, .npz or safetensors bundle) may decode to"
+    )
+    image_pixels: int = Field(default=4096 * 4096, ge=1, description="width x height of one image of an ImageFolder")
+
+    def decode(self) -> DecodeLimits:
+        return DecodeLimits(decoded_bytes=self.decoded_bytes, image_pixels=self.image_pixels)
 
 
 class Settings(BaseSettings):
@@ -46,9 +63,9 @@ class Settings(BaseSettings):
         default_factory=lambda: Path(platformdirs.user_cache_dir("learngene")),
         description="resumable condensation states and other scratch files",
     )
-    data_roots: list[Path] | None = Field(
-        default=None,
-        description="folders data and checkpoint references must lie under (JSON list); unset: any readable path",
+    data_roots: list[Path] = Field(
+        default_factory=lambda: [Path(platformdirs.user_data_dir("learngene")) / "datasets"],
+        description="folders that data and checkpoint references of API requests must lie under (JSON list)",
     )
     device: str | None = Field(default=None, description="torch device; unset: CUDA when present, else CPU")
 
@@ -70,7 +87,9 @@ class Settings(BaseSettings):
     condense_checkpoint_every: int = Field(
         default=500, ge=1, description="condensation steps between resumable states (a killed job loses at most these)"
     )
-    embedded_workers: int = Field(default=1, ge=1, description="threads of the embedded executor")
+    embedded_workers: int = Field(
+        default=2, ge=1, description="threads of the embedded executor: a slow job does not hold up the next one"
+    )
 
     # worker reliability (Celery)
     inherit_soft_time_limit_s: int = Field(default=900, ge=1)
@@ -95,6 +114,10 @@ class Settings(BaseSettings):
     limits: Limits = Field(default_factory=Limits)
     api_url: str = Field(default="http://127.0.0.1:8000", description="where the client reaches the API")
     api_token: SecretStr | None = Field(default=None, description="the bearer token the CLI's client commands send")
+
+    def local_data_roots(self) -> list[Path] | None:
+        """Roots for the local CLI: its user may name any path they can read, unless roots were configured."""
+        return self.data_roots if "data_roots" in self.model_fields_set else None
 
     @property
     def visibility_timeout_s(self) -> int:

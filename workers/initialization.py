@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from learngene.data import ImageData, resolve_file
+from learngene.data import DEFAULT_LIMITS, DecodeLimits, ImageData, resolve_file
 from learngene.methods import AncestorWeights
 from learngene.pipeline import InitResult, initialize, load_calibration
 from learngene.template_set import TemplateSet
@@ -52,8 +52,12 @@ def load_inputs(
     template: ResolvedRef | None,
     store: TemplateStore,
     data_roots: Sequence[str | Path] | None,
+    *,
+    limits: DecodeLimits = DEFAULT_LIMITS,
+    should_stop: StopFn | None = None,
 ) -> InitInputs:
-    """Read (and verify) everything `request` names. `template` is the reference pinned when it was accepted."""
+    """Read (and verify) everything `request` names. `template` is the reference pinned when it was accepted.
+    Reading the calibration data stops early (`Stopped`) when `should_stop` says so."""
     template_set = store.load(template) if template is not None else None
     ancestor = None
     if request.ancestor is not None:
@@ -63,7 +67,7 @@ def load_inputs(
     if request.calibration is not None and request.method == "wave":
         data = load_calibration(
             request.spec(), request.calibration, template_set.config.normalization,
-            seed=request.fit.seed, allowed_roots=data_roots,
+            seed=request.fit.seed, allowed_roots=data_roots, limits=limits, should_stop=should_stop,
         )  # fmt: skip
     return InitInputs(template, template_set, ancestor, data)
 

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 from learngene import ViTSpec
 from learngene.condense import CondenseConfig
 from learngene.methods import LEARNGENE_METHODS, Method
-from learngene.pipeline import Calibration, FitSettings
+from learngene.pipeline import SEED_MAX, Calibration, FitSettings
 from learngene.spec import check_model_name
 from learngene.templates import DEFAULT_COUNTS
 from learngene.training import OptimConfig
@@ -24,14 +24,14 @@ DEFAULT_TEMPLATE_SET = "demo@prod"
 # The overrides are exactly ViTSpec's fields other than the model name: one definition, two shapes.
 Overrides = create_model(
     "Overrides",
-    __config__=ConfigDict(extra="forbid"),
+    __config__=ConfigDict(extra="forbid", allow_inf_nan=False),
     __doc__="Architecture overrides passed to `timm.create_model`; unset ones keep the named model's defaults.",
     **{name: (field.annotation, field) for name, field in ViTSpec.model_fields.items() if name != "model"},
 )
 
 
 class Architecture(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     model: str = Field(description="timm model name of the ViT/DeiT family", examples=["vit_tiny_patch16_224"])
     overrides: Overrides = Field(default_factory=Overrides)
@@ -68,21 +68,21 @@ class InitializationRequest(Architecture):
 
 
 class DataSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     uri: str
     max_samples: int | None = Field(default=None, ge=1)
 
 
 class TemplatesSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     size: int | None = Field(default=None, ge=1, description="template side; default: the auxiliary width")
     counts: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_COUNTS))
 
 
 class TrainingSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     steps: int = Field(default=1000, ge=1)
     batch_size: int = Field(default=128, ge=1)
@@ -91,13 +91,13 @@ class TrainingSpec(BaseModel):
     weight_decay: float = Field(default=0.05, ge=0)
     lam: float = Field(default=1.0, ge=0)
     tau: float = Field(default=1.0, gt=0)
-    seed: int = Field(default=0, ge=0)
+    seed: int = Field(default=0, ge=0, le=SEED_MAX)
 
 
 class CondensationRequest(BaseModel):
     """POST /v1/admin/condensations."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: str = Field(description="template-set name to publish the result under")
     method: Literal["wave", "tleg", "sws"] = Field(default="wave", description="the learngene to condense")

@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import threading
@@ -20,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from learngene import DataRefError, IntegrityError, SpecError
+from learngene.control import Stopped
 from learngene.pipeline import AncestorRef, run_condensation
-from learngene.training import Progress, TrainingStopped, pick_device
+from learngene.training import Progress, pick_device
 from templates_store import ResolvedRef, StoreError, TemplateStore
 from workers.config import Settings
 from workers.initialization import load_inputs, run_request
@@ -52,12 +54,25 @@ class WorkerContext:
 
 
 class Reporter:
-    """Progress into the job record (throttled) and cancellation out of it (every step); a lost lease stops the job
-    too. A Redis that is briefly unreachable does not fail the job: progress is skipped, the job goes on."""
+    """Progress into the job record (throttled) and cancellation out of it; a lost lease or the job's time limit
+    stops the job too. A Redis that is briefly unreachable does not fail the job: progress is skipped, it goes on.
 
-    def __init__(self, jobs: JobStore, job_id: str, lease: Lease | None = None, min_interval_s: float = 0.5):
-        self.jobs, self.job_id, self.lease, self.min_interval_s = jobs, job_id, lease, min_interval_s
+    `should_stop` is polled between training steps and between chunks of data being read, so a cancel, a lease
+    taken over by another worker, or the deadline takes effect within about `poll_s`."""
+
+    def __init__(self, jobs: JobStore, job_id: str, lease: Lease | None = None, *, time_limit_s: float | None = None,
+                 min_interval_s: float = 0.5, poll_s: float = 0.25):  # fmt: skip
+        self.jobs, self.job_id, self.lease, self.min_interval_s, self.poll_s = (
+            jobs,
+            job_id,
+            lease,
+            min_interval_s,
+            poll_s,
+        )
+        self.deadline = None if time_limit_s is None else time.monotonic() + time_limit_s
+        self.time_limit_s = time_limit_s
         self._last = 0.0
+        self._polled, self._cancelled = -float("inf"), False
 
     def progress(self, p: Progress) -> None:
         now = time.monotonic()
@@ -68,22 +83,41 @@ class Reporter:
             with contextlib.suppress(*TRANSIENT_ERRORS):
                 self.jobs.set_progress(self.job_id, update)
 
+    def confirm_lease(self) -> None:
+        if self.lease is not None:
+            self.lease.confirm()
+
+    @property
+    def timed_out(self) -> bool:
+        return self.deadline is not None and time.monotonic() > self.deadline
+
     def should_stop(self) -> bool:
-        if self.lease is not None and self.lease.lost:
+        if self.timed_out or (self.lease is not None and not self.lease.valid()):
             return True
-        try:
-            return self.jobs.cancel_requested(self.job_id)
-        except TRANSIENT_ERRORS:
-            return False
+        now = time.monotonic()
+        if now - self._polled >= self.poll_s:
+            self._polled = now
+            with contextlib.suppress(*TRANSIENT_ERRORS):
+                self._cancelled = self.jobs.cancel_requested(self.job_id)
+        return self._cancelled
+
+
+class LeaseLost(Exception):
+    """Another worker holds the job now (this one was presumed dead, e.g. frozen): it must not publish anything."""
 
 
 class Lease:
     """Renews a job's lease from a background thread while the job runs. If another worker has taken the job over
-    (this one was presumed dead), `lost` turns True and the job stops at its next step."""
+    (this one was presumed dead), `lost` turns True and the job stops at its next step.
+
+    A process that was frozen (SIGSTOP, a paused VM) wakes up with its renewal thread asleep: `valid()` notices a
+    lease older than its term from the clock and asks the store at once, and `confirm()` asks before every
+    externally visible write (a checkpoint, a cached result, a published set)."""
 
     def __init__(self, jobs: JobStore, job_id: str, owner: str, lease_s: float):
         self.jobs, self.job_id, self.owner, self.lease_s = jobs, job_id, owner, lease_s
         self.lost = False
+        self._renewed = time.monotonic()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._renew, name=f"lease-{job_id[:8]}", daemon=True)
 
@@ -95,11 +129,31 @@ class Lease:
         self._stop.set()
         self._thread.join()
 
+    def _heartbeat(self) -> bool:
+        renewed_at = time.monotonic()
+        if self.jobs.heartbeat(self.job_id, self.owner, self.lease_s):
+            self._renewed = renewed_at
+        else:
+            self.lost = True
+        return not self.lost
+
+    def valid(self) -> bool:
+        if self.lost:
+            return False
+        if time.monotonic() - self._renewed > self.lease_s * 0.9:  # the renewals stopped for a while: ask now
+            with contextlib.suppress(*TRANSIENT_ERRORS):
+                return self._heartbeat()
+        return True
+
+    def confirm(self) -> None:
+        """Raise `LeaseLost` unless this worker still holds the lease (checked against the store, now)."""
+        if self.lost or not self._heartbeat():
+            raise LeaseLost(f"job {self.job_id}: the lease moved to another worker")
+
     def _renew(self) -> None:
         while not self._stop.wait(self.lease_s / 3):
             try:
-                if not self.jobs.heartbeat(self.job_id, self.owner, self.lease_s):
-                    self.lost = True
+                if not self._heartbeat():
                     return
             except TRANSIENT_ERRORS:
                 log.warning("job %s: cannot renew its lease (Redis unreachable); retrying", self.job_id)
@@ -178,27 +232,34 @@ def run_job(job_id: str, context: WorkerContext) -> None:
         return
     job = claim.job
     log.info("job %s (%s) attempt %d/%d by %s", job.id, job.kind.value, job.attempts, job.max_attempts, owner)
+    lease = Lease(jobs, job.id, owner, settings.lease_s)
+    reporter = Reporter(jobs, job.id, lease, time_limit_s=time_limit_s(settings, job.kind))
     ended = False  # recorded as finished by this worker: nothing of its working state is needed any more
     try:
-        with Lease(jobs, job.id, owner, settings.lease_s) as lease:
-            reporter = Reporter(jobs, job.id, lease)
+        with lease:
             if job.kind == JobKind.initialization:
                 result = run_initialization(job, context, reporter)
             else:
                 result = run_condensation_job(job, context, reporter)
-    except TrainingStopped:
-        if not lease.lost:  # a lost lease means another worker has the job: leave it and its state alone
+    except (Stopped, LeaseLost):
+        if lease.lost:  # another worker has the job: leave it and its state alone, publish nothing
+            log.warning("job %s: its lease moved to another worker; stopped without publishing", job.id)
+        elif reporter.timed_out:
+            message = f"the job ran past its time limit of {reporter.time_limit_s:g} s"
+            ended = _finish(jobs, job.id, owner, JobStatus.failed, error=JobError(type="TimeLimitExceeded",
+                                                                                  message=message))  # fmt: skip
+        else:
             ended = _finish(jobs, job.id, owner, JobStatus.cancelled)
     except TRANSIENT_ERRORS:
         # Redis went away mid-job. The job is not failed: its lease lapses and the reaper delivers it again once
         # Redis is back; the rerun reuses whatever this run finished (checkpoint by content, cached result).
         log.warning("job %s interrupted by an unreachable Redis; it will be redelivered", job.id)
     except USER_ERRORS as exc:
-        error = JobError(type=type(exc).__name__, message=str(exc))
+        error = JobError(type=type(exc).__name__, message=redact_paths(str(exc), job.request))
         ended = _finish(jobs, job.id, owner, JobStatus.failed, error=error)
     except Exception as exc:
         log.exception("job %s failed", job.id)
-        error = JobError(type=type(exc).__name__, message=str(exc))
+        error = JobError(type=type(exc).__name__, message=redact_paths(str(exc), job.request))
         ended = _finish(jobs, job.id, owner, JobStatus.failed, error=error)
         raise
     else:
@@ -210,11 +271,52 @@ def run_job(job_id: str, context: WorkerContext) -> None:
             context.report_store_cache()
 
 
+def time_limit_s(settings: Settings, kind: JobKind) -> float:
+    """The job's own deadline (the queue's soft limit); Celery enforces the same limits on its pool processes."""
+    if kind == JobKind.initialization:
+        return settings.inherit_soft_time_limit_s
+    return settings.condense_soft_time_limit_s
+
+
+ABSOLUTE_PATH = re.compile(r"(?<![\w.~])/[^\s'\"(),;]+")
+
+
+def redact_paths(message: str, request: dict[str, Any]) -> str:
+    """A job's error as its client may see it: absolute paths are kept only where they extend a path the client
+    sent itself; any other server path (a store, a cache, a resolved symlink) becomes `<server path>`."""
+    sent = [_path_of(v) for v in _strings(request)]
+    sent = [p for p in sent if p.startswith("/")]
+
+    def keep(match: re.Match) -> str:
+        path = match.group(0)
+        return path if any(path.startswith(p) for p in sent) else "<server path>"
+
+    return ABSOLUTE_PATH.sub(keep, message)
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return []
+
+
+def _path_of(uri: str) -> str:
+    _, sep, rest = uri.partition("://")
+    return (rest if sep else uri).partition("?")[0]
+
+
 def run_initialization(job: Job, context: WorkerContext, reporter: Reporter) -> dict[str, Any]:
     request = InitializationRequest.model_validate(job.request)
     settings, jobs = context.settings, context.jobs
     template = ResolvedRef.model_validate(job.template_set) if job.template_set is not None else None
-    inputs = load_inputs(request, template, context.store, settings.data_roots)  # the exact pinned version
+    inputs = load_inputs(
+        request, template, context.store, settings.data_roots, limits=settings.limits.decode(),
+        should_stop=reporter.should_stop,
+    )  # fmt: skip  # the exact pinned version
     key = inputs.cache_key(request)
     cached = jobs.cached_result(key)
     if cached and Path(cached["checkpoint"]["path"]).is_file():
@@ -232,6 +334,7 @@ def run_initialization(job: Job, context: WorkerContext, reporter: Reporter) -> 
             should_stop=reporter.should_stop,
         )  # fmt: skip
         final = artifacts / f"{result.checkpoint.sha256}.safetensors"  # named by content: a rerun lands on it
+        reporter.confirm_lease()
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
@@ -245,6 +348,7 @@ def run_initialization(job: Job, context: WorkerContext, reporter: Reporter) -> 
         "template_set": str(template) if template else None,
         "cached": False,
     }
+    reporter.confirm_lease()
     jobs.cache_result(key, document)
     return document
 
@@ -265,12 +369,14 @@ def run_condensation_job(job: Job, context: WorkerContext, reporter: Reporter) -
         eval_uri=request.eval_data,
         max_samples=request.data.max_samples,
         allowed_roots=settings.data_roots,
+        limits=settings.limits.decode(),
         device=pick_device(settings.device),
         progress=reporter.progress,
         should_stop=reporter.should_stop,
         checkpoint_dir=state,
         checkpoint_every=settings.condense_checkpoint_every,
     )
+    reporter.confirm_lease()  # a worker that was frozen and lost the job must not publish a second version
     resolved = context.store.publish(template_set, request.name)
     if request.promote:
         context.store.promote(resolved.name, resolved.version, request.promote)

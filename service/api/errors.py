@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import FastAPI, Request, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from kombu.exceptions import OperationalError as KombuOperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -21,6 +22,16 @@ def _handler(code: int, loc: tuple[str, ...] | None = None):
     return handle
 
 
+async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """422 naming each field. The offending input is never echoed back: it may be huge, hostile, or a NaN that
+    JSON cannot even carry (FastAPI's own handler would fail on it with a 500)."""
+    errors = [
+        {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "invalid")), "type": str(e.get("type", "value_error"))}
+        for e in exc.errors()
+    ]
+    return JSONResponse({"detail": errors}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+
 async def _overloaded(request: Request, exc: Overloaded) -> JSONResponse:
     return JSONResponse(
         {"detail": str(exc)}, status_code=status.HTTP_429_TOO_MANY_REQUESTS,
@@ -37,6 +48,7 @@ async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
 
 
 def install(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(Overloaded, _overloaded)
     for error in (RedisConnectionError, RedisTimeoutError, KombuOperationalError):
         app.add_exception_handler(error, _unavailable)
@@ -46,4 +58,6 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(
         IdempotencyConflict, _handler(status.HTTP_422_UNPROCESSABLE_CONTENT, ("header", "Idempotency-Key"))
     )
-    app.add_exception_handler(IntegrityError, _handler(status.HTTP_500_INTERNAL_SERVER_ERROR))
+    # A stored file that fails its checksum: the store's state, not the server, is at fault (messages name files by
+    # their place in the store, never by a server path).
+    app.add_exception_handler(IntegrityError, _handler(status.HTTP_409_CONFLICT))

@@ -63,7 +63,7 @@ def located(*loc: str) -> Iterator[None]:
         raise RequestValidationError(errors) from None
     except RefError as exc:
         raise _invalid(loc, str(exc)) from None
-    except DataRefError as exc:
+    except DataRefError as exc:  # its message names the reference as sent, never a server path
         if exc.reason == "invalid":
             raise _invalid(loc, str(exc)) from None
         raise HTTPException(status.HTTP_400_BAD_REQUEST, f"{'.'.join(loc[1:])}: {exc}") from None
@@ -94,6 +94,7 @@ def submit_initialization(
         arch = spec.resolve()
     check_limits(settings.limits, arch, spec, fit_steps=request.fit.steps, batch_size=request.fit.batch_size,
                  samples=request.calibration.max_samples if request.calibration else 0)  # fmt: skip
+    check_bounds(settings.limits, ("body", "fit"), lr=request.fit.lr, noise=request.fit.noise)
     resolved = config = ancestor = None
     if request.template_ref is not None:
         with located("body", "template_set"):
@@ -112,7 +113,7 @@ def submit_initialization(
         check_method(request.method, spec, template_config=config, ancestor=ancestor)
     if request.calibration is not None:
         with located("body", "calibration", "uri"):
-            check_data_ref(request.calibration.uri, settings.data_roots)
+            check_data_ref(request.calibration.uri, settings.data_roots, settings.limits.decode())
     template = resolved.model_dump() if resolved else None
     return _accept(JobKind.initialization, request, template, idempotency_key, jobs, dispatcher, settings, client)
 
@@ -161,6 +162,19 @@ def check_limits(limits: Limits, arch: Architecture, spec: ViTSpec, *, fit_steps
         raise RequestValidationError([{"loc": loc, "msg": msg, "type": "value_error"} for loc, msg in over])
 
 
+def check_bounds(limits: Limits, prefix: tuple[str, ...], **values: float | dict[str, float]) -> None:
+    """Numbers of the optimizer and the loss against their limits (a field named differently from its limit is
+    given as {field: value})."""
+    over = []
+    for limit_name, given in values.items():
+        for field, value in given.items() if isinstance(given, dict) else [(limit_name, given)]:
+            limit = getattr(limits, limit_name)
+            if value > limit:
+                over.append(((*prefix, field), f"{field}={value:g} is over the limit of {limit:g}"))
+    if over:
+        raise RequestValidationError([{"loc": loc, "msg": msg, "type": "value_error"} for loc, msg in over])
+
+
 def admit(jobs: JobStore, settings: Settings, kind: JobKind, client: str | None) -> None:
     """A bounded queue, and a bound on each client's jobs: past either, 429 with Retry-After."""
     queued = jobs.counts(kind)["queued"]
@@ -179,8 +193,8 @@ def _check_safetensors(uri: str, settings: Settings) -> None:
     try:
         with safe_open(str(path), framework="pt") as f:
             f.keys()
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise DataRefError(uri, f"not a readable safetensors file ({exc})") from None
+    except (SafetensorError, OSError, ValueError) as exc:  # the type only: an OSError's text names the path
+        raise DataRefError(uri, f"not a readable safetensors file ({type(exc).__name__})") from None
 
 
 def submit_condensation(
@@ -205,16 +219,19 @@ def submit_condensation(
                  samples=0, prefix=("body", "aux"))  # fmt: skip
     if request.training.steps > settings.limits.condense_steps:
         raise _invalid(("body", "training", "steps"), f"steps is over the limit of {settings.limits.condense_steps}")
+    t = request.training
+    check_bounds(settings.limits, ("body", "training"), lr=t.lr, loss_weight={"lam": t.lam}, temperature={"tau": t.tau},
+                 weight_decay=t.weight_decay, warmup_steps=t.warmup_steps)  # fmt: skip
     with located("body", "ancestor"):
         check_overrides(settings.limits, request.ancestor.spec(), prefix=("body", "ancestor"))
         request.ancestor.spec().resolve()
     with located("body", "ancestor", "checkpoint"):
         _check_safetensors(request.ancestor.checkpoint, settings)
     with located("body", "data", "uri"):
-        check_data_ref(request.data.uri, settings.data_roots)
+        check_data_ref(request.data.uri, settings.data_roots, settings.limits.decode())
     if request.eval_data:
         with located("body", "eval_data"):
-            check_data_ref(request.eval_data, settings.data_roots)
+            check_data_ref(request.eval_data, settings.data_roots, settings.limits.decode())
     return _accept(JobKind.condensation, request, None, idempotency_key, jobs, dispatcher, settings)
 
 
@@ -231,7 +248,7 @@ def _accept(kind, request, template_set, idempotency_key, jobs, dispatcher, sett
     scoped = None
     if idempotency_key is not None:
         scoped = f"{kind.value}:{client or '-'}:{idempotency_key}"  # one client's keys never meet another's
-        existing = _replay(jobs, scoped, idempotency_key, job.id, request_hash(document))
+        existing = _replay(jobs, scoped, job.id, request_hash(document))
         if existing is not None:
             return existing, False
     try:
@@ -251,18 +268,18 @@ def _accept(kind, request, template_set, idempotency_key, jobs, dispatcher, sett
     return job, True
 
 
-def _replay(jobs: JobStore, scoped: str, key: str, job_id: str, digest: str) -> Job | None:
+def _replay(jobs: JobStore, scoped: str, job_id: str, digest: str) -> Job | None:
     """The job an earlier request with this key created, or None when this request is the first to use it."""
     known = jobs.remember_idempotency_key(scoped, job_id, digest)
     if known is None:
         return None
     known_id, known_digest = known
     if known_digest != digest:
-        raise IdempotencyConflict(f"Idempotency-Key {key!r} was used for a different request")
+        raise IdempotencyConflict("this Idempotency-Key was used for a different request")  # the key is not echoed
     existing = _wait_for(jobs, known_id)
     if existing is None:  # its first request died between storing the key and recording the job: take the key over
         jobs.forget_idempotency_key(scoped, known_id)
-        return _replay(jobs, scoped, key, job_id, digest)
+        return _replay(jobs, scoped, job_id, digest)
     return existing
 
 

@@ -52,7 +52,7 @@ def train(
                 optim=optim,
                 seed=seed,
                 eval_uri=eval_data,
-                allowed_roots=get_settings().data_roots,
+                allowed_roots=get_settings().local_data_roots(),
                 device=device_option(device),
                 progress=bar,
             )
@@ -120,7 +120,7 @@ def condense(
                 config,
                 name=name,
                 eval_uri=eval_data,
-                allowed_roots=get_settings().data_roots,
+                allowed_roots=get_settings().local_data_roots(),
                 device=device_option(device),
                 progress=bar,
                 checkpoint_dir=checkpoint_dir or _state_dir(config, ref, data),
@@ -190,7 +190,7 @@ def init(
             calibration=Calibration(uri=calibration, max_samples=max_samples) if calibration else None,
             fit=FitSettings(steps=steps, lr=lr, batch_size=batch_size, seed=seed, noise=noise),
         )
-        inputs = load_inputs(request, template, store, get_settings().data_roots)
+        inputs = load_inputs(request, template, store, get_settings().local_data_roots())
         with progress_bar(request.fit.steps if inputs.data else 0, "fit") as bar:
             result = run_request(request, inputs, out, device=device_option(device), progress=bar)
     report = result.fit
@@ -224,7 +224,7 @@ def evaluate(
             in_chans=arch.in_chans,
             normalization=Normalization.model_validate(meta["normalization"]),
             max_samples=max_samples,
-            allowed_roots=get_settings().data_roots,
+            allowed_roots=get_settings().local_data_roots(),
             num_classes=arch.num_classes,
         )
         dev = pick_device(device or get_settings().device)

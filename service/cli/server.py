@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -13,14 +16,23 @@ def serve(
     host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port")] = 8000,
     workers: Annotated[int, typer.Option(help="API processes (Celery mode only; embedded mode runs one)")] = 1,
+    data_root: Annotated[
+        list[Path] | None,
+        typer.Option(help="a folder clients may name data under, besides LEARNGENE_DATA_ROOTS (repeatable)"),
+    ] = None,
 ) -> None:
     """Run the HTTP API. Without LEARNGENE_REDIS_URL jobs run in this process (embedded mode)."""
     import uvicorn
 
-    if workers > 1 and not get_settings().redis_url:
+    settings = get_settings()
+    if workers > 1 and not settings.redis_url:
         raise typer.BadParameter(
             "the embedded executor keeps jobs in memory: use one process, or set LEARNGENE_REDIS_URL"
         )
+    if data_root:  # through the environment, so that every API process (and its embedded jobs) sees the same
+        roots = [*settings.data_roots, *(p.expanduser().resolve() for p in data_root)]
+        os.environ["LEARNGENE_DATA_ROOTS"] = json.dumps([str(p) for p in roots])
+        get_settings.cache_clear()
     uvicorn.run("service.api.main:create_app", factory=True, host=host, port=port, workers=workers, log_level="info")
 
 

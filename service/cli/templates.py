@@ -124,10 +124,13 @@ def delete(ref: Annotated[str, typer.Argument(help="name@N")], json_: JsonOption
 
 @app.command()
 def gc(json_: JsonOption = False):
-    """Remove leftovers of interrupted publications and deletions."""
+    """Remove leftovers of interrupted publications and deletions; list damaged versions (left for a person to
+    look at: a version is never deleted behind its owner's back)."""
     with user_errors():
-        removed = get_store().gc()
-    _done(json_, f"removed {len(removed)} leftover(s)", removed=removed)
+        store = get_store()
+        removed, damaged = store.gc(), store.problems()
+    lines = [f"removed {len(removed)} leftover(s)", *(f"damaged: {line}" for line in damaged)]
+    _done(json_, "\n".join(lines), removed=removed, damaged=damaged)
 
 
 def _done(json_: bool, message: str, **payload) -> None:

@@ -41,6 +41,12 @@ def job_view(job: Job, request: Request, route_prefix: str) -> JobView:
     )  # fmt: skip
 
 
+def etag_matches(if_none_match: str, etag: str) -> bool:
+    """RFC 9110 If-None-Match: `*` matches any existing representation; otherwise a list of (weak) entity tags."""
+    tags = [t.strip().removeprefix("W/") for t in if_none_match.split(",")]
+    return "*" in tags or etag in tags
+
+
 def accepted(job: Job, created: bool, request: Request, response: Response, route_prefix: str) -> JobView:
     """The answer to a submission: 202 with a Location header, or 200 for an idempotent replay."""
     view = job_view(job, request, route_prefix)
@@ -96,7 +102,7 @@ def job_routes(kind: JobKind, route_prefix: str) -> APIRouter:
                 raise HTTPException(status.HTTP_409_CONFLICT, f"job {job_id} is {job.status.value}, not succeeded")
             checkpoint = job.result["checkpoint"]
             etag = f'"{checkpoint["sha256"]}"'
-            if if_none_match == etag:
+            if if_none_match is not None and etag_matches(if_none_match, etag):
                 return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag})
             path = Path(checkpoint["path"])
             if not path.is_file():
