@@ -119,7 +119,7 @@ def test_condense_publishes_into_the_store_and_the_store_commands_manage_it(ance
     assert refused.returncode == 2 and "target of alias(es) prod" in refused.stderr
     assert json.loads(cli("templates", "delete", "mini@2", "--json").stdout)["deleted"] is True
     assert json.loads(cli("templates", "verify", "mini@prod", "--json").stdout)["ok"] is True
-    assert json.loads(cli("templates", "gc", "--json").stdout) == {"removed": []}
+    assert json.loads(cli("templates", "gc", "--json").stdout) == {"removed": [], "damaged": []}
     table = cli("templates", "list")
     assert "mini" in table.stdout and "prod" in table.stdout
 
