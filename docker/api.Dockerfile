@@ -16,6 +16,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY learngene/ learngene/
 COPY service/ service/
+COPY jobs/ jobs/
 COPY workers/ workers/
 COPY templates_store/ templates_store/
 # A regular (non-editable) install: the package data learngene/assets/demo/* goes into site-packages with the code.

@@ -20,6 +20,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY learngene/ learngene/
 COPY service/ service/
+COPY jobs/ jobs/
 COPY workers/ workers/
 COPY templates_store/ templates_store/
 RUN pip install --no-cache-dir '.[worker]' \
@@ -55,5 +56,5 @@ WORKDIR /home/learngene
 USER 10001:10001
 # Through a shell: $HOSTNAME (the container's hostname) names this worker's Celery node, celery@<hostname>.
 HEALTHCHECK --interval=30s --timeout=15s --start-period=60s --retries=3 \
-    CMD ["sh", "-c", "celery -A workers.celery_app inspect ping -d \"celery@$HOSTNAME\" --timeout 10"]
+    CMD ["sh", "-c", "celery -A workers.main inspect ping -d \"celery@$HOSTNAME\" --timeout 10"]
 CMD ["learngene", "worker", "--queues", "inherit,condense", "--concurrency", "1"]

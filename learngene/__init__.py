@@ -3,8 +3,6 @@
 Pure PyTorch + timm; no web or queue code. The method is specified in ../shared/design/METHOD.md.
 """
 
-__version__ = "0.1.0"
-
 from learngene.checkpoint import CheckpointInfo, export_checkpoint, load_ancestor, load_model, read_metadata
 from learngene.condense import CondenseConfig, condense
 from learngene.data import DataRefError, ImageData, load_images
@@ -14,6 +12,7 @@ from learngene.spec import Architecture, SpecError, ViTSpec
 from learngene.template_set import IntegrityError, Lineage, Normalization, TemplateSet, TemplateSetConfig
 from learngene.templated_vit import TemplatedViT
 from learngene.templates import TemplateConfig, WeightScalers, WeightTemplates, compose
+from learngene.version import __version__
 
 __all__ = [
     "Architecture",
@@ -33,6 +32,7 @@ __all__ = [
     "ViTSpec",
     "WeightScalers",
     "WeightTemplates",
+    "__version__",
     "check_compatible",
     "compose",
     "condense",

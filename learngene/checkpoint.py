@@ -18,10 +18,10 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from learngene import __version__
 from learngene.files import save_safetensors_atomic, sha256_file
 from learngene.generated import GeneratedViT
 from learngene.spec import SpecError, ViTSpec
+from learngene.version import __version__
 
 METADATA_KEY = "learngene"
 

@@ -18,7 +18,6 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from learngene import __version__
 from learngene.checkpoint import check_finite, freeze
 from learngene.data import ImageData
 from learngene.generated import GeneratedViT
@@ -45,6 +44,7 @@ from learngene.training import (
     save_train_state,
     train_steps,
 )
+from learngene.version import __version__
 
 log = logging.getLogger(__name__)
 EVAL_SAMPLES = 2048  # accuracies measured on the training data when no held-out data is given

@@ -1,1 +1,1 @@
-"""The model-initialization service's front ends: the command line now, the HTTP API in a later issue."""
+"""The service's front ends: the HTTP API (`service.api`), the Python client and the `learngene` CLI."""

@@ -73,7 +73,7 @@ def _spawn(name: str, argv: list[str], env: dict[str, str], log: Path) -> subpro
 
 
 def start_worker(env: dict[str, str], log: Path, name: str = "worker", timeout: float = 90) -> Process:
-    argv = [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "-Q", "inherit,condense",
+    argv = [sys.executable, "-m", "celery", "-A", "workers.main", "worker", "-Q", "inherit,condense",
             "--concurrency", "1", "--loglevel", "INFO", "--hostname", f"{name}@%h",
             "--without-mingle", "--without-gossip"]  # fmt: skip
     proc = Process(name, _spawn(name, argv, env, log), log, env=env)

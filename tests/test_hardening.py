@@ -20,12 +20,12 @@ import pytest
 import torch
 from PIL import Image
 
+from jobs.runner import redact_paths
 from learngene import export_checkpoint
 from learngene.template_set import TemplateSet
 from templates_store import TemplateStore
 from tests.conftest import FMNIST, SHARED_DATA, random_template_set, tiny_spec
 from tests.harness import ADMIN_TOKEN, finished, service_env, start_api, wait_for
-from workers.tasks import redact_paths
 
 SHAPE = dict(img_size=28, patch_size=7, in_chans=1, num_classes=10)
 BODY = {

@@ -362,8 +362,8 @@ def test_tokens_are_compared_in_constant_time(monkeypatch):
     from fastapi import HTTPException
     from pydantic import SecretStr
 
+    from jobs.settings import Settings
     from service.api import deps
-    from workers.config import Settings
 
     calls = []
     real = hmac.compare_digest

@@ -1,1 +1,1 @@
-"""Celery workers and the task code they share with the embedded executor."""
+"""The Celery adapter: the application and its tasks (`celery_app`), the worker entry point (`main`)."""

@@ -1,4 +1,5 @@
-"""The Celery application: `celery -A workers.celery_app worker -Q inherit,condense` (or `learngene worker`).
+"""The Celery adapter: the application (`create_celery`; `workers.main` builds the worker's), its tasks, the
+dispatcher the API sends with, and the reaper every worker's main process runs.
 
 Settings for long GPU jobs that must not be lost:
 - late acknowledgement, and rejection (requeue) when the process running a task dies: a SIGKILLed or OOM-killed
@@ -19,18 +20,25 @@ from celery import Celery
 from celery.signals import worker_ready
 from kombu import Queue
 
-from workers.config import Settings, get_settings
-from workers.jobs import RedisJobStore
-from workers.tasks import WorkerContext, run_job
-
-INITIALIZE, CONDENSE = "learngene.initialize", "learngene.condense"
-QUEUES = {INITIALIZE: "inherit", CONDENSE: "condense"}
+from jobs.dispatch import QUEUES, TASKS, Dispatcher
+from jobs.model import Job, JobKind
+from jobs.reaper import Reaper
+from jobs.redis_store import RedisJobStore
+from jobs.runner import WorkerContext, run_job
+from jobs.settings import Settings, get_settings
+from templates_store import TemplateStore
 
 
 def create_celery(settings: Settings) -> Celery:
+    """The Celery application for `settings`, with the job tasks registered. Building it connects to nothing: the
+    API uses it only to send, the worker (`workers.main`) to consume."""
     if not settings.redis_url:
         raise RuntimeError("LEARNGENE_REDIS_URL is not set: the Celery workers need Redis")
     app = Celery("learngene", broker=settings.redis_url)
+    limits = {
+        JobKind.initialization: (settings.inherit_soft_time_limit_s, settings.inherit_time_limit_s),
+        JobKind.condensation: (settings.condense_soft_time_limit_s, settings.condense_time_limit_s),
+    }
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
@@ -41,17 +49,10 @@ def create_celery(settings: Settings) -> Celery:
         broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
         broker_connection_retry_on_startup=True,
         task_queues=[Queue(name) for name in sorted(set(QUEUES.values()))],
-        task_default_queue="inherit",
-        task_routes={name: {"queue": queue} for name, queue in QUEUES.items()},
+        task_default_queue=QUEUES[JobKind.initialization],
+        task_routes={TASKS[kind]: {"queue": queue} for kind, queue in QUEUES.items()},
         task_annotations={
-            INITIALIZE: {
-                "soft_time_limit": settings.inherit_soft_time_limit_s,
-                "time_limit": settings.inherit_time_limit_s,
-            },
-            CONDENSE: {
-                "soft_time_limit": settings.condense_soft_time_limit_s,
-                "time_limit": settings.condense_time_limit_s,
-            },
+            TASKS[kind]: {"soft_time_limit": soft, "time_limit": hard} for kind, (soft, hard) in limits.items()
         },
         worker_max_tasks_per_child=settings.worker_max_tasks_per_child,
         worker_max_memory_per_child=settings.worker_max_memory_per_child_kb,
@@ -63,46 +64,38 @@ def create_celery(settings: Settings) -> Celery:
         # Publishing fails fast when Redis is down, so the API can answer 503 instead of hanging.
         task_publish_retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1},
     )
+    for name in TASKS.values():
+        app.task(name=name)(run_task)
     return app
 
 
-app = create_celery(get_settings())
+def run_task(job_id: str) -> None:
+    """Every job task: run the job the message names, in this (forked) worker process."""
+    run_job(job_id, worker_context())
 
 
 @lru_cache(maxsize=1)
 def worker_context() -> WorkerContext:
     """Built on first use inside the worker process: Redis connections and caches are never shared across a fork."""
-    from templates_store import TemplateStore
-
     settings = get_settings()
     store = TemplateStore.open(settings.store, cache_size=settings.store_cache_size)
-    return WorkerContext(settings=settings, jobs=job_store(settings), store=store)
+    return WorkerContext(settings=settings, jobs=RedisJobStore.from_settings(settings), store=store)
 
 
-def job_store(settings: Settings) -> RedisJobStore:
-    return RedisJobStore.from_url(
-        settings.redis_url,
-        prefix=settings.redis_prefix,
-        job_ttl_s=settings.job_ttl_s,
-        idempotency_ttl_s=settings.idempotency_ttl_s,
-    )
+class CeleryDispatcher(Dispatcher):
+    """Sends a job to the Celery workers: the task of its kind, on that kind's queue."""
+
+    def __init__(self, app: Celery) -> None:
+        self._app = app
+
+    def submit(self, job: Job) -> None:
+        self._app.send_task(TASKS[job.kind], args=[job.id], queue=QUEUES[job.kind])
 
 
 @worker_ready.connect
-def start_reaper(**_: object) -> None:
-    """The worker's main process redelivers jobs of workers that died (see workers.reaper). It gets a Redis client of
+def start_reaper(sender: object = None, **_: object) -> None:
+    """The worker's main process redelivers jobs of workers that died (see jobs.reaper). It gets a Redis client of
     its own: the pool processes build theirs after the fork (`worker_context`)."""
-    from workers.dispatch import CeleryDispatcher
-    from workers.reaper import Reaper
-
-    Reaper(job_store(get_settings()), CeleryDispatcher(), get_settings()).start()
-
-
-@app.task(name=INITIALIZE)
-def initialize_task(job_id: str) -> None:
-    run_job(job_id, worker_context())
-
-
-@app.task(name=CONDENSE)
-def condense_task(job_id: str) -> None:
-    run_job(job_id, worker_context())
+    settings = get_settings()
+    app = getattr(sender, "app", None) or create_celery(settings)
+    Reaper(RedisJobStore.from_settings(settings), CeleryDispatcher(app), settings).start()

@@ -8,10 +8,10 @@ from typing import Annotated
 from fastapi import Depends, Header, HTTPException, Request, status
 from pydantic import SecretStr
 
+from jobs.dispatch import Dispatcher
+from jobs.settings import Settings
+from jobs.store import JobStore
 from templates_store import TemplateStore
-from workers.config import Settings
-from workers.dispatch import Dispatcher
-from workers.jobs import JobStore
 
 
 def get_settings(request: Request) -> Settings:

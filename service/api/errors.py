@@ -9,8 +9,8 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from jobs.admission import DataUnavailable, FieldError, IdempotencyConflict, Overloaded
 from learngene import IntegrityError
-from service.api.submission import IdempotencyConflict, Overloaded
 from templates_store import ConflictError, NotFoundError, RefError
 
 
@@ -32,6 +32,11 @@ async def _invalid_request(request: Request, exc: RequestValidationError) -> JSO
     return JSONResponse({"detail": errors}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
 
 
+async def _field_error(request: Request, exc: FieldError) -> JSONResponse:
+    errors = [{"loc": list(loc), "msg": msg, "type": "value_error"} for loc, msg in exc.errors]
+    return JSONResponse({"detail": errors}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+
 async def _overloaded(request: Request, exc: Overloaded) -> JSONResponse:
     return JSONResponse(
         {"detail": str(exc)}, status_code=status.HTTP_429_TOO_MANY_REQUESTS,
@@ -49,6 +54,8 @@ async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
 
 def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(FieldError, _field_error)
+    app.add_exception_handler(DataUnavailable, _handler(status.HTTP_400_BAD_REQUEST))
     app.add_exception_handler(Overloaded, _overloaded)
     for error in (RedisConnectionError, RedisTimeoutError, KombuOperationalError):
         app.add_exception_handler(error, _unavailable)

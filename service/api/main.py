@@ -12,17 +12,20 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
+from jobs.dispatch import Dispatcher, EmbeddedDispatcher
+from jobs.memory_store import MemoryJobStore
+from jobs.reaper import Reaper
+from jobs.redis_store import RedisJobStore
+from jobs.runner import WorkerContext
+from jobs.settings import Settings, get_settings
+from jobs.store import JobStore
 from learngene import __version__
 from service.api import errors
 from service.api.limits import BodyLimit
 from service.api.metrics import build_registry
 from service.api.routes import admin, health, initializations, template_sets
 from templates_store import TemplateStore
-from workers.config import Settings, get_settings
-from workers.dispatch import CeleryDispatcher, Dispatcher, EmbeddedDispatcher
-from workers.jobs import JobStore, MemoryJobStore
-from workers.reaper import Reaper
-from workers.tasks import WorkerContext
+from workers.celery_app import CeleryDispatcher, create_celery
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +33,7 @@ log = logging.getLogger(__name__)
 def build_backends(settings: Settings) -> tuple[JobStore, TemplateStore, Dispatcher]:
     store = TemplateStore.open(settings.store, cache_size=settings.store_cache_size)
     if settings.redis_url:
-        from workers.celery_app import job_store
-
-        return job_store(settings), store, CeleryDispatcher()
+        return RedisJobStore.from_settings(settings), store, CeleryDispatcher(create_celery(settings))
     jobs = MemoryJobStore()
     jobs.idempotency_ttl_s = settings.idempotency_ttl_s
     context = WorkerContext(settings=settings, jobs=jobs, store=store)

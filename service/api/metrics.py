@@ -12,7 +12,8 @@ from prometheus_client.registry import Collector
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
 
-from workers.jobs import BUCKETS, STATUSES, JobKind, JobStore
+from jobs.model import BUCKETS, STATUSES, JobKind
+from jobs.store import JobStore
 
 HISTOGRAMS = {
     "job_duration_seconds": ("learngene_job_duration_seconds", "time from a job's start to its end", "kind"),

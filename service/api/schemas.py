@@ -1,4 +1,4 @@
-"""Response bodies of the API (request bodies are `workers.schemas`, shared with the workers)."""
+"""Response bodies of the API (request bodies are `jobs.contracts`, shared with the workers)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field, model_validator
 
+from jobs.model import JobError, JobKind, JobProgress, JobStatus
 from templates_store import AliasRecord, VersionInfo
-from workers.jobs import JobError, JobKind, JobProgress, JobStatus
 
 
 class Links(BaseModel):

@@ -9,7 +9,7 @@ import logging
 
 import typer
 
-from service.cli import models, remote, server, templates
+from service.cli import local, remote, server, templates
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
@@ -20,10 +20,10 @@ def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logg
 
 
 for command in (
-    models.train,
-    models.condense,
-    models.init,
-    models.evaluate,
+    local.train,
+    local.condense,
+    local.init,
+    local.evaluate,
     server.serve,
     server.worker,
     remote.submit,

@@ -13,11 +13,11 @@ import typer
 from pydantic import ValidationError
 from tqdm import tqdm
 
+from jobs.settings import get_settings
 from learngene import DataRefError, IntegrityError, SpecError, ViTSpec
 from learngene.spec import parse_overrides
 from learngene.training import Progress, pick_device
 from templates_store import StoreError, TemplateStore
-from workers.config import get_settings
 
 SetOption = Annotated[list[str] | None, typer.Option("--set", help="architecture override key=value (repeatable)")]
 JsonOption = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]

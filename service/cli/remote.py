@@ -9,10 +9,10 @@ from typing import Annotated, Any
 import typer
 from tqdm import tqdm
 
+from jobs.settings import get_settings
 from learngene.spec import parse_overrides
 from service.cli.common import SetOption, emit, fail
 from service.client import ApiError, Client, JobFailed
-from workers.config import get_settings
 
 app = typer.Typer(no_args_is_help=True, help="Inspect and control jobs of a running API.")
 UrlOption = Annotated[str | None, typer.Option("--url", help="API base URL (default: LEARNGENE_API_URL)")]

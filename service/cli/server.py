@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from workers.config import get_settings
+from jobs.settings import get_settings
 
 
 def serve(
@@ -44,6 +44,6 @@ def worker(
     loglevel: str = "INFO",
 ) -> None:
     """Run a Celery worker for the jobs queued by the API (needs LEARNGENE_REDIS_URL)."""
-    from workers.celery_app import app
+    from workers.main import app  # builds the Celery application: only this command needs it
 
     app.worker_main(["worker", "-Q", queues, "--concurrency", str(concurrency), "--loglevel", loglevel])

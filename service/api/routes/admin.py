@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request, Response, status
 
+from jobs.admission import located, submit_condensation
+from jobs.contracts import CondensationRequest
+from jobs.model import JobKind
 from service.api.deps import DispatcherDep, IdempotencyKey, JobsDep, SettingsDep, StoreDep, require_admin
 from service.api.routes.jobs import accepted, job_routes
 from service.api.schemas import AliasUpdate, AliasView, JobView
-from service.api.submission import located, submit_condensation
 from templates_store.refs import check_alias, check_name
-from workers.jobs import JobKind
-from workers.schemas import CondensationRequest
 
 ROUTE = "condensations"
 router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[Depends(require_admin)])

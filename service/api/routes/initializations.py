@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request, Response, status
 
+from jobs.admission import submit_initialization
+from jobs.contracts import InitializationRequest
+from jobs.model import JobKind
 from service.api.deps import ClientDep, DispatcherDep, IdempotencyKey, JobsDep, SettingsDep, StoreDep, current_client
 from service.api.routes.jobs import accepted, job_routes
 from service.api.schemas import JobView
-from service.api.submission import submit_initialization
-from workers.jobs import JobKind
-from workers.schemas import InitializationRequest
 
 ROUTE = "initializations"
 PREFIX = "/v1/initializations"

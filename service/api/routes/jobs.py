@@ -8,17 +8,18 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, HTTPException, Request, Response, status
 from fastapi.responses import FileResponse
 
+from jobs.model import Job, JobKind, JobStatus
+from jobs.store import JobStore
 from service.api.deps import JobsDep, current_client
 from service.api.schemas import CheckpointView, JobList, JobView, Links, Timings
-from workers.jobs import Job, JobKind, JobStatus, JobStore
 
 
-def job_view(job: Job, request: Request, route_prefix: str) -> JobView:
-    base = str(request.url_for(f"{route_prefix}.get", job_id=job.id))
+def job_view(job: Job, request: Request, route_name: str) -> JobView:
+    base = str(request.url_for(f"{route_name}.get", job_id=job.id))
     checkpoint = None
     links = Links(self=base, cancel=base)
     if job.kind == JobKind.initialization:
-        links.checkpoint = str(request.url_for(f"{route_prefix}.checkpoint", job_id=job.id))
+        links.checkpoint = str(request.url_for(f"{route_name}.checkpoint", job_id=job.id))
         if job.status == JobStatus.succeeded and job.result:
             c = job.result["checkpoint"]
             checkpoint = CheckpointView(
@@ -47,9 +48,9 @@ def etag_matches(if_none_match: str, etag: str) -> bool:
     return "*" in tags or etag in tags
 
 
-def accepted(job: Job, created: bool, request: Request, response: Response, route_prefix: str) -> JobView:
+def accepted(job: Job, created: bool, request: Request, response: Response, route_name: str) -> JobView:
     """The answer to a submission: 202 with a Location header, or 200 for an idempotent replay."""
-    view = job_view(job, request, route_prefix)
+    view = job_view(job, request, route_name)
     response.headers["Location"] = view.links.self
     response.status_code = status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK
     return view
@@ -59,7 +60,7 @@ def no_client() -> None:
     """Admin job routes: the admin token is checked by the router; jobs belong to no client."""
 
 
-def job_routes(kind: JobKind, route_prefix: str) -> APIRouter:
+def job_routes(kind: JobKind, route_name: str) -> APIRouter:
     """GET /, GET /{id}, DELETE /{id} (and GET /{id}/checkpoint for initializations) for one job kind.
 
     With client tokens configured, a client sees only its own initialization jobs (another's answer 404)."""
@@ -72,21 +73,21 @@ def job_routes(kind: JobKind, route_prefix: str) -> APIRouter:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"{kind.value} job {job_id!r} does not exist")
         return job
 
-    @router.get("", name=f"{route_prefix}.list", response_model=JobList)
+    @router.get("", name=f"{route_name}.list", response_model=JobList)
     def list_jobs(request: Request, jobs: JobsDep, limit: int = 50, client: str | None = owner) -> JobList:
         found = jobs.list(kind, min(max(limit, 1), 500))
         mine = [j for j in found if client is None or j.client == client]
-        return JobList(items=[job_view(j, request, route_prefix) for j in mine])
+        return JobList(items=[job_view(j, request, route_name) for j in mine])
 
-    @router.get("/{job_id}", name=f"{route_prefix}.get", response_model=JobView)
+    @router.get("/{job_id}", name=f"{route_name}.get", response_model=JobView)
     def get_job(job_id: str, request: Request, jobs: JobsDep, client: str | None = owner) -> JobView:
-        return job_view(load(jobs, job_id, client), request, route_prefix)
+        return job_view(load(jobs, job_id, client), request, route_name)
 
-    @router.delete("/{job_id}", name=f"{route_prefix}.cancel", response_model=JobView)
+    @router.delete("/{job_id}", name=f"{route_name}.cancel", response_model=JobView)
     def cancel_job(job_id: str, request: Request, jobs: JobsDep, client: str | None = owner) -> JobView:
         """Cancel: a queued job never starts; a running one stops at its next step. Finished jobs are unchanged."""
         load(jobs, job_id, client)
-        return job_view(jobs.request_cancel(job_id), request, route_prefix)
+        return job_view(jobs.request_cancel(job_id), request, route_name)
 
     if kind == JobKind.initialization:
 
@@ -113,7 +114,7 @@ def job_routes(kind: JobKind, route_prefix: str) -> APIRouter:
 
         for method, name in (("GET", "checkpoint"), ("HEAD", "checkpoint_head")):  # one operation id each
             router.add_api_route(
-                "/{job_id}/checkpoint", download, methods=[method], name=f"{route_prefix}.{name}",
+                "/{job_id}/checkpoint", download, methods=[method], name=f"{route_name}.{name}",
                 response_class=FileResponse,
                 responses={200: {"content": {"application/octet-stream": {}}}, 304: {}, 409: {}, 410: {}},
             )  # fmt: skip

@@ -1,4 +1,5 @@
-"""Job commands: train an ancestor, condense it into a template set, initialize a descendant, evaluate a checkpoint."""
+"""Commands that run the method on this machine, no server needed: train an ancestor, condense it into a template
+set, initialize a descendant, evaluate a checkpoint."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ from typing import Annotated
 
 import typer
 
+from jobs.contracts import AncestorSpec, Architecture, InitializationRequest
+from jobs.initialization import load_inputs, run_request
+from jobs.settings import get_settings
 from learngene import CondenseConfig, ViTSpec, load_images, load_model, read_metadata
 from learngene.files import sha256_file
 from learngene.methods import LEARNGENE_METHODS, METHODS
@@ -19,9 +23,6 @@ from learngene.training import OptimConfig, pick_device
 from learngene.training import evaluate as evaluate_model
 from service.cli.common import SetOption, device_option, emit, get_store, make_spec, progress_bar, user_errors
 from templates_store.refs import check_name
-from workers.config import get_settings
-from workers.initialization import load_inputs, run_request
-from workers.schemas import AncestorSpec, Architecture, InitializationRequest
 
 
 def train(

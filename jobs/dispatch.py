@@ -1,4 +1,6 @@
-"""How an accepted job reaches a worker: Celery over Redis, or the embedded in-process executor."""
+"""How an accepted job reaches a worker: the `Dispatcher` interface, the broker contract (task names and queues that
+the API sends and the Celery workers consume: `workers.celery_app` implements the Celery side), and the embedded
+in-process executor."""
 
 from __future__ import annotations
 
@@ -6,10 +8,15 @@ import abc
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
-from workers.jobs import Job, JobKind
-from workers.tasks import WorkerContext, run_job
+from jobs.model import Job, JobKind
+from jobs.runner import WorkerContext, run_job
 
 log = logging.getLogger(__name__)
+
+# One task per job kind; each queue gets workers of its own, so an hours-long condensation never holds up the short
+# initializations. The task's only argument is the job id: everything else is in the job record.
+TASKS = {JobKind.initialization: "learngene.initialize", JobKind.condensation: "learngene.condense"}
+QUEUES = {JobKind.initialization: "inherit", JobKind.condensation: "condense"}
 
 
 class Dispatcher(abc.ABC):
@@ -19,17 +26,6 @@ class Dispatcher(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         pass
-
-
-class CeleryDispatcher(Dispatcher):
-    def __init__(self) -> None:
-        from workers.celery_app import CONDENSE, INITIALIZE, app
-
-        self._app = app
-        self._tasks = {JobKind.initialization: INITIALIZE, JobKind.condensation: CONDENSE}
-
-    def submit(self, job: Job) -> None:
-        self._app.send_task(self._tasks[job.kind], args=[job.id])
 
 
 class EmbeddedDispatcher(Dispatcher):

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import torch
 
+from jobs.contracts import InitializationRequest
 from learngene.data import DEFAULT_LIMITS, DecodeLimits, ImageData, resolve_file
 from learngene.methods import AncestorWeights
 from learngene.pipeline import InitResult, initialize, load_calibration
 from learngene.template_set import TemplateSet
 from learngene.training import ProgressFn, StopFn
 from templates_store import ResolvedRef, TemplateStore
-from workers.schemas import InitializationRequest
 
 
 @dataclass(frozen=True)

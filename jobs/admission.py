@@ -1,5 +1,8 @@
 """Accepting a job: validate everything that can be checked cheaply, pin the template version, record, dispatch.
 
+Framework-free: refusals are `FieldError` (422), `DataUnavailable` (400), `Overloaded` (429) and
+`IdempotencyConflict` (422), mapped to HTTP in one place (`service.api.errors`); the CLI could reuse all of it.
+
 Nothing slow happens here (no data is read, no model is built beyond the meta device), so submission stays fast
 and every refusal is immediate and names its field.
 """
@@ -14,26 +17,39 @@ import time
 from collections.abc import Iterator
 
 import torch
-from fastapi import HTTPException, status
-from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from safetensors import SafetensorError, safe_open
 
+from jobs.contracts import CondensationRequest, InitializationRequest, describe
+from jobs.dispatch import Dispatcher
+from jobs.model import Job, JobKind
+from jobs.settings import Limits, Settings
+from jobs.store import JobStore
 from learngene import DataRefError, SpecError
 from learngene.data import check_data_ref, resolve_file
 from learngene.methods import ANCESTOR_METHODS, check_method
 from learngene.spec import Architecture, ViTSpec
 from templates_store import TemplateStore
 from templates_store.refs import RefError, check_alias, check_name
-from workers.config import Limits, Settings
-from workers.dispatch import Dispatcher
-from workers.jobs import Job, JobKind, JobStore
-from workers.schemas import CondensationRequest, InitializationRequest, describe
 
 log = logging.getLogger(__name__)
 
 # Fields of a request body that a `SpecError` can name; any other field it names is an architecture override.
 REQUEST_FIELDS = frozenset({"model", "method", "template_set", "ancestor"})
+
+
+class FieldError(ValueError):
+    """Fields of a request that are invalid, each as (loc, message): `loc` is where in the request it is, e.g.
+    ("body", "overrides", "embed_dim"). The HTTP layer answers 422 with one entry per field."""
+
+    def __init__(self, errors: list[tuple[tuple, str]]):
+        super().__init__("; ".join(f"{'.'.join(map(str, loc))}: {msg}" for loc, msg in errors))
+        self.errors = errors
+
+
+class DataUnavailable(LookupError):
+    """A data or checkpoint reference that does not exist or lies outside the allowed roots (answered 400; one
+    message for both, so that nobody learns which)."""
 
 
 class IdempotencyConflict(Exception):
@@ -57,20 +73,15 @@ def located(*loc: str) -> Iterator[None]:
     except SpecError as exc:
         field = exc.field.split(".")[-1]
         where = (field,) if field in REQUEST_FIELDS else ("overrides", field)
-        raise _invalid((*loc, *where), exc.message) from None
+        raise FieldError([((*loc, *where), exc.message)]) from None
     except ValidationError as exc:
-        errors = [{**e, "loc": (*loc, *e["loc"])} for e in exc.errors(include_url=False, include_context=False)]
-        raise RequestValidationError(errors) from None
+        raise FieldError([((*loc, *e["loc"]), e["msg"]) for e in exc.errors(include_url=False)]) from None
     except RefError as exc:
-        raise _invalid(loc, str(exc)) from None
+        raise FieldError([(loc, str(exc))]) from None
     except DataRefError as exc:  # its message names the reference as sent, never a server path
         if exc.reason == "invalid":
-            raise _invalid(loc, str(exc)) from None
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"{'.'.join(loc[1:])}: {exc}") from None
-
-
-def _invalid(loc: tuple[str, ...], message: str) -> RequestValidationError:
-    return RequestValidationError([{"loc": loc, "msg": message, "type": "value_error"}])
+            raise FieldError([(loc, str(exc))]) from None
+        raise DataUnavailable(f"{'.'.join(loc[1:])}: {exc}") from None
 
 
 def request_hash(document: dict) -> str:
@@ -103,7 +114,7 @@ def submit_initialization(
     if request.ancestor is not None:
         if request.method not in (*ANCESTOR_METHODS, "wave"):
             users = ", ".join(ANCESTOR_METHODS)
-            raise _invalid(("body", "ancestor"), f"an ancestor is used only by {users} and as WAVE's teacher")
+            raise FieldError([(("body", "ancestor"), f"an ancestor is used only by {users} and as WAVE's teacher")])
         with located("body", "ancestor"):
             check_overrides(settings.limits, request.ancestor.spec(), prefix=("body", "ancestor"))
             ancestor = request.ancestor.spec().resolve()
@@ -128,7 +139,7 @@ def check_overrides(limits: Limits, spec: ViTSpec, prefix: tuple[str, ...] = ("b
                 ((*prefix, "overrides", field), f"{field}={value:g} is over the limit of {getattr(limits, field):g}")
             )
     if over:
-        raise RequestValidationError([{"loc": loc, "msg": msg, "type": "value_error"} for loc, msg in over])
+        raise FieldError(over)
 
 
 def check_limits(limits: Limits, arch: Architecture, spec: ViTSpec, *, fit_steps: int, batch_size: int,
@@ -159,7 +170,7 @@ def check_limits(limits: Limits, arch: Architecture, spec: ViTSpec, *, fit_steps
         message = f"{size} images take more than {limits.calibration_bytes:,} bytes; ask for fewer samples"
         over.append(((*prefix, "calibration", "max_samples"), message))
     if over:
-        raise RequestValidationError([{"loc": loc, "msg": msg, "type": "value_error"} for loc, msg in over])
+        raise FieldError(over)
 
 
 def check_bounds(limits: Limits, prefix: tuple[str, ...], **values: float | dict[str, float]) -> None:
@@ -172,7 +183,7 @@ def check_bounds(limits: Limits, prefix: tuple[str, ...], **values: float | dict
             if value > limit:
                 over.append(((*prefix, field), f"{field}={value:g} is over the limit of {limit:g}"))
     if over:
-        raise RequestValidationError([{"loc": loc, "msg": msg, "type": "value_error"} for loc, msg in over])
+        raise FieldError(over)
 
 
 def admit(jobs: JobStore, settings: Settings, kind: JobKind, client: str | None) -> None:
@@ -218,7 +229,8 @@ def submit_condensation(
     check_limits(settings.limits, arch, aux, fit_steps=0, batch_size=request.training.batch_size,
                  samples=0, prefix=("body", "aux"))  # fmt: skip
     if request.training.steps > settings.limits.condense_steps:
-        raise _invalid(("body", "training", "steps"), f"steps is over the limit of {settings.limits.condense_steps}")
+        message = f"steps is over the limit of {settings.limits.condense_steps}"
+        raise FieldError([(("body", "training", "steps"), message)])
     t = request.training
     check_bounds(settings.limits, ("body", "training"), lr=t.lr, loss_weight={"lam": t.lam}, temperature={"tau": t.tau},
                  weight_decay=t.weight_decay, warmup_steps=t.warmup_steps)  # fmt: skip

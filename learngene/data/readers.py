@@ -1,55 +1,25 @@
-"""Image data named by a URI: calibration data for fitting, training data for condensation and ancestors.
-
-Accepted references (relative paths are taken from the current directory):
-
-    idx:///data/FashionMNIST[?split=train|test]   torchvision's raw layout: <path>/raw/{train,t10k}-*-ubyte[.gz]
-    imagefolder:///data/flowers                   one sub-folder per class (torchvision ImageFolder)
-    bundle:///data/calib.safetensors              a tensor bundle: `images` and optionally `labels`
-    bundle:///data/calib.npz                      (the same as .npz; never unpickled)
-    /data/anything                                a bare path: the format is inferred from what is there
-
-Images are resized to the target size and channel count and kept as uint8; `ImageData.batch` normalizes them.
-Paths are resolved (symlinks followed) and must lie under one of `allowed_roots` when roots are given.
-"""
+"""Readers of the stored formats (IDX, .npz, safetensors bundles, ImageFolder trees), within decode limits: headers
+first, then only the chosen rows, chunk by chunk, asking `should_stop` between chunks."""
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import gzip
-import hashlib
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Literal
-from urllib.parse import parse_qs
+from typing import BinaryIO
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from safetensors import SafetensorError, safe_open
 from torch import Tensor
 
 from learngene.control import StopFn, check_stop
-from learngene.template_set import Normalization
+from learngene.data.refs import DataRefError, resolve_inside
 
-Format = Literal["idx", "imagefolder", "bundle"]
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
-
-
-class DataRefError(ValueError):
-    """A data reference that cannot be used. `reason` is 'invalid' or 'unavailable' (missing, or outside the roots:
-    the two are told apart by nobody, so a client cannot probe the server's files). Messages name the reference as
-    the client wrote it, never a resolved server path."""
-
-    def __init__(self, uri: str, message: str, reason: str = "invalid"):
-        super().__init__(f"data reference {uri!r}: {message}")
-        self.uri = uri
-        self.reason = reason
-
-
-UNAVAILABLE = "does not exist or lies outside the allowed data roots"
 
 
 @dataclass(frozen=True)
@@ -63,212 +33,17 @@ class DecodeLimits:
 DEFAULT_LIMITS = DecodeLimits()
 
 
-def file_uri_path(uri: str, rest: str) -> str:
-    """The path of a `file://` URI (RFC 8089): the host must be empty or `localhost`."""
-    if rest.startswith("/"):
-        return rest
-    host, _, path = rest.partition("/")
-    if host != "localhost":
-        raise DataRefError(uri, f"file:// URIs name no host but localhost, got {host!r}")
-    return "/" + path
-
-
-@dataclass(frozen=True)
-class DataRef:
-    format: Format | None  # None: infer from the path
-    path: Path
-    split: str = "train"
-
-    @classmethod
-    def parse(cls, uri: str) -> DataRef:
-        if not uri or "\x00" in uri:
-            raise DataRefError(uri, "empty or contains a NUL byte")
-        scheme, sep, rest = uri.partition("://")
-        if not sep:
-            scheme, rest = "", uri
-        rest, _, query = rest.partition("?")
-        params = {k: v[-1] for k, v in parse_qs(query, strict_parsing=bool(query)).items()} if query else {}
-        formats: dict[str, Format | None] = {
-            "idx": "idx",
-            "imagefolder": "imagefolder",
-            "bundle": "bundle",
-            "file": None,
-            "": None,
-        }
-        if scheme not in formats:
-            raise DataRefError(uri, f"unknown scheme {scheme!r}; use idx://, imagefolder://, bundle:// or a path")
-        if scheme == "file":
-            rest = file_uri_path(uri, rest)
-        unknown = set(params) - {"split"}
-        if unknown:
-            raise DataRefError(uri, f"unknown query parameters {sorted(unknown)}")
-        split = params.get("split", "train")
-        if split not in ("train", "test"):
-            raise DataRefError(uri, f"split={split!r}; expected 'train' or 'test'")
-        if not rest:
-            raise DataRefError(uri, "no path")
-        return cls(format=formats[scheme], path=Path(rest), split=split)
-
-
-@dataclass
-class ImageData:
-    """Images as uint8 (N, C, H, W) with optional int64 labels, and the normalization applied per batch."""
-
-    images: Tensor
-    labels: Tensor | None
-    normalization: Normalization
-    uri: str = ""
-    _digest: str | None = dataclasses.field(default=None, init=False, repr=False, compare=False)
-
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
-    def __post_init__(self) -> None:
-        c = self.images.shape[1]
-        norm = self.normalization.for_channels(c)
-        self._mean = torch.tensor(norm.mean).view(1, c, 1, 1)
-        self._std = torch.tensor(norm.std).view(1, c, 1, 1)
-
-    @property
-    def num_classes(self) -> int | None:
-        return None if self.labels is None else int(self.labels.max()) + 1
-
-    def batch(self, index: Tensor, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor | None]:
-        x = self.images[index].to(device, non_blocking=True).float().div_(255.0)
-        x = (x - self._mean.to(device)) / self._std.to(device)
-        y = None if self.labels is None else self.labels[index].to(device, non_blocking=True)
-        return x, y
-
-    def subset(self, index: Tensor) -> ImageData:
-        labels = None if self.labels is None else self.labels[index]
-        return ImageData(self.images[index], labels, self.normalization, self.uri)
-
-    def digest(self) -> str:
-        """sha256 of the exact images and labels used (shape included), for lineage and cache keys."""
-        if self._digest is None:
-            h = hashlib.sha256(str(tuple(self.images.shape)).encode())
-            h.update(self.images.contiguous().numpy().tobytes())
-            if self.labels is not None:
-                h.update(self.labels.contiguous().numpy().tobytes())
-            self._digest = h.hexdigest()
-        return self._digest
-
-
-def load_images(
-    uri: str,
-    *,
-    img_size: tuple[int, int],
-    in_chans: int,
-    normalization: Normalization,
-    max_samples: int | None = None,
-    seed: int = 0,
-    allowed_roots: Sequence[str | Path] | None = None,
-    num_classes: int | None = None,
-    limits: DecodeLimits = DEFAULT_LIMITS,
-    should_stop: StopFn | None = None,
-) -> ImageData:
-    """Read the data behind `uri`, choose a seeded subset of `max_samples`, resize to `img_size` x `in_chans`.
-
-    Sizes are checked against `limits` from the files' headers first; only the chosen samples are kept in memory
-    (files are streamed in chunks), and `should_stop` is asked between chunks: a cancelled job stops within one."""
-    ref = DataRef.parse(uri)
-    path = _resolve_inside(uri, ref.path, allowed_roots)
-    fmt = ref.format or _infer_format(uri, path)
-    if max_samples is not None and max_samples < 1:
-        raise DataRefError(uri, f"max_samples={max_samples} must be >= 1")
-    if in_chans not in (1, 3):
-        raise DataRefError(uri, f"images convert to 1 or 3 channels; the model takes in_chans={in_chans}")
-    reader = Reader(uri, limits, should_stop)
-    choose = lambda n: _subset(n, max_samples, seed)  # noqa: E731
-    if fmt == "idx":
-        images, labels = reader.idx(path, ref.split, allowed_roots, choose)
-    elif fmt == "bundle":
-        images, labels = reader.bundle(path, choose)
-    else:
-        images, labels = reader.imagefolder(path, img_size, in_chans, choose, allowed_roots)
-    if len(images) == 0:
-        raise DataRefError(uri, "contains no images")
-    if labels is not None and num_classes is not None and int(labels.max()) >= num_classes:
-        raise DataRefError(uri, f"labels go up to {int(labels.max())} but the model has num_classes={num_classes}")
-    images = _fit_images(images, img_size, in_chans)
-    return ImageData(images, labels, normalization, uri)
-
-
-def resolve_file(uri: str, allowed_roots: Sequence[str | Path] | None = None) -> Path:
-    """A file named by a bare path or `file://` URI, resolved and checked against the allowed roots."""
-    scheme, sep, rest = uri.partition("://")
-    if sep and scheme != "file":
-        raise DataRefError(uri, f"expected a path or file:// URI, got scheme {scheme!r}")
-    path = _resolve_inside(uri, Path(file_uri_path(uri, rest) if sep else uri), allowed_roots)
-    if not path.is_file():
-        raise DataRefError(uri, "is not a file")
-    return path
-
-
-def check_data_ref(
-    uri: str, allowed_roots: Sequence[str | Path] | None = None, limits: DecodeLimits = DEFAULT_LIMITS
-) -> Path:
-    """Validation without decoding any data (what the API does before accepting a job): the reference parses,
-    exists under the roots, names a format this module reads (a .pkl or .pt, say, is refused), and a bundle's or
-    IDX file's header promises no more than `limits` allow."""
-    ref = DataRef.parse(uri)
-    path = _resolve_inside(uri, ref.path, allowed_roots)
-    fmt = ref.format or _infer_format(uri, path)
-    if fmt == "bundle" and (not path.is_file() or path.suffix not in (".safetensors", ".npz")):
-        raise DataRefError(uri, f"a bundle must be a .safetensors or .npz file, got {path.name}")
-    if fmt in ("idx", "imagefolder") and not path.is_dir():
-        raise DataRefError(uri, f"{ref.path.name} is not a folder")
-    reader = Reader(uri, limits)
-    if fmt == "bundle":
-        reader.bundle_headers(path)
-    elif fmt == "idx":
-        for part, magic in IDX_PARTS:
-            reader.idx_header(_idx_file(uri, path, ref.split, part, allowed_roots), magic)
-    return path
-
-
-def _resolve_inside(uri: str, path: Path, roots: Sequence[str | Path] | None) -> Path:
-    """The real path (symlinks followed), which must exist under one of `roots`. A missing file and one outside
-    the roots get the same answer, so the answer says nothing about the server's files."""
-    try:
-        real = path.expanduser().resolve(strict=True)
-    except (OSError, RuntimeError):  # missing, a symlink loop, no permission
-        raise DataRefError(uri, UNAVAILABLE, "unavailable") from None
-    if roots is not None:
-        resolved_roots = [Path(r).expanduser().resolve() for r in roots]
-        if not any(real == r or real.is_relative_to(r) for r in resolved_roots):
-            raise DataRefError(uri, UNAVAILABLE, "unavailable")
-    return real
-
-
-def _infer_format(uri: str, path: Path) -> Format:
-    if path.is_file():
-        if path.suffix in (".safetensors", ".npz"):
-            return "bundle"
-        raise DataRefError(uri, f"cannot tell the format of {path.name}; expected .safetensors or .npz")
-    if (path / "raw").is_dir() and any((path / "raw").glob("*-images-idx3-ubyte*")):
-        return "idx"
-    return "imagefolder"
-
-
-def _subset(n: int, max_samples: int | None, seed: int) -> Tensor:
-    if max_samples is None or max_samples >= n:
-        return torch.arange(n)
-    g = torch.Generator().manual_seed(seed)
-    return torch.randperm(n, generator=g)[:max_samples].sort().values
-
-
 IDX_PARTS = (("images-idx3", 2051), ("labels-idx1", 2049))
 CHUNK_BYTES = 16 << 20  # how much of a file is decoded at a time
 
 
-def _idx_file(uri: str, folder: Path, split: str, part: str, roots: Sequence[str | Path] | None) -> Path:
+def idx_file(uri: str, folder: Path, split: str, part: str, roots: Sequence[str | Path] | None) -> Path:
     prefix = "train" if split == "train" else "t10k"
     candidates = [folder / "raw" / f"{prefix}-{part}-ubyte{ext}" for ext in (".gz", "")]
     path = next((p for p in candidates if p.is_file()), None)
     if path is None:
         raise DataRefError(uri, f"no raw/{candidates[1].name}[.gz] in it")
-    return _resolve_inside(uri, path, roots)
+    return resolve_inside(uri, path, roots)
 
 
 @dataclass(frozen=True)
@@ -346,7 +121,7 @@ class Reader:
     def idx(
         self, folder: Path, split: str, roots: Sequence[str | Path] | None, choose: Callable[[int], Tensor]
     ) -> tuple[Tensor, Tensor]:
-        paths = {part: _idx_file(self.uri, folder, split, part, roots) for part, _ in IDX_PARTS}
+        paths = {part: idx_file(self.uri, folder, split, part, roots) for part, _ in IDX_PARTS}
         headers = {part: self.idx_header(paths[part], magic) for part, magic in IDX_PARTS}
         images, labels = headers["images-idx3"], headers["labels-idx1"]
         if images.rows != labels.rows:
@@ -481,7 +256,7 @@ class Reader:
             check_stop(self.should_stop, "while reading images")
             path, label = samples[i]
             name = path.relative_to(folder)
-            path = _resolve_inside(self.uri, path, roots)  # a symlinked file must not lead outside the roots
+            path = resolve_inside(self.uri, path, roots)  # a symlinked file must not lead outside the roots
             try:
                 with Image.open(path) as im:
                     if im.width * im.height > self.limits.image_pixels:  # known from the header, before decoding
@@ -520,33 +295,3 @@ def _to_nchw_uint8(uri: str, images: Tensor) -> Tensor:
     if images.numel() and (not torch.isfinite(images).all() or images.min() < 0 or images.max() > 1):
         raise DataRefError(uri, "float 'images' must be finite and in [0, 1]")
     return images.float().mul(255).round().to(torch.uint8).contiguous()
-
-
-def _fit_images(images: Tensor, img_size: tuple[int, int], in_chans: int, chunk: int = 4096) -> Tensor:
-    """uint8 (N, C0, H0, W0) -> uint8 (N, in_chans, *img_size): grey<->RGB conversion and antialiased resize."""
-    if images.shape[1] == in_chans and tuple(images.shape[2:]) == tuple(img_size):
-        return images
-    out = torch.empty((images.shape[0], in_chans, *img_size), dtype=torch.uint8)
-    luma = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)  # ITU-R 601, as PIL's convert("L")
-    for start in range(0, images.shape[0], chunk):
-        x = images[start : start + chunk].float()
-        if x.shape[1] != in_chans:
-            x = (x * luma).sum(1, keepdim=True) if in_chans == 1 else x.expand(-1, in_chans, -1, -1)
-        if tuple(x.shape[2:]) != tuple(img_size):
-            x = F.interpolate(x, size=img_size, mode="bilinear", antialias=True, align_corners=False)
-        out[start : start + chunk] = x.round().clamp_(0, 255).to(torch.uint8)
-    return out
-
-
-def channel_stats(images: Tensor, chunk: int = 8192) -> Normalization:
-    """Per-channel mean and std of uint8 images in [0, 1] units: the normalization a new model is trained with."""
-    total = torch.zeros(images.shape[1], dtype=torch.float64)
-    squares = torch.zeros_like(total)
-    for start in range(0, len(images), chunk):
-        x = images[start : start + chunk].double().div(255.0)
-        total += x.sum(dim=(0, 2, 3))
-        squares += x.pow(2).sum(dim=(0, 2, 3))
-    count = images.numel() / images.shape[1]
-    mean = total / count
-    std = (squares / count - mean**2).clamp_min(1e-12).sqrt()
-    return Normalization(mean=tuple(round(v, 4) for v in mean.tolist()), std=tuple(round(v, 4) for v in std.tolist()))

@@ -20,15 +20,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from jobs.contracts import CondensationRequest, InitializationRequest
+from jobs.initialization import load_inputs, run_request
+from jobs.model import TRANSIENT_ERRORS, Job, JobError, JobKind, JobProgress, JobStatus
+from jobs.settings import Settings
+from jobs.store import JobStore
 from learngene import DataRefError, IntegrityError, SpecError
 from learngene.control import Stopped
 from learngene.pipeline import AncestorRef, run_condensation
 from learngene.training import Progress, pick_device
 from templates_store import ResolvedRef, StoreError, TemplateStore
-from workers.config import Settings
-from workers.initialization import load_inputs, run_request
-from workers.jobs import TRANSIENT_ERRORS, Job, JobError, JobKind, JobProgress, JobStatus, JobStore
-from workers.schemas import CondensationRequest, InitializationRequest
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,92 @@
+"""Job records as the service sees them: kinds, statuses, progress, errors, and one job's whole record.
+
+A job moves queued -> running -> succeeded | failed | cancelled. Both job stores implement those moves: the memory
+store under a lock, the Redis store in its Lua scripts (`jobs/lua/`); `tests/test_job_stores.py` runs the same
+scenarios against both.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+import uuid
+from typing import Any
+
+from pydantic import BaseModel, Field
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+# Errors of an unreachable Redis: a worker rides them out instead of failing its job.
+TRANSIENT_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError)
+# Lease owner while a reaper's redelivery is on its way: free to claim, not to re-send (spelled the same in the Lua).
+REDELIVERY = "redelivery"
+# Histogram buckets (seconds for durations, steps/s for rates): wide enough for CPU tests and GPU condensations.
+BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 12 * 3600)
+
+
+class JobKind(str, enum.Enum):
+    initialization = "initialization"
+    condensation = "condensation"
+
+
+class JobStatus(str, enum.Enum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+STATUSES = tuple(status.value for status in JobStatus)
+TERMINAL = frozenset({JobStatus.succeeded.value, JobStatus.failed.value, JobStatus.cancelled.value})
+
+
+class JobProgress(BaseModel):
+    step: int
+    total_steps: int
+    loss: float | None = None
+    accuracy: float | None = None
+    images_per_s: float | None = None
+    eta_s: float | None = None
+    updated_at: float = Field(default_factory=time.time)
+
+
+class JobError(BaseModel):
+    type: str
+    message: str
+
+
+class Job(BaseModel):
+    id: str
+    kind: JobKind
+    status: JobStatus = JobStatus.queued
+    request: dict[str, Any]
+    template_set: dict[str, Any] | None = None  # the resolved (name, version, digest) the job was accepted with
+    created_at: float = Field(default_factory=time.time)
+    started_at: float | None = None
+    finished_at: float | None = None
+    attempts: int = 0
+    max_attempts: int = 3
+    progress: JobProgress | None = None
+    result: dict[str, Any] | None = None
+    error: JobError | None = None
+    cancel_requested: bool = False
+    idempotency_key: str | None = None
+    client: str | None = None  # the client token's name (never the token) when client tokens are configured
+    lease_owner: str | None = None
+    lease_until: float | None = None
+
+    @classmethod
+    def new(cls, kind: JobKind, request: dict[str, Any], **fields: Any) -> Job:
+        return cls(id=uuid.uuid4().hex, kind=kind, request=request, **fields)
+
+    @property
+    def terminal(self) -> bool:
+        return self.status.value in TERMINAL
+
+
+class Claim(BaseModel):
+    """What a worker learns when it tries to start a job."""
+
+    outcome: str  # claimed | busy (another live worker holds it) | cancelled | exhausted | terminal | missing
+    job: Job | None = None

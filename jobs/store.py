@@ -1,0 +1,143 @@
+"""Job stores: the service's own source of truth for every accepted job (Celery's result backend is not).
+
+A job moves queued -> running -> succeeded | failed | cancelled. Transitions are atomic (Lua scripts in Redis, a lock
+in memory), so an API cancelling a job and a worker claiming it cannot both win. The same `JobStore` interface has
+two implementations: `RedisJobStore` (Celery mode) and `MemoryJobStore` (the embedded executor).
+
+A worker that claims a job holds a lease on it (owner, expiry) and renews it while it works. A second delivery of
+the same job finds the lease held and leaves the job alone; when a worker dies, its lease runs out and the reaper
+(`jobs.reaper`) delivers the job again. Only the lease holder can finish a job, so a worker presumed dead that
+comes back cannot overwrite the result of the one that took over.
+
+Redis keys (prefix `P`, default "learngene"):
+    P:job:<id>        hash: doc (immutable JSON), status, attempts, started_at, finished_at, progress, result,
+                      error, cancel, lease_owner, lease_until, dispatched, client
+    P:jobs:<kind>     sorted set of job ids by creation time
+    P:running         set of the ids of running jobs (what the reaper looks at)
+    P:undispatched    sorted set of accepted jobs not yet handed to the broker, by creation time
+    P:active:<client> set of a client's queued and running jobs (per-token quotas)
+    P:counts:<kind>   hash: status -> number of jobs in that status
+    P:idem:<key>      the job id an Idempotency-Key created (and the request hash), with a TTL
+    P:cache:<key>     the result of a finished initialization, reused by identical requests
+    P:hist:<name>     hash: histogram buckets, sum and count of a duration or rate
+    P:counter:<name>  integer counters (cache hits)
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+from jobs.model import BUCKETS, Claim, Job, JobError, JobKind, JobProgress, JobStatus
+
+
+class JobStore(abc.ABC):
+    """Job records, leases, idempotency keys, the result cache and cross-process metrics."""
+
+    @abc.abstractmethod
+    def create(self, job: Job) -> None:
+        """Record an accepted job (queued, not yet dispatched)."""
+
+    @abc.abstractmethod
+    def mark_dispatched(self, job_id: str) -> None:
+        """The broker has the job: the reaper no longer needs to send it."""
+
+    @abc.abstractmethod
+    def get(self, job_id: str) -> Job | None: ...
+
+    @abc.abstractmethod
+    def list(self, kind: JobKind, limit: int = 50) -> list[Job]: ...
+
+    @abc.abstractmethod
+    def claim(self, job_id: str, owner: str, lease_s: float, takeover: bool = False) -> Claim:
+        """Start (or restart) a job under a lease. Counts the attempt and fails the job past `max_attempts`;
+        answers 'busy' while another owner's lease runs, unless `takeover` (its owner is known to be dead)."""
+
+    @abc.abstractmethod
+    def heartbeat(self, job_id: str, owner: str, lease_s: float) -> bool:
+        """Extend the lease; False if `owner` no longer holds it."""
+
+    @abc.abstractmethod
+    def set_progress(self, job_id: str, progress: JobProgress) -> None: ...
+
+    @abc.abstractmethod
+    def cancel_requested(self, job_id: str) -> bool: ...
+
+    @abc.abstractmethod
+    def request_cancel(self, job_id: str) -> Job | None:
+        """A queued job is cancelled at once (it will never start); a running one is flagged and stops at its next
+        step. Returns the job after the change, None if it does not exist."""
+
+    @abc.abstractmethod
+    def finish(
+        self,
+        job_id: str,
+        status: JobStatus,
+        result: dict[str, Any] | None = None,
+        error: JobError | None = None,
+        owner: str | None = None,
+    ) -> bool:
+        """Move a job to a terminal status; with `owner`, only while it holds the lease. False if not moved."""
+
+    @abc.abstractmethod
+    def due_for_redelivery(self, now: float, undispatched_grace_s: float) -> list[str]:
+        """Running jobs whose lease has run out, and accepted jobs never handed to the broker."""
+
+    @abc.abstractmethod
+    def take_redelivery(self, job_id: str, now: float, grace_s: float) -> bool:
+        """Atomically reserve a redelivery (one reaper wins); the job gets `grace_s` to be claimed again."""
+
+    @abc.abstractmethod
+    def active(self, client: str) -> int:
+        """Queued and running jobs of one client."""
+
+    @abc.abstractmethod
+    def remember_idempotency_key(self, key: str, job_id: str, request_hash: str) -> tuple[str, str] | None:
+        """Store key -> (job_id, request_hash) unless the key is known; returns the known pair, or None if stored."""
+
+    @abc.abstractmethod
+    def forget_idempotency_key(self, key: str, job_id: str) -> None:
+        """Drop the key, but only while it still names `job_id` (a concurrent holder keeps it)."""
+
+    @abc.abstractmethod
+    def cached_result(self, key: str) -> dict[str, Any] | None: ...
+
+    @abc.abstractmethod
+    def cache_result(self, key: str, result: dict[str, Any]) -> None: ...
+
+    @abc.abstractmethod
+    def counts(self, kind: JobKind) -> dict[str, int]: ...
+
+    @abc.abstractmethod
+    def observe(self, name: str, value: float) -> None:
+        """Add a sample to the cross-process histogram `name`."""
+
+    @abc.abstractmethod
+    def histograms(self) -> dict[str, dict[str, float]]: ...
+
+    @abc.abstractmethod
+    def incr(self, name: str, amount: int = 1) -> None: ...
+
+    @abc.abstractmethod
+    def counters(self) -> dict[str, int]: ...
+
+    @abc.abstractmethod
+    def ping(self) -> bool: ...
+
+    def record_finish(self, job: Job) -> None:
+        """Durations of a job that just finished (called by `finish` implementations)."""
+        if job.started_at is not None:
+            self.observe(f"queue_wait_seconds:{job.kind.value}", job.started_at - job.created_at)
+            if job.finished_at is not None:
+                self.observe(f"job_duration_seconds:{job.kind.value}", job.finished_at - job.started_at)
+
+
+def bucket_fields(value: float) -> list[str]:
+    return [f"le_{b:g}" for b in BUCKETS if value <= b] + ["le_+Inf"]
+
+
+def exhausted_error(max_attempts: int) -> JobError:
+    return JobError(
+        type="AttemptsExhausted",
+        message=f"gave up after {max_attempts} attempts: the job was interrupted every time (worker lost or killed)",
+    )

@@ -1,0 +1,120 @@
+"""Image data named by a URI: calibration data for fitting, training data for condensation and ancestors.
+
+Accepted references (relative paths are taken from the current directory):
+
+    idx:///data/FashionMNIST[?split=train|test]   torchvision's raw layout: <path>/raw/{train,t10k}-*-ubyte[.gz]
+    imagefolder:///data/flowers                   one sub-folder per class (torchvision ImageFolder)
+    bundle:///data/calib.safetensors              a tensor bundle: `images` and optionally `labels`
+    bundle:///data/calib.npz                      (the same as .npz; never unpickled)
+    /data/anything                                a bare path: the format is inferred from what is there
+
+Images are resized to the target size and channel count and kept as uint8; `ImageData.batch` normalizes them.
+Paths are resolved (symlinks followed) and must lie under one of `allowed_roots` when roots are given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from learngene.control import StopFn
+from learngene.data.images import ImageData, channel_stats, fit_images
+from learngene.data.readers import DEFAULT_LIMITS, IDX_PARTS, DecodeLimits, Reader, idx_file
+from learngene.data.refs import UNAVAILABLE, DataRef, DataRefError, Format, file_uri_path, resolve_file, resolve_inside
+from learngene.template_set import Normalization
+
+__all__ = [
+    "DEFAULT_LIMITS",
+    "UNAVAILABLE",
+    "DataRef",
+    "DataRefError",
+    "DecodeLimits",
+    "ImageData",
+    "channel_stats",
+    "check_data_ref",
+    "file_uri_path",
+    "load_images",
+    "resolve_file",
+]
+
+
+def load_images(
+    uri: str,
+    *,
+    img_size: tuple[int, int],
+    in_chans: int,
+    normalization: Normalization,
+    max_samples: int | None = None,
+    seed: int = 0,
+    allowed_roots: Sequence[str | Path] | None = None,
+    num_classes: int | None = None,
+    limits: DecodeLimits = DEFAULT_LIMITS,
+    should_stop: StopFn | None = None,
+) -> ImageData:
+    """Read the data behind `uri`, choose a seeded subset of `max_samples`, resize to `img_size` x `in_chans`.
+
+    Sizes are checked against `limits` from the files' headers first; only the chosen samples are kept in memory
+    (files are streamed in chunks), and `should_stop` is asked between chunks: a cancelled job stops within one."""
+    ref = DataRef.parse(uri)
+    path = resolve_inside(uri, ref.path, allowed_roots)
+    fmt = ref.format or _infer_format(uri, path)
+    if max_samples is not None and max_samples < 1:
+        raise DataRefError(uri, f"max_samples={max_samples} must be >= 1")
+    if in_chans not in (1, 3):
+        raise DataRefError(uri, f"images convert to 1 or 3 channels; the model takes in_chans={in_chans}")
+    reader = Reader(uri, limits, should_stop)
+    choose = lambda n: _subset(n, max_samples, seed)  # noqa: E731
+    if fmt == "idx":
+        images, labels = reader.idx(path, ref.split, allowed_roots, choose)
+    elif fmt == "bundle":
+        images, labels = reader.bundle(path, choose)
+    else:
+        images, labels = reader.imagefolder(path, img_size, in_chans, choose, allowed_roots)
+    if len(images) == 0:
+        raise DataRefError(uri, "contains no images")
+    if labels is not None and num_classes is not None and int(labels.max()) >= num_classes:
+        raise DataRefError(uri, f"labels go up to {int(labels.max())} but the model has num_classes={num_classes}")
+    images = fit_images(images, img_size, in_chans)
+    return ImageData(images, labels, normalization, uri)
+
+
+def check_data_ref(
+    uri: str, allowed_roots: Sequence[str | Path] | None = None, limits: DecodeLimits = DEFAULT_LIMITS
+) -> Path:
+    """Validation without decoding any data (what the API does before accepting a job): the reference parses,
+    exists under the roots, names a format this module reads (a .pkl or .pt, say, is refused), and a bundle's or
+    IDX file's header promises no more than `limits` allow."""
+    ref = DataRef.parse(uri)
+    path = resolve_inside(uri, ref.path, allowed_roots)
+    fmt = ref.format or _infer_format(uri, path)
+    if fmt == "bundle" and (not path.is_file() or path.suffix not in (".safetensors", ".npz")):
+        raise DataRefError(uri, f"a bundle must be a .safetensors or .npz file, got {path.name}")
+    if fmt in ("idx", "imagefolder") and not path.is_dir():
+        raise DataRefError(uri, f"{ref.path.name} is not a folder")
+    reader = Reader(uri, limits)
+    if fmt == "bundle":
+        reader.bundle_headers(path)
+    elif fmt == "idx":
+        for part, magic in IDX_PARTS:
+            reader.idx_header(idx_file(uri, path, ref.split, part, allowed_roots), magic)
+    return path
+
+
+def _infer_format(uri: str, path: Path) -> Format:
+    if path.is_file():
+        if path.suffix in (".safetensors", ".npz"):
+            return "bundle"
+        raise DataRefError(uri, f"cannot tell the format of {path.name}; expected .safetensors or .npz")
+    if (path / "raw").is_dir() and any((path / "raw").glob("*-images-idx3-ubyte*")):
+        return "idx"
+    return "imagefolder"
+
+
+def _subset(n: int, max_samples: int | None, seed: int) -> Tensor:
+    if max_samples is None or max_samples >= n:
+        return torch.arange(n)
+    g = torch.Generator().manual_seed(seed)
+    return torch.randperm(n, generator=g)[:max_samples].sort().values

@@ -1,0 +1,115 @@
+"""The job stores' contract: the same scenarios against the in-memory store and the Redis one (real Redis, the test
+database, a key prefix of its own), so that the Lua transitions and the Python ones cannot drift apart."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+import redis
+
+from jobs.memory_store import MemoryJobStore
+from jobs.model import REDELIVERY, Job, JobError, JobKind, JobProgress, JobStatus
+from jobs.redis_store import RedisJobStore
+from jobs.store import JobStore
+from tests.harness import TEST_REDIS_URL
+
+
+@pytest.fixture(params=["memory", "redis"])
+def jobs(request) -> JobStore:
+    if request.param == "memory":
+        yield MemoryJobStore()
+        return
+    prefix = f"contract-{uuid.uuid4().hex[:8]}"
+    store = RedisJobStore.from_url(TEST_REDIS_URL, prefix=prefix, job_ttl_s=600, idempotency_ttl_s=600)
+    yield store
+    client = redis.Redis.from_url(TEST_REDIS_URL)
+    for key in client.scan_iter(match=f"{prefix}:*", count=500):
+        client.delete(key)
+
+
+def new(jobs: JobStore, kind: JobKind = JobKind.initialization, client: str | None = None, **fields) -> Job:
+    job = Job.new(kind, {"model": "m"}, client=client, **fields)
+    jobs.create(job)
+    return job
+
+
+def test_a_job_runs_under_its_lease_and_only_the_holder_finishes_it(jobs):
+    job = new(jobs, client="alpha")
+    assert jobs.counts(JobKind.initialization)["queued"] == 1 and jobs.active("alpha") == 1
+    claim = jobs.claim(job.id, "w1", lease_s=30)
+    assert claim.outcome == "claimed" and claim.job.status == JobStatus.running and claim.job.attempts == 1
+    assert jobs.claim(job.id, "w2", lease_s=30).outcome == "busy"  # a second delivery leaves it alone
+    assert jobs.heartbeat(job.id, "w1", 30) and not jobs.heartbeat(job.id, "w2", 30)
+    jobs.set_progress(job.id, JobProgress(step=3, total_steps=10, loss=0.5))
+    assert jobs.get(job.id).progress.step == 3
+    assert not jobs.finish(job.id, JobStatus.succeeded, result={"x": 1}, owner="w2")
+    assert jobs.finish(job.id, JobStatus.succeeded, result={"x": 1}, owner="w1")
+    done = jobs.get(job.id)
+    assert done.status == JobStatus.succeeded and done.result == {"x": 1} and done.finished_at is not None
+    assert not jobs.finish(job.id, JobStatus.failed, error=JobError(type="T", message="m"))  # terminal stays
+    assert jobs.claim(job.id, "w1", 30).outcome == "terminal"
+    counts = jobs.counts(JobKind.initialization)
+    assert (counts["queued"], counts["running"], counts["succeeded"]) == (0, 0, 1) and jobs.active("alpha") == 0
+    assert jobs.histograms()["job_duration_seconds:initialization"]["count"] == 1
+
+
+def test_cancelling_a_queued_job_ends_it_and_a_running_one_is_flagged(jobs):
+    queued, running = new(jobs), new(jobs)
+    assert jobs.request_cancel(queued.id).status == JobStatus.cancelled
+    assert jobs.claim(queued.id, "w1", 30).outcome == "terminal"
+    jobs.claim(running.id, "w1", 30)
+    flagged = jobs.request_cancel(running.id)
+    assert flagged.status == JobStatus.running and flagged.cancel_requested and jobs.cancel_requested(running.id)
+    assert jobs.finish(running.id, JobStatus.cancelled, owner="w1")
+    assert jobs.request_cancel("no-such-job") is None and jobs.get("no-such-job") is None
+    assert jobs.counts(JobKind.initialization)["cancelled"] == 2
+
+
+def test_a_redelivered_job_is_claimed_once_more_and_exhausts_its_attempts(jobs):
+    job = new(jobs, max_attempts=2)
+    jobs.mark_dispatched(job.id)
+    jobs.claim(job.id, "w1", lease_s=0.05)
+    time.sleep(0.1)  # the lease lapses: the worker is presumed dead
+    now = time.time()
+    assert jobs.due_for_redelivery(now, undispatched_grace_s=60) == [job.id]
+    assert jobs.take_redelivery(job.id, now, grace_s=60)
+    assert not jobs.take_redelivery(job.id, now, grace_s=60)  # exactly one reaper wins
+    assert jobs.get(job.id).lease_owner == REDELIVERY and jobs.due_for_redelivery(now, 60) == []
+    assert jobs.claim(job.id, "w2", 0.05).outcome == "claimed" and jobs.get(job.id).attempts == 2
+    time.sleep(0.1)
+    assert jobs.take_redelivery(job.id, time.time(), grace_s=60)
+    exhausted = jobs.claim(job.id, "w3", 30)
+    assert exhausted.outcome == "exhausted" and exhausted.job.status == JobStatus.failed
+    assert exhausted.job.error.type == "AttemptsExhausted"
+    assert jobs.histograms()["job_duration_seconds:initialization"]["count"] == 1  # recorded by both stores
+
+
+def test_takeover_and_undispatched_jobs(jobs):
+    job = new(jobs)
+    jobs.mark_dispatched(job.id)
+    jobs.claim(job.id, "w1", 600)
+    assert jobs.claim(job.id, "w2", 600, takeover=True).outcome == "claimed"  # its owner is known to be dead
+    assert not jobs.heartbeat(job.id, "w1", 600)
+    stale = new(jobs)  # accepted but never handed to the broker
+    assert jobs.due_for_redelivery(time.time() + 120, undispatched_grace_s=60) == [stale.id]
+    assert jobs.take_redelivery(stale.id, time.time(), 60)
+    assert jobs.due_for_redelivery(time.time() + 120, undispatched_grace_s=60) == []
+
+
+def test_idempotency_keys_cache_and_counters(jobs):
+    assert jobs.remember_idempotency_key("k", "job-1", "h1") is None
+    assert tuple(jobs.remember_idempotency_key("k", "job-2", "h2")) == ("job-1", "h1")
+    jobs.forget_idempotency_key("k", "job-2")  # not its holder: kept
+    assert tuple(jobs.remember_idempotency_key("k", "job-3", "h3")) == ("job-1", "h1")
+    jobs.forget_idempotency_key("k", "job-1")
+    assert jobs.remember_idempotency_key("k", "job-3", "h3") is None
+    assert jobs.cached_result("c") is None
+    jobs.cache_result("c", {"checkpoint": {"sha256": "ab"}})
+    assert jobs.cached_result("c") == {"checkpoint": {"sha256": "ab"}}
+    jobs.incr("hits", 2)
+    jobs.incr("hits")
+    assert jobs.counters()["hits"] == 3 and jobs.ping()
+    listed = [new(jobs, JobKind.condensation) for _ in range(3)]
+    assert [j.id for j in jobs.list(JobKind.condensation, limit=2)] == [listed[2].id, listed[1].id]
