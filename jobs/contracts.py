@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from learngene import ViTSpec
 from learngene.condense import CondenseConfig
-from learngene.methods import LEARNGENE_METHODS, Method
+from learngene.methods import LEARNGENE_METHODS, MethodName
 from learngene.pipeline import SEED_MAX, Calibration, FitSettings
 from learngene.spec import check_model_name
 from learngene.templates import DEFAULT_COUNTS
@@ -49,7 +49,7 @@ class AncestorSpec(Architecture):
 class InitializationRequest(Architecture):
     """POST /v1/initializations."""
 
-    method: Method = Field(default="wave", description="wave, tleg, sws (learngenes) or a baseline")
+    method: MethodName = Field(default="wave", description="wave, tleg, sws (learngenes) or a baseline")
     template_set: str | None = Field(
         default=None, description="template store reference (name, name@N, name@alias); default demo@prod"
     )

@@ -97,20 +97,27 @@ class CondenseConfig(BaseModel):
         return TemplateConfig(size=size, counts=self.template_counts)
 
 
+def new_auxiliary(
+    method: str, aux: ViTSpec, templates: TemplateConfig | None, stages: list[int] | None
+) -> GeneratedViT:
+    """The auxiliary model of a learngene method, not yet initialized (so it also builds on the meta device)."""
+    if method == "tleg":
+        return LinearExpansionViT(aux)
+    if method == "sws":
+        return StageSharedViT(aux, stages)
+    return TemplatedViT(aux, WeightTemplates(templates), WeightScalers(templates, aux.resolve()))
+
+
 def build_auxiliary(config: CondenseConfig, generator: torch.Generator) -> GeneratedViT:
     """The auxiliary model of the method, initialized: timm's init for its free parameters, the method's own for
     its learngene ([ours] for WAVE's templates and scalers, TLEG's and timm's rules for TLEG and SWS)."""
-    if config.method == "tleg":
-        aux = LinearExpansionViT(config.aux)
-    elif config.method == "sws":
-        aux = StageSharedViT(config.aux, config.stages)
+    templates = config.templates() if config.method == "wave" else None
+    aux = new_auxiliary(config.method, config.aux, templates, config.stages)
+    if isinstance(aux, TemplatedViT):
+        aux.templates.reset_parameters(generator)
+        aux.weight_scalers.reset_parameters(generator)
     else:
-        templates = WeightTemplates(config.templates())
-        scalers = WeightScalers(config.templates(), config.aux.resolve())
-        templates.reset_parameters(generator)
-        scalers.reset_parameters(generator)
-        return TemplatedViT(config.aux, templates, scalers)
-    aux.reset_parameters(generator)
+        aux.reset_parameters(generator)
     return aux
 
 
@@ -118,14 +125,7 @@ def expected_tensors(config: TemplateSetConfig) -> dict[str, tuple[int, ...]]:
     """Every tensor a template set of `config` holds, with its shape (the auxiliary model, built on the meta
     device: no memory, no init)."""
     with torch.device("meta"):
-        if config.method == "tleg":
-            aux: GeneratedViT = LinearExpansionViT(config.aux)
-        elif config.method == "sws":
-            aux = StageSharedViT(config.aux, config.stages)
-        else:
-            aux = TemplatedViT(
-                config.aux, WeightTemplates(config.templates), WeightScalers(config.templates, config.arch)
-            )
+        aux = new_auxiliary(config.method, config.aux, config.templates, config.stages)
     groups = {"templates": aux.learngene(), "scalers": aux.scalers(), "free": aux.free_state()}
     return {f"{g}.{k}": tuple(v.shape) for g, d in groups.items() for k, v in d.items()}
 

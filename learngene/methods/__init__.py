@@ -1,0 +1,90 @@
+"""Every way this project can initialize a descendant, selectable by name (the registry in `registry.py`).
+
+    learngenes (need a template set of their method):  wave, tleg, sws                  (learngenes.py)
+    baselines with an ancestor (need its weights):      weight_selection, heru_lg, auto_lg (baselines.py)
+    baselines from nothing:                             timm, mimetic                    (baselines.py)
+
+`check_method` says whether a method can produce a size (raising `SpecError` naming the field, e.g. TLEG at another
+width); `build_descendant` builds it. WAVE descendants come back in generating form (their scalers are fitted
+next); all others are plain timm models.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+from learngene.methods import baselines, learngenes  # noqa: F401 - importing them registers their methods
+from learngene.methods.ancestor import AncestorWeights
+from learngene.methods.registry import Method, get_method, method_names, register_method
+from learngene.spec import Architecture, SpecError, ViTSpec
+from learngene.template_set import TemplateSet, TemplateSetConfig
+
+METHODS = method_names()
+LEARNGENE_METHODS = method_names("template_set")
+ANCESTOR_METHODS = method_names("ancestor")
+MethodName = Literal[METHODS]  # the API's `method` field: whatever is registered
+
+__all__ = [
+    "ANCESTOR_METHODS",
+    "LEARNGENE_METHODS",
+    "METHODS",
+    "AncestorWeights",
+    "Method",
+    "MethodName",
+    "build_descendant",
+    "check_method",
+    "get_method",
+    "register_method",
+]
+
+
+def check_method(
+    method: str,
+    spec: ViTSpec,
+    *,
+    template_config: TemplateSetConfig | None = None,
+    ancestor: Architecture | None = None,
+) -> Architecture:
+    """The descendant's architecture, or a `SpecError` naming what this method cannot do."""
+    chosen = get_method(method)
+    if chosen.needs == "template_set":
+        if template_config is None:
+            raise SpecError("template_set", f"method {method!r} needs a template set")
+        if template_config.method != method:
+            raise SpecError(
+                "method", f"the template set holds a {template_config.method!r} learngene, not a {method!r} one"
+            )
+    if chosen.needs == "ancestor" and ancestor is None:
+        raise SpecError("ancestor", f"method {method!r} needs an ancestor checkpoint")
+    return chosen.check(spec, spec.resolve(), template_config, ancestor)
+
+
+def build_descendant(
+    method: str,
+    spec: ViTSpec,
+    *,
+    template_set: TemplateSet | None = None,
+    ancestor: AncestorWeights | None = None,
+    seed: int = 0,
+    noise: float = 1e-6,
+    device: torch.device | str = "cpu",
+) -> nn.Module:
+    check_method(
+        method,
+        spec,
+        template_config=template_set.config if template_set else None,
+        ancestor=ancestor.arch if ancestor else None,
+    )
+    model = get_method(method).build(
+        spec, template_set=template_set, ancestor=ancestor, seed=seed, noise=noise, device=device
+    )
+    if not getattr(model, "provenance", None):  # WAVE's inheritance records its own, richer one
+        model.provenance = {"method": method, "seed": seed}
+        if template_set is not None:
+            model.provenance["template_set"] = template_set.ref
+        if ancestor is not None:
+            model.provenance["ancestor_sha256"] = ancestor.sha256
+    return model.to(device)
