@@ -62,7 +62,7 @@ def defaults(tmp_path_factory):
     home = tmp_path_factory.mktemp("defaults")
     datasets = home / "xdg" / "learngene" / "datasets"
     datasets.mkdir(parents=True)
-    images = torch.randint(0, 255, (16, 28, 28), dtype=torch.uint8)
+    images = torch.randint(0, 255, (16, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     np.savez(datasets / "calib.npz", images=images.numpy(), labels=np.arange(16) % 10)
     api = start_api(default_env(home), home / "api.log")
     yield api, home, datasets

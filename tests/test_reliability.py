@@ -185,7 +185,10 @@ def test_a_frozen_worker_loses_its_condensation_once_and_publishes_nothing_when_
             assert done["status"] == "succeeded" and done["attempts"] == 2, done["error"]
         finally:
             os.killpg(frozen.popen.pid, signal.SIGCONT)
-        woke = wait_for(http, url, lambda j: f"job {job['id']}: its lease moved" in frozen.log.read_text(), timeout=60)
+        try:
+            woke = wait_for(http, url, lambda j: f"job {job['id']}: its lease moved" in frozen.log.read_text(), 60)
+        except TimeoutError as exc:  # say what the woken worker did instead
+            raise AssertionError(f"{exc}\n--- the frozen worker's log:\n{frozen.tail(60)}") from None
         assert woke["status"] == "succeeded" and woke["attempts"] == 2 and woke["result"] == done["result"]
         versions = http.get("/v1/template-sets", params={"name": "frozen"}).json()["items"]
         assert [v["version"] for v in versions] == [1]
