@@ -148,6 +148,8 @@ def check_template_set(template_set: TemplateSet) -> None:
     check_finite(actual, where)
 
 
+# The whole condensation in order (build, start from the ancestor, resume, train, evaluate, snapshot): longer than
+# most functions here, kept in one piece so that its sequence and its resume points read in one place.
 def condense(
     ancestor: nn.Module,
     data: ImageData,

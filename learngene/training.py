@@ -146,6 +146,8 @@ def distillation_loss(
     return loss
 
 
+# One loop, read top to bottom (nanoGPT style): batch, forward, loss, step, report, checkpoint. Splitting it would
+# scatter the order of those effects, which is what a reader of a training loop needs to see.
 def train_steps(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,

@@ -60,6 +60,7 @@ def train(
     emit(result.model_dump())
 
 
+# Most of its length is the typer options, declared where they are used (one line each).
 def condense(
     ancestor_model: Annotated[str, typer.Option(help="timm model name of the ancestor")],
     ancestor: Annotated[Path, typer.Option(help="ancestor weights (.safetensors)")],
@@ -141,6 +142,7 @@ def _state_dir(config: CondenseConfig, ancestor: AncestorRef, data: str) -> Path
     return get_settings().work_dir / "condense" / hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
+# Most of its length is the typer options, declared where they are used (one line each).
 def init(
     model: Annotated[str, typer.Option(help="timm model name of the descendant")],
     out: Annotated[Path, typer.Option(help="output .safetensors checkpoint")],
