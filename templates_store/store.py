@@ -92,10 +92,10 @@ class TemplateStore:
         name, selector = parse_ref(ref)
         self._ensure_builtin(name)
         if selector == LATEST:  # the highest version that is whole; a broken one is reported by `problems`
-            versions = [v for v in self.backend.versions(name) if self._broken(name, v) is None]
-            if not versions:
+            whole = (v for v in reversed(self.backend.versions(name)) if self._broken(name, v) is None)
+            version = next(whole, None)
+            if version is None:
                 raise NotFoundError(f"template set {name!r} does not exist")
-            version = versions[-1]
         elif isinstance(selector, int):
             version = selector
         else:
@@ -104,7 +104,7 @@ class TemplateStore:
                 raise NotFoundError(f"template set {name!r} has no alias {selector!r}")
             version = record["version"]
         folder = self.backend.folder(name, version)
-        problem = self._broken(name, version)
+        problem = None if selector == LATEST else self._broken(name, version)  # latest was checked above
         if problem is not None:
             raise BrokenVersion(f"template set {name}@{version} is damaged ({problem}); see `learngene templates gc`")
         return ResolvedRef(name=name, version=version, digest=_manifest_digest(folder))
@@ -150,10 +150,11 @@ class TemplateStore:
             for alias, record in sorted(self.backend.read_aliases(n).items()):
                 targets.setdefault(record["version"], []).append(alias)
             for version in self.backend.versions(n):
-                if self._broken(n, version) is not None:
-                    continue  # listed by `problems`, never half-shown here
                 folder = self.backend.folder(n, version)
-                m = read_manifest(folder)
+                try:
+                    m = read_manifest(folder)
+                except IntegrityError:
+                    continue  # listed by `problems`, never half-shown here
                 out.append(
                     VersionInfo(
                         name=n,
