@@ -1,8 +1,6 @@
 """Job records as the service sees them: kinds, statuses, progress, errors, and one job's whole record.
 
-A job moves queued -> running -> succeeded | failed | cancelled. Both job stores implement those moves: the memory
-store under a lock, the Redis store in its Lua scripts (`jobs/lua/`); `tests/test_job_stores.py` runs the same
-scenarios against both.
+A job moves queued -> running -> succeeded | failed | cancelled, by the transitions in `jobs.transitions`.
 """
 
 from __future__ import annotations
@@ -18,7 +16,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 # Errors of an unreachable Redis: a worker rides them out instead of failing its job.
 TRANSIENT_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, TimeoutError)
-# Lease owner while a reaper's redelivery is on its way: free to claim, not to re-send (spelled the same in the Lua).
+# Lease owner while a reaper's redelivery is on its way: free to claim, not to re-send.
 REDELIVERY = "redelivery"
 # Histogram buckets (seconds for durations, steps/s for rates): wide enough for CPU tests and GPU condensations.
 BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 12 * 3600)
@@ -71,6 +69,7 @@ class Job(BaseModel):
     result: dict[str, Any] | None = None
     error: JobError | None = None
     cancel_requested: bool = False
+    dispatched: bool = False  # handed to the broker (or reserved for a redelivery): the reaper need not send it
     idempotency_key: str | None = None
     client: str | None = None  # the client token's name (never the token) when client tokens are configured
     lease_owner: str | None = None

@@ -1,28 +1,44 @@
-"""Job records in Redis (Celery mode): every transition is one Lua script (`jobs/lua/`), so an API cancelling a job
-and a worker claiming it cannot both win, and the record, the status counts and the running set move together.
+"""Job records in Redis (Celery mode). A transition of `jobs.transitions` is applied in one optimistic transaction:
+WATCH the job's hash, read it, decide, then MULTI/EXEC the changes with their index effects (status counts, the
+running set, the client's active set, the TTL); if anything wrote the hash in between, EXEC fails and the decision is
+made again on the new record. So an API cancelling a job and a worker claiming it cannot both win, and the record
+and its indexes move together.
 
 Keys (prefix `P`, default "learngene"): see `jobs.store`.
 """
 
 from __future__ import annotations
 
+import enum
 import json
-import time
-from pathlib import Path
+from collections.abc import Callable
+from typing import Any
 
 import redis
+from pydantic import BaseModel
 
-from jobs.model import STATUSES, Claim, Job, JobKind, JobProgress, JobStatus
+from jobs.model import STATUSES, Job, JobKind, JobStatus
 from jobs.settings import Settings
-from jobs.store import JobStore, bucket_fields, exhausted_error
+from jobs.store import JobStore, bucket_fields
+from jobs.transitions import Move, index_effects
 
-LUA = Path(__file__).parent / "lua"
-# Scripts that end a job start with the shared `terminate` function.
-_ENDING = {"claim", "cancel", "finish"}
-SCRIPTS = {
-    name: ((LUA / "terminate.lua").read_text() if name in _ENDING else "") + (LUA / f"{name}.lua").read_text()
-    for name in ("claim", "heartbeat", "cancel", "finish", "progress", "take_redelivery", "forget_key")
-}
+# The fields of `Job` fixed at creation, kept as one JSON document; every other field is a hash field of its own name.
+IMMUTABLE = {"id", "kind", "request", "template_set", "created_at", "idempotency_key"}
+
+
+def encode(value: Any) -> str | None:
+    """A Job field as a hash value; None deletes the field."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, BaseModel):
+        return value.model_dump_json()
+    if isinstance(value, int | float):
+        return repr(value)
+    return json.dumps(value)
 
 
 class RedisJobStore(JobStore):
@@ -31,7 +47,6 @@ class RedisJobStore(JobStore):
         self.p = prefix
         self.job_ttl_s = job_ttl_s
         self.idempotency_ttl_s = idempotency_ttl_s
-        self._scripts = {name: client.register_script(source) for name, source in SCRIPTS.items()}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RedisJobStore:
@@ -53,19 +68,10 @@ class RedisJobStore(JobStore):
     def _counts(self, kind: JobKind | str) -> str:
         return f"{self.p}:counts:{JobKind(kind).value}"
 
-    def _keys(self, job_id: str) -> list[str] | None:
-        """The keys a transition of this job touches, or None if the job does not exist."""
-        doc, client = self.r.hmget(self._job(job_id), "doc", "client")
-        if doc is None:
-            return None
-        kind = json.loads(doc)["kind"]
-        return [self._job(job_id), self._counts(kind), f"{self.p}:running", f"{self.p}:active:{client or '-'}"]
-
     def create(self, job: Job) -> None:
-        doc = job.model_dump_json(include={"id", "kind", "request", "template_set", "created_at", "idempotency_key"})
+        mutable = {name: encode(value) for name, value in job if name not in IMMUTABLE}
+        fields = {"doc": job.model_dump_json(include=IMMUTABLE), **{k: v for k, v in mutable.items() if v is not None}}
         pipe = self.r.pipeline(transaction=True)
-        fields = {"doc": doc, "status": job.status.value, "attempts": job.attempts, "max_attempts": job.max_attempts,
-                  "cancel": "0", "client": job.client or ""}  # fmt: skip
         pipe.hset(self._job(job.id), mapping=fields)
         pipe.zadd(f"{self.p}:jobs:{job.kind.value}", {job.id: job.created_at})
         pipe.zadd(f"{self.p}:undispatched", {job.id: job.created_at})
@@ -75,7 +81,10 @@ class RedisJobStore(JobStore):
         pipe.execute()
 
     def mark_dispatched(self, job_id: str) -> None:
-        self.r.zrem(f"{self.p}:undispatched", job_id)
+        pipe = self.r.pipeline(transaction=True)
+        pipe.hset(self._job(job_id), "dispatched", "1")  # a transaction watching the job sees the change
+        pipe.zrem(f"{self.p}:undispatched", job_id)
+        pipe.execute()
 
     def get(self, job_id: str) -> Job | None:
         return self._parse(self.r.hgetall(self._job(job_id)))
@@ -96,7 +105,8 @@ class RedisJobStore(JobStore):
             progress=loads("progress"),
             result=loads("result"),
             error=loads("error"),
-            cancel_requested=fields.get("cancel") == "1",
+            cancel_requested=fields.get("cancel_requested") == "1",
+            dispatched=fields.get("dispatched") == "1",
             client=fields.get("client") or None,
             lease_owner=fields.get("lease_owner") or None,
             lease_until=number("lease_until"),
@@ -113,44 +123,45 @@ class RedisJobStore(JobStore):
             self.r.zrem(f"{self.p}:jobs:{kind.value}", *expired)
         return [job for job in jobs if job is not None]
 
-    def claim(self, job_id: str, owner: str, lease_s: float, takeover: bool = False) -> Claim:
-        keys = self._keys(job_id)
-        if keys is None:
-            return Claim(outcome="missing")
-        error = exhausted_error(int(self.r.hget(self._job(job_id), "max_attempts") or 1)).model_dump_json()
-        args = [job_id, time.time(), owner, lease_s, "1" if takeover else "0", error, self.job_ttl_s]
-        outcome = self._scripts["claim"](keys=keys, args=args)
-        job = self.get(job_id)
-        if outcome in ("cancelled", "exhausted") and job is not None:
-            self.record_finish(job)
-        return Claim(outcome=outcome, job=job)
+    def _apply(self, job_id: str, decide: Callable[[Job | None], Move]) -> tuple[Move, Job | None]:
+        key = self._job(job_id)
 
-    def heartbeat(self, job_id: str, owner: str, lease_s: float) -> bool:
-        return bool(self._scripts["heartbeat"](keys=[self._job(job_id)], args=[job_id, owner, time.time() + lease_s]))
+        def attempt(pipe: redis.client.Pipeline) -> tuple[Move, Job | None]:
+            job = self._parse(pipe.hgetall(key))  # under WATCH, executed at once
+            move = decide(job)
+            pipe.multi()
+            if job is not None and move.changes:
+                self._write(pipe, job, move.changes)
+            return move, job
 
-    def set_progress(self, job_id: str, progress: JobProgress) -> None:
-        self._scripts["progress"](keys=[self._job(job_id)], args=[job_id, progress.model_dump_json()])
+        move, job = self.r.transaction(attempt, key, value_from_callable=True)
+        return move, (job.model_copy(update=move.changes) if job is not None else None)
+
+    def _write(self, pipe: redis.client.Pipeline, job: Job, changes: dict[str, Any]) -> None:
+        key = self._job(job.id)
+        encoded = {name: encode(value) for name, value in changes.items()}
+        if written := {name: value for name, value in encoded.items() if value is not None}:
+            pipe.hset(key, mapping=written)
+        if dropped := [name for name, value in encoded.items() if value is None]:
+            pipe.hdel(key, *dropped)
+        if changes.get("dispatched"):
+            pipe.zrem(f"{self.p}:undispatched", job.id)
+        before, after = job.status, JobStatus(changes.get("status", job.status))
+        if before == after:
+            return
+        pipe.hincrby(self._counts(job.kind), before.value, -1)
+        pipe.hincrby(self._counts(job.kind), after.value, 1)
+        effects = index_effects(before, after)
+        if effects["enter_running"]:
+            pipe.sadd(f"{self.p}:running", job.id)
+        if effects["leave_running"]:
+            pipe.srem(f"{self.p}:running", job.id)
+        if effects["ended"]:
+            pipe.srem(f"{self.p}:active:{job.client or '-'}", job.id)
+            pipe.expire(key, self.job_ttl_s)
 
     def cancel_requested(self, job_id: str) -> bool:
-        return self.r.hget(self._job(job_id), "cancel") == "1"
-
-    def request_cancel(self, job_id: str) -> Job | None:
-        keys = self._keys(job_id)
-        if keys is None:
-            return None
-        self._scripts["cancel"](keys=keys, args=[job_id, time.time(), self.job_ttl_s])
-        return self.get(job_id)
-
-    def finish(self, job_id, status, result=None, error=None, owner=None) -> bool:
-        keys = self._keys(job_id)
-        if keys is None:
-            return False
-        args = [job_id, JobStatus(status).value, time.time(), json.dumps(result),
-                error.model_dump_json() if error else "null", self.job_ttl_s, owner or ""]  # fmt: skip
-        done = bool(self._scripts["finish"](keys=keys, args=args))
-        if done:
-            self.record_finish(self.get(job_id))
-        return done
+        return self.r.hget(self._job(job_id), "cancel_requested") == "1"
 
     def due_for_redelivery(self, now: float, undispatched_grace_s: float) -> list[str]:
         running = list(self.r.smembers(f"{self.p}:running"))
@@ -158,10 +169,6 @@ class RedisJobStore(JobStore):
         expired = [j for j in running if float(leases(self._job(j), "lease_until")[0] or 0) < now]
         stale = self.r.zrangebyscore(f"{self.p}:undispatched", 0, now - undispatched_grace_s)
         return [*expired, *stale]
-
-    def take_redelivery(self, job_id: str, now: float, grace_s: float) -> bool:
-        keys = [self._job(job_id), f"{self.p}:undispatched"]
-        return bool(self._scripts["take_redelivery"](keys=keys, args=[job_id, now, grace_s]))
 
     def active(self, client: str) -> int:
         return int(self.r.scard(f"{self.p}:active:{client}"))
@@ -174,7 +181,15 @@ class RedisJobStore(JobStore):
         return tuple(json.loads(known)) if known else self.remember_idempotency_key(key, job_id, request_hash)
 
     def forget_idempotency_key(self, key, job_id):
-        self._scripts["forget_key"](keys=[f"{self.p}:idem:{key}"], args=[job_id])
+        name = f"{self.p}:idem:{key}"
+
+        def attempt(pipe: redis.client.Pipeline) -> None:
+            known = pipe.get(name)
+            pipe.multi()
+            if known and json.loads(known)[0] == job_id:
+                pipe.delete(name)
+
+        self.r.transaction(attempt, name)
 
     def cached_result(self, key):
         value = self.r.get(f"{self.p}:cache:{key}")

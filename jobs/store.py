@@ -1,8 +1,9 @@
 """Job stores: the service's own source of truth for every accepted job (Celery's result backend is not).
 
-A job moves queued -> running -> succeeded | failed | cancelled. Transitions are atomic (Lua scripts in Redis, a lock
-in memory), so an API cancelling a job and a worker claiming it cannot both win. The same `JobStore` interface has
-two implementations: `RedisJobStore` (Celery mode) and `MemoryJobStore` (the embedded executor).
+A job moves queued -> running -> succeeded | failed | cancelled by the transitions of `jobs.transitions`, written
+once. A store only applies them atomically (`_apply`: a lock in memory, a WATCH/MULTI transaction in Redis), so an API
+cancelling a job and a worker claiming it cannot both win. Two implementations: `RedisJobStore` (Celery mode) and
+`MemoryJobStore` (the embedded executor).
 
 A worker that claims a job holds a lease on it (owner, expiry) and renews it while it works. A second delivery of
 the same job finds the lease held and leaves the job alone; when a worker dies, its lease runs out and the reaper
@@ -10,8 +11,9 @@ the same job finds the lease held and leaves the job alone; when a worker dies, 
 comes back cannot overwrite the result of the one that took over.
 
 Redis keys (prefix `P`, default "learngene"):
-    P:job:<id>        hash: doc (immutable JSON), status, attempts, started_at, finished_at, progress, result,
-                      error, cancel, lease_owner, lease_until, dispatched, client
+    P:job:<id>        hash: doc (immutable JSON) and the mutable fields of `Job` under their own names (status,
+                      attempts, max_attempts, started_at, finished_at, progress, result, error,
+                      cancel_requested, lease_owner, lease_until, dispatched, client)
     P:jobs:<kind>     sorted set of job ids by creation time
     P:running         set of the ids of running jobs (what the reaper looks at)
     P:undispatched    sorted set of accepted jobs not yet handed to the broker, by creation time
@@ -26,9 +28,13 @@ Redis keys (prefix `P`, default "learngene"):
 from __future__ import annotations
 
 import abc
+import time
+from collections.abc import Callable
 from typing import Any
 
+from jobs import transitions
 from jobs.model import BUCKETS, Claim, Job, JobError, JobKind, JobProgress, JobStatus
+from jobs.transitions import Move
 
 
 class JobStore(abc.ABC):
@@ -49,26 +55,36 @@ class JobStore(abc.ABC):
     def list(self, kind: JobKind, limit: int = 50) -> list[Job]: ...
 
     @abc.abstractmethod
+    def _apply(self, job_id: str, decide: Callable[[Job | None], Move]) -> tuple[Move, Job | None]:
+        """Atomically read the record, decide a move with `decide`, write its changes and their index effects;
+        returns the move and the record after it (None if the job does not exist)."""
+
     def claim(self, job_id: str, owner: str, lease_s: float, takeover: bool = False) -> Claim:
         """Start (or restart) a job under a lease. Counts the attempt and fails the job past `max_attempts`;
         answers 'busy' while another owner's lease runs, unless `takeover` (its owner is known to be dead)."""
+        move, job = self._move(
+            job_id, transitions.claim, now=time.time(), owner=owner, lease_s=lease_s, takeover=takeover
+        )
+        return Claim(outcome=move.outcome, job=job)
 
-    @abc.abstractmethod
     def heartbeat(self, job_id: str, owner: str, lease_s: float) -> bool:
         """Extend the lease; False if `owner` no longer holds it."""
+        return (
+            self._move(job_id, transitions.heartbeat, now=time.time(), owner=owner, lease_s=lease_s)[0].outcome
+            == "renewed"
+        )
 
-    @abc.abstractmethod
-    def set_progress(self, job_id: str, progress: JobProgress) -> None: ...
+    def set_progress(self, job_id: str, progress: JobProgress) -> None:
+        self._move(job_id, transitions.report_progress, progress=progress)
 
     @abc.abstractmethod
     def cancel_requested(self, job_id: str) -> bool: ...
 
-    @abc.abstractmethod
     def request_cancel(self, job_id: str) -> Job | None:
         """A queued job is cancelled at once (it will never start); a running one is flagged and stops at its next
         step. Returns the job after the change, None if it does not exist."""
+        return self._move(job_id, transitions.request_cancel, now=time.time())[1]
 
-    @abc.abstractmethod
     def finish(
         self,
         job_id: str,
@@ -78,14 +94,25 @@ class JobStore(abc.ABC):
         owner: str | None = None,
     ) -> bool:
         """Move a job to a terminal status; with `owner`, only while it holds the lease. False if not moved."""
+        move, _ = self._move(
+            job_id, transitions.finish, now=time.time(), status=status, result=result, error=error, owner=owner
+        )
+        return move.outcome == "finished"
+
+    def take_redelivery(self, job_id: str, now: float, grace_s: float) -> bool:
+        """Atomically reserve a redelivery (one reaper wins); the job gets `grace_s` to be claimed again."""
+        return self._move(job_id, transitions.take_redelivery, now=now, grace_s=grace_s)[0].outcome == "reserved"
+
+    def _move(self, job_id: str, transition: Callable[..., Move], **arguments: Any) -> tuple[Move, Job | None]:
+        """Apply one transition; a move that ends the job records its durations."""
+        move, job = self._apply(job_id, lambda record: transition(record, **arguments))
+        if move.ends and job is not None:
+            self.record_finish(job)
+        return move, job
 
     @abc.abstractmethod
     def due_for_redelivery(self, now: float, undispatched_grace_s: float) -> list[str]:
         """Running jobs whose lease has run out, and accepted jobs never handed to the broker."""
-
-    @abc.abstractmethod
-    def take_redelivery(self, job_id: str, now: float, grace_s: float) -> bool:
-        """Atomically reserve a redelivery (one reaper wins); the job gets `grace_s` to be claimed again."""
 
     @abc.abstractmethod
     def active(self, client: str) -> int:
@@ -125,7 +152,7 @@ class JobStore(abc.ABC):
     def ping(self) -> bool: ...
 
     def record_finish(self, job: Job) -> None:
-        """Durations of a job that just finished (called by `finish` implementations)."""
+        """Durations of a job that just ended."""
         if job.started_at is not None:
             self.observe(f"queue_wait_seconds:{job.kind.value}", job.started_at - job.created_at)
             if job.finished_at is not None:
@@ -134,10 +161,3 @@ class JobStore(abc.ABC):
 
 def bucket_fields(value: float) -> list[str]:
     return [f"le_{b:g}" for b in BUCKETS if value <= b] + ["le_+Inf"]
-
-
-def exhausted_error(max_attempts: int) -> JobError:
-    return JobError(
-        type="AttemptsExhausted",
-        message=f"gave up after {max_attempts} attempts: the job was interrupted every time (worker lost or killed)",
-    )

@@ -1,10 +1,11 @@
 """The job stores' contract: the same scenarios against the in-memory store and the Redis one (real Redis, the test
-database, a key prefix of its own), so that the Lua transitions and the Python ones cannot drift apart."""
+database, a key prefix of its own): one set of transitions (`jobs.transitions`), applied atomically by each."""
 
 from __future__ import annotations
 
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import redis
@@ -113,3 +114,32 @@ def test_idempotency_keys_cache_and_counters(jobs):
     assert jobs.counters()["hits"] == 3 and jobs.ping()
     listed = [new(jobs, JobKind.condensation) for _ in range(3)]
     assert [j.id for j in jobs.list(JobKind.condensation, limit=2)] == [listed[2].id, listed[1].id]
+
+
+def test_racing_claims_and_cancels_leave_every_record_and_index_consistent(jobs):
+    """Each job is claimed by two workers and cancelled by the API at once: exactly one claim wins, a queued job
+    is either cancelled before it starts or runs flagged, and the counts agree with the records."""
+    records = [new(jobs, client="racer") for _ in range(12)]
+    outcomes: dict[str, list[str]] = {job.id: [] for job in records}
+
+    def claim(job_id: str, owner: str) -> None:
+        outcomes[job_id].append(jobs.claim(job_id, owner, lease_s=30).outcome)
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        for job in records:
+            pool.submit(claim, job.id, "w1")
+            pool.submit(jobs.request_cancel, job.id)
+            pool.submit(claim, job.id, "w2")
+    for job in records:
+        after = jobs.get(job.id)
+        assert after.cancel_requested
+        seen = sorted(outcomes[job.id])
+        if after.status == JobStatus.running:  # both claims came before the cancel: one won, the other found it held
+            assert seen == ["busy", "claimed"] and after.attempts == 1 and after.lease_owner in ("w1", "w2"), seen
+        else:  # cancelled while queued, or by the claim after it, which found the flag (never a running job lost)
+            assert after.status == JobStatus.cancelled, after.status
+            assert seen in (["terminal", "terminal"], ["cancelled", "terminal"], ["cancelled", "claimed"]), seen
+    statuses = [jobs.get(job.id).status.value for job in records]
+    counts = jobs.counts(JobKind.initialization)
+    assert counts["queued"] == 0 and counts["running"] == statuses.count("running")
+    assert counts["cancelled"] == statuses.count("cancelled") and jobs.active("racer") == counts["running"]
