@@ -27,7 +27,7 @@ from jobs.settings import Limits, Settings
 from jobs.store import JobStore
 from learngene import DataRefError, SpecError
 from learngene.data import check_data_ref, resolve_file
-from learngene.methods import ANCESTOR_METHODS, check_method
+from learngene.methods import ANCESTOR_METHODS, check_method, get_method
 from learngene.spec import Architecture, ViTSpec
 from templates_store import TemplateStore
 from templates_store.refs import RefError, check_alias, check_name
@@ -112,7 +112,8 @@ def submit_initialization(
             resolved = store.resolve(request.template_ref)  # pinned now: a later alias move does not change the job
         config = store.manifest(resolved).config
     if request.ancestor is not None:
-        if request.method not in (*ANCESTOR_METHODS, "wave"):
+        method = get_method(request.method)
+        if method.needs != "ancestor" and not method.fits_scalers:
             users = ", ".join(ANCESTOR_METHODS)
             raise FieldError([(("body", "ancestor"), f"an ancestor is used only by {users} and as WAVE's teacher")])
         with located("body", "ancestor"):

@@ -16,7 +16,7 @@ import torch
 
 from jobs.contracts import InitializationRequest
 from learngene.data import DEFAULT_LIMITS, DecodeLimits, ImageData, resolve_file
-from learngene.methods import AncestorWeights
+from learngene.methods import AncestorWeights, get_method
 from learngene.pipeline import InitResult, initialize, load_calibration
 from learngene.template_set import TemplateSet
 from learngene.training import ProgressFn, StopFn
@@ -64,7 +64,7 @@ def load_inputs(
         a = request.ancestor
         ancestor = AncestorWeights.load(a.model, resolve_file(a.checkpoint, data_roots), a.spec().overrides())
     data = None
-    if request.calibration is not None and request.method == "wave":
+    if request.calibration is not None and get_method(request.method).fits_scalers:
         data = load_calibration(
             request.spec(), request.calibration, template_set.config.normalization,
             seed=request.fit.seed, allowed_roots=data_roots, limits=limits, should_stop=should_stop,

@@ -15,25 +15,20 @@ from typing import Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from learngene.checkpoint import check_finite, freeze
 from learngene.data import ImageData
 from learngene.generated import GeneratedViT
+from learngene.methods import LearngeneName, get_learngene
 from learngene.spec import SpecError, ViTSpec
-from learngene.sws import DEFAULT_STAGES, StageSharedViT
+from learngene.sws import DEFAULT_STAGES
 from learngene.template_set import IntegrityError, Lineage, TemplateSet, TemplateSetConfig
-from learngene.templated_vit import TemplatedViT
-from learngene.templates import (
-    DEFAULT_COUNTS,
-    TemplateConfig,
-    WeightScalers,
-    WeightTemplates,
-    templates_from_weights,
-)
-from learngene.tleg import LinearExpansionViT
+from learngene.templates import DEFAULT_COUNTS, TemplateConfig
 from learngene.training import (
+    LoopConfig,
+    LoopHooks,
+    Objective,
     OptimConfig,
     ProgressFn,
     StopFn,
@@ -55,7 +50,7 @@ class CondenseConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    method: Literal["wave", "tleg", "sws"] = "wave"
+    method: LearngeneName = "wave"
     aux: ViTSpec = Field(description="the auxiliary model; its embed_dim is D0")
     template_size: int | None = Field(default=None, ge=1, description="side a of the templates; default D0")
     template_counts: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_COUNTS))
@@ -78,11 +73,7 @@ class CondenseConfig(BaseModel):
 
     @model_validator(mode="after")
     def _method_fits(self) -> CondenseConfig:
-        arch = self.aux.resolve()
-        if self.method == "wave":
-            self.templates().check(arch, what="aux.embed_dim")
-        if self.method == "sws" and (sum(self.stages) != arch.depth or min(self.stages) < 1):
-            raise SpecError("stages", f"stages {self.stages} must be positive and sum to aux depth {arch.depth}")
+        get_learngene(self.method).check_auxiliary(self.aux.resolve(), self.templates(), self.stages)
         if self.ce_weight == 0 and self.lam == 0:
             raise SpecError("lam", "with ce=0 the distillation term is the whole loss: lam must be > 0")
         return self
@@ -90,34 +81,19 @@ class CondenseConfig(BaseModel):
     @property
     def ce_weight(self) -> float:
         """TLEG and SWS are condensed by pure soft distillation (METHOD.md); WAVE adds the classification loss."""
-        return self.ce if self.ce is not None else (1.0 if self.method == "wave" else 0.0)
+        return self.ce if self.ce is not None else get_learngene(self.method).default_ce
 
     def templates(self) -> TemplateConfig:
         size = self.template_size or self.aux.resolve().embed_dim
         return TemplateConfig(size=size, counts=self.template_counts)
 
 
-def new_auxiliary(
-    method: str, aux: ViTSpec, templates: TemplateConfig | None, stages: list[int] | None
-) -> GeneratedViT:
-    """The auxiliary model of a learngene method, not yet initialized (so it also builds on the meta device)."""
-    if method == "tleg":
-        return LinearExpansionViT(aux)
-    if method == "sws":
-        return StageSharedViT(aux, stages)
-    return TemplatedViT(aux, WeightTemplates(templates), WeightScalers(templates, aux.resolve()))
-
-
 def build_auxiliary(config: CondenseConfig, generator: torch.Generator) -> GeneratedViT:
     """The auxiliary model of the method, initialized: timm's init for its free parameters, the method's own for
     its learngene ([ours] for WAVE's templates and scalers, TLEG's and timm's rules for TLEG and SWS)."""
-    templates = config.templates() if config.method == "wave" else None
-    aux = new_auxiliary(config.method, config.aux, templates, config.stages)
-    if isinstance(aux, TemplatedViT):
-        aux.templates.reset_parameters(generator)
-        aux.weight_scalers.reset_parameters(generator)
-    else:
-        aux.reset_parameters(generator)
+    learngene = get_learngene(config.method)
+    aux = learngene.new_auxiliary(config.aux, config.templates(), config.stages)
+    learngene.init_auxiliary(aux, generator)
     return aux
 
 
@@ -125,7 +101,7 @@ def expected_tensors(config: TemplateSetConfig) -> dict[str, tuple[int, ...]]:
     """Every tensor a template set of `config` holds, with its shape (the auxiliary model, built on the meta
     device: no memory, no init)."""
     with torch.device("meta"):
-        aux = new_auxiliary(config.method, config.aux, config.templates, config.stages)
+        aux = get_learngene(config.method).new_auxiliary(config.aux, config.templates, config.stages)
     groups = {"templates": aux.learngene(), "scalers": aux.scalers(), "free": aux.free_state()}
     return {f"{g}.{k}": tuple(v.shape) for g, d in groups.items() for k, v in d.items()}
 
@@ -180,7 +156,7 @@ def condense(
 
     torch.manual_seed(config.seed)  # timm's init of the free parameters draws from the global generator
     aux = build_auxiliary(config, torch.Generator().manual_seed(config.seed))
-    started_from = _start_from_ancestor(aux, ancestor, config)
+    started_from = get_learngene(config.method).start_from_ancestor(aux, ancestor, config.init)
     aux = aux.to(device)
     ancestor = freeze(ancestor).to(device)
     _check_ancestor_classes(ancestor, data, arch.num_classes, device)
@@ -202,20 +178,18 @@ def condense(
         aux,
         optimizer,
         data,
-        teacher=ancestor if config.lam > 0 else None,
-        lam=config.lam,
-        tau=config.tau,
-        ce=config.ce_weight,
-        total_steps=config.steps,
-        batch_size=config.batch_size,
-        cfg=config.optim,
-        seed=config.seed,
+        LoopConfig(total_steps=config.steps, batch_size=config.batch_size, optim=config.optim, seed=config.seed),
         device=device,
+        objective=Objective(
+            teacher=ancestor if config.lam > 0 else None, lam=config.lam, tau=config.tau, ce=config.ce_weight
+        ),
         start_step=start,
-        progress=progress,
-        checkpoint=save_state if checkpoint_dir is not None else None,
-        checkpoint_every=checkpoint_every,
-        should_stop=should_stop,
+        hooks=LoopHooks(
+            progress=progress,
+            checkpoint=save_state if checkpoint_dir is not None else None,
+            checkpoint_every=checkpoint_every,
+            should_stop=should_stop,
+        ),
     )
     if checkpoint_dir is not None:
         save_state(config.steps)
@@ -243,46 +217,6 @@ def condense(
     )
     check_template_set(template_set)  # a diverged run fails here (NonFiniteWeights), before anything is saved
     return template_set
-
-
-def _start_from_ancestor(aux: GeneratedViT, ancestor: nn.Module, config: CondenseConfig) -> bool:
-    """WAVE's templates and scalers from a PCA of the ancestor's block weights, and its embeddings, norms and head
-    where shapes agree (METHOD.md: "initialize templates from the ancestor's weights when its width equals D0").
-
-    Measured in the benchmark (BENCHMARKS.md, ablation): the auxiliary model ends closer to the ancestor and its
-    descendants fine-tune better than from random templates."""
-    if config.method != "wave" or config.init == "random":
-        return False
-    if not _same_block_shapes(ancestor, aux):
-        if config.init == "ancestor":
-            raise ValueError("init='ancestor' needs a timm ViT ancestor with the auxiliary model's block shapes")
-        return False
-    state, arch, size = ancestor.state_dict(), aux.arch, aux.templates.config.size
-    depth = len(ancestor.blocks)
-    layers = [round(j * (depth - 1) / max(arch.depth - 1, 1)) for j in range(arch.depth)]  # same relative depth
-    with torch.no_grad():
-        for slot in aux.templates.config.slots():
-            weights = torch.stack([state[f"blocks.{i}.{slot.param}"] for i in range(depth)])
-            count = aux.templates.tensors[slot.kind].shape[0]
-            templates, scalers = templates_from_weights(weights, slot, count, size)
-            aux.templates.tensors[slot.kind].copy_(templates)
-            aux.weight_scalers.tensors[slot.kind].copy_(scalers[layers])
-        free = aux.vit.state_dict()
-        aux.vit.load_state_dict(
-            {k: v for k, v in state.items() if k in free and v.shape == free[k].shape}, strict=False
-        )
-    return True
-
-
-def _same_block_shapes(ancestor: nn.Module, aux: GeneratedViT) -> bool:
-    if not isinstance(ancestor, VisionTransformer) or len(ancestor.blocks) == 0:
-        return False
-    state = ancestor.state_dict()
-    for slot in aux.templates.config.slots():
-        weight = state.get(f"blocks.0.{slot.param}")
-        if weight is None or tuple(weight.shape) != tuple(axis.size(aux.arch) for axis in slot.axes):
-            return False
-    return True
 
 
 def _check_ancestor_classes(ancestor: nn.Module, data: ImageData, num_classes: int, device: torch.device) -> None:

@@ -19,7 +19,7 @@ from learngene.condense import CondenseConfig, condense
 from learngene.data import DEFAULT_LIMITS, DecodeLimits, ImageData, channel_stats, load_images, resolve_file
 from learngene.files import sha256_file
 from learngene.fit import FitReport, fit_scalers
-from learngene.methods import AncestorWeights, build_descendant
+from learngene.methods import AncestorWeights, build_descendant, get_method
 from learngene.spec import ViTSpec
 from learngene.template_set import Lineage, Normalization, TemplateSet
 from learngene.training import OptimConfig, ProgressFn, StopFn, evaluate, train_classifier
@@ -100,15 +100,15 @@ def initialize(
     WAVE the teacher of a KL term in the scaler fitting (METHOD.md, Fitting); `template_digest` (the store's
     manifest digest) is recorded in the checkpoint's provenance."""
     fit = fit or FitSettings()
-    wave = method == "wave"
-    if wave and ancestor is not None and template_set is not None:
+    fits = get_method(method).fits_scalers  # the ancestor is then the fitting's teacher, not a source of weights
+    if fits and ancestor is not None and template_set is not None:
         check_lineage(template_set, ancestor)
     model = build_descendant(
-        method, spec, template_set=template_set, ancestor=None if wave else ancestor, seed=fit.seed, noise=fit.noise,
+        method, spec, template_set=template_set, ancestor=None if fits else ancestor, seed=fit.seed, noise=fit.noise,
         device=device,
     )  # fmt: skip
-    steps = fit.steps if data is not None and wave else 0  # only WAVE has scalers to fit
-    if wave:
+    steps = fit.steps if data is not None and fits else 0
+    if fits:
         report = fit_scalers(
             model, data, steps, fit.lr, ancestor=ancestor.model() if ancestor else None, batch_size=fit.batch_size,
             seed=fit.seed, progress=progress, should_stop=should_stop,

@@ -133,21 +133,23 @@ def test_templates_from_weights_is_a_pca_of_the_tiles():
 
 
 def test_condensation_starts_from_the_ancestor_when_its_blocks_have_the_auxiliary_shapes(ancestor, fmnist_train):
-    from learngene.condense import _start_from_ancestor, build_auxiliary
+    from learngene.condense import build_auxiliary
+    from learngene.methods import get_learngene
 
+    wave = get_learngene("wave")
     counts = {"qkv": 6, "proj": 2, "fc1": 8, "fc2": 8, "norm1_weight": 2, "norm1_bias": 2, "qkv_bias": 6,
               "proj_bias": 2, "norm2_weight": 2, "norm2_bias": 2, "fc1_bias": 8, "fc2_bias": 2}  # fmt: skip
     config = CondenseConfig(aux=tiny_spec(embed_dim=64, num_heads=2, depth=2), template_counts=counts, steps=1)
     aux = build_auxiliary(config, torch.Generator().manual_seed(0))
-    assert _start_from_ancestor(aux, ancestor, config)  # as many templates as tiles: the ancestor exactly
+    assert wave.start_from_ancestor(aux, ancestor, config.init)  # as many templates as tiles: the ancestor exactly
     x, _ = fmnist_train.batch(torch.arange(8))
     with torch.no_grad():
         torch.testing.assert_close(aux.eval()(x), ancestor.eval()(x), atol=1e-4, rtol=1e-4)
     random = CondenseConfig(aux=tiny_spec(embed_dim=64, num_heads=2, depth=2), init="random", steps=1)
-    assert not _start_from_ancestor(build_auxiliary(random, torch.Generator()), ancestor, random)
+    assert not wave.start_from_ancestor(build_auxiliary(random, torch.Generator()), ancestor, random.init)
     other_width = CondenseConfig(aux=tiny_spec(depth=2), init="ancestor", steps=1)
     with pytest.raises(ValueError, match="block shapes"):
-        _start_from_ancestor(build_auxiliary(other_width, torch.Generator()), ancestor, other_width)
+        wave.start_from_ancestor(build_auxiliary(other_width, torch.Generator()), ancestor, other_width.init)
     ts = condense(ancestor, fmnist_train, config.model_copy(update={"steps": 5}), device="cpu")
     assert ts.lineage.condensation["init"] == "ancestor"
 

@@ -18,7 +18,7 @@ from torch import nn
 
 from learngene.methods import baselines, learngenes  # noqa: F401 - importing them registers their methods
 from learngene.methods.ancestor import AncestorWeights
-from learngene.methods.registry import Method, get_method, method_names, register_method
+from learngene.methods.registry import Learngene, Method, get_learngene, get_method, method_names, register_method
 from learngene.spec import Architecture, SpecError, ViTSpec
 from learngene.template_set import TemplateSet, TemplateSetConfig
 
@@ -26,16 +26,20 @@ METHODS = method_names()
 LEARNGENE_METHODS = method_names("template_set")
 ANCESTOR_METHODS = method_names("ancestor")
 MethodName = Literal[METHODS]  # the API's `method` field: whatever is registered
+LearngeneName = Literal[LEARNGENE_METHODS]  # what a condensation can produce
 
 __all__ = [
     "ANCESTOR_METHODS",
     "LEARNGENE_METHODS",
     "METHODS",
     "AncestorWeights",
+    "Learngene",
+    "LearngeneName",
     "Method",
     "MethodName",
     "build_descendant",
     "check_method",
+    "get_learngene",
     "get_method",
     "register_method",
 ]

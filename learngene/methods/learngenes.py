@@ -1,21 +1,26 @@
-"""The learngene methods: each inherits from a template set of its own kind (METHOD.md, Inheritance)."""
+"""The learngene methods: each is condensed into a template set of its own kind (METHOD.md, Condensation) and
+inherited from it (METHOD.md, Inheritance)."""
 
 from __future__ import annotations
 
+import torch
+from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from learngene import sws, tleg
 from learngene.inherit import check_compatible, inherit, inherit_free
-from learngene.methods.registry import Method, register_method
+from learngene.methods.registry import Learngene, register_method
 from learngene.spec import Architecture, SpecError, ViTSpec, build_fresh
 from learngene.template_set import TemplateSet, TemplateSetConfig
+from learngene.templated_vit import TemplatedViT
+from learngene.templates import TemplateConfig, WeightScalers, WeightTemplates, templates_from_weights
 
 
 @register_method
-class Wave(Method):
+class Wave(Learngene):
     """Weight templates and Kronecker scalers: any depth, widths k x D0; the scalers are fitted next."""
 
-    name, needs = "wave", "template_set"
+    name, fits_scalers, default_ce = "wave", True, 1.0
 
     def check(self, spec, dst, template_config, ancestor) -> Architecture:
         return check_compatible(template_config, spec)
@@ -23,12 +28,49 @@ class Wave(Method):
     def build(self, spec, *, template_set, ancestor, seed, noise, device) -> nn.Module:
         return inherit(template_set, spec, noise=noise, seed=seed, device=device)  # in generating form
 
+    def check_auxiliary(self, arch: Architecture, templates: TemplateConfig, stages: list[int]) -> None:
+        templates.check(arch, what="aux.embed_dim")
 
-class LayerLearngene(Method):
+    def new_auxiliary(self, aux: ViTSpec, templates: TemplateConfig | None, stages: list[int] | None) -> TemplatedViT:
+        return TemplatedViT(aux, WeightTemplates(templates), WeightScalers(templates, aux.resolve()))
+
+    def init_auxiliary(self, aux: TemplatedViT, generator: torch.Generator) -> None:
+        aux.templates.reset_parameters(generator)  # [ours]
+        aux.weight_scalers.reset_parameters(generator)
+
+    def start_from_ancestor(self, aux: TemplatedViT, ancestor: nn.Module, init: str) -> bool:
+        """WAVE's templates and scalers from a PCA of the ancestor's block weights, and its embeddings, norms and head
+        where shapes agree (METHOD.md: "initialize templates from the ancestor's weights when its width equals D0").
+
+        Measured in the benchmark (BENCHMARKS.md, ablation): the auxiliary model ends closer to the ancestor and its
+        descendants fine-tune better than from random templates."""
+        if init == "random":
+            return False
+        if not _same_block_shapes(ancestor, aux):
+            if init == "ancestor":
+                raise ValueError("init='ancestor' needs a timm ViT ancestor with the auxiliary model's block shapes")
+            return False
+        state, arch, size = ancestor.state_dict(), aux.arch, aux.templates.config.size
+        depth = len(ancestor.blocks)
+        layers = [round(j * (depth - 1) / max(arch.depth - 1, 1)) for j in range(arch.depth)]  # same relative depth
+        with torch.no_grad():
+            for slot in aux.templates.config.slots():
+                weights = torch.stack([state[f"blocks.{i}.{slot.param}"] for i in range(depth)])
+                count = aux.templates.tensors[slot.kind].shape[0]
+                templates, scalers = templates_from_weights(weights, slot, count, size)
+                aux.templates.tensors[slot.kind].copy_(templates)
+                aux.weight_scalers.tensors[slot.kind].copy_(scalers[layers])
+            free = aux.vit.state_dict()
+            aux.vit.load_state_dict(
+                {k: v for k, v in state.items() if k in free and v.shape == free[k].shape}, strict=False
+            )
+        return True
+
+
+class LayerLearngene(Learngene):
     """TLEG and SWS: any depth at the auxiliary width; blocks from the learngene's rule, embeddings and final norm
     inherited, a new head."""
 
-    needs = "template_set"
     blocks: staticmethod  # the learngene's rule: (learngene tensors, depth) -> block parameters
 
     def check(self, spec, dst, template_config: TemplateSetConfig, ancestor) -> Architecture:
@@ -55,8 +97,29 @@ class Tleg(LayerLearngene):
     name = "tleg"
     blocks = staticmethod(tleg.descendant_blocks)
 
+    def new_auxiliary(self, aux: ViTSpec, templates, stages) -> tleg.LinearExpansionViT:
+        return tleg.LinearExpansionViT(aux)
+
 
 @register_method
 class Sws(LayerLearngene):
     name = "sws"
     blocks = staticmethod(sws.descendant_blocks)
+
+    def check_auxiliary(self, arch: Architecture, templates: TemplateConfig, stages: list[int]) -> None:
+        if sum(stages) != arch.depth or min(stages) < 1:
+            raise SpecError("stages", f"stages {stages} must be positive and sum to aux depth {arch.depth}")
+
+    def new_auxiliary(self, aux: ViTSpec, templates, stages: list[int] | None) -> sws.StageSharedViT:
+        return sws.StageSharedViT(aux, stages)
+
+
+def _same_block_shapes(ancestor: nn.Module, aux: TemplatedViT) -> bool:
+    if not isinstance(ancestor, VisionTransformer) or len(ancestor.blocks) == 0:
+        return False
+    state = ancestor.state_dict()
+    for slot in aux.templates.config.slots():
+        weight = state.get(f"blocks.0.{slot.param}")
+        if weight is None or tuple(weight.shape) != tuple(axis.size(aux.arch) for axis in slot.axes):
+            return False
+    return True

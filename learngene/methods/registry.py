@@ -1,6 +1,9 @@
 """One registry of the ways to initialize a descendant, the way timm registers models: a method is a class with a
-`name`, registered by `@register_method`, and everything else (the API's `method` field, the CLI's help, admission)
-reads the registry. A new method is one new module that registers itself, plus its tests."""
+`name`, registered by `@register_method`, and everything else (the API's `method` field, the CLI's help, admission,
+the condensation) reads the registry. A new method is one new module that registers itself, plus its tests.
+
+A `Method` checks and builds descendants. A `Learngene` is a method with a condensation of its own: it also says
+how its auxiliary model is built and initialized, whether it starts from the ancestor, and its loss weights."""
 
 from __future__ import annotations
 
@@ -10,9 +13,11 @@ from typing import ClassVar, Literal
 import torch
 from torch import nn
 
+from learngene.generated import GeneratedViT
 from learngene.methods.ancestor import AncestorWeights
 from learngene.spec import Architecture, SpecError, ViTSpec
 from learngene.template_set import TemplateSet, TemplateSetConfig
+from learngene.templates import TemplateConfig
 
 Needs = Literal["template_set", "ancestor"] | None
 
@@ -23,6 +28,8 @@ class Method(abc.ABC):
 
     name: ClassVar[str]
     needs: ClassVar[Needs] = None
+    # Its descendants carry scalers that calibration data fits, with an ancestor as the optional teacher (WAVE).
+    fits_scalers: ClassVar[bool] = False
 
     def check(
         self, spec: ViTSpec, dst: Architecture, template_config: TemplateSetConfig | None, ancestor: Architecture | None
@@ -43,6 +50,30 @@ class Method(abc.ABC):
     ) -> nn.Module: ...
 
 
+class Learngene(Method):
+    """A method condensed from an ancestor into a template set of its own kind, then inherited from that set."""
+
+    needs = "template_set"
+    default_ce: ClassVar[float] = 0.0  # weight of the CE term when not given: TLEG and SWS distil purely (METHOD.md)
+
+    def check_auxiliary(self, arch: Architecture, templates: TemplateConfig, stages: list[int]) -> None:
+        """A `SpecError` naming the condensation field this method cannot build its auxiliary model with."""
+
+    @abc.abstractmethod
+    def new_auxiliary(self, aux: ViTSpec, templates: TemplateConfig | None, stages: list[int] | None) -> GeneratedViT:
+        """The auxiliary model, not yet initialized (so it also builds on the meta device); each method reads the
+        parts of the set's configuration it has (templates for WAVE, stages for SWS)."""
+
+    def init_auxiliary(self, aux: GeneratedViT, generator: torch.Generator) -> None:
+        """Initialize the learngene and the free parameters (the method's own rule)."""
+        aux.reset_parameters(generator)
+
+    def start_from_ancestor(self, aux: GeneratedViT, ancestor: nn.Module, init: str) -> bool:
+        """Start the learngene from the ancestor's weights where the method can; True if it did. `init` is
+        'auto' (when possible), 'ancestor' (required) or 'random' (never)."""
+        return False
+
+
 _REGISTRY: dict[str, Method] = {}
 
 
@@ -57,6 +88,13 @@ def get_method(name: str) -> Method:
     if name not in _REGISTRY:
         raise SpecError("method", f"unknown method {name!r}; known: {', '.join(method_names())}")
     return _REGISTRY[name]
+
+
+def get_learngene(name: str) -> Learngene:
+    method = get_method(name)
+    if not isinstance(method, Learngene):
+        raise SpecError("method", f"{name!r} is not a learngene; known: {', '.join(method_names('template_set'))}")
+    return method
 
 
 _GROUPS = {"template_set": 0, "ancestor": 1, None: 2}  # learngenes first, then the baselines
