@@ -17,6 +17,9 @@ from learngene.checkpoint import freeze
 from learngene.data import ImageData
 from learngene.templated_vit import TemplatedViT
 from learngene.training import (
+    LoopConfig,
+    LoopHooks,
+    Objective,
     OptimConfig,
     ProgressFn,
     StopFn,
@@ -82,16 +85,10 @@ def fit_scalers(
         model,
         optimizer,
         data,
-        teacher=teacher,
-        lam=lam,
-        tau=tau,
-        total_steps=steps,
-        batch_size=batch_size,
-        cfg=cfg,
-        seed=seed,
+        LoopConfig(total_steps=steps, batch_size=batch_size, optim=cfg, seed=seed),
         device=device,
-        progress=progress,
-        should_stop=should_stop,
+        objective=Objective(teacher=teacher, lam=lam, tau=tau),
+        hooks=LoopHooks(progress=progress, should_stop=should_stop),
     )
     model.eval()
     report.seconds = time.perf_counter() - t0

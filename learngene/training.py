@@ -148,30 +148,53 @@ def distillation_loss(
 
 # One loop, read top to bottom (nanoGPT style): batch, forward, loss, step, report, checkpoint. Splitting it would
 # scatter the order of those effects, which is what a reader of a training loop needs to see.
+@dataclass(frozen=True)
+class LoopConfig:
+    """How many steps, of which batches, with which optimizer settings."""
+
+    total_steps: int
+    batch_size: int
+    optim: OptimConfig
+    seed: int
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What a step minimizes: `distillation_loss` against `teacher` (no teacher: the CE term alone)."""
+
+    teacher: nn.Module | None = None
+    lam: float = 1.0
+    tau: float = 1.0
+    ce: float = 1.0
+
+
+@dataclass(frozen=True)
+class LoopHooks:
+    """What the loop tells the outside world and asks it: progress, checkpoints, whether to stop."""
+
+    progress: ProgressFn | None = None
+    report_every: int = 10
+    checkpoint: Callable[[int], None] | None = None
+    checkpoint_every: int = 0
+    should_stop: StopFn | None = None
+
+
 def train_steps(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     data: ImageData,
+    loop: LoopConfig,
     *,
-    total_steps: int,
-    batch_size: int,
-    cfg: OptimConfig,
-    seed: int,
     device: torch.device,
-    teacher: nn.Module | None = None,
-    lam: float = 1.0,
-    tau: float = 1.0,
-    ce: float = 1.0,
+    objective: Objective = Objective(),
     start_step: int = 0,
-    progress: ProgressFn | None = None,
-    report_every: int = 10,
-    checkpoint: Callable[[int], None] | None = None,
-    checkpoint_every: int = 0,
-    should_stop: StopFn | None = None,
+    hooks: LoopHooks = LoopHooks(),
 ) -> float | None:
-    """Steps [start_step, total_steps) of `distillation_loss(model(x), y, teacher(x))`, optimizing what
-    `optimizer` holds. Returns the mean loss of the last report window. `should_stop` is asked before every step;
-    when it answers True the loop raises `TrainingStopped`."""
+    """Steps [start_step, loop.total_steps) of `objective` on `data`, optimizing what `optimizer` holds. Returns the
+    mean loss of the last report window. `hooks.should_stop` is asked before every step; when it answers True the
+    loop raises `TrainingStopped`."""
+    total_steps, batch_size, cfg, seed = loop.total_steps, loop.batch_size, loop.optim, loop.seed
+    teacher, progress, should_stop = objective.teacher, hooks.progress, hooks.should_stop
     params = [p for group in optimizer.param_groups for p in group["params"]]
     model.train()
     window_loss, window_correct, window_seen, window_steps = torch.zeros(()), 0, 0, 0
@@ -187,7 +210,7 @@ def train_steps(
             with torch.no_grad():
                 teacher_logits = teacher(x) if teacher is not None else None
             logits = model(x)
-            loss = distillation_loss(logits, y, teacher_logits, lam, tau, ce)
+            loss = distillation_loss(logits, y, teacher_logits, objective.lam, objective.tau, objective.ce)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip:
@@ -200,7 +223,7 @@ def train_steps(
         if y is not None:
             window_correct += int((logits.argmax(-1) == y).sum())
         done = step + 1
-        if done % report_every == 0 or done == total_steps:
+        if done % hooks.report_every == 0 or done == total_steps:
             last_loss = float(window_loss) / window_steps
             if progress is not None:
                 elapsed = time.perf_counter() - t0
@@ -218,10 +241,11 @@ def train_steps(
                 )
             window_loss, window_correct, window_seen, window_steps = torch.zeros(()), 0, 0, 0
             t0 = time.perf_counter()
-        if checkpoint is not None and checkpoint_every and done % checkpoint_every == 0 and done < total_steps:
+        snapshot_due = hooks.checkpoint_every and done % hooks.checkpoint_every == 0 and done < total_steps
+        if hooks.checkpoint is not None and snapshot_due:
             if should_stop is not None and should_stop():  # e.g. a lost lease: the state is no longer ours to write
                 raise TrainingStopped(done)
-            checkpoint(done)
+            hooks.checkpoint(done)
     return last_loss
 
 
@@ -279,13 +303,9 @@ def train_classifier(
         model,
         build_optimizer(model.named_parameters(), cfg),
         data,
-        total_steps=steps,
-        batch_size=batch_size,
-        cfg=cfg,
-        seed=seed,
+        LoopConfig(total_steps=steps, batch_size=batch_size, optim=cfg, seed=seed),
         device=device,
-        progress=progress,
-        report_every=report_every,
+        hooks=LoopHooks(progress=progress, report_every=report_every),
     )
 
 
