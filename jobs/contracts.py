@@ -6,15 +6,16 @@ models, so anything a worker sees has already passed them.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from learngene import ViTSpec
 from learngene.condense import CondenseConfig
-from learngene.methods import LEARNGENE_METHODS, MethodName
-from learngene.pipeline import SEED_MAX, Calibration, FitSettings
+from learngene.methods import LEARNGENE_METHODS, LearngeneName, MethodName
+from learngene.pipeline import SEED_MAX, AncestorRef, Calibration, FitSettings
 from learngene.spec import check_model_name
+from learngene.sws import DEFAULT_STAGES
 from learngene.templates import DEFAULT_COUNTS
 from learngene.training import OptimConfig
 
@@ -44,6 +45,9 @@ class Architecture(BaseModel):
 
 class AncestorSpec(Architecture):
     checkpoint: str = Field(description="path or file:// URI of the ancestor's safetensors state dict")
+
+    def ref(self) -> AncestorRef:
+        return AncestorRef(model=self.model, overrides=self.spec().overrides(), checkpoint=self.checkpoint)
 
 
 class InitializationRequest(Architecture):
@@ -81,17 +85,21 @@ class TemplatesSpec(BaseModel):
     counts: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_COUNTS))
 
 
+_CONDENSE = CondenseConfig.model_fields  # the request's defaults are the method's own
+_OPTIM: OptimConfig = _CONDENSE["optim"].default
+
+
 class TrainingSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    steps: int = Field(default=1000, ge=1)
-    batch_size: int = Field(default=128, ge=1)
-    lr: float = Field(default=5e-4, gt=0)
-    warmup_steps: int = Field(default=100, ge=0)
-    weight_decay: float = Field(default=0.05, ge=0)
-    lam: float = Field(default=1.0, ge=0)
-    tau: float = Field(default=1.0, gt=0)
-    seed: int = Field(default=0, ge=0, le=SEED_MAX)
+    steps: int = Field(default=_CONDENSE["steps"].default, ge=1)
+    batch_size: int = Field(default=_CONDENSE["batch_size"].default, ge=1)
+    lr: float = Field(default=_OPTIM.lr, gt=0)
+    warmup_steps: int = Field(default=_OPTIM.warmup_steps, ge=0)
+    weight_decay: float = Field(default=_OPTIM.weight_decay, ge=0)
+    lam: float = Field(default=_CONDENSE["lam"].default, ge=0)
+    tau: float = Field(default=_CONDENSE["tau"].default, gt=0)
+    seed: int = Field(default=_CONDENSE["seed"].default, ge=0, le=SEED_MAX)
 
 
 class CondensationRequest(BaseModel):
@@ -100,8 +108,10 @@ class CondensationRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: str = Field(description="template-set name to publish the result under")
-    method: Literal["wave", "tleg", "sws"] = Field(default="wave", description="the learngene to condense")
-    stages: list[int] | None = Field(default=None, description="SWS: layers per stage (default 3,3,4,3,3)")
+    method: LearngeneName = Field(default="wave", description="the learngene to condense")
+    stages: list[int] | None = Field(
+        default=None, description=f"SWS: layers per stage (default {','.join(map(str, DEFAULT_STAGES))})"
+    )
     ancestor: AncestorSpec
     aux: Architecture = Field(description="the auxiliary model; its embed_dim is the template width")
     data: DataSpec

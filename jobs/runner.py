@@ -27,7 +27,7 @@ from jobs.settings import Settings
 from jobs.store import JobStore
 from learngene import DataRefError, IntegrityError, SpecError
 from learngene.control import Stopped
-from learngene.pipeline import AncestorRef, run_condensation
+from learngene.pipeline import run_condensation
 from learngene.training import Progress, pick_device
 from templates_store import ResolvedRef, StoreError, TemplateStore
 
@@ -361,9 +361,8 @@ def run_condensation_job(job: Job, context: WorkerContext, reporter: Reporter) -
     published = state / "published.json"
     if published.is_file():  # an earlier attempt published but died before recording it: do not publish twice
         return json.loads(published.read_text())
-    ancestor = request.ancestor
     template_set = run_condensation(
-        AncestorRef(model=ancestor.model, overrides=ancestor.spec().overrides(), checkpoint=ancestor.checkpoint),
+        request.ancestor.ref(),
         request.data.uri,
         request.condense_config(),
         name=request.name,

@@ -15,12 +15,27 @@ from tqdm import tqdm
 
 from jobs.settings import get_settings
 from learngene import DataRefError, IntegrityError, SpecError, ViTSpec
+from learngene.condense import CondenseConfig
+from learngene.pipeline import Calibration, FitSettings
 from learngene.spec import parse_overrides
 from learngene.training import Progress, pick_device
 from templates_store import StoreError, TemplateStore
 
 SetOption = Annotated[list[str] | None, typer.Option("--set", help="architecture override key=value (repeatable)")]
 JsonOption = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
+
+# Defaults come from the models the options fill, so a command and the request it makes cannot disagree.
+FIT = FitSettings()
+CALIBRATION_SAMPLES = Calibration.model_fields["max_samples"].default
+CONDENSE = {name: field.get_default(call_default_factory=True) for name, field in CondenseConfig.model_fields.items()
+            if not field.is_required()}  # fmt: skip
+# The scaler-fitting options of `init` (on this machine) and `submit` (to the API).
+MaxSamples = Annotated[int | None, typer.Option(help="seeded subset of the calibration data")]
+FitSteps = Annotated[int, typer.Option(help="scaler-fitting steps (0: pure inheritance)")]
+FitLr = Annotated[float, typer.Option(help="scaler-fitting learning rate")]
+FitBatch = Annotated[int, typer.Option(help="scaler-fitting batch size")]
+Noise = Annotated[float, typer.Option(help="eps of the noise added to inherited scalers")]
+Seed = Annotated[int, typer.Option(help="seed of the noise, the calibration subset and the batches")]
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:

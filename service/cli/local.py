@@ -21,7 +21,24 @@ from learngene.spec import parse_overrides
 from learngene.template_set import Normalization
 from learngene.training import OptimConfig, pick_device
 from learngene.training import evaluate as evaluate_model
-from service.cli.common import SetOption, device_option, emit, get_store, make_spec, progress_bar, user_errors
+from service.cli.common import (
+    CALIBRATION_SAMPLES,
+    CONDENSE,
+    FIT,
+    FitBatch,
+    FitLr,
+    FitSteps,
+    MaxSamples,
+    Noise,
+    Seed,
+    SetOption,
+    device_option,
+    emit,
+    get_store,
+    make_spec,
+    progress_bar,
+    user_errors,
+)
 from templates_store.refs import check_name
 
 
@@ -67,7 +84,9 @@ def condense(
     data: Annotated[str, typer.Option(help="condensation data reference")],
     aux_model: Annotated[str, typer.Option(help="timm model name of the auxiliary model")],
     method: Annotated[str, typer.Option(help="learngene to condense: wave, tleg or sws")] = "wave",
-    stages: Annotated[str, typer.Option(help="SWS: layers per stage, comma-separated")] = "3,3,4,3,3",
+    stages: Annotated[str, typer.Option(help="SWS: layers per stage, comma-separated")] = ",".join(
+        map(str, CONDENSE["stages"])
+    ),
     publish: Annotated[str | None, typer.Option(help="publish into the template store under this name")] = None,
     out: Annotated[Path | None, typer.Option(help="also (or only) write the template-set folder here")] = None,
     name: Annotated[str | None, typer.Option(help="the set's own name (default: --publish, else --out's name)")] = None,
@@ -78,14 +97,14 @@ def condense(
     ] = None,
     template_size: Annotated[int | None, typer.Option(help="template side a (default: the auxiliary width)")] = None,
     eval_data: Annotated[str | None, typer.Option(help="held-out data for the recorded accuracies")] = None,
-    steps: int = 1000,
-    batch_size: int = 128,
-    lr: float = 5e-4,
-    warmup: int = 100,
-    weight_decay: float = 0.05,
-    lam: float = 1.0,
-    tau: float = 1.0,
-    seed: int = 0,
+    steps: int = CONDENSE["steps"],
+    batch_size: int = CONDENSE["batch_size"],
+    lr: float = CONDENSE["optim"].lr,
+    warmup: int = CONDENSE["optim"].warmup_steps,
+    weight_decay: float = CONDENSE["optim"].weight_decay,
+    lam: float = CONDENSE["lam"],
+    tau: float = CONDENSE["tau"],
+    seed: int = CONDENSE["seed"],
     checkpoint_dir: Annotated[
         Path | None, typer.Option(help="resumable state; default: one folder per run under LEARNGENE_WORK_DIR")
     ] = None,
@@ -99,7 +118,7 @@ def condense(
         name = check_name(name or publish or out.name)
         if publish is not None:
             check_name(publish)
-        counts = CondenseConfig.model_fields["template_counts"].default_factory()
+        counts = dict(CONDENSE["template_counts"])
         counts.update({k: int(v) for k, v in parse_overrides(templates or []).items()})
         config = CondenseConfig(
             method=method,
@@ -152,12 +171,12 @@ def init(
         "demo@prod"
     ),
     calibration: Annotated[str | None, typer.Option(help="calibration data for WAVE's scaler fitting")] = None,
-    max_samples: Annotated[int | None, typer.Option(help="seeded subset of the calibration data")] = 2048,
-    steps: Annotated[int, typer.Option(help="scaler-fitting steps (0: pure inheritance)")] = 200,
-    lr: float = 2e-3,
-    batch_size: int = 64,
-    noise: Annotated[float, typer.Option(help="eps of the noise added to inherited scalers")] = 1e-6,
-    seed: int = 0,
+    max_samples: MaxSamples = CALIBRATION_SAMPLES,
+    steps: FitSteps = FIT.steps,
+    lr: FitLr = FIT.lr,
+    batch_size: FitBatch = FIT.batch_size,
+    noise: Noise = FIT.noise,
+    seed: Seed = FIT.seed,
     ancestor: Annotated[
         Path | None,
         typer.Option(help="ancestor weights: the source of weight_selection/heru_lg/auto_lg, or WAVE's KL teacher"),

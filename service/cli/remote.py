@@ -11,7 +11,19 @@ from tqdm import tqdm
 
 from jobs.settings import get_settings
 from learngene.spec import parse_overrides
-from service.cli.common import SetOption, emit, fail
+from service.cli.common import (
+    CALIBRATION_SAMPLES,
+    FIT,
+    FitBatch,
+    FitLr,
+    FitSteps,
+    MaxSamples,
+    Noise,
+    Seed,
+    SetOption,
+    emit,
+    fail,
+)
 from service.client import ApiError, Client, JobFailed
 
 app = typer.Typer(no_args_is_help=True, help="Inspect and control jobs of a running API.")
@@ -51,12 +63,12 @@ def submit(
     templates: Annotated[str, typer.Option(help="template set reference")] = "demo@prod",
     method: Annotated[str, typer.Option(help="wave, tleg, sws or a baseline (see `learngene init --help`)")] = "wave",
     calibration: Annotated[str | None, typer.Option(help="calibration data reference, as the workers see it")] = None,
-    max_samples: int = 2048,
-    steps: int = 200,
-    lr: float = 2e-3,
-    batch_size: int = 64,
-    seed: int = 0,
-    noise: float = 1e-6,
+    max_samples: MaxSamples = CALIBRATION_SAMPLES,
+    steps: FitSteps = FIT.steps,
+    lr: FitLr = FIT.lr,
+    batch_size: FitBatch = FIT.batch_size,
+    seed: Seed = FIT.seed,
+    noise: Noise = FIT.noise,
     wait: Annotated[bool, typer.Option(help="wait for the job, with a progress bar")] = False,
     out: Annotated[Path | None, typer.Option(help="download the checkpoint here (implies --wait)")] = None,
     url: UrlOption = None,
