@@ -26,6 +26,7 @@ from jobs.model import Job, JobKind
 from jobs.settings import Limits, Settings
 from jobs.store import JobStore
 from learngene import DataRefError, SpecError
+from learngene.ancestors import resolve_ancestor
 from learngene.data import check_data_ref, resolve_file
 from learngene.methods import ANCESTOR_METHODS, check_method, get_method
 from learngene.spec import Architecture, ViTSpec
@@ -197,11 +198,15 @@ def admit(jobs: JobStore, settings: Settings, kind: JobKind, client: str | None)
         raise Overloaded(f"client {client!r} has {limit} queued or running jobs, its limit; retry later", 10)
 
 
-def _check_safetensors(uri: str, settings: Settings) -> None:
-    """Only safetensors are loaded from outside: the suffix, and a header that parses, are checked up front."""
-    if not uri.endswith(".safetensors"):
+def _check_safetensors(uri: str, settings: Settings, *, model: str | None = None) -> None:
+    """Only safetensors are loaded from outside: the suffix, and a header that parses, are checked up front. Given
+    the `model` (a condensation's ancestor), a timm local-dir folder or a cached hf-hub model is accepted too."""
+    if model is not None:
+        path = resolve_ancestor(uri, model=model, allowed_roots=settings.data_roots).checkpoint
+    elif not uri.endswith(".safetensors"):
         raise DataRefError(uri, "only .safetensors files are accepted")
-    path = resolve_file(uri, settings.data_roots)
+    else:
+        path = resolve_file(uri, settings.data_roots)
     try:
         with safe_open(str(path), framework="pt") as f:
             f.keys()
@@ -232,6 +237,13 @@ def submit_condensation(
     if request.training.steps > settings.limits.condense_steps:
         message = f"steps is over the limit of {settings.limits.condense_steps}"
         raise FieldError([(("body", "training", "steps"), message)])
+    if (request.nproc or 0) > settings.limits.condense_nproc:
+        message = f"nproc is over the limit of {settings.limits.condense_nproc}"
+        raise FieldError([(("body", "nproc"), message)])
+    for field in ("epochs", "warmup_epochs"):
+        if (getattr(request.training, field) or 0) > settings.limits.condense_epochs:
+            message = f"{field} is over the limit of {settings.limits.condense_epochs:g}"
+            raise FieldError([(("body", "training", field), message)])
     t = request.training
     check_bounds(settings.limits, ("body", "training"), lr=t.lr, loss_weight={"lam": t.lam}, temperature={"tau": t.tau},
                  weight_decay=t.weight_decay, warmup_steps=t.warmup_steps)  # fmt: skip
@@ -239,7 +251,7 @@ def submit_condensation(
         check_overrides(settings.limits, request.ancestor.spec(), prefix=("body", "ancestor"))
         request.ancestor.spec().resolve()
     with located("body", "ancestor", "checkpoint"):
-        _check_safetensors(request.ancestor.checkpoint, settings)
+        _check_safetensors(request.ancestor.checkpoint, settings, model=request.ancestor.model)
     with located("body", "data", "uri"):
         check_data_ref(request.data.uri, settings.data_roots, settings.limits.decode())
     if request.eval_data:

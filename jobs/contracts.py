@@ -6,12 +6,13 @@ models, so anything a worker sees has already passed them.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from learngene import ViTSpec
 from learngene.condense import CondenseConfig
+from learngene.data.transforms import Augment
 from learngene.methods import LEARNGENE_METHODS, LearngeneName, MethodName
 from learngene.pipeline import SEED_MAX, AncestorRef, Calibration, FitSettings
 from learngene.spec import check_model_name
@@ -100,6 +101,13 @@ class TrainingSpec(BaseModel):
     lam: float = Field(default=_CONDENSE["lam"].default, ge=0)
     tau: float = Field(default=_CONDENSE["tau"].default, gt=0)
     seed: int = Field(default=_CONDENSE["seed"].default, ge=0, le=SEED_MAX)
+    recipe: Literal["deit", "plain"] = Field(
+        default=_CONDENSE["recipe"].default, description=_CONDENSE["recipe"].description
+    )
+    augment: Augment | None = Field(default=None, description="default: from `recipe`")
+    lr_batch: int | None = Field(default=None, ge=1, description=_CONDENSE["lr_batch"].description)
+    epochs: float | None = Field(default=None, gt=0, description=_CONDENSE["epochs"].description)
+    warmup_epochs: float | None = Field(default=None, ge=0, description=_CONDENSE["warmup_epochs"].description)
 
 
 class CondensationRequest(BaseModel):
@@ -119,6 +127,10 @@ class CondensationRequest(BaseModel):
     templates: TemplatesSpec = Field(default_factory=TemplatesSpec)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     promote: str | None = Field(default=None, description="alias to point at the new version when it succeeds")
+    nproc: int | None = Field(
+        default=None, ge=1, description="processes to run on (torchrun ranks on the worker's machine, one per GPU); "
+        "default: the worker's LEARNGENE_CONDENSE_NPROC",
+    )  # fmt: skip
 
     def condense_config(self) -> CondenseConfig:
         t = self.training
@@ -134,6 +146,11 @@ class CondensationRequest(BaseModel):
             lam=t.lam,
             tau=t.tau,
             seed=t.seed,
+            recipe=t.recipe,
+            augment=t.augment,
+            epochs=t.epochs,
+            warmup_epochs=t.warmup_epochs,
+            **({"lr_batch": t.lr_batch} if "lr_batch" in t.model_fields_set else {}),  # None is a value: no scaling
         )
 
 

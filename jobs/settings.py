@@ -27,6 +27,8 @@ class Limits(BaseModel):
     calibration_samples: int = Field(default=100_000, ge=1)
     calibration_bytes: int = Field(default=4 << 30, ge=1, description="samples x channels x height x width, as uint8")
     condense_steps: int = Field(default=2_000_000, ge=1)
+    condense_epochs: float = Field(default=1000.0, gt=0)
+    condense_nproc: int = Field(default=8, ge=1, description="processes one condensation may ask for")
     # Optimizer and loss numbers: finite, and far beyond any useful value, so a typo is refused rather than run.
     lr: float = Field(default=1.0, gt=0, description="learning rate of fitting and condensation")
     noise: float = Field(default=1.0, ge=0, description="eps of the noise added to inherited scalers")
@@ -68,6 +70,14 @@ class Settings(BaseSettings):
         description="folders that data and checkpoint references of API requests must lie under (JSON list)",
     )
     device: str | None = Field(default=None, description="torch device; unset: CUDA when present, else CPU")
+    condense_nproc: int = Field(
+        default=1, ge=1, description="processes (torchrun ranks, one per GPU) a condensation runs on unless its "
+        "request says `nproc`",
+    )  # fmt: skip
+    data_workers: int | None = Field(
+        default=None, ge=0, description="DataLoader worker processes of a condensation; unset: the cores less one, "
+        "at most 8; 0: decode in the training process",
+    )  # fmt: skip
 
     # queue and job records
     redis_url: str | None = Field(

@@ -10,20 +10,26 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
+from learngene import distributed
 from learngene.checkpoint import check_finite, freeze
 from learngene.data import ImageData
+from learngene.data.loader import Stream, ordered_batches
+from learngene.data.sources import ImageSource, MemorySource, SubsetSource
+from learngene.data.transforms import Augment, eval_transform, train_transform
 from learngene.generated import GeneratedViT
 from learngene.methods import LearngeneName, get_learngene
 from learngene.spec import SpecError, ViTSpec
 from learngene.sws import DEFAULT_STAGES
-from learngene.template_set import IntegrityError, Lineage, TemplateSet, TemplateSetConfig
+from learngene.template_set import IntegrityError, Lineage, Normalization, TemplateSet, TemplateSetConfig
 from learngene.templates import DEFAULT_COUNTS, TemplateConfig
 from learngene.training import (
     LoopConfig,
@@ -70,12 +76,53 @@ class CondenseConfig(BaseModel):
     lam: float = Field(default=1.0, ge=0, description="weight of the distillation term")
     tau: float = Field(default=1.0, gt=0, description="distillation temperature")
     seed: int = 0
+    recipe: Literal["deit", "plain"] = Field(
+        default="deit", description="deit: the paper's setting (DeiT's augmentation, Mixup/CutMix, label smoothing, "
+        "lr scaled by batch/512); plain: none of it, for tiny data. Sets the defaults of `augment` and `lr_batch`",
+    )  # fmt: skip
+    augment: Augment = Field(default=None, validate_default=False, description="default: from `recipe`")
+    lr_batch: int | None = Field(
+        default=None, ge=1, description="optim.lr is the rate for this global batch and is scaled linearly by "
+        "batch_size / lr_batch (DeiT: 512); None: optim.lr as given. Default: from `recipe`",
+    )  # fmt: skip
+    epochs: float | None = Field(
+        default=None, gt=0, description="when given, the run's length in passes over the data, instead of `steps`"
+    )
+    warmup_epochs: float | None = Field(
+        default=None, ge=0, description="when given, the warm-up in passes over the data (DeiT: 5), instead of "
+        "optim.warmup_steps",
+    )  # fmt: skip
+
+    @model_validator(mode="before")
+    @classmethod
+    def _recipe_defaults(cls, values: Any) -> Any:
+        if isinstance(values, dict) and values.get("recipe", "deit") in ("deit", "plain"):
+            recipe = values.get("recipe", "deit")
+            if values.get("augment") is None:
+                values = {**values, "augment": Augment.for_recipe(recipe)}
+            if "lr_batch" not in values:
+                values = {**values, "lr_batch": None if recipe == "plain" else 512}
+        return values
+
+    def schedule(self, samples: int) -> tuple[int, OptimConfig]:
+        """The number of steps and the optimizer settings for a data set of `samples` images."""
+        per_epoch = samples / self.batch_size
+        steps = math.ceil(self.epochs * per_epoch) if self.epochs is not None else self.steps
+        optim = self.optim
+        if self.warmup_epochs is not None:
+            optim = optim.model_copy(update={"warmup_steps": min(steps, round(self.warmup_epochs * per_epoch))})
+        if self.lr_batch is not None:
+            scale = self.batch_size / self.lr_batch
+            optim = optim.model_copy(update={"lr": optim.lr * scale, "min_lr": optim.min_lr * scale})
+        return steps, optim
 
     @model_validator(mode="after")
     def _method_fits(self) -> CondenseConfig:
         get_learngene(self.method).check_auxiliary(self.aux.resolve(), self.templates(), self.stages)
         if self.ce_weight == 0 and self.lam == 0:
             raise SpecError("lam", "with ce=0 the distillation term is the whole loss: lam must be > 0")
+        if self.augment.mixes and self.batch_size % 2:
+            raise SpecError("batch_size", f"Mixup/CutMix pair images: batch_size must be even, got {self.batch_size}")
         return self
 
     @property
@@ -128,99 +175,162 @@ def check_template_set(template_set: TemplateSet) -> None:
 # most functions here, kept in one piece so that its sequence and its resume points read in one place.
 def condense(
     ancestor: nn.Module,
-    data: ImageData,
+    data: ImageData | ImageSource,
     config: CondenseConfig,
     *,
     name: str = "templates",
-    eval_data: ImageData | None = None,
+    normalization: Normalization | None = None,
+    eval_data: ImageData | ImageSource | None = None,
     lineage: Lineage | None = None,
     device: torch.device | str | None = None,
+    workers: int | None = None,
     progress: ProgressFn | None = None,
     checkpoint_dir: str | Path | None = None,
     checkpoint_every: int = 500,
     should_stop: StopFn | None = None,
 ) -> TemplateSet:
-    """Distil `ancestor` into a new template set. Resumes from `checkpoint_dir` when it holds this run's state."""
-    device = pick_device(str(device) if device else None)
+    """Distil `ancestor` into a new template set. Resumes from `checkpoint_dir` when it holds this run's state.
+
+    `data` is decoded images in memory or a source streamed through `workers` loader processes; a source needs the
+    `normalization` the ancestor was trained with."""
+    world = distributed.current()  # torchrun's ranks share the global batch; rank 0 alone writes
+    device = distributed.device_for(world, pick_device(str(device) if device else None))
     arch = config.aux.resolve()
-    if data.labels is None and config.lam == 0:
+    train, normalization = _training_data(data, config, normalization, workers)
+    source = train.source if isinstance(train, Stream) else MemorySource(train)
+    if not source.labelled and config.lam == 0:
         raise ValueError("unlabelled data needs the distillation term (lam > 0)")
-    if data.labels is not None and int(data.labels.max()) >= arch.num_classes:
-        raise ValueError(
-            f"labels go up to {int(data.labels.max())}, the auxiliary model has {arch.num_classes} classes"
-        )
-    if data.images.shape[1] != arch.in_chans or tuple(data.images.shape[2:]) != arch.img_size:
-        raise ValueError(
-            f"data is {tuple(data.images.shape[1:])}, the auxiliary model takes {(arch.in_chans, *arch.img_size)}"
-        )
+    if source.labelled and source.max_label() >= arch.num_classes:
+        raise ValueError(f"labels go up to {source.max_label()}, the auxiliary model has {arch.num_classes} classes")
+    total_steps, optim = config.schedule(len(source))
+    eval_data = _evaluation_data(eval_data, source, config, normalization, workers)
 
     torch.manual_seed(config.seed)  # timm's init of the free parameters draws from the global generator
     aux = build_auxiliary(config, torch.Generator().manual_seed(config.seed))
     started_from = get_learngene(config.method).start_from_ancestor(aux, ancestor, config.init)
     aux = aux.to(device)
+    model = (
+        aux
+        if world.size == 1
+        else DistributedDataParallel(aux, device_ids=[device.index] if device.index is not None else None)
+    )
     ancestor = freeze(ancestor).to(device)
-    _check_ancestor_classes(ancestor, data, arch.num_classes, device)
+    _check_ancestor_classes(ancestor, eval_data, arch.num_classes, device)
 
     named = aux.trainable_named_parameters()
-    optimizer = build_optimizer(named, config.optim)
+    optimizer = build_optimizer(named, optim)
     params = dict(named)
     meta = config.model_dump(mode="json")
     start = 0
     if checkpoint_dir is not None:
         start = load_train_state(Path(checkpoint_dir), params, optimizer, meta)
         if start:
-            log.info("condensation resumes at step %d of %d from %s", start, config.steps, checkpoint_dir)
+            log.info("condensation resumes at step %d of %d from %s", start, total_steps, checkpoint_dir)
 
     def save_state(step: int) -> None:
-        save_train_state(Path(checkpoint_dir), params, optimizer, step, meta)
+        if world.main:
+            save_train_state(Path(checkpoint_dir), params, optimizer, step, meta)
+
+    def stop() -> bool:  # every rank stops at the same step, or none does
+        return distributed.any_rank(should_stop is not None and should_stop(), world)
 
     final_loss = train_steps(
-        aux,
+        model,
         optimizer,
-        data,
-        LoopConfig(total_steps=config.steps, batch_size=config.batch_size, optim=config.optim, seed=config.seed),
+        train,
+        LoopConfig(
+            total_steps=total_steps,
+            batch_size=config.batch_size,
+            optim=optim,
+            seed=config.seed,
+            rank=world.rank,
+            world=world.size,
+        ),
         device=device,
         objective=Objective(
-            teacher=ancestor if config.lam > 0 else None, lam=config.lam, tau=config.tau, ce=config.ce_weight
+            teacher=ancestor if config.lam > 0 else None,
+            lam=config.lam,
+            tau=config.tau,
+            ce=config.ce_weight,
+            label_smoothing=config.augment.label_smoothing,
+            mixup=config.augment.mixer(arch.num_classes),
         ),
         start_step=start,
         hooks=LoopHooks(
             progress=progress,
             checkpoint=save_state if checkpoint_dir is not None else None,
             checkpoint_every=checkpoint_every,
-            should_stop=should_stop,
+            should_stop=stop if should_stop is not None or world.size > 1 else None,
         ),
     )
     if checkpoint_dir is not None:
-        save_state(config.steps)
+        save_state(total_steps)
 
     metrics: dict[str, float] = {}
     if final_loss is not None:
         metrics["final_loss"] = final_loss
-    if eval_data is None and data.labels is not None:  # [ours] no held-out data: a seeded sample of the training data
-        sample = torch.randperm(len(data), generator=torch.Generator().manual_seed(config.seed))[:EVAL_SAMPLES]
-        eval_data = dataclasses.replace(data.subset(sample), uri=f"{data.uri} (training sample)")
-    if eval_data is not None and eval_data.labels is not None:
+    if source.labelled:
         metrics["aux_accuracy"] = evaluate(aux, eval_data, device=device)["accuracy"]
         metrics["ancestor_accuracy"] = evaluate(ancestor, eval_data, device=device)["accuracy"]
     lineage = (lineage or Lineage()).model_copy(
         update={
-            "condensation": {**meta, "init": "ancestor" if started_from else "random"},  # 'auto' as resolved
+            # 'auto' as resolved; the world size is recorded, not part of the run's identity: the same global
+            # batch on any number of processes is the same run, and may resume on another number.
+            "condensation": {**meta, "init": "ancestor" if started_from else "random", "world_size": world.size},
             "code_version": __version__,
-            "data_digest": data.digest(),
-            "data_uri": (lineage.data_uri if lineage and lineage.data_uri else data.uri),
-            "eval_data_uri": eval_data.uri if eval_data is not None else None,
+            "data_digest": source.digest(),
+            "data_uri": (lineage.data_uri if lineage and lineage.data_uri else source.uri),
+            "eval_data_uri": eval_data.uri,
         }
     )
     template_set = TemplateSet.from_auxiliary(
-        aux, name=name, normalization=data.normalization, lineage=lineage, metrics=metrics
+        aux, name=name, normalization=normalization, lineage=lineage, metrics=metrics
     )
     check_template_set(template_set)  # a diverged run fails here (NonFiniteWeights), before anything is saved
     return template_set
 
 
-def _check_ancestor_classes(ancestor: nn.Module, data: ImageData, num_classes: int, device: torch.device) -> None:
-    x, _ = data.batch(torch.arange(min(2, len(data))), device)
+def _training_data(
+    data: ImageData | ImageSource, config: CondenseConfig, normalization: Normalization | None, workers: int | None
+) -> tuple[ImageData | Stream, Normalization]:
+    """What the loop draws from: images in memory as they are (plain), or a stream through the training transform
+    (a source, or memory images that are to be augmented)."""
+    arch = config.aux.resolve()
+    if isinstance(data, ImageData):
+        normalization = normalization or data.normalization
+        if config.augment.transform == "plain":
+            if data.images.shape[1] != arch.in_chans or tuple(data.images.shape[2:]) != arch.img_size:
+                raise ValueError(f"data is {tuple(data.images.shape[1:])}, the auxiliary model takes "
+                                 f"{(arch.in_chans, *arch.img_size)}")  # fmt: skip
+            return dataclasses.replace(data, normalization=normalization), normalization
+        data = MemorySource(data)
+    if normalization is None:
+        raise ValueError("streamed data needs the normalization its ancestor was trained with")
+    transform = train_transform(config.augment, arch.img_size, arch.in_chans, normalization)
+    return Stream(data, transform, workers), normalization
+
+
+def _evaluation_data(
+    eval_data: ImageData | ImageSource | None,
+    train: ImageSource,
+    config: CondenseConfig,
+    normalization: Normalization,
+    workers: int | None,
+) -> ImageData | Stream:
+    """Held-out data as given, or [ours] a seeded sample of the training data, through the evaluation transform."""
+    if isinstance(eval_data, ImageData):
+        return eval_data
+    if eval_data is None:
+        sample = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.seed))[:EVAL_SAMPLES]
+        eval_data = SubsetSource(train, sample.tolist(), f"{train.uri} (training sample)")
+    arch = config.aux.resolve()
+    return Stream(eval_data, eval_transform(arch.img_size, arch.in_chans, normalization), workers)
+
+
+def _check_ancestor_classes(
+    ancestor: nn.Module, data: ImageData | Stream, num_classes: int, device: torch.device
+) -> None:
+    x, _ = next(ordered_batches(data, 2, device))
     with torch.no_grad():
         out = ancestor(x)
     if out.shape[-1] != num_classes:

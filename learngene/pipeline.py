@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,9 +13,13 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from learngene.ancestors import resolve_ancestor
 from learngene.checkpoint import CheckpointInfo, export_checkpoint, load_ancestor, read_metadata
 from learngene.condense import CondenseConfig, condense
-from learngene.data import DEFAULT_LIMITS, DecodeLimits, ImageData, channel_stats, load_images, resolve_file
+from learngene.data import DEFAULT_LIMITS, DataRefError, DecodeLimits, ImageData, load_images, open_source
+from learngene.data.loader import Stream
+from learngene.data.sources import sample_source, source_stats
+from learngene.data.transforms import Augment, eval_transform, train_transform
 from learngene.files import sha256_file
 from learngene.fit import FitReport, fit_scalers
 from learngene.methods import AncestorWeights, build_descendant, get_method
@@ -145,9 +148,12 @@ def check_lineage(template_set: TemplateSet, ancestor: AncestorWeights) -> None:
 
 
 class AncestorRef(BaseModel):
+    """An ancestor as named by a user: see `learngene.ancestors.resolve_ancestor` for the forms `checkpoint` takes;
+    `model` may be left to the folder's or hub model's config.json."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    model: str
+    model: str | None = None
     overrides: dict[str, Any] = Field(default_factory=dict)
     checkpoint: str
 
@@ -164,51 +170,42 @@ def run_condensation(
     allowed_roots: Sequence[str | Path] | None = None,
     limits: DecodeLimits = DEFAULT_LIMITS,
     device: torch.device | str = "cpu",
+    workers: int | None = None,
     progress: ProgressFn | None = None,
     checkpoint_dir: str | Path | None = None,
     checkpoint_every: int = 500,
     should_stop: StopFn | None = None,
 ) -> TemplateSet:
-    """Load the ancestor (safetensors only, from under the allowed roots) and the data, condense, record lineage."""
+    """Load the ancestor (safetensors only, from under the allowed roots), open the data (streamed, never decoded
+    whole), condense, record lineage."""
     arch = config.aux.resolve()
-    checkpoint = resolve_file(ancestor.checkpoint, allowed_roots)
-    anc = load_ancestor(ancestor.model, checkpoint, ancestor.overrides)
-    load = dict(
-        img_size=arch.img_size,
-        in_chans=arch.in_chans,
-        allowed_roots=allowed_roots,
-        num_classes=arch.num_classes,
-        limits=limits,
-        should_stop=should_stop,
-    )
+    resolved = resolve_ancestor(ancestor.checkpoint, ancestor.model, ancestor.overrides, allowed_roots)
+    checkpoint = resolved.checkpoint
+    anc = load_ancestor(resolved.model, checkpoint, resolved.overrides)
+    source = sample_source(open_source(data_uri, allowed_roots=allowed_roots, limits=limits), max_samples, config.seed)
     stored = read_metadata(checkpoint).get("normalization")
-    normalization = normalization or (Normalization.model_validate(stored) if stored else None)
-    data = load_images(
-        data_uri,
-        normalization=normalization or PLACEHOLDER,
-        max_samples=max_samples,
-        seed=config.seed,
-        **load,
+    normalization = (
+        normalization or resolved.normalization or (Normalization.model_validate(stored) if stored else None)
     )
-    if normalization is None:  # the ancestor's convention is unknown: use the data's own statistics
-        data = dataclasses.replace(data, normalization=channel_stats(data.images))
-    eval_data = None
-    if eval_uri:
-        eval_data = load_images(eval_uri, normalization=data.normalization, **load)
+    if normalization is None:  # the ancestor's convention is unknown: the data's own statistics, from a sample
+        normalization = source_stats(source, arch.img_size, arch.in_chans, seed=config.seed)
+    eval_source = open_source(eval_uri, allowed_roots=allowed_roots, limits=limits) if eval_uri else None
     lineage = Lineage(
-        ancestor_model=ancestor.model,
-        ancestor_overrides=ancestor.overrides,
+        ancestor_model=resolved.model,
+        ancestor_overrides=resolved.overrides,
         ancestor_sha256=sha256_file(checkpoint),
         data_uri=data_uri,
     )
     return condense(
         anc,
-        data,
+        source,
         config,
         name=name,
-        eval_data=eval_data,
+        normalization=normalization,
+        eval_data=eval_source,
         lineage=lineage,
         device=device,
+        workers=workers,
         progress=progress,
         checkpoint_dir=checkpoint_dir,
         checkpoint_every=checkpoint_every,
@@ -234,40 +231,43 @@ def run_training(
     max_samples: int | None = None,
     allowed_roots: Sequence[str | Path] | None = None,
     device: torch.device | str = "cpu",
+    augment: Augment | None = None,
+    workers: int | None = None,
     progress: ProgressFn | None = None,
 ) -> TrainResult:
-    """Train a timm ViT from scratch (ancestors, baselines); normalization comes from the data's statistics."""
-    arch = spec.resolve()
-    load = dict(
-        img_size=arch.img_size,
-        in_chans=arch.in_chans,
-        allowed_roots=allowed_roots,
-        num_classes=arch.num_classes,
-    )
-    data = load_images(data_uri, normalization=PLACEHOLDER, max_samples=max_samples, seed=seed, **load)
-    data = dataclasses.replace(data, normalization=channel_stats(data.images))
+    """Train a timm ViT from scratch (ancestors, baselines) on streamed data, plain unless `augment` says otherwise;
+    normalization comes from the statistics of a sample of the data."""
+    arch, augment = spec.resolve(), augment or Augment.plain()
+    source = sample_source(open_source(data_uri, allowed_roots=allowed_roots), max_samples, seed)
+    if source.max_label() >= arch.num_classes:
+        raise DataRefError(data_uri, f"labels go up to {source.max_label()} but the model has "
+                                     f"num_classes={arch.num_classes}")  # fmt: skip
+    normalization = source_stats(source, arch.img_size, arch.in_chans, seed=seed)
     torch.manual_seed(seed)
     model = spec.build()
     final_loss = train_classifier(
         model,
-        data,
+        Stream(source, train_transform(augment, arch.img_size, arch.in_chans, normalization), workers),
         steps=steps,
         batch_size=batch_size,
         cfg=optim,
         seed=seed,
         device=torch.device(device),
+        augment=augment,
         progress=progress,
     )
     metrics = {"final_loss": final_loss} if final_loss is not None else {}
     if eval_uri:
-        eval_data = load_images(eval_uri, normalization=data.normalization, **load)
+        held = open_source(eval_uri, allowed_roots=allowed_roots)
+        eval_data = Stream(held, eval_transform(arch.img_size, arch.in_chans, normalization), workers)
         metrics["accuracy"] = evaluate(model, eval_data)["accuracy"]
     metadata = {
         "method": "scratch",
-        "normalization": data.normalization.model_dump(),
+        "normalization": normalization.model_dump(),
         "train": {
             "data_uri": data_uri,
-            "data_digest": data.digest(),
+            "data_digest": source.digest(),
+            "augment": augment.model_dump(),
             "steps": steps,
             "batch_size": batch_size,
             "seed": seed,

@@ -8,7 +8,6 @@ sees exactly the batches an uninterrupted run would have seen.
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import math
 import time
@@ -17,14 +16,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from safetensors.torch import load_file
+from timm.data import Mixup
 from torch import Tensor, nn
 
 from learngene.control import StopFn, Stopped
 from learngene.data import ImageData
+from learngene.data.loader import StepBatches, Stream, ordered_batches, step_batches
+from learngene.data.transforms import Augment
 from learngene.files import save_safetensors_atomic, sha256_file, write_json_atomic
 
 
@@ -105,22 +108,6 @@ def build_optimizer(named_params: Iterable[tuple[str, nn.Parameter]], cfg: Optim
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=cfg.betas)
 
 
-@functools.lru_cache(maxsize=4)
-def _epoch_permutation(n: int, seed: int, epoch: int) -> Tensor:
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
-
-
-def batch_indices(n: int, batch_size: int, step: int, seed: int) -> Tensor:
-    """Indices of batch `step`: consecutive slices of per-epoch permutations, a pure function of its inputs."""
-    start, parts, need = step * batch_size, [], batch_size
-    while need:
-        epoch, offset = divmod(start, n)
-        part = _epoch_permutation(n, seed, epoch)[offset : offset + need]
-        parts.append(part)
-        start, need = start + len(part), need - len(part)
-    return torch.cat(parts)
-
-
 def distillation_loss(
     logits: Tensor,
     labels: Tensor | None,
@@ -128,13 +115,16 @@ def distillation_loss(
     lam: float = 1.0,
     tau: float = 1.0,
     ce: float = 1.0,
+    label_smoothing: float = 0.0,
 ) -> Tensor:
-    """ce * CE(z, y) + lam * tau^2 * KL(softmax(z_t / tau) || softmax(z / tau)); either term may be absent."""
+    """ce * CE(z, y) + lam * tau^2 * KL(softmax(z_t / tau) || softmax(z / tau)); either term may be absent.
+    `labels` are class indices or, after Mixup/CutMix, soft targets (N, classes) with the smoothing folded in."""
     if (labels is None or ce == 0) and teacher_logits is None:
         raise ValueError("need labels, a teacher, or both")
     loss = logits.new_zeros((), dtype=torch.float32)
     if labels is not None and ce:
-        loss = loss + ce * F.cross_entropy(logits.float(), labels)
+        smoothing = 0.0 if labels.is_floating_point() else label_smoothing
+        loss = loss + ce * F.cross_entropy(logits.float(), labels, label_smoothing=smoothing)
     if teacher_logits is not None:
         kl = F.kl_div(
             F.log_softmax(logits.float() / tau, dim=-1),
@@ -150,22 +140,28 @@ def distillation_loss(
 # scatter the order of those effects, which is what a reader of a training loop needs to see.
 @dataclass(frozen=True)
 class LoopConfig:
-    """How many steps, of which batches, with which optimizer settings."""
+    """How many steps, of which batches (the global batch, split over `world` processes), with which optimizer
+    settings."""
 
     total_steps: int
     batch_size: int
     optim: OptimConfig
     seed: int
+    rank: int = 0
+    world: int = 1
 
 
 @dataclass(frozen=True)
 class Objective:
-    """What a step minimizes: `distillation_loss` against `teacher` (no teacher: the CE term alone)."""
+    """What a step minimizes: `distillation_loss` against `teacher` (no teacher: the CE term alone), on batches
+    mixed by `mixup` (timm's Mixup/CutMix: soft targets) when given."""
 
     teacher: nn.Module | None = None
     lam: float = 1.0
     tau: float = 1.0
     ce: float = 1.0
+    label_smoothing: float = 0.0
+    mixup: Mixup | None = None
 
 
 @dataclass(frozen=True)
@@ -182,7 +178,7 @@ class LoopHooks:
 def train_steps(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
-    data: ImageData,
+    data: ImageData | Stream,
     loop: LoopConfig,
     *,
     device: torch.device,
@@ -190,11 +186,13 @@ def train_steps(
     start_step: int = 0,
     hooks: LoopHooks = LoopHooks(),
 ) -> float | None:
-    """Steps [start_step, loop.total_steps) of `objective` on `data`, optimizing what `optimizer` holds. Returns the
-    mean loss of the last report window. `hooks.should_stop` is asked before every step; when it answers True the
-    loop raises `TrainingStopped`."""
+    """Steps [start_step, loop.total_steps) of `objective` on `data` (in memory, or streamed by loader workers),
+    optimizing what `optimizer` holds. Returns the mean loss of the last report window. `hooks.should_stop` is asked
+    before every step; when it answers True the loop raises `TrainingStopped`."""
     total_steps, batch_size, cfg, seed = loop.total_steps, loop.batch_size, loop.optim, loop.seed
     teacher, progress, should_stop = objective.teacher, hooks.progress, hooks.should_stop
+    steps = StepBatches(len(data), batch_size, seed, start_step, total_steps, loop.rank, loop.world)
+    batches = step_batches(data, steps, device)
     params = [p for group in optimizer.param_groups for p in group["params"]]
     model.train()
     window_loss, window_correct, window_seen, window_steps = torch.zeros(()), 0, 0, 0
@@ -205,12 +203,16 @@ def train_steps(
         lr = lr_at(step, total_steps, cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        x, y = data.batch(batch_indices(len(data), batch_size, step, seed), device)
+        x, y = next(batches)
+        if objective.mixup is not None and y is not None:
+            np.random.seed((seed * 1_000_003 + step) % 2**32)  # timm's Mixup draws from numpy: one seed per step
+            x, y = objective.mixup(x, y)
         with autocast(device):
             with torch.no_grad():
                 teacher_logits = teacher(x) if teacher is not None else None
             logits = model(x)
-            loss = distillation_loss(logits, y, teacher_logits, objective.lam, objective.tau, objective.ce)
+            loss = distillation_loss(logits, y, teacher_logits, objective.lam, objective.tau, objective.ce,
+                                     objective.label_smoothing)  # fmt: skip
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip:
@@ -220,14 +222,14 @@ def train_steps(
         window_loss += loss.detach().float().cpu()
         window_steps += 1
         window_seen += x.shape[0]
-        if y is not None:
-            window_correct += int((logits.argmax(-1) == y).sum())
+        if y is not None:  # against the dominant class of a mixed target
+            window_correct += int((logits.argmax(-1) == (y.argmax(-1) if y.is_floating_point() else y)).sum())
         done = step + 1
         if done % hooks.report_every == 0 or done == total_steps:
             last_loss = float(window_loss) / window_steps
             if progress is not None:
                 elapsed = time.perf_counter() - t0
-                rate = window_seen / max(elapsed, 1e-9)
+                rate = window_seen * loop.world / max(elapsed, 1e-9)  # every rank draws as many
                 progress(
                     Progress(
                         step=done,
@@ -241,18 +243,19 @@ def train_steps(
                 )
             window_loss, window_correct, window_seen, window_steps = torch.zeros(()), 0, 0, 0
             t0 = time.perf_counter()
-        snapshot_due = hooks.checkpoint_every and done % hooks.checkpoint_every == 0 and done < total_steps
-        if hooks.checkpoint is not None and snapshot_due:
+        if hooks.checkpoint_every and done % hooks.checkpoint_every == 0 and done < total_steps:
+            # Asked on every rank at the same steps (a collective decision under DDP), even where no state is written.
             if should_stop is not None and should_stop():  # e.g. a lost lease: the state is no longer ours to write
                 raise TrainingStopped(done)
-            hooks.checkpoint(done)
+            if hooks.checkpoint is not None:
+                hooks.checkpoint(done)
     return last_loss
 
 
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
-    data: ImageData,
+    data: ImageData | Stream,
     *,
     batch_size: int = 512,
     device: torch.device | None = None,
@@ -264,37 +267,38 @@ def evaluate(
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
-    total_loss, correct = 0.0, 0
-    for start in range(0, len(data), batch_size):
-        index = torch.arange(start, min(start + batch_size, len(data)))
-        x, y = data.batch(index, device)
+    total_loss, correct, seen, labelled = 0.0, 0, 0, False
+    for x, y in ordered_batches(data, batch_size, device):
         with autocast(device):
             logits = model(x)
             teacher_logits = teacher(x) if teacher is not None else None
-        total_loss += float(distillation_loss(logits, y, teacher_logits, lam, tau)) * len(index)
+        total_loss += float(distillation_loss(logits, y, teacher_logits, lam, tau)) * len(x)
+        seen += len(x)
         if y is not None:
-            correct += int((logits.argmax(-1) == y).sum())
+            labelled, correct = True, correct + int((logits.argmax(-1) == y).sum())
     model.train(was_training)
-    out = {"loss": total_loss / len(data)}
-    if data.labels is not None:
-        out["accuracy"] = correct / len(data)
+    out = {"loss": total_loss / seen}
+    if labelled:
+        out["accuracy"] = correct / seen
     return out
 
 
 def train_classifier(
     model: nn.Module,
-    data: ImageData,
+    data: ImageData | Stream,
     *,
     steps: int,
     batch_size: int = 128,
     cfg: OptimConfig | None = None,
     seed: int = 0,
     device: torch.device | None = None,
+    augment: Augment | None = None,
     progress: ProgressFn | None = None,
     report_every: int = 10,
 ) -> float | None:
-    """Plain supervised training (ancestors, fine-tuning baselines): CE on labelled data."""
-    if data.labels is None:
+    """Supervised training (ancestors, fine-tuning baselines): CE on labelled data, with `augment`'s Mixup/CutMix
+    and label smoothing when given (its image transforms belong to `data`)."""
+    if not (data.source.labelled if isinstance(data, Stream) else data.labels is not None):
         raise ValueError("training a classifier needs labelled data")
     cfg = cfg or OptimConfig()
     device = device or pick_device()
@@ -305,6 +309,10 @@ def train_classifier(
         data,
         LoopConfig(total_steps=steps, batch_size=batch_size, optim=cfg, seed=seed),
         device=device,
+        objective=Objective(
+            label_smoothing=augment.label_smoothing if augment else 0.0,
+            mixup=augment.mixer(model.num_classes) if augment else None,
+        ),
         hooks=LoopHooks(progress=progress, report_every=report_every),
     )
 

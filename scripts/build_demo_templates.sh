@@ -33,7 +33,7 @@ rm -rf "$OUT.new"
   --ancestor-model vit_tiny_patch16_224 --ancestor "$WORK/ancestor.safetensors" $(flags --ancestor-set "${ANCESTOR[@]}") \
   --aux-model vit_tiny_patch16_224 $(flags --aux-set "${AUX[@]}") \
   --data "idx://$DATA" --eval-data "idx://$DATA?split=test" \
-  --steps "$CONDENSE_STEPS" --batch-size 128 --lr 1e-3 --warmup 200 --seed 0 \
+  --steps "$CONDENSE_STEPS" --batch-size 128 --lr 1e-3 --warmup 200 --seed 0 --recipe plain \
   --checkpoint-dir "$WORK/condense-state" \
   --out "$OUT.new" | tee "$WORK/condense.json"
 rm -rf "$OUT" && mv "$OUT.new" "$OUT"

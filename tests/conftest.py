@@ -77,7 +77,7 @@ def ancestor(fmnist_train):
 @pytest.fixture(scope="session")
 def condensed(ancestor, fmnist_train, fmnist_test) -> TemplateSet:
     config = CondenseConfig(
-        aux=tiny_spec(depth=2), steps=300, batch_size=64, optim=OptimConfig(lr=2e-3, warmup_steps=20)
+        recipe="plain", aux=tiny_spec(depth=2), steps=300, batch_size=64, optim=OptimConfig(lr=2e-3, warmup_steps=20)
     )
     return condense(ancestor, fmnist_train, config, name="tiny", eval_data=fmnist_test, device="cpu")
 
@@ -85,7 +85,7 @@ def condensed(ancestor, fmnist_train, fmnist_test) -> TemplateSet:
 def random_template_set(spec: ViTSpec, seed: int = 0, jitter: float = 0.3, **config_kw) -> TemplateSet:
     """An untrained but non-trivial template set: random templates, scalers and free parameters."""
     torch.manual_seed(seed)
-    config = CondenseConfig(aux=spec, steps=1, **config_kw)
+    config = CondenseConfig(recipe="plain", aux=spec, steps=1, **config_kw)
     aux = build_auxiliary(config, torch.Generator().manual_seed(seed))
     with torch.no_grad():
         for p in aux.parameters():

@@ -93,7 +93,7 @@ def test_condense_publishes_into_the_store_and_the_store_commands_manage_it(ance
         *overrides("--ancestor-set", anc_spec),
         "--aux-model", anc_spec.model, *overrides("--aux-set", tiny_spec(depth=2)),
         "--data", f"idx://{FMNIST}", "--eval-data", f"idx://{FMNIST}?split=test", "--steps", "30", "--batch-size", "32",
-        "--publish", "mini",
+        "--recipe", "plain", "--publish", "mini",
     ]  # fmt: skip
     run = learngene(*args)
     assert run.returncode == 0, run.stderr

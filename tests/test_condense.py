@@ -11,7 +11,9 @@ from learngene.files import sha256_file
 from learngene.training import OptimConfig, evaluate
 from tests.conftest import FMNIST, tiny_spec
 
-SHORT = CondenseConfig(aux=tiny_spec(depth=2), steps=12, batch_size=32, optim=OptimConfig(lr=2e-3, warmup_steps=2))
+SHORT = CondenseConfig(
+    recipe="plain", aux=tiny_spec(depth=2), steps=12, batch_size=32, optim=OptimConfig(lr=2e-3, warmup_steps=2)
+)
 
 
 def test_condensation_learns_from_the_ancestor(condensed, ancestor, fmnist_test):
@@ -116,7 +118,7 @@ def test_bad_inputs_are_refused(ancestor, fmnist_train):
             device="cpu",
         )
     with pytest.raises(ValueError, match="template size"):
-        CondenseConfig(aux=tiny_spec(embed_dim=48, num_heads=1), template_size=32)
+        CondenseConfig(recipe="plain", aux=tiny_spec(embed_dim=48, num_heads=1), template_size=32)
 
 
 def test_templates_from_weights_is_a_pca_of_the_tiles():
@@ -139,15 +141,17 @@ def test_condensation_starts_from_the_ancestor_when_its_blocks_have_the_auxiliar
     wave = get_learngene("wave")
     counts = {"qkv": 6, "proj": 2, "fc1": 8, "fc2": 8, "norm1_weight": 2, "norm1_bias": 2, "qkv_bias": 6,
               "proj_bias": 2, "norm2_weight": 2, "norm2_bias": 2, "fc1_bias": 8, "fc2_bias": 2}  # fmt: skip
-    config = CondenseConfig(aux=tiny_spec(embed_dim=64, num_heads=2, depth=2), template_counts=counts, steps=1)
+    config = CondenseConfig(
+        recipe="plain", aux=tiny_spec(embed_dim=64, num_heads=2, depth=2), template_counts=counts, steps=1
+    )
     aux = build_auxiliary(config, torch.Generator().manual_seed(0))
     assert wave.start_from_ancestor(aux, ancestor, config.init)  # as many templates as tiles: the ancestor exactly
     x, _ = fmnist_train.batch(torch.arange(8))
     with torch.no_grad():
         torch.testing.assert_close(aux.eval()(x), ancestor.eval()(x), atol=1e-4, rtol=1e-4)
-    random = CondenseConfig(aux=tiny_spec(embed_dim=64, num_heads=2, depth=2), init="random", steps=1)
+    random = CondenseConfig(recipe="plain", aux=tiny_spec(embed_dim=64, num_heads=2, depth=2), init="random", steps=1)
     assert not wave.start_from_ancestor(build_auxiliary(random, torch.Generator()), ancestor, random.init)
-    other_width = CondenseConfig(aux=tiny_spec(depth=2), init="ancestor", steps=1)
+    other_width = CondenseConfig(recipe="plain", aux=tiny_spec(depth=2), init="ancestor", steps=1)
     with pytest.raises(ValueError, match="block shapes"):
         wave.start_from_ancestor(build_auxiliary(other_width, torch.Generator()), ancestor, other_width.init)
     ts = condense(ancestor, fmnist_train, config.model_copy(update={"steps": 5}), device="cpu")
@@ -166,7 +170,7 @@ def test_any_timm_classifier_can_be_the_ancestor(fmnist_train, tmp_path):
     save_file({k: v.contiguous() for k, v in cnn.state_dict().items()}, tmp_path / "cnn.safetensors")
     ref = AncestorRef(model="resnet10t", overrides={"in_chans": 1, "num_classes": 10},
                       checkpoint=str(tmp_path / "cnn.safetensors"))  # fmt: skip
-    config = CondenseConfig(aux=tiny_spec(depth=2), steps=20, batch_size=32)
+    config = CondenseConfig(recipe="plain", aux=tiny_spec(depth=2), steps=20, batch_size=32)
     ts = run_condensation(ref, f"idx://{FMNIST}", config, name="from-cnn", max_samples=512)
     assert ts.lineage.ancestor_model == "resnet10t" and ts.lineage.condensation["init"] == "random"
     assert ts.lineage.ancestor_sha256 == sha256_file(tmp_path / "cnn.safetensors")

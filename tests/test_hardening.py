@@ -240,7 +240,7 @@ def test_a_diverging_condensation_publishes_nothing(defaults, ancestor):
             "ancestor": {"model": spec.model, "overrides": spec.overrides(),
                          "checkpoint": str(datasets / "huge.safetensors")},
             "data": {"uri": f"{datasets}/calib.npz"},
-            "training": {"steps": 3, "batch_size": 8, "warmup_steps": 0}}  # fmt: skip
+            "training": {"steps": 3, "batch_size": 8, "warmup_steps": 0, "recipe": "plain"}}  # fmt: skip
     with httpx.Client(base_url=api.url, timeout=30, headers=ADMIN) as http:
         job = http.post("/v1/admin/condensations", json=body)
         assert job.status_code == 202, job.text

@@ -19,7 +19,7 @@ NORM = Normalization(mean=(0.5,), std=(0.5,))
 
 
 def layer_set(method: str, depth: int = 4, **kw) -> TemplateSet:
-    config = CondenseConfig(method=method, aux=tiny_spec(depth=depth), steps=1, **kw)
+    config = CondenseConfig(recipe="plain", method=method, aux=tiny_spec(depth=depth), steps=1, **kw)
     aux = build_auxiliary(config, torch.Generator().manual_seed(0))
     with torch.no_grad():
         for p in aux.parameters():
@@ -43,7 +43,7 @@ def test_tleg_layer_rule(depth):
 
 
 def test_tleg_auxiliary_generates_by_the_same_rule_and_starts_like_tleg():
-    config = CondenseConfig(method="tleg", aux=tiny_spec(depth=4), steps=1)
+    config = CondenseConfig(recipe="plain", method="tleg", aux=tiny_spec(depth=4), steps=1)
     aux = build_auxiliary(config, torch.Generator().manual_seed(0))
     gene = aux.learngene()
     assert torch.equal(gene["base.norm1.weight"], torch.ones(32)) and not gene["slope.norm1.weight"].any()
@@ -75,7 +75,7 @@ def test_sws_stage_mapping():
 
 
 def test_sws_layers_of_a_stage_share_one_parameter_set():
-    config = CondenseConfig(method="sws", aux=tiny_spec(depth=4), stages=[1, 3], steps=1)
+    config = CondenseConfig(recipe="plain", method="sws", aux=tiny_spec(depth=4), stages=[1, 3], steps=1)
     aux = build_auxiliary(config, torch.Generator().manual_seed(0))
     weights = aux.generated_weights()
     assert torch.equal(weights["blocks.1.attn.qkv.weight"], weights["blocks.3.attn.qkv.weight"])
@@ -84,7 +84,7 @@ def test_sws_layers_of_a_stage_share_one_parameter_set():
     grad = aux.stage_params["attn__qkv__weight"].grad
     assert torch.allclose(grad[1], 3 * grad[0])  # three layers feed the gradient of stage 1, one of stage 0
     with pytest.raises(ValueError, match="sum to aux depth 4"):
-        CondenseConfig(method="sws", aux=tiny_spec(depth=4), stages=[3, 3], steps=1)
+        CondenseConfig(recipe="plain", method="sws", aux=tiny_spec(depth=4), stages=[3, 3], steps=1)
 
 
 def test_sws_descendant_copies_its_stage_blocks():
@@ -204,6 +204,7 @@ def test_methods_refuse_sizes_they_cannot_produce(ancestor_weights, method, over
 @pytest.mark.parametrize("method", ["tleg", "sws"])
 def test_tleg_and_sws_condense_from_a_real_ancestor(method, ancestor, fmnist_train, fmnist_test):
     config = CondenseConfig(
+        recipe="plain",
         method=method, aux=tiny_spec(depth=4), stages=[1, 2, 1], steps=80, batch_size=64,
         optim=OptimConfig(lr=2e-3, warmup_steps=10),
     )  # fmt: skip

@@ -148,7 +148,7 @@ def condensation_request(stack: Stack, ancestor, name: str, steps: int) -> dict:
         "ancestor": {"model": anc_spec.model, "overrides": anc_spec.overrides(), "checkpoint": str(checkpoint)},
         "aux": {"model": anc_spec.model, "overrides": tiny_spec(depth=2).overrides()},
         "data": {"uri": f"idx://{FMNIST}", "max_samples": 2000},
-        "training": {"steps": steps, "batch_size": 16, "warmup_steps": 5},
+        "training": {"steps": steps, "batch_size": 16, "warmup_steps": 5, "recipe": "plain"},
     }
 
 

@@ -85,7 +85,7 @@ def test_memory_stays_bounded_over_100_jobs_and_pool_processes_are_recycled(tmp_
             request = {"name": "cancelled", "aux": {"model": anc.model, "overrides": tiny_spec(depth=2).overrides()},
                        "ancestor": {"model": anc.model, "overrides": anc.overrides(), "checkpoint": checkpoint},
                        "data": {"uri": f"idx://{FMNIST}", "max_samples": 1000},
-                       "training": {"steps": 100000, "batch_size": 16}}  # fmt: skip
+                       "training": {"steps": 100000, "batch_size": 16, "recipe": "plain"}}  # fmt: skip
             admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
             job = http.post("/v1/admin/condensations", json=request, headers=admin).json()
             url = f"/v1/admin/condensations/{job['id']}"

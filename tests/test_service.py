@@ -205,14 +205,21 @@ def test_admin_condensation_publishes_a_version_that_initializations_can_use(cel
         "aux": {"model": anc_spec.model, "overrides": tiny_spec(depth=2).overrides()},
         "data": {"uri": f"idx://{FMNIST}", "max_samples": 3000},
         "eval_data": f"idx://{FMNIST}?split=test",
-        "training": {"steps": 40, "batch_size": 32, "warmup_steps": 5},
+        "training": {"steps": 40, "batch_size": 32, "warmup_steps": 5, "recipe": "plain"},
         "promote": "prod",
     }  # fmt: skip
     with httpx.Client(base_url=celery_server.url, headers=ADMIN) as http:
         bad = http.post(
             "/v1/admin/condensations", json={**body, "ancestor": {**body["ancestor"], "checkpoint": "/etc/passwd"}}
+        )  # a folder or file outside the data roots (an ancestor may be a local-dir folder): the no-oracle 400
+        assert bad.status_code == 400 and "outside the allowed data roots" in bad.json()["detail"], bad.text
+        (data_root / "ancestor.pt").write_bytes(b"\x80\x04 a pickle is never read")
+        pickled = http.post(
+            "/v1/admin/condensations",
+            json={**body, "ancestor": {**body["ancestor"], "checkpoint": str(data_root / "ancestor.pt")}},
         )
-        assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "ancestor", "checkpoint"]
+        assert pickled.status_code == 422 and pickled.json()["detail"][0]["loc"] == ["body", "ancestor", "checkpoint"]
+        assert "only .safetensors" in pickled.json()["detail"][0]["msg"]  # fmt: skip
         response = http.post("/v1/admin/condensations", json=body)
         assert response.status_code == 202, response.text
         job = wait_for(http, response.headers["location"], finished, timeout=180)
@@ -329,3 +336,36 @@ def test_baseline_methods_through_the_api(celery_server, ancestor, data_root, tm
             assert meta["method"] == method and meta["provenance"]["method"] == method
             model = ViTSpec(model=BODY["model"], **overrides).build()
             model.load_state_dict(load_file(out), strict=True)
+
+
+def test_an_admin_condensation_on_two_processes_reports_progress_cancels_and_publishes(
+    celery_server, ancestor, data_root
+):
+    """`"nproc": 2`: the condense worker runs the job under torchrun; progress comes through from rank 0, a cancel
+    stops every rank at the same step, and a finished run publishes one set whose lineage records the world size."""
+    anc_spec = tiny_spec(embed_dim=64, num_heads=2, depth=2)
+    export_checkpoint(ancestor, data_root / "ancestor-ddp.safetensors", spec=anc_spec)
+    body = {
+        "name": "ddp-tiny", "nproc": 2,
+        "ancestor": {"model": anc_spec.model, "overrides": anc_spec.overrides(),
+                     "checkpoint": str(data_root / "ancestor-ddp.safetensors")},
+        "aux": {"model": anc_spec.model, "overrides": tiny_spec(depth=2).overrides()},
+        "data": {"uri": f"idx://{FMNIST}", "max_samples": 2000},
+        "training": {"steps": 5000, "batch_size": 32, "warmup_steps": 5, "recipe": "plain"},
+    }  # fmt: skip
+    with httpx.Client(base_url=celery_server.url, headers=ADMIN) as http:
+        assert http.post("/v1/admin/condensations", json={**body, "nproc": 99}).json()["detail"][0]["loc"] == [
+            "body", "nproc"
+        ]  # fmt: skip
+        url = http.post("/v1/admin/condensations", json=body).headers["location"]
+        running = wait_for(http, url, lambda j: (j.get("progress") or {}).get("step", 0) >= 20, timeout=120)
+        assert running["status"] == "running" and running["progress"]["total_steps"] == 5000
+        assert http.delete(url).json()["status"] == "running"
+        cancelled = wait_for(http, url, finished, timeout=60)
+        assert cancelled["status"] == "cancelled" and cancelled["progress"]["step"] < 5000, cancelled
+        short = {**body, "training": {**body["training"], "steps": 30}}
+        done = wait_for(http, http.post("/v1/admin/condensations", json=short).headers["location"], finished, 180)
+        assert done["status"] == "succeeded" and done["result"]["ref"] == "ddp-tiny@1", done
+        shown = http.get("/v1/template-sets/ddp-tiny@1").json()
+        assert shown["manifest"]["lineage"]["condensation"]["world_size"] == 2
+        assert [v["version"] for v in http.get("/v1/template-sets", params={"name": "ddp-tiny"}).json()["items"]] == [1]

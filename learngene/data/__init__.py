@@ -23,7 +23,16 @@ from torch import Tensor
 from learngene.control import StopFn
 from learngene.data.images import ImageData, channel_stats, fit_images
 from learngene.data.readers import DEFAULT_LIMITS, IDX_PARTS, DecodeLimits, Reader, idx_file
-from learngene.data.refs import UNAVAILABLE, DataRef, DataRefError, Format, file_uri_path, resolve_file, resolve_inside
+from learngene.data.refs import (
+    UNAVAILABLE,
+    DataRef,
+    DataRefError,
+    file_uri_path,
+    infer_format,
+    resolve_file,
+    resolve_inside,
+)
+from learngene.data.sources import ImageSource, decode_images, open_source, shard_paths
 from learngene.template_set import Normalization
 
 __all__ = [
@@ -33,10 +42,12 @@ __all__ = [
     "DataRefError",
     "DecodeLimits",
     "ImageData",
+    "ImageSource",
     "channel_stats",
     "check_data_ref",
     "file_uri_path",
     "load_images",
+    "open_source",
     "resolve_file",
 ]
 
@@ -59,8 +70,8 @@ def load_images(
     Sizes are checked against `limits` from the files' headers first; only the chosen samples are kept in memory
     (files are streamed in chunks), and `should_stop` is asked between chunks: a cancelled job stops within one."""
     ref = DataRef.parse(uri)
-    path = resolve_inside(uri, ref.path, allowed_roots)
-    fmt = ref.format or _infer_format(uri, path)
+    path = None if ref.format == "wds" else resolve_inside(uri, ref.path, allowed_roots)
+    fmt = ref.format or infer_format(uri, path)
     if max_samples is not None and max_samples < 1:
         raise DataRefError(uri, f"max_samples={max_samples} must be >= 1")
     if in_chans not in (1, 3):
@@ -72,7 +83,8 @@ def load_images(
     elif fmt == "bundle":
         images, labels = reader.bundle(path, choose)
     else:
-        images, labels = reader.imagefolder(path, img_size, in_chans, choose, allowed_roots)
+        source = open_source(uri, allowed_roots=allowed_roots, limits=limits)
+        images, labels = decode_images(source, choose(len(source)), img_size, in_chans, should_stop)
     if len(images) == 0:
         raise DataRefError(uri, "contains no images")
     if labels is not None and num_classes is not None and int(labels.max()) >= num_classes:
@@ -83,13 +95,16 @@ def load_images(
 
 def check_data_ref(
     uri: str, allowed_roots: Sequence[str | Path] | None = None, limits: DecodeLimits = DEFAULT_LIMITS
-) -> Path:
+) -> None:
     """Validation without decoding any data (what the API does before accepting a job): the reference parses,
     exists under the roots, names a format this module reads (a .pkl or .pt, say, is refused), and a bundle's or
     IDX file's header promises no more than `limits` allow."""
     ref = DataRef.parse(uri)
+    if ref.format == "wds":
+        shard_paths(uri, ref.shards(), allowed_roots)
+        return
     path = resolve_inside(uri, ref.path, allowed_roots)
-    fmt = ref.format or _infer_format(uri, path)
+    fmt = ref.format or infer_format(uri, path)
     if fmt == "bundle" and (not path.is_file() or path.suffix not in (".safetensors", ".npz")):
         raise DataRefError(uri, f"a bundle must be a .safetensors or .npz file, got {path.name}")
     if fmt in ("idx", "imagefolder") and not path.is_dir():
@@ -100,17 +115,6 @@ def check_data_ref(
     elif fmt == "idx":
         for part, magic in IDX_PARTS:
             reader.idx_header(idx_file(uri, path, ref.split, part, allowed_roots), magic)
-    return path
-
-
-def _infer_format(uri: str, path: Path) -> Format:
-    if path.is_file():
-        if path.suffix in (".safetensors", ".npz"):
-            return "bundle"
-        raise DataRefError(uri, f"cannot tell the format of {path.name}; expected .safetensors or .npz")
-    if (path / "raw").is_dir() and any((path / "raw").glob("*-images-idx3-ubyte*")):
-        return "idx"
-    return "imagefolder"
 
 
 def _subset(n: int, max_samples: int | None, seed: int) -> Tensor:

@@ -1,5 +1,6 @@
-"""Readers of the stored formats (IDX, .npz, safetensors bundles, ImageFolder trees), within decode limits: headers
-first, then only the chosen rows, chunk by chunk, asking `should_stop` between chunks."""
+"""Readers of the array formats (IDX, .npz, safetensors bundles), within decode limits: headers first, then only the
+chosen rows, chunk by chunk, asking `should_stop` between chunks. Image files (ImageFolder trees, WebDataset shards)
+are read one at a time by `learngene.data.sources`."""
 
 from __future__ import annotations
 
@@ -224,49 +225,6 @@ class Reader:
         if npz.getinfo(f"{name}.npy").file_size != offset + header.nbytes:
             raise self.fail(f"{path.name} is not a readable .npz of plain arrays ({name} is not the size it declares)")
         return header
-
-    # --- ImageFolder --------------------------------------------------------------------------------------------
-
-    def imagefolder(
-        self,
-        folder: Path,
-        img_size: tuple[int, int],
-        in_chans: int,
-        choose: Callable[[int], Tensor],
-        roots: Sequence[str | Path] | None,
-    ) -> tuple[Tensor, Tensor]:
-        from PIL import Image, UnidentifiedImageError
-        from torchvision.transforms import v2
-
-        classes = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
-        if not classes:
-            raise self.fail("has no class sub-folders")
-        samples = [
-            (f, label)
-            for label, name in enumerate(classes)
-            for f in sorted((folder / name).rglob("*"))
-            if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()
-        ]
-        if not samples:
-            raise self.fail(f"has no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
-        # Shorter side to the target size, then a centre crop: timm's evaluation transform with crop_pct 1.
-        transform = v2.Compose([v2.PILToTensor(), v2.Resize(min(img_size), antialias=True), v2.CenterCrop(img_size)])
-        images, labels = [], []
-        for i in choose(len(samples)).tolist():
-            check_stop(self.should_stop, "while reading images")
-            path, label = samples[i]
-            name = path.relative_to(folder)
-            path = resolve_inside(self.uri, path, roots)  # a symlinked file must not lead outside the roots
-            try:
-                with Image.open(path) as im:
-                    if im.width * im.height > self.limits.image_pixels:  # known from the header, before decoding
-                        raise self.fail(f"{name} has {im.width} x {im.height} pixels, over the limit of "
-                                        f"{self.limits.image_pixels:,}")  # fmt: skip
-                    images.append(transform(im.convert("L" if in_chans == 1 else "RGB")))
-            except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
-                raise self.fail(f"{name} is not a readable image ({type(exc).__name__})") from None
-            labels.append(label)
-        return torch.stack(images), torch.tensor(labels, dtype=torch.int64)
 
 
 # Item sizes of safetensors dtypes, for the size check (bf16 is counted as the 2-byte float16; torch reads it).

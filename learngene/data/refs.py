@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import parse_qs
 
-Format = Literal["idx", "imagefolder", "bundle"]
+Format = Literal["idx", "imagefolder", "bundle", "wds"]
 
 
 class DataRefError(ValueError):
@@ -58,11 +58,13 @@ class DataRef:
             "idx": "idx",
             "imagefolder": "imagefolder",
             "bundle": "bundle",
+            "wds": "wds",
             "file": None,
             "": None,
         }
         if scheme not in formats:
-            raise DataRefError(uri, f"unknown scheme {scheme!r}; use idx://, imagefolder://, bundle:// or a path")
+            known = "idx://, imagefolder://, bundle://, wds://"
+            raise DataRefError(uri, f"unknown scheme {scheme!r}; use {known} or a path")
         if scheme == "file":
             rest = file_uri_path(uri, rest)
         unknown = set(params) - {"split"}
@@ -74,6 +76,11 @@ class DataRef:
         if not rest:
             raise DataRefError(uri, "no path")
         return cls(format=formats[scheme], path=Path(rest), split=split)
+
+    def shards(self) -> str:
+        """A `wds://` reference's shard pattern, e.g. /data/train-{000000..000127}.tar (brace-expanded by the
+        WebDataset library)."""
+        return str(self.path)
 
 
 def resolve_file(uri: str, allowed_roots: Sequence[str | Path] | None = None) -> Path:
@@ -99,3 +106,14 @@ def resolve_inside(uri: str, path: Path, roots: Sequence[str | Path] | None) -> 
         if not any(real == r or real.is_relative_to(r) for r in resolved_roots):
             raise DataRefError(uri, UNAVAILABLE, "unavailable")
     return real
+
+
+def infer_format(uri: str, path: Path) -> Format:
+    """The format of a bare path or file:// URI, from what is there."""
+    if path.is_file():
+        if path.suffix in (".safetensors", ".npz"):
+            return "bundle"
+        raise DataRefError(uri, f"cannot tell the format of {path.name}; expected .safetensors or .npz")
+    if (path / "raw").is_dir() and any((path / "raw").glob("*-images-idx3-ubyte*")):
+        return "idx"
+    return "imagefolder"

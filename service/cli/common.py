@@ -29,6 +29,8 @@ FIT = FitSettings()
 CALIBRATION_SAMPLES = Calibration.model_fields["max_samples"].default
 CONDENSE = {name: field.get_default(call_default_factory=True) for name, field in CondenseConfig.model_fields.items()
             if not field.is_required()}  # fmt: skip
+Recipe = Annotated[str, typer.Option(help="deit: the paper's augmentation, Mixup/CutMix and lr scaling; plain: none")]
+Workers = Annotated[int | None, typer.Option(help="DataLoader worker processes (default: the cores less one, max 8)")]
 # The scaler-fitting options of `init` (on this machine) and `submit` (to the API).
 MaxSamples = Annotated[int | None, typer.Option(help="seeded subset of the calibration data")]
 FitSteps = Annotated[int, typer.Option(help="scaler-fitting steps (0: pure inheritance)")]
@@ -61,6 +63,7 @@ def progress_bar(total: int, desc: str) -> Iterator[Any]:
     with tqdm(total=total, desc=desc, unit="step", file=sys.stderr, dynamic_ncols=True) as bar:
 
         def update(p: Progress) -> None:
+            bar.total = p.total_steps  # known once the data is open (a run given in epochs)
             bar.update(p.step - bar.n)
             post = {"loss": f"{p.loss:.4f}", "img/s": f"{p.images_per_s:.0f}"}
             if p.accuracy is not None:

@@ -14,7 +14,10 @@ from jobs.contracts import AncestorSpec, Architecture, InitializationRequest
 from jobs.initialization import load_inputs, run_request
 from jobs.settings import get_settings
 from learngene import CondenseConfig, ViTSpec, load_images, load_model, read_metadata
+from learngene.ancestors import resolve_ancestor
+from learngene.data.transforms import Augment
 from learngene.files import sha256_file
+from learngene.launch import LaunchSpec, launch_condensation
 from learngene.methods import LEARNGENE_METHODS, METHODS
 from learngene.pipeline import AncestorRef, Calibration, FitSettings, run_condensation, run_training
 from learngene.spec import parse_overrides
@@ -30,8 +33,10 @@ from service.cli.common import (
     FitSteps,
     MaxSamples,
     Noise,
+    Recipe,
     Seed,
     SetOption,
+    Workers,
     device_option,
     emit,
     get_store,
@@ -54,6 +59,8 @@ def train(
     warmup: int = 100,
     weight_decay: float = 0.05,
     seed: int = 0,
+    recipe: Recipe = "plain",
+    workers: Workers = None,
     device: str | None = None,
 ) -> None:
     """Train a timm ViT classifier from scratch (an ancestor, or a baseline)."""
@@ -72,6 +79,8 @@ def train(
                 eval_uri=eval_data,
                 allowed_roots=get_settings().local_data_roots(),
                 device=device_option(device),
+                augment=Augment.for_recipe(recipe),
+                workers=workers,
                 progress=bar,
             )
     emit(result.model_dump())
@@ -79,10 +88,18 @@ def train(
 
 # Most of its length is the typer options, declared where they are used (one line each).
 def condense(
-    ancestor_model: Annotated[str, typer.Option(help="timm model name of the ancestor")],
-    ancestor: Annotated[Path, typer.Option(help="ancestor weights (.safetensors)")],
+    ancestor: Annotated[
+        str,
+        typer.Option(
+            help="ancestor: a .safetensors file, a timm local-dir folder "
+            "(model.safetensors + config.json) or hf-hub:<owner>/<name> (cached)"
+        ),
+    ],
     data: Annotated[str, typer.Option(help="condensation data reference")],
     aux_model: Annotated[str, typer.Option(help="timm model name of the auxiliary model")],
+    ancestor_model: Annotated[
+        str | None, typer.Option(help="timm model name of the ancestor (default: from its config.json)")
+    ] = None,
     method: Annotated[str, typer.Option(help="learngene to condense: wave, tleg or sws")] = "wave",
     stages: Annotated[str, typer.Option(help="SWS: layers per stage, comma-separated")] = ",".join(
         map(str, CONDENSE["stages"])
@@ -105,12 +122,23 @@ def condense(
     lam: float = CONDENSE["lam"],
     tau: float = CONDENSE["tau"],
     seed: int = CONDENSE["seed"],
+    recipe: Recipe = CONDENSE["recipe"],
+    epochs: Annotated[
+        float | None, typer.Option(help="run length in passes over the data (instead of --steps)")
+    ] = None,
+    warmup_epochs: Annotated[float | None, typer.Option(help="warm-up in passes over the data (DeiT: 5)")] = None,
+    workers: Workers = None,
     checkpoint_dir: Annotated[
         Path | None, typer.Option(help="resumable state; default: one folder per run under LEARNGENE_WORK_DIR")
     ] = None,
+    checkpoint_every: Annotated[int, typer.Option(help="steps between snapshots of the training state")] = 500,
+    nproc_per_node: Annotated[int, typer.Option(help="processes on this machine (torchrun; one per GPU)")] = 1,
+    nnodes: Annotated[int, typer.Option(help="machines taking part (each runs this same command)")] = 1,
+    rdzv_endpoint: Annotated[str | None, typer.Option(help="host:port of the rendezvous, for nnodes > 1")] = None,
     device: str | None = None,
 ) -> None:
-    """Condense an ancestor into a WAVE template set; rerunning an interrupted command resumes it."""
+    """Condense an ancestor into a template set; rerunning an interrupted command resumes it. With --nproc-per-node
+    or --nnodes it runs under torchrun, DistributedDataParallel over the auxiliary model."""
     with user_errors():
         if publish is None and out is None:
             raise ValueError("give --publish NAME, --out FOLDER, or both")
@@ -132,20 +160,29 @@ def condense(
             lam=lam,
             tau=tau,
             seed=seed,
+            recipe=recipe,
+            epochs=epochs,
+            warmup_epochs=warmup_epochs,
         )
-        ref = AncestorRef(model=ancestor_model, overrides=parse_overrides(ancestor_set or []), checkpoint=str(ancestor))
+        ref = AncestorRef(model=ancestor_model, overrides=parse_overrides(ancestor_set or []), checkpoint=ancestor)
+        roots = get_settings().local_data_roots()
+        state = checkpoint_dir or _state_dir(config, ref, data, roots)
         with progress_bar(steps, "condense") as bar:
-            template_set = run_condensation(
-                ref,
-                data,
-                config,
-                name=name,
-                eval_uri=eval_data,
-                allowed_roots=get_settings().local_data_roots(),
-                device=device_option(device),
-                progress=bar,
-                checkpoint_dir=checkpoint_dir or _state_dir(config, ref, data),
-            )
+            if nproc_per_node > 1 or nnodes > 1:
+                spec = LaunchSpec(
+                    ancestor=ref, data_uri=data, config=config, name=name, eval_uri=eval_data,
+                    allowed_roots=[str(r) for r in roots] if roots is not None else None, device=device,
+                    workers=workers, run_dir=str(state), checkpoint_every=checkpoint_every,
+                )  # fmt: skip
+                template_set = launch_condensation(
+                    spec, nproc=nproc_per_node, nnodes=nnodes, rdzv_endpoint=rdzv_endpoint, progress=bar
+                )
+            else:
+                template_set = run_condensation(
+                    ref, data, config, name=name, eval_uri=eval_data, allowed_roots=roots,
+                    device=device_option(device), workers=workers, progress=bar, checkpoint_dir=state,
+                    checkpoint_every=checkpoint_every,
+                )  # fmt: skip
         summary = {"name": name, "learngene_parameters": template_set.num_learngene_parameters()}
         if out is not None:
             summary["path"] = str(template_set.save(out))
@@ -155,9 +192,10 @@ def condense(
     emit({**summary, "metrics": template_set.metrics})
 
 
-def _state_dir(config: CondenseConfig, ancestor: AncestorRef, data: str) -> Path:
+def _state_dir(config: CondenseConfig, ancestor: AncestorRef, data: str, roots) -> Path:
     """One resumable state per distinct run: the same command resumes, a changed one starts afresh."""
-    key = json.dumps([config.model_dump(mode="json"), ancestor.model_dump(), sha256_file(ancestor.checkpoint), data])
+    weights = resolve_ancestor(ancestor.checkpoint, ancestor.model, ancestor.overrides, roots).checkpoint
+    key = json.dumps([config.model_dump(mode="json"), ancestor.model_dump(), sha256_file(weights), data])
     return get_settings().work_dir / "condense" / hashlib.sha256(key.encode()).hexdigest()[:16]
 
 

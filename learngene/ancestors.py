@@ -1,0 +1,97 @@
+"""Ancestors in the forms people have them: a `.safetensors` state dict, a timm `local-dir` folder
+(`model.safetensors` + `config.json`), or `hf-hub:<owner>/<name>` from the local Hugging Face cache (offline; never
+downloaded here). Only safetensors weights and JSON are read, never a pickle.
+
+A folder's or hub model's `config.json` (timm's layout: `architecture`, `num_classes`, `model_args`,
+`pretrained_cfg`) supplies the timm name, the architecture overrides and the normalization, so no `--ancestor-set`
+is needed; what the caller gives explicitly wins.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import try_to_load_from_cache  # timm's own dependency
+
+from learngene.data.refs import DataRefError, file_uri_path, resolve_inside
+from learngene.template_set import Normalization
+
+HUB_PREFIX, LOCAL_DIR_PREFIX = "hf-hub:", "local-dir:"
+WEIGHTS, CONFIG = "model.safetensors", "config.json"
+
+
+@dataclass(frozen=True)
+class ResolvedAncestor:
+    checkpoint: Path
+    model: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+    normalization: Normalization | None = None  # from config.json's pretrained_cfg, when it has mean and std
+
+
+def resolve_ancestor(
+    ref: str,
+    model: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    allowed_roots: Sequence[str | Path] | None = None,
+) -> ResolvedAncestor:
+    """Where the ancestor's weights are and what it is. `ref` is a path or file:// URI of a .safetensors file or a
+    local-dir folder, `local-dir:<folder>`, or `hf-hub:<owner>/<name>`."""
+    overrides = dict(overrides or {})
+    if ref.startswith(HUB_PREFIX):
+        folder = _cached_hub_folder(ref, ref[len(HUB_PREFIX) :])
+    else:
+        path = ref[len(LOCAL_DIR_PREFIX) :] if ref.startswith(LOCAL_DIR_PREFIX) else ref
+        scheme, sep, rest = path.partition("://")
+        if sep and scheme != "file":
+            raise DataRefError(ref, f"expected a path, file://, local-dir: or hf-hub: reference, got {scheme}://")
+        target = resolve_inside(ref, Path(file_uri_path(ref, rest) if sep else path), allowed_roots)
+        if target.is_file():
+            if target.suffix != ".safetensors":
+                raise DataRefError(ref, f"only .safetensors weights are read, got {target.name}")
+            if model is None:
+                raise DataRefError(ref, "a bare weights file needs its timm model name (--ancestor-model)")
+            return ResolvedAncestor(target, model, overrides)
+        folder = target
+    weights = resolve_inside(ref, folder / WEIGHTS, allowed_roots)
+    config = _read_config(ref, resolve_inside(ref, folder / CONFIG, allowed_roots))
+    architecture = model or config.get("architecture")
+    if not isinstance(architecture, str):
+        raise DataRefError(ref, "config.json names no `architecture` and no model name was given")
+    from_config = dict(config.get("model_args") or {})
+    if "num_classes" in config:
+        from_config["num_classes"] = config["num_classes"]
+    pretrained = config.get("pretrained_cfg") or {}
+    normalization = None
+    if pretrained.get("mean") and pretrained.get("std"):
+        normalization = Normalization(mean=tuple(pretrained["mean"]), std=tuple(pretrained["std"]))
+    return ResolvedAncestor(weights, architecture, {**from_config, **overrides}, normalization)
+
+
+def _read_config(ref: str, path: Path) -> dict[str, Any]:
+    if path.stat().st_size > 1 << 20:
+        raise DataRefError(ref, "config.json is over 1 MiB")
+    try:
+        config = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataRefError(ref, f"config.json is not JSON ({type(exc).__name__})") from None
+    if not isinstance(config, dict):
+        raise DataRefError(ref, "config.json is not a JSON object")
+    return config
+
+
+def _cached_hub_folder(ref: str, repo_id: str) -> Path:
+    """The snapshot folder of a hub model in the local cache, found without any network access."""
+    if repo_id.count("/") != 1 or not all(repo_id.split("/")):
+        raise DataRefError(ref, "expected hf-hub:<owner>/<name>")
+    found = {name: try_to_load_from_cache(repo_id, name) for name in (CONFIG, WEIGHTS)}
+    missing = [name for name, path in found.items() if not isinstance(path, str)]
+    if missing:
+        raise DataRefError(
+            ref, f"{', '.join(missing)} not in the local Hugging Face cache (this service never downloads; "
+            "populate the cache, e.g. with `huggingface-cli download`, or set HF_HUB_CACHE)", "unavailable",
+        )  # fmt: skip
+    return Path(found[CONFIG]).parent
