@@ -15,7 +15,7 @@ import torch
 import webdataset as wds
 from PIL import Image
 
-from learngene import CondenseConfig, Normalization, condense, load_images
+from learngene import CondenseConfig, Normalization, condense, load_images, read_metadata
 from learngene.checkpoint import export_checkpoint
 from learngene.data import DataRefError, open_source
 from learngene.data.loader import StepBatches, Stream, step_batches
@@ -160,3 +160,20 @@ def test_memory_does_not_grow_with_the_number_of_images(ancestor64, datasets, tm
     # Decoding every image would add 8,000 x 3 x 64 x 64 bytes (94 MiB) to the 8k run and 23 MiB to the 2k one: a
     # difference of 70 MiB on a base of about 1.1 GiB (torch and timm), so the bound is on the difference itself.
     assert rss["large"] - rss["small"] < 16, rss
+
+
+@pytest.mark.parametrize("kind", ["folder", "shards"])
+def test_learngene_train_streams_from_folders_and_shards(datasets, tmp_path, kind):
+    data = f"imagefolder://{datasets['small']}" if kind == "folder" else datasets["shards"]
+    spec = tiny_spec(**RGB64, embed_dim=32, num_heads=1, depth=1)
+    out = tmp_path / "model.safetensors"
+    sets = [a for k, v in spec.overrides().items() for a in ("--set", f"{k}={v}")]
+    run = subprocess.run([sys.executable, "-m", "service.cli", "train", "--model", spec.model, *sets, "--data", data,
+                          "--steps", "4", "--batch-size", "16", "--warmup", "1", "--recipe", "deit", "--workers", "1",
+                          "--out", str(out)], capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    train = json.loads(run.stdout.strip().splitlines()[-1])["checkpoint"]
+    assert train["bytes"] > 0 and out.is_file()
+    recorded = read_metadata(out)["train"]
+    assert recorded["data_uri"] == data and recorded["augment"]["transform"] == "deit"
+    assert recorded["data_digest"] == open_source(data).digest()
