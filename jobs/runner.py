@@ -370,7 +370,8 @@ def run_condensation_job(job: Job, context: WorkerContext, reporter: Reporter) -
             name=request.name, eval_uri=request.eval_data, max_samples=request.data.max_samples,
             allowed_roots=[str(root) for root in settings.data_roots],
             limits=dataclasses.asdict(settings.limits.decode()), device=settings.device,
-            workers=settings.data_workers, run_dir=str(state), checkpoint_every=settings.condense_checkpoint_every,
+            workers=settings.data_workers, compile_model=settings.condense_compile, run_dir=str(state),
+            checkpoint_every=settings.condense_checkpoint_every,
         )  # fmt: skip
         template_set = launch_condensation(spec, nproc=nproc, progress=reporter.progress,
                                            should_stop=reporter.should_stop)  # fmt: skip
@@ -379,8 +380,8 @@ def run_condensation_job(job: Job, context: WorkerContext, reporter: Reporter) -
             request.ancestor.ref(), request.data.uri, request.condense_config(), name=request.name,
             eval_uri=request.eval_data, max_samples=request.data.max_samples, allowed_roots=settings.data_roots,
             limits=settings.limits.decode(), device=pick_device(settings.device), workers=settings.data_workers,
-            progress=reporter.progress, should_stop=reporter.should_stop, checkpoint_dir=state,
-            checkpoint_every=settings.condense_checkpoint_every,
+            compile_model=settings.condense_compile, progress=reporter.progress, should_stop=reporter.should_stop,
+            checkpoint_dir=state, checkpoint_every=settings.condense_checkpoint_every,
         )  # fmt: skip
     reporter.confirm_lease()  # a worker that was frozen and lost the job must not publish a second version
     resolved = context.store.publish(template_set, request.name)

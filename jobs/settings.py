@@ -74,6 +74,9 @@ class Settings(BaseSettings):
         default=1, ge=1, description="processes (torchrun ranks, one per GPU) a condensation runs on unless its "
         "request says `nproc`",
     )  # fmt: skip
+    condense_compile: bool = Field(
+        default=False, description="train condensations through torch.compile (off until measured on the GPUs used)"
+    )
     data_workers: int | None = Field(
         default=None, ge=0, description="DataLoader worker processes of a condensation; unset: the cores less one, "
         "at most 8; 0: decode in the training process",

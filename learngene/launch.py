@@ -59,6 +59,7 @@ class LaunchSpec(BaseModel):
     limits: dict[str, int] = Field(default_factory=lambda: dataclasses.asdict(DecodeLimits()))
     device: str | None = None
     workers: int | None = None
+    compile_model: bool = False
     run_dir: str = Field(
         description="the run's folder: spec, training state (as a single process keeps it, so a run "
         "may resume on another number of processes), progress, log, result"
@@ -145,7 +146,8 @@ def run_rank(spec: LaunchSpec) -> None:
         template_set = run_condensation(
             spec.ancestor, spec.data_uri, spec.config, name=spec.name, eval_uri=spec.eval_uri,
             max_samples=spec.max_samples, allowed_roots=spec.allowed_roots, limits=DecodeLimits(**spec.limits),
-            device=device_for(world, device), workers=spec.workers, progress=report if world.main else None,
+            device=device_for(world, device), workers=spec.workers, compile_model=spec.compile_model,
+            progress=report if world.main else None,
             checkpoint_dir=folder, checkpoint_every=spec.checkpoint_every,
             should_stop=(folder / STOP).exists,
         )  # fmt: skip

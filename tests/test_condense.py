@@ -178,3 +178,12 @@ def test_any_timm_classifier_can_be_the_ancestor(fmnist_train, tmp_path):
     # no held-out data given: the accuracies are measured on a sample of the training data, and the lineage says so
     assert set(ts.metrics) == {"final_loss", "aux_accuracy", "ancestor_accuracy"}
     assert ts.lineage.eval_data_uri == f"idx://{FMNIST} (training sample)"
+
+
+def test_a_compiled_condensation_trains_the_same_parameters_as_eager(ancestor, fmnist_train):
+    """torch.compile is an option (`compile_model`), never a change of result."""
+    config = SHORT.model_copy(update={"steps": 3})
+    eager = condense(ancestor, fmnist_train, config, device="cpu")
+    compiled = condense(ancestor, fmnist_train, config, device="cpu", compile_model=True)
+    for key, tensor in eager.tensors().items():
+        torch.testing.assert_close(compiled.tensors()[key], tensor, rtol=1e-4, atol=1e-5, msg=key)

@@ -135,6 +135,7 @@ def condense(
     nproc_per_node: Annotated[int, typer.Option(help="processes on this machine (torchrun; one per GPU)")] = 1,
     nnodes: Annotated[int, typer.Option(help="machines taking part (each runs this same command)")] = 1,
     rdzv_endpoint: Annotated[str | None, typer.Option(help="host:port of the rendezvous, for nnodes > 1")] = None,
+    compile_model: Annotated[bool, typer.Option("--compile", help="train through torch.compile")] = False,
     device: str | None = None,
 ) -> None:
     """Condense an ancestor into a template set; rerunning an interrupted command resumes it. With --nproc-per-node
@@ -172,7 +173,8 @@ def condense(
                 spec = LaunchSpec(
                     ancestor=ref, data_uri=data, config=config, name=name, eval_uri=eval_data,
                     allowed_roots=[str(r) for r in roots] if roots is not None else None, device=device,
-                    workers=workers, run_dir=str(state), checkpoint_every=checkpoint_every,
+                    workers=workers, compile_model=compile_model, run_dir=str(state),
+                    checkpoint_every=checkpoint_every,
                 )  # fmt: skip
                 template_set = launch_condensation(
                     spec, nproc=nproc_per_node, nnodes=nnodes, rdzv_endpoint=rdzv_endpoint, progress=bar
@@ -180,8 +182,8 @@ def condense(
             else:
                 template_set = run_condensation(
                     ref, data, config, name=name, eval_uri=eval_data, allowed_roots=roots,
-                    device=device_option(device), workers=workers, progress=bar, checkpoint_dir=state,
-                    checkpoint_every=checkpoint_every,
+                    device=device_option(device), workers=workers, compile_model=compile_model, progress=bar,
+                    checkpoint_dir=state, checkpoint_every=checkpoint_every,
                 )  # fmt: skip
         summary = {"name": name, "learngene_parameters": template_set.num_learngene_parameters()}
         if out is not None:
