@@ -208,8 +208,11 @@ def train_steps(
             np.random.seed((seed * 1_000_003 + step) % 2**32)  # timm's Mixup draws from numpy: one seed per step
             x, y = objective.mixup(x, y)
         with autocast(device):
-            with torch.no_grad():
-                teacher_logits = teacher(x) if teacher is not None else None
+            teacher_logits = None
+            if teacher is not None:
+                with torch.inference_mode():  # no autograd bookkeeping at all for the frozen ancestor
+                    teacher_logits = teacher(x)
+                teacher_logits = teacher_logits.clone()  # an ordinary tensor: the KL term saves it for backward
             logits = model(x)
             loss = distillation_loss(logits, y, teacher_logits, objective.lam, objective.tau, objective.ce,
                                      objective.label_smoothing)  # fmt: skip
