@@ -114,10 +114,20 @@ def launch_condensation(
     return TemplateSet.load(folder / RESULT)
 
 
+def _libc_prctl():
+    with contextlib.suppress(OSError, AttributeError):
+        return ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    return None
+
+
+# Looked up once here: between fork and exec (`_die_with_parent`) nothing may load a library or take a lock.
+_PRCTL = _libc_prctl()
+
+
 def _die_with_parent() -> None:
     """In the launcher's process, before exec: SIGTERM when the launching process dies (Linux; elsewhere a no-op)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if _PRCTL is not None:
+        _PRCTL(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def _relay(folder: Path, progress: ProgressFn | None, seen: Any) -> Any:
