@@ -45,6 +45,8 @@ def join_from_env(device_type: str) -> World:
     size = int(os.environ.get("WORLD_SIZE", "1"))
     if size > 1 and not dist.is_initialized():
         rank = int(os.environ["RANK"])
+        if device_type == "cuda":  # NCCL's collectives (and `any_rank`'s flag) run on the current device
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"  # torchrun serves the store itself
         store = dist.TCPStore(
             os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), size, is_master=not agent_store and rank == 0,
