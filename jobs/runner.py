@@ -28,8 +28,7 @@ from jobs.settings import Settings
 from jobs.store import JobStore
 from learngene import DataRefError, IntegrityError, SpecError
 from learngene.control import Stopped
-from learngene.launch import LaunchSpec, launch_condensation
-from learngene.pipeline import run_condensation
+from learngene.launch import LaunchSpec, condense_run
 from learngene.training import Progress, pick_device
 from templates_store import ResolvedRef, StoreError, TemplateStore
 
@@ -363,26 +362,16 @@ def run_condensation_job(job: Job, context: WorkerContext, reporter: Reporter) -
     published = state / "published.json"
     if published.is_file():  # an earlier attempt published but died before recording it: do not publish twice
         return json.loads(published.read_text())
-    nproc = request.nproc or settings.condense_nproc
-    if nproc > 1:  # torchrun ranks in the job's state folder: a redelivered job resumes there on any process count
-        spec = LaunchSpec(
-            ancestor=request.ancestor.ref(), data_uri=request.data.uri, config=request.condense_config(),
-            name=request.name, eval_uri=request.eval_data, max_samples=request.data.max_samples,
-            allowed_roots=[str(root) for root in settings.data_roots],
-            limits=dataclasses.asdict(settings.limits.decode()), device=settings.device,
-            workers=settings.data_workers, compile_model=settings.condense_compile, run_dir=str(state),
-            checkpoint_every=settings.condense_checkpoint_every,
-        )  # fmt: skip
-        template_set = launch_condensation(spec, nproc=nproc, progress=reporter.progress,
-                                           should_stop=reporter.should_stop)  # fmt: skip
-    else:
-        template_set = run_condensation(
-            request.ancestor.ref(), request.data.uri, request.condense_config(), name=request.name,
-            eval_uri=request.eval_data, max_samples=request.data.max_samples, allowed_roots=settings.data_roots,
-            limits=settings.limits.decode(), device=pick_device(settings.device), workers=settings.data_workers,
-            compile_model=settings.condense_compile, progress=reporter.progress, should_stop=reporter.should_stop,
-            checkpoint_dir=state, checkpoint_every=settings.condense_checkpoint_every,
-        )  # fmt: skip
+    spec = LaunchSpec(
+        ancestor=request.ancestor.ref(), data_uri=request.data.uri, config=request.condense_config(),
+        name=request.name, eval_uri=request.eval_data, max_samples=request.data.max_samples,
+        allowed_roots=[str(root) for root in settings.data_roots], limits=dataclasses.asdict(settings.limits.decode()),
+        device=settings.device, workers=settings.data_workers, compile_model=settings.condense_compile,
+        run_dir=str(state), checkpoint_every=settings.condense_checkpoint_every,
+    )  # fmt: skip
+    # With nproc > 1, torchrun ranks in the job's state folder: a redelivered job resumes there on any process count.
+    template_set = condense_run(spec, nproc=request.nproc or settings.condense_nproc, progress=reporter.progress,
+                                should_stop=reporter.should_stop)  # fmt: skip
     reporter.confirm_lease()  # a worker that was frozen and lost the job must not publish a second version
     resolved = context.store.publish(template_set, request.name)
     if request.promote:

@@ -334,6 +334,8 @@ def _evaluation_data(
 def _check_ancestor_classes(
     ancestor: nn.Module, data: ImageData | Stream, num_classes: int, device: torch.device
 ) -> None:
+    if isinstance(data, Stream):  # two images: decoded here, not by a pool of loader workers started for them
+        data = dataclasses.replace(data, workers=0)
     x, _ = next(ordered_batches(data, 2, device))
     with torch.no_grad():
         out = ancestor(x)

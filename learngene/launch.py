@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from learngene.condense import CondenseConfig
@@ -45,7 +46,7 @@ SPEC, PROGRESS, STOP, STOPPED, RESULT, LOG = "launch.json", "progress.json", "ST
 
 
 class LaunchSpec(BaseModel):
-    """Everything a rank needs to run its share of one condensation."""
+    """Everything one condensation run needs, in this process or in each of its torchrun ranks."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -65,6 +66,40 @@ class LaunchSpec(BaseModel):
         "may resume on another number of processes), progress, log, result"
     )
     checkpoint_every: int = 500
+
+
+def condense_run(
+    spec: LaunchSpec,
+    *,
+    nproc: int = 1,
+    nnodes: int = 1,
+    rdzv_endpoint: str | None = None,
+    progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
+) -> TemplateSet:
+    """The condensation `spec` names: in this process, or on `nproc` x `nnodes` torchrun ranks. Either way its state
+    is kept in `spec.run_dir`, so an interrupted run resumes there on any number of processes."""
+    if nproc == 1 and nnodes == 1 and rdzv_endpoint is None:
+        return run_spec(spec, progress=progress, should_stop=should_stop)
+    return launch_condensation(spec, nproc=nproc, nnodes=nnodes, rdzv_endpoint=rdzv_endpoint, progress=progress,
+                               should_stop=should_stop)  # fmt: skip
+
+
+def run_spec(
+    spec: LaunchSpec,
+    *,
+    device: torch.device | None = None,
+    progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
+) -> TemplateSet:
+    """`spec` in this process (the whole run, or one rank's share of it)."""
+    return run_condensation(
+        spec.ancestor, spec.data_uri, spec.config, name=spec.name, eval_uri=spec.eval_uri,
+        max_samples=spec.max_samples, allowed_roots=spec.allowed_roots, limits=DecodeLimits(**spec.limits),
+        device=device or pick_device(spec.device), workers=spec.workers, compile_model=spec.compile_model,
+        progress=progress, checkpoint_dir=Path(spec.run_dir), checkpoint_every=spec.checkpoint_every,
+        should_stop=should_stop,
+    )  # fmt: skip
 
 
 def launch_condensation(
@@ -153,12 +188,8 @@ def run_rank(spec: LaunchSpec) -> None:
         write_json_atomic(folder / PROGRESS, dataclasses.asdict(p))
 
     try:
-        template_set = run_condensation(
-            spec.ancestor, spec.data_uri, spec.config, name=spec.name, eval_uri=spec.eval_uri,
-            max_samples=spec.max_samples, allowed_roots=spec.allowed_roots, limits=DecodeLimits(**spec.limits),
-            device=device_for(world, device), workers=spec.workers, compile_model=spec.compile_model,
-            progress=report if world.main else None,
-            checkpoint_dir=folder, checkpoint_every=spec.checkpoint_every,
+        template_set = run_spec(
+            spec, device=device_for(world, device), progress=report if world.main else None,
             should_stop=(folder / STOP).exists,
         )  # fmt: skip
     except Stopped as exc:

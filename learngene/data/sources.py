@@ -20,6 +20,7 @@ is therefore not noticed; a changed IDX file or bundle is.
 from __future__ import annotations
 
 import abc
+import functools
 import gzip
 import hashlib
 import io
@@ -59,8 +60,8 @@ class ImageSource(abc.ABC):
     @abc.abstractmethod
     def digest(self) -> str: ...
 
-    @property
-    def labelled(self) -> bool:
+    @functools.cached_property
+    def labelled(self) -> bool:  # asked for every batch: computed once
         return bool(len(self._labels)) and int(self._labels.min()) >= 0
 
     def label(self, index: int) -> int:
@@ -153,7 +154,10 @@ class IdxSource(ImageSource):
             raise DataRefError(uri, f"{images.rows} images but {labels.rows} labels")
         self._paths, self._header = paths, images
         self._labels = self._array(paths["labels-idx1"], labels).astype(np.int64)
-        self._images: np.ndarray | None = None
+        # A plain file is mapped lazily, by each DataLoader worker itself; a gzipped one has no random access and is
+        # decompressed once, here, so that forked workers share it instead of each decompressing it again.
+        gzipped = paths["images-idx3"].suffix == ".gz"
+        self._images: np.ndarray | None = self._array(paths["images-idx3"], images) if gzipped else None
 
     @staticmethod
     def _array(path: Path, header) -> np.ndarray:
@@ -168,7 +172,7 @@ class IdxSource(ImageSource):
         return self._header.rows
 
     def image(self, index: int) -> Image.Image:
-        if self._images is None:  # opened lazily, so that each DataLoader worker maps the file itself
+        if self._images is None:
             self._images = self._array(self._paths["images-idx3"], self._header)
         return Image.fromarray(np.asarray(self._images[index]), mode="L")
 
@@ -178,8 +182,8 @@ class IdxSource(ImageSource):
             h.update(sha256_file(self._paths[part]).encode())
         return h.hexdigest()
 
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_images": None}
+    def __getstate__(self) -> dict:  # a memory map is not sent to a spawned worker: it maps the file again
+        return {**self.__dict__, "_images": None} if isinstance(self._images, np.memmap) else self.__dict__
 
 
 class BundleSource(ImageSource):

@@ -17,9 +17,9 @@ from learngene import CondenseConfig, ViTSpec, load_images, load_model, read_met
 from learngene.ancestors import resolve_ancestor
 from learngene.data.transforms import Augment
 from learngene.files import sha256_file
-from learngene.launch import LaunchSpec, launch_condensation
+from learngene.launch import LaunchSpec, condense_run
 from learngene.methods import LEARNGENE_METHODS, METHODS
-from learngene.pipeline import AncestorRef, Calibration, FitSettings, run_condensation, run_training
+from learngene.pipeline import AncestorRef, Calibration, FitSettings, run_training
 from learngene.spec import parse_overrides
 from learngene.template_set import Normalization
 from learngene.training import OptimConfig, pick_device
@@ -168,23 +168,15 @@ def condense(
         ref = AncestorRef(model=ancestor_model, overrides=parse_overrides(ancestor_set or []), checkpoint=ancestor)
         roots = get_settings().local_data_roots()
         state = checkpoint_dir or _state_dir(config, ref, data, roots)
+        spec = LaunchSpec(
+            ancestor=ref, data_uri=data, config=config, name=name, eval_uri=eval_data,
+            allowed_roots=[str(r) for r in roots] if roots is not None else None, device=device_option(device),
+            workers=workers, compile_model=compile_model, run_dir=str(state), checkpoint_every=checkpoint_every,
+        )  # fmt: skip
         with progress_bar(steps, "condense") as bar:
-            if nproc_per_node > 1 or nnodes > 1:
-                spec = LaunchSpec(
-                    ancestor=ref, data_uri=data, config=config, name=name, eval_uri=eval_data,
-                    allowed_roots=[str(r) for r in roots] if roots is not None else None, device=device,
-                    workers=workers, compile_model=compile_model, run_dir=str(state),
-                    checkpoint_every=checkpoint_every,
-                )  # fmt: skip
-                template_set = launch_condensation(
-                    spec, nproc=nproc_per_node, nnodes=nnodes, rdzv_endpoint=rdzv_endpoint, progress=bar
-                )
-            else:
-                template_set = run_condensation(
-                    ref, data, config, name=name, eval_uri=eval_data, allowed_roots=roots,
-                    device=device_option(device), workers=workers, compile_model=compile_model, progress=bar,
-                    checkpoint_dir=state, checkpoint_every=checkpoint_every,
-                )  # fmt: skip
+            template_set = condense_run(
+                spec, nproc=nproc_per_node, nnodes=nnodes, rdzv_endpoint=rdzv_endpoint, progress=bar
+            )
         summary = {"name": name, "learngene_parameters": template_set.num_learngene_parameters()}
         if out is not None:
             summary["path"] = str(template_set.save(out))
