@@ -1,6 +1,6 @@
 """Where template-set versions live. `StorageBackend` is the whole interface the store needs; `LocalBackend`
-implements it on a POSIX filesystem. An object-store backend (S3-compatible, through fsspec) would implement the same
-methods: `folder` as a verified download cache, `publish` as uploads followed by a conditional write of the manifest.
+implements it on a POSIX filesystem, `templates_store.s3.S3Backend` on S3-compatible object storage (`folder` as a
+verified download cache, `publish` as uploads followed by a conditional create of the manifest).
 
 Local layout:
 
@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from learngene.files import fsync_dir, write_json_atomic
+from learngene.template_set import MANIFEST, IntegrityError, Manifest
 from templates_store.refs import NotFoundError, check_name
 
 ALIASES = "aliases.json"
@@ -43,8 +44,13 @@ class StorageBackend(abc.ABC):
         """Committed versions of `name`, ascending; [] when the name has none."""
 
     @abc.abstractmethod
-    def folder(self, name: str, version: int) -> Path:
-        """A local folder holding the version's files, for reading (memory-mapped where the backend allows)."""
+    def manifest(self, name: str, version: int) -> bytes:
+        """The version's manifest as stored: NotFoundError if the version does not exist, IntegrityError if it
+        exists without a readable manifest."""
+
+    @abc.abstractmethod
+    def folder(self, name: str, version: int, manifest: Manifest, digest: str) -> Path:
+        """A local folder holding the files `manifest` lists (whose sha256 is `digest`), for reading."""
 
     @abc.abstractmethod
     def publish(self, name: str, stage: Callable[[Path], None], finalize: Callable[[Path, int], None]) -> int:
@@ -122,11 +128,20 @@ class LocalBackend(StorageBackend):
         path = self._dir(name) / RETIRED
         return json.loads(path.read_text()) if path.is_file() else []
 
-    def folder(self, name: str, version: int) -> Path:
+    def _version_dir(self, name: str, version: int) -> Path:
         path = self._dir(name) / str(version)
         if not path.is_dir():
             raise NotFoundError(f"template set {name}@{version} does not exist")
         return path
+
+    def manifest(self, name: str, version: int) -> bytes:
+        path = self._version_dir(name, version) / MANIFEST
+        if not path.is_file():
+            raise IntegrityError(f"{name}@{version}: manifest missing")
+        return path.read_bytes()
+
+    def folder(self, name: str, version: int, manifest: Manifest | None = None, digest: str | None = None) -> Path:
+        return self._version_dir(name, version)  # the files are read in place (and checked by the reader)
 
     def publish(self, name: str, stage: Callable[[Path], None], finalize: Callable[[Path, int], None]) -> int:
         base = self._dir(name)
@@ -157,7 +172,7 @@ class LocalBackend(StorageBackend):
 
     def delete(self, name: str, version: int) -> None:
         base = self._dir(name)
-        source = self.folder(name, version)
+        source = self._version_dir(name, version)
         trash = base / f".trash-{uuid.uuid4().hex}"
         write_json_atomic(base / RETIRED, sorted({*self._retired(name), version}))
         os.rename(source, trash)  # the version disappears atomically; the files go after

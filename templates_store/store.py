@@ -9,6 +9,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 
+import platformdirs
 from pydantic import BaseModel
 
 from learngene.condense import check_template_set
@@ -19,9 +20,9 @@ from learngene.template_set import (
     Manifest,
     TemplateSet,
     parse_manifest,
-    read_manifest,
     verify_files,
 )
+from storage.objects import Bucket
 from templates_store.backend import LocalBackend, StorageBackend
 from templates_store.refs import (
     LATEST,
@@ -35,6 +36,7 @@ from templates_store.refs import (
     check_name,
     parse_ref,
 )
+from templates_store.s3 import S3Backend
 
 
 class AliasRecord(BaseModel):
@@ -76,15 +78,25 @@ class TemplateStore:
         return cls(LocalBackend(root), **kwargs)
 
     @classmethod
-    def open(cls, location: str | Path, **kwargs) -> TemplateStore:
+    def open(
+        cls, location: str | Path, *, cache_dir: str | Path | None = None, cache_bytes: int = 10 << 30, **kwargs
+    ) -> TemplateStore:
         """The store at `location`, its backend chosen by the URL scheme: a path or `file://` is the local
-        filesystem; an object-store backend (e.g. `s3://` through fsspec) plugs in here, callers stay as they are."""
+        filesystem, `s3://bucket/prefix` S3-compatible object storage read through a local cache in `cache_dir`
+        (bounded by `cache_bytes`)."""
         scheme, sep, rest = str(location).partition("://")
         if not sep:
             return cls.local(location, **kwargs)
         if scheme == "file":
             return cls.local(rest, **kwargs)
-        raise StoreError(f"no storage backend for {scheme}:// locations; only local paths are implemented")
+        if scheme == "s3":
+            try:
+                bucket = Bucket(str(location))
+            except ValueError as exc:
+                raise StoreError(str(exc)) from None
+            cache = Path(cache_dir) if cache_dir else Path(platformdirs.user_cache_dir("learngene")) / "store"
+            return cls(S3Backend(bucket, cache, cache_bytes=cache_bytes), **kwargs)
+        raise StoreError(f"no storage backend for {scheme}:// locations; use a path, file:// or s3://")
 
     # --- reading -----------------------------------------------------------------------------------------------
 
@@ -103,15 +115,15 @@ class TemplateStore:
             if record is None:
                 raise NotFoundError(f"template set {name!r} has no alias {selector!r}")
             version = record["version"]
-        folder = self.backend.folder(name, version)
         problem = None if selector == LATEST else self._broken(name, version)  # latest was checked above
         if problem is not None:
             raise BrokenVersion(f"template set {name}@{version} is damaged ({problem}); see `learngene templates gc`")
-        return ResolvedRef(name=name, version=version, digest=_manifest_digest(folder))
+        digest = hashlib.sha256(self.backend.manifest(name, version)).hexdigest()
+        return ResolvedRef(name=name, version=version, digest=digest)
 
     def manifest(self, ref: str | ResolvedRef) -> Manifest:
         resolved = self._resolved(ref)
-        return read_manifest(self.backend.folder(resolved.name, resolved.version))
+        return _parse(resolved.name, resolved.version, self.backend.manifest(resolved.name, resolved.version))
 
     def load(self, ref: str | ResolvedRef) -> TemplateSet:
         """The template set, verified against its manifest; repeated loads are served from memory.
@@ -123,8 +135,9 @@ class TemplateStore:
                 self._cache.move_to_end(resolved.digest)
                 self.hits += 1
                 return self._cache[resolved.digest]
-        folder = self.backend.folder(resolved.name, resolved.version)
-        template_set = TemplateSet.load(folder, manifest=self._checked_manifest(folder, resolved))
+        manifest = self._checked_manifest(resolved)
+        folder = self.backend.folder(resolved.name, resolved.version, manifest, resolved.digest)
+        template_set = TemplateSet.load(folder, manifest=manifest)
         check_template_set(template_set)  # published sets were checked; this catches one placed by hand
         with self._lock:
             self.loads += 1
@@ -136,8 +149,8 @@ class TemplateStore:
     def verify(self, ref: str | ResolvedRef) -> ResolvedRef:
         """Re-hash every file of a version, ignoring any cached check."""
         resolved = self._resolved(ref)
-        folder = self.backend.folder(resolved.name, resolved.version)
-        verify_files(folder, self._checked_manifest(folder, resolved))
+        manifest = self._checked_manifest(resolved)
+        verify_files(self.backend.folder(resolved.name, resolved.version, manifest, resolved.digest), manifest)
         return resolved
 
     def list(self, name: str | None = None) -> list[VersionInfo]:
@@ -150,16 +163,16 @@ class TemplateStore:
             for alias, record in sorted(self.backend.read_aliases(n).items()):
                 targets.setdefault(record["version"], []).append(alias)
             for version in self.backend.versions(n):
-                folder = self.backend.folder(n, version)
                 try:
-                    m = read_manifest(folder)
-                except IntegrityError:
-                    continue  # listed by `problems`, never half-shown here
+                    data = self.backend.manifest(n, version)
+                    m = _parse(n, version, data)
+                except (IntegrityError, NotFoundError):
+                    continue  # listed by `problems` (or deleted meanwhile), never half-shown here
                 out.append(
                     VersionInfo(
                         name=n,
                         version=version,
-                        digest=_manifest_digest(folder),
+                        digest=hashlib.sha256(data).hexdigest(),
                         method=m.method,
                         created=m.created,
                         aliases=targets.get(version, []),
@@ -248,7 +261,7 @@ class TemplateStore:
 
     def _broken(self, name: str, version: int) -> str | None:
         try:
-            read_manifest(self.backend.folder(name, version))
+            _parse(name, version, self.backend.manifest(name, version))
         except IntegrityError as exc:
             return str(exc).partition(": ")[2] or str(exc)
         return None
@@ -269,7 +282,7 @@ class TemplateStore:
         return self.backend.publish(name, stage, finalize)
 
     def _set_alias(self, name: str, version: int, alias: str) -> AliasRecord:
-        self.backend.folder(name, version)  # raises NotFoundError for a missing version
+        self.backend.manifest(name, version)  # raises NotFoundError for a missing version
         aliases = self.backend.read_aliases(name)
         history = list(aliases.get(alias, {}).get("history", []))
         if not history or history[-1] != version:
@@ -278,11 +291,11 @@ class TemplateStore:
         self.backend.write_aliases(name, aliases)
         return AliasRecord.model_validate(aliases[alias])
 
-    def _checked_manifest(self, folder: Path, resolved: ResolvedRef) -> Manifest:
-        data = _manifest_bytes(folder)
+    def _checked_manifest(self, resolved: ResolvedRef) -> Manifest:
+        data = self.backend.manifest(resolved.name, resolved.version)
         if hashlib.sha256(data).hexdigest() != resolved.digest:
             raise IntegrityError(f"{resolved}: manifest differs from the one it was resolved to")
-        return parse_manifest(data, folder / MANIFEST)
+        return _parse(resolved.name, resolved.version, data)
 
     def _ensure_builtin(self, name: str) -> None:
         """Publish a bundled template set (e.g. `demo`) as version 1 with alias `prod` the first time it is used."""
@@ -295,15 +308,8 @@ class TemplateStore:
             self._set_alias(name, version, "prod")
 
 
-def _manifest_bytes(folder: Path) -> bytes:
-    path = folder / MANIFEST
-    if not path.is_file():
-        raise IntegrityError(f"{folder.parent.name}@{folder.name}: manifest missing")
-    return path.read_bytes()
-
-
-def _manifest_digest(folder: Path) -> str:
-    return hashlib.sha256(_manifest_bytes(folder)).hexdigest()
+def _parse(name: str, version: int, data: bytes) -> Manifest:
+    return parse_manifest(data, Path(name, str(version), MANIFEST))  # errors name `name/version/manifest.json`
 
 
 def _now() -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
+import uuid
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ from learngene import CondenseConfig, Normalization, TemplateSet, ViTSpec, conde
 from learngene.condense import build_auxiliary
 from learngene.data import channel_stats
 from learngene.training import OptimConfig, train_classifier
+from tests.s3server import BUCKET, S3Server
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -91,3 +94,20 @@ def random_template_set(spec: ViTSpec, seed: int = 0, jitter: float = 0.3, **con
         for p in aux.parameters():
             p.add_(jitter * torch.randn_like(p) * p.std().clamp_min(0.05))
     return TemplateSet.from_auxiliary(aux, name="random", normalization=Normalization(mean=(0.5,), std=(0.25,)))
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """One real S3 server (SeaweedFS) for the session; its AWS_* variables are set for this process and every
+    process it starts, as an operator would set them."""
+    server = S3Server(tmp_path_factory.mktemp("s3"))
+    server.start()
+    os.environ.update(server.env)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_url(s3_server, request) -> str:
+    """A prefix of its own in the test bucket, for one test."""
+    return f"s3://{BUCKET}/{re.sub(r'[^a-z0-9]+', '-', request.node.name.lower())[:40]}-{uuid.uuid4().hex[:8]}"

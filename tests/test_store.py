@@ -206,8 +206,9 @@ def test_manifest_entries_name_files_inside_the_version(store, template_set):
 def test_store_location_picks_the_backend(tmp_path):
     assert TemplateStore.open(f"file://{tmp_path}/a").backend.root == tmp_path / "a"
     assert TemplateStore.open(tmp_path / "b").backend.root == tmp_path / "b"
-    with pytest.raises(StoreError, match="no storage backend for s3://"):
-        TemplateStore.open("s3://bucket/templates")
+    assert TemplateStore.open("s3://bucket/templates").backend.bucket.url == "s3://bucket/templates"
+    with pytest.raises(StoreError, match="no storage backend for gs://"):
+        TemplateStore.open("gs://bucket/templates")
 
 
 @pytest.mark.parametrize("ref", ["", "UPPER", "../etc", "a/b", "x@", "x@0", "x@-1", "x@..", "n" * 65, "x@a b"])

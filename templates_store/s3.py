@@ -1,0 +1,216 @@
+"""The template store on S3-compatible object storage, with the local store's guarantees.
+
+Layout under `s3://bucket/prefix`:
+
+    .objects/<sha256>                      content-addressed files, uploaded before any manifest names them
+    <name>/versions/<version>/manifest.json the version itself: created with If-None-Match: *, the commit point
+    <name>/retired/<version>               a deleted version's number, never reused
+    <name>/aliases.json                    alias -> version and history
+    <name>/.lock                           a lease (conditional create) serializing alias and delete operations
+
+A version is visible whole or not at all: its files are uploaded first and its manifest, created last, is the only
+thing that makes it exist. Two racing publishers both try `versions/<n>`; the create is conditional, so one wins and
+the other tries n + 1. Reads go through a local cache keyed by the manifest's sha256 (`folder`): each file is
+downloaded once, checked against the manifest, and evicted least recently used past `cache_bytes`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import shutil
+import socket
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from learngene.files import fsync_dir, sha256_file
+from learngene.template_set import MANIFEST, IntegrityError, Manifest, parse_manifest
+from storage.objects import Bucket, ObjectChanged, ObjectExists, ObjectMismatch, ObjectMissing
+from templates_store.backend import ALIASES, StorageBackend
+from templates_store.refs import NotFoundError, StoreError, check_name
+
+OBJECTS = ".objects"
+LOCK_TTL_S = 30.0  # a lock holder that died is replaced after this long; every operation under it takes milliseconds
+
+
+class S3Backend(StorageBackend):
+    def __init__(
+        self,
+        bucket: Bucket,
+        cache_dir: str | Path,
+        *,
+        cache_bytes: int = 10 << 30,
+        orphan_grace_s: float = 3600.0,
+    ):
+        self.bucket = bucket
+        self.cache_dir = Path(cache_dir).expanduser()
+        self.cache_bytes = cache_bytes
+        # gc leaves unreferenced objects younger than this: they may belong to a publisher about to commit.
+        self.orphan_grace_s = orphan_grace_s
+
+    def __repr__(self) -> str:
+        return f"S3Backend({self.bucket.url!r})"
+
+    @staticmethod
+    def _manifest_key(name: str, version: int) -> str:
+        return f"{check_name(name)}/versions/{version}/{MANIFEST}"
+
+    # --- reading ---------------------------------------------------------------------------------------------
+
+    def names(self) -> list[str]:
+        return [n for n in self.bucket.folders() if not n.startswith(".") and self.versions(n)]
+
+    def versions(self, name: str) -> list[int]:
+        # From the manifests' keys, not from "folders": a filer-backed server (SeaweedFS) keeps empty ones.
+        keys = (info.key.split("/") for info in self.bucket.list(f"{check_name(name)}/versions/"))
+        return sorted(int(k[2]) for k in keys if len(k) == 4 and k[2].isdigit() and k[3] == MANIFEST)
+
+    def _retired(self, name: str) -> list[int]:
+        keys = (info.key.rpartition("/")[2] for info in self.bucket.list(f"{name}/retired/"))
+        return [int(k) for k in keys if k.isdigit()]
+
+    def manifest(self, name: str, version: int) -> bytes:
+        try:
+            return self.bucket.get(self._manifest_key(name, version))[0]
+        except ObjectMissing:
+            raise NotFoundError(f"template set {name}@{version} does not exist") from None
+
+    def folder(self, name: str, version: int, manifest: Manifest, digest: str) -> Path:
+        """The version's files in the local cache: downloaded once per manifest digest, each checked against its
+        sha256 and size on the way in (the reader checks them again)."""
+        entry = self.cache_dir / digest[:32]
+        folder = entry / name / str(version)  # `name/version/file` is how integrity errors name a file
+        if (folder / MANIFEST).is_file():  # the manifest is written last: its presence means the entry is whole
+            os.utime(entry)  # most recently used
+            return folder
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=self.cache_dir, prefix=".download-"))
+        try:
+            target = staging / name / str(version)
+            target.mkdir(parents=True)
+            for file, expected in manifest.files.items():
+                try:
+                    self.bucket.download(f"{OBJECTS}/{expected.sha256}", target / file, sha256=expected.sha256,
+                                         max_bytes=expected.bytes)  # fmt: skip
+                except ObjectMissing:
+                    raise IntegrityError(f"{name}/{version}/{file}: file missing") from None
+                except ObjectMismatch:
+                    message = "sha256 does not match the manifest (modified or corrupt)"
+                    raise IntegrityError(f"{name}/{version}/{file}: {message}") from None
+            (target / MANIFEST).write_text(manifest.model_dump_json())
+            fsync_dir(target)
+            with contextlib.suppress(OSError):  # another process cached the same digest meanwhile: keep theirs
+                os.rename(staging, entry)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        self._evict(keep=entry)
+        return folder
+
+    def _evict(self, keep: Path) -> None:
+        entries = [p for p in self.cache_dir.iterdir() if p.is_dir() and not p.name.startswith(".")]
+        sizes = {p: sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) for p in entries}
+        total = sum(sizes.values())
+        for path in sorted(entries, key=lambda p: p.stat().st_mtime):  # least recently used first
+            if total <= self.cache_bytes:
+                break
+            if path != keep:
+                shutil.rmtree(path, ignore_errors=True)  # readers that hold its files open keep them until closed
+                total -= sizes[path]
+
+    # --- writing ---------------------------------------------------------------------------------------------
+
+    def publish(self, name: str, stage: Callable[[Path], None], finalize: Callable[[Path, int], None]) -> int:
+        check_name(name)
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=self.cache_dir, prefix=".publish-") as tmp:
+            staging = Path(tmp)
+            stage(staging)
+            for path in sorted(staging.iterdir()):
+                # Always uploaded, even when present: the fresh date keeps `gc` from taking it before the commit.
+                self.bucket.upload(f"{OBJECTS}/{sha256_file(path)}", path)
+            while True:
+                version = max([0, *self.versions(name), *self._retired(name)]) + 1
+                finalize(staging, version)
+                try:
+                    self.bucket.put(self._manifest_key(name, version), (staging / MANIFEST).read_bytes(), create=True)
+                except ObjectExists:
+                    continue  # another publisher took this number
+                return version
+
+    def delete(self, name: str, version: int) -> None:
+        self.manifest(name, version)  # NotFoundError for a missing version
+        # Retired first, then the manifest goes: at every moment the number is in `versions` or `retired`, so a
+        # publisher (which lists both) never hands it out again. The files stay for `gc`.
+        self.bucket.put(f"{name}/retired/{version}", b"")
+        self.bucket.delete(self._manifest_key(name, version))
+
+    def read_aliases(self, name: str) -> dict[str, Any]:
+        try:
+            return json.loads(self.bucket.get(f"{check_name(name)}/{ALIASES}")[0])
+        except ObjectMissing:
+            return {}
+
+    def write_aliases(self, name: str, aliases: dict[str, Any]) -> None:
+        self.bucket.put(f"{check_name(name)}/{ALIASES}", json.dumps(aliases, indent=2, sort_keys=True).encode())
+
+    @contextlib.contextmanager
+    def lock(self, name: str, timeout_s: float = 60.0) -> Iterator[None]:
+        """A lease object taken by conditional create; a holder that died (its lease expired) is replaced by a
+        compare-and-swap on the lease's ETag, so exactly one waiter takes it over."""
+        key, token = f"{check_name(name)}/.lock", uuid.uuid4().hex
+        deadline = time.monotonic() + timeout_s
+        while True:
+            lease = json.dumps({"owner": token, "host": socket.gethostname(), "expires": time.time() + LOCK_TTL_S})
+            try:
+                self.bucket.put(key, lease.encode(), create=True)
+                break
+            except ObjectExists:
+                pass
+            try:
+                held, etag = self.bucket.get(key)
+                if json.loads(held).get("expires", 0) < time.time():
+                    self.bucket.put(key, lease.encode(), if_match=etag)
+                    break
+            except (ObjectMissing, ObjectChanged, ValueError):
+                pass  # released or taken over meanwhile: try again
+            if time.monotonic() > deadline:
+                raise StoreError(f"template set {name!r} is locked by another operation; retry later")
+            time.sleep(0.05 + 0.1 * (uuid.uuid4().int % 100) / 100)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(ObjectMissing, ValueError):
+                held, _ = self.bucket.get(key)
+                if json.loads(held).get("owner") == token:
+                    self.bucket.delete(key)
+
+    def problem(self) -> str | None:
+        return self.bucket.problem()
+
+    def gc(self) -> list[str]:
+        """Delete files no manifest names (left by publishers that died before committing, or by deleted versions)
+        once they are older than `orphan_grace_s`; returns their URLs."""
+        referenced: set[str] = set()
+        for name in self.bucket.folders():
+            if name.startswith("."):
+                continue
+            for version in self.versions(name):
+                try:
+                    manifest = parse_manifest(self.manifest(name, version), Path(name, str(version), MANIFEST))
+                except (IntegrityError, NotFoundError):
+                    continue
+                referenced.update(entry.sha256 for entry in manifest.files.values())
+        cutoff = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=self.orphan_grace_s)
+        removed = []
+        for info in self.bucket.list(f"{OBJECTS}/"):
+            digest = info.key.rpartition("/")[2]
+            if digest not in referenced and info.modified <= cutoff:
+                self.bucket.delete(info.key)
+                removed.append(f"{self.bucket.url}/{info.key}")
+        return removed
