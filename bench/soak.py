@@ -92,7 +92,15 @@ def main() -> None:
         "jobs_failed": sum(1 for j in done.values() if j["status"] != "succeeded"),
         "duplicate_completions": sum(n - 1 for n in completions.values() if n > 1),
         "checkpoint_files": len(list(artifacts.glob("*.safetensors"))),
-        "leftover_temporary_files": len([p for p in artifacts.iterdir() if p.name.startswith(".")]),
+        "leftover_temporary_files": len(
+            [
+                p
+                for d in (artifacts, home / "work" / "checkpoints")
+                if d.is_dir()
+                for p in d.iterdir()
+                if p.name.startswith(".")
+            ]
+        ),
         "worker_kills": len(kills),
         "jobs_by_attempts": dict(sorted(attempts.items())),
         "completion_s": {

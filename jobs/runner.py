@@ -30,12 +30,15 @@ from learngene import DataRefError, IntegrityError, SpecError
 from learngene.control import Stopped
 from learngene.launch import LaunchSpec, condense_run
 from learngene.training import Progress, pick_device
+from storage.artifacts import Artifacts
+from storage.objects import StorageUnavailable
 from templates_store import ResolvedRef, StoreError, TemplateStore
 
 log = logging.getLogger(__name__)
 
-# Errors caused by the request or its inputs: the job fails with the message, and retrying would not help.
-USER_ERRORS = (SpecError, DataRefError, IntegrityError, StoreError, ValueError, FileNotFoundError)
+# Errors caused by the request or its inputs, or storage that stayed away past LEARNGENE_STORAGE_OUTAGE_S: the job
+# fails with the message (which names no server path).
+USER_ERRORS = (SpecError, DataRefError, IntegrityError, StoreError, ValueError, FileNotFoundError, StorageUnavailable)
 
 
 @dataclass
@@ -45,6 +48,7 @@ class WorkerContext:
     settings: Settings
     jobs: JobStore
     store: TemplateStore
+    artifacts: Artifacts
     _template_hits_reported: int = field(default=0, repr=False)
 
     def report_store_cache(self) -> None:
@@ -217,6 +221,27 @@ def _until_redis_answers(call, what: str):
             delay = min(30.0, delay * 2)
 
 
+def through_outages(call, reporter: Reporter, settings: Settings, what: str):
+    """Retry `call` while object storage is unreachable, with capped backoff, for up to `storage_outage_s`; a cancel,
+    a lost lease or the job's deadline ends the wait (`Stopped`). Past the bound the job fails with
+    `StorageUnavailable`: recorded, with its reason, rather than held forever."""
+    deadline = time.monotonic() + settings.storage_outage_s
+    delay = 0.5
+    while True:
+        try:
+            return call()
+        except StorageUnavailable:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("job %s: %s: object storage is unavailable; retrying in %.1f s", reporter.job_id, what, delay)
+        wake = time.monotonic() + delay
+        while time.monotonic() < wake:
+            if reporter.should_stop():
+                raise Stopped(f"stopped while waiting for object storage ({what})")
+            time.sleep(min(0.25, max(0.0, wake - time.monotonic())))
+        delay = min(30.0, delay * 2)
+
+
 def run_job(job_id: str, context: WorkerContext) -> None:
     jobs, settings = context.jobs, context.settings
     owner = worker_identity()
@@ -315,36 +340,38 @@ def run_initialization(job: Job, context: WorkerContext, reporter: Reporter) -> 
     request = InitializationRequest.model_validate(job.request)
     settings, jobs = context.settings, context.jobs
     template = ResolvedRef.model_validate(job.template_set) if job.template_set is not None else None
-    inputs = load_inputs(
+    inputs = through_outages(lambda: load_inputs(
         request, template, context.store, settings.data_roots, limits=settings.limits.decode(),
         should_stop=reporter.should_stop,
-    )  # fmt: skip  # the exact pinned version
+    ), reporter, settings, "reading the inputs")  # fmt: skip  # the exact pinned version
     key = inputs.cache_key(request)
     cached = jobs.cached_result(key)
-    if cached and Path(cached["checkpoint"]["path"]).is_file():
+    if cached and through_outages(lambda: context.artifacts.size(cached["checkpoint"]["sha256"]), reporter, settings,
+                                  "looking up the cached checkpoint") is not None:  # fmt: skip
         jobs.incr("checkpoint_cache_hits")
         return {**cached, "cached": True}
 
-    artifacts = settings.artifacts
-    artifacts.mkdir(parents=True, exist_ok=True)
-    for leftover in artifacts.glob(f"*{job.id}*"):  # an earlier attempt killed while writing its checkpoint
+    # Written on this host's disk, then published (renamed, or uploaded to object storage) under its sha256.
+    scratch = settings.work_dir / "checkpoints"
+    scratch.mkdir(parents=True, exist_ok=True)
+    for leftover in scratch.glob(f"*{job.id}*"):  # an earlier attempt killed while writing its checkpoint
         leftover.unlink(missing_ok=True)
-    tmp = artifacts / f".{job.id}.{job.attempts}.partial.safetensors"
+    tmp = scratch / f".{job.id}.{job.attempts}.partial.safetensors"
     try:
         result = run_request(
             request, inputs, tmp, device=pick_device(settings.device), progress=reporter.progress,
             should_stop=reporter.should_stop,
         )  # fmt: skip
-        final = artifacts / f"{result.checkpoint.sha256}.safetensors"  # named by content: a rerun lands on it
         reporter.confirm_lease()
-        os.replace(tmp, final)
+        sha256 = result.checkpoint.sha256  # the name: a rerun, or a retry after an outage, lands on the same object
+        through_outages(lambda: context.artifacts.publish(tmp, sha256), reporter, settings, "publishing")
     finally:
         tmp.unlink(missing_ok=True)
     fit = result.fit
     if fit.steps and fit.seconds:
         jobs.observe("fit_steps_per_second", fit.steps / fit.seconds)
     document = {
-        "checkpoint": {**result.checkpoint.model_dump(), "path": str(final)},
+        "checkpoint": result.checkpoint.model_dump(),  # found by its sha256 wherever the artifacts live
         "method": request.method,
         "fit": fit.model_dump(),
         "template_set": str(template) if template else None,
@@ -373,9 +400,11 @@ def run_condensation_job(job: Job, context: WorkerContext, reporter: Reporter) -
     template_set = condense_run(spec, nproc=request.nproc or settings.condense_nproc, progress=reporter.progress,
                                 should_stop=reporter.should_stop)  # fmt: skip
     reporter.confirm_lease()  # a worker that was frozen and lost the job must not publish a second version
-    resolved = context.store.publish(template_set, request.name)
+    resolved = through_outages(lambda: context.store.publish(template_set, request.name), reporter, settings,
+                               "publishing the template set")  # fmt: skip
     if request.promote:
-        context.store.promote(resolved.name, resolved.version, request.promote)
+        through_outages(lambda: context.store.promote(resolved.name, resolved.version, request.promote), reporter,
+                        settings, "moving the alias")  # fmt: skip
     document = {"template_set": resolved.model_dump(), "ref": str(resolved), "metrics": template_set.metrics}
     published.write_text(json.dumps(document))  # until the outcome is recorded, a rerun must not publish again
     return document

@@ -54,13 +54,25 @@ class Settings(BaseSettings):
     # storage
     store: str = Field(
         default_factory=lambda: str(Path(platformdirs.user_data_dir("learngene")) / "store"),
-        description="where the template store lives: a local folder (or file:// URL); see TemplateStore.open",
-    )
+        description="where the template store lives: a local folder, file:// URL or s3://bucket/prefix (endpoint and "
+        "credentials from the AWS_* variables or the instance role)",
+    )  # fmt: skip
     store_cache_size: int = Field(default=8, ge=1, description="template sets kept in memory per process")
-    artifacts: Path = Field(
-        default_factory=lambda: Path(platformdirs.user_data_dir("learngene")) / "artifacts",
-        description="where workers write checkpoints (named by their sha256)",
+    store_cache_bytes: int = Field(
+        default=10 << 30, ge=1 << 20, description="local disk cache of template sets read from s3:// (LRU)"
     )
+    artifacts: str = Field(
+        default_factory=lambda: str(Path(platformdirs.user_data_dir("learngene")) / "artifacts"),
+        description="where workers publish checkpoints (named by their sha256): a local folder or s3://bucket/prefix",
+    )
+    storage_outage_s: float = Field(
+        default=600.0, ge=0, description="how long a running job waits out unreachable object storage (capped "
+        "backoff) before it fails with StorageUnavailable",
+    )  # fmt: skip
+    artifacts_presign_s: int | None = Field(
+        default=None, ge=1, le=7 * 86400, description="with s3:// artifacts, answer a download with a redirect to a "
+        "presigned URL valid this long instead of streaming it through the API",
+    )  # fmt: skip
     work_dir: Path = Field(
         default_factory=lambda: Path(platformdirs.user_cache_dir("learngene")),
         description="resumable condensation states and other scratch files",

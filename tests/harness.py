@@ -39,8 +39,8 @@ def service_env(home: Path, *, redis_url: str | None, data_roots: list[Path], **
         LEARNGENE_DATA_ROOTS="[" + ",".join(f'"{p}"' for p in data_roots) + "]",
         LEARNGENE_ADMIN_TOKEN=ADMIN_TOKEN,
         PYTHONUNBUFFERED="1",
-        **extra,
     )
+    env.update(extra)
     if redis_url:
         env["LEARNGENE_REDIS_URL"] = redis_url
     return env

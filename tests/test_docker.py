@@ -36,7 +36,7 @@ def test_services_wait_for_a_healthy_redis(service):
     assert SERVICES[service]["depends_on"]["redis"]["condition"] == "service_healthy"
 
 
-@pytest.mark.parametrize("service", ["redis", "api", "worker", "worker-condense"])
+@pytest.mark.parametrize("service", ["redis", "s3", "api", "worker", "worker-condense"])
 def test_long_running_services_have_healthchecks(service):
     assert SERVICES[service]["healthcheck"]["test"]
     assert SERVICES[service]["restart"] == "unless-stopped"
@@ -70,14 +70,20 @@ def test_profiles():
     assert SERVICES["condense"]["restart"] == "no"
     assert SERVICES["condense"]["entrypoint"][:2] == ["learngene", "condense"]
     assert SERVICES["flower"]["profiles"] == ["monitoring"]
-    assert all("profiles" not in SERVICES[s] for s in ("redis", "api", "worker", "worker-condense"))
+    assert all("profiles" not in SERVICES[s] for s in ("redis", "s3", "s3-bucket", "api", "worker", "worker-condense"))
 
 
-def test_api_and_workers_share_named_volumes():
-    api = mounts("api")
-    for path in ("/data/store", "/data/artifacts"):
-        assert re.fullmatch(r"[\w-]+", api[path]), f"{path} must be a named volume, not {api[path]!r}"
-        assert mounts("worker")[path] == mounts("worker-condense")[path] == mounts("condense")[path] == api[path]
+def test_api_and_workers_share_only_redis_and_object_storage():
+    """No volume is shared: the store and the checkpoints are on S3, so the services can run on different hosts."""
+    own = {s: {src for src in mounts(s).values() if not src.startswith("$")} for s in ("api", "worker", "condense")}
+    assert own["api"].isdisjoint(own["worker"]) and own["api"].isdisjoint(own["condense"])
+    for service in ("api", "worker", "worker-condense", "condense"):
+        env = SERVICES[service]["environment"]
+        assert env["LEARNGENE_STORE"].startswith("s3://") and env["LEARNGENE_ARTIFACTS"].startswith("s3://")
+        assert env["AWS_ENDPOINT_URL"] == "${AWS_ENDPOINT_URL:-http://s3:8333}"
+        assert SERVICES[service]["depends_on"]["s3-bucket"]["condition"] == "service_completed_successfully"
+    assert SERVICES["s3-bucket"]["depends_on"]["s3"]["condition"] == "service_healthy"
+    assert "-s3" in SERVICES["s3"]["command"].split()
 
 
 def test_admin_token_is_required():

@@ -217,7 +217,7 @@ def test_a_non_finite_checkpoint_fails_its_job_and_is_never_stored_or_cached(def
     spec = tiny_spec(depth=2)
     TemplateStore.local(home / "store").publish(overflowing_set(spec), "overflow")
     body = {"model": spec.model, "overrides": spec.overrides(), "template_set": "overflow", "fit": {"steps": 0}}
-    stored = lambda: sorted((home / "artifacts").glob("*"))  # noqa: E731 - hidden temporary files included
+    stored = lambda: sorted([*(home / "artifacts").glob("*"), *(home / "work" / "checkpoints").glob("*")])  # noqa: E731 - hidden temporary files included
     before = stored()
     with httpx.Client(base_url=api.url, timeout=30) as http:
         for _ in range(2):  # the second, identical request is not answered from a cache

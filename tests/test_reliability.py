@@ -69,7 +69,8 @@ class Stack:
         return sorted((self.home / "artifacts").glob("*.safetensors"))
 
     def leftovers(self) -> list[Path]:
-        return sorted((self.home / "artifacts").glob(".*"))
+        """Hidden temporary files: of checkpoints being written, or of ones being published."""
+        return sorted([*(self.home / "artifacts").glob(".*"), *(self.home / "work" / "checkpoints").glob(".*")])
 
 
 @pytest.fixture(scope="module")

@@ -275,7 +275,7 @@ def test_admin_condensation_publishes_a_version_that_initializations_can_use(cel
 def test_operations_endpoints(celery_server):
     with httpx.Client(base_url=celery_server.url) as http:
         assert http.get("/healthz").json() == {"status": "ok", "checks": {}}
-        assert http.get("/readyz").json()["checks"] == {"jobs": "ok", "store": "ok"}
+        assert http.get("/readyz").json()["checks"] == {"jobs": "ok", "store": "ok", "artifacts": "ok"}
         paths = http.get("/openapi.json").json()["paths"]
         for path in ("/v1/initializations", "/v1/initializations/{job_id}", "/v1/initializations/{job_id}/checkpoint",
                      "/v1/template-sets", "/v1/template-sets/{ref}", "/v1/admin/condensations",

@@ -26,7 +26,7 @@ from jobs.reaper import Reaper
 from jobs.redis_store import RedisJobStore
 from jobs.runner import WorkerContext, run_job
 from jobs.settings import Settings, get_settings
-from templates_store import TemplateStore
+from jobs.storage import artifacts, template_store
 
 
 def create_celery(settings: Settings) -> Celery:
@@ -78,8 +78,8 @@ def run_task(job_id: str) -> None:
 def worker_context() -> WorkerContext:
     """Built on first use inside the worker process: Redis connections and caches are never shared across a fork."""
     settings = get_settings()
-    store = TemplateStore.open(settings.store, cache_size=settings.store_cache_size)
-    return WorkerContext(settings=settings, jobs=RedisJobStore.from_settings(settings), store=store)
+    jobs = RedisJobStore.from_settings(settings)
+    return WorkerContext(settings=settings, jobs=jobs, store=template_store(settings), artifacts=artifacts(settings))
 
 
 class CeleryDispatcher(Dispatcher):

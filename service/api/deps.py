@@ -1,4 +1,5 @@
-"""Dependencies injected into the routes: settings, job records, the template store, the dispatcher, admin auth."""
+"""Dependencies injected into the routes: settings, job records, the template and checkpoint stores, the dispatcher,
+admin auth."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pydantic import SecretStr
 from jobs.dispatch import Dispatcher
 from jobs.settings import Settings
 from jobs.store import JobStore
+from storage.artifacts import Artifacts
 from templates_store import TemplateStore
 
 
@@ -24,6 +26,10 @@ def get_jobs(request: Request) -> JobStore:
 
 def get_store(request: Request) -> TemplateStore:
     return request.app.state.store
+
+
+def get_artifacts(request: Request) -> Artifacts:
+    return request.app.state.artifacts
 
 
 def get_dispatcher(request: Request) -> Dispatcher:
@@ -76,6 +82,7 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 ClientDep = Annotated[str | None, Depends(current_client)]
 JobsDep = Annotated[JobStore, Depends(get_jobs)]
 StoreDep = Annotated[TemplateStore, Depends(get_store)]
+ArtifactsDep = Annotated[Artifacts, Depends(get_artifacts)]
 DispatcherDep = Annotated[Dispatcher, Depends(get_dispatcher)]
 IdempotencyKey = Annotated[
     str | None,

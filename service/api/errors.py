@@ -11,6 +11,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from jobs.admission import DataUnavailable, FieldError, IdempotencyConflict, Overloaded
 from learngene import IntegrityError
+from storage.objects import StorageUnavailable
 from templates_store import ConflictError, NotFoundError, RefError
 
 
@@ -52,6 +53,14 @@ async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
     )  # fmt: skip
 
 
+async def _storage_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """Object storage unreachable (the template store, checkpoints): nothing was accepted or changed; retry shortly."""
+    return JSONResponse(
+        {"detail": "object storage is unreachable; nothing was accepted, retry shortly"},
+        status_code=status.HTTP_503_SERVICE_UNAVAILABLE, headers={"Retry-After": "5"},
+    )  # fmt: skip
+
+
 def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(FieldError, _field_error)
@@ -59,6 +68,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(Overloaded, _overloaded)
     for error in (RedisConnectionError, RedisTimeoutError, KombuOperationalError):
         app.add_exception_handler(error, _unavailable)
+    app.add_exception_handler(StorageUnavailable, _storage_unavailable)
     app.add_exception_handler(NotFoundError, _handler(status.HTTP_404_NOT_FOUND))
     app.add_exception_handler(ConflictError, _handler(status.HTTP_409_CONFLICT))
     app.add_exception_handler(RefError, _handler(status.HTTP_422_UNPROCESSABLE_CONTENT, ("path", "ref")))

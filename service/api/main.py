@@ -18,36 +18,42 @@ from jobs.reaper import Reaper
 from jobs.redis_store import RedisJobStore
 from jobs.runner import WorkerContext
 from jobs.settings import Settings, get_settings
+from jobs.storage import artifacts, template_store
 from jobs.store import JobStore
 from learngene import __version__
 from service.api import errors
 from service.api.limits import BodyLimit
 from service.api.metrics import build_registry
 from service.api.routes import admin, health, initializations, template_sets
+from storage.artifacts import Artifacts
+from storage.objects import StorageUnavailable
 from templates_store import TemplateStore
 from workers.celery_app import CeleryDispatcher, create_celery
 
 log = logging.getLogger(__name__)
 
 
-def build_backends(settings: Settings) -> tuple[JobStore, TemplateStore, Dispatcher]:
-    store = TemplateStore.open(settings.store, cache_size=settings.store_cache_size)
+def build_backends(settings: Settings) -> tuple[JobStore, TemplateStore, Artifacts, Dispatcher]:
+    store, checkpoints = template_store(settings), artifacts(settings)
     if settings.redis_url:
-        return RedisJobStore.from_settings(settings), store, CeleryDispatcher(create_celery(settings))
+        return RedisJobStore.from_settings(settings), store, checkpoints, CeleryDispatcher(create_celery(settings))
     jobs = MemoryJobStore()
     jobs.idempotency_ttl_s = settings.idempotency_ttl_s
-    context = WorkerContext(settings=settings, jobs=jobs, store=store)
-    return jobs, store, EmbeddedDispatcher(context, threads=settings.embedded_workers)
+    context = WorkerContext(settings=settings, jobs=jobs, store=store, artifacts=checkpoints)
+    return jobs, store, checkpoints, EmbeddedDispatcher(context, threads=settings.embedded_workers)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    jobs, store, dispatcher = build_backends(settings)
+    jobs, store, checkpoints, dispatcher = build_backends(settings)
     registry, http_metrics = build_registry(jobs)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store.resolve("demo")  # publishes the bundled demo template set on first start
+        try:
+            store.resolve("demo")  # publishes the bundled demo template set on first start
+        except StorageUnavailable:  # /readyz says so; the set is published on first use once the storage is back
+            log.warning("the template store is unreachable at start; the demo set will be published on first use")
         mode = f"celery via {settings.redis_url.split('@')[-1]}" if settings.redis_url else "embedded executor"
         reaper = Reaper(jobs, dispatcher, settings) if settings.redis_url else None  # embedded jobs die with us
         if reaper is not None:
@@ -65,6 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings, app.state.jobs, app.state.store = settings, jobs, store
+    app.state.artifacts = checkpoints
     app.state.dispatcher, app.state.registry = dispatcher, registry
     app.add_middleware(http_metrics)
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)

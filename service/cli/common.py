@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from tqdm import tqdm
 
 from jobs.settings import get_settings
+from jobs.storage import template_store
 from learngene import DataRefError, IntegrityError, SpecError, ViTSpec
 from learngene.condense import CondenseConfig
 from learngene.pipeline import Calibration, FitSettings
@@ -88,5 +89,4 @@ def device_option(device: str | None) -> str:
 
 @lru_cache
 def get_store() -> TemplateStore:
-    settings = get_settings()
-    return TemplateStore.open(settings.store, cache_size=settings.store_cache_size)
+    return template_store(get_settings())

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from service.api.deps import JobsDep, StoreDep
+from service.api.deps import ArtifactsDep, JobsDep, StoreDep
 from service.api.schemas import Health
 
 router = APIRouter(tags=["operations"])
@@ -19,9 +19,13 @@ def healthz() -> Health:
 
 
 @router.get("/readyz", response_model=Health, responses={503: {"model": Health}})
-def readyz(jobs: JobsDep, store: StoreDep) -> Response:
-    """Redis (or the embedded job store) answers and the template store is readable and writable."""
-    checks = {"jobs": "ok" if jobs.ping() else "unreachable", "store": store.backend.problem() or "ok"}
+def readyz(jobs: JobsDep, store: StoreDep, artifacts: ArtifactsDep) -> Response:
+    """Redis (or the embedded job store) answers, the template store and the checkpoint store can be used."""
+    checks = {
+        "jobs": "ok" if jobs.ping() else "unreachable",
+        "store": store.backend.problem() or "ok",
+        "artifacts": artifacts.problem() or "ok",
+    }
     ready = all(v == "ok" for v in checks.values())
     body = Health(status="ready" if ready else "not ready", checks=checks).model_dump()
     return JSONResponse(body, status_code=200 if ready else 503, headers=None if ready else {"Retry-After": "5"})

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Request, Response, status
@@ -10,8 +9,11 @@ from fastapi.responses import FileResponse
 
 from jobs.model import Job, JobKind, JobStatus
 from jobs.store import JobStore
-from service.api.deps import JobsDep, current_client
+from service.api.deps import ArtifactsDep, JobsDep, SettingsDep, current_client
+from service.api.downloads import checkpoint_response
 from service.api.schemas import CheckpointView, JobList, JobView, Links, Timings
+
+DOWNLOAD_CODES = (206, 304, 307, 409, 410, 416)  # partial, not modified, presigned redirect, not done, gone, range
 
 
 def job_view(job: Job, request: Request, route_name: str) -> JobView:
@@ -93,11 +95,15 @@ def job_routes(kind: JobKind, route_name: str) -> APIRouter:
 
         def download(
             job_id: str,
+            request: Request,
             jobs: JobsDep,
+            artifacts: ArtifactsDep,
+            settings: SettingsDep,
             if_none_match: Annotated[str | None, Header()] = None,
+            range_: Annotated[str | None, Header(alias="Range")] = None,
             client: str | None = owner,
         ) -> Response:
-            """The timm safetensors checkpoint; `ETag` is its sha256."""
+            """The timm safetensors checkpoint; `ETag` is its sha256, `Range` requests are honoured."""
             job = load(jobs, job_id, client)
             if job.status != JobStatus.succeeded:
                 raise HTTPException(status.HTTP_409_CONFLICT, f"job {job_id} is {job.status.value}, not succeeded")
@@ -105,18 +111,16 @@ def job_routes(kind: JobKind, route_name: str) -> APIRouter:
             etag = f'"{checkpoint["sha256"]}"'
             if if_none_match is not None and etag_matches(if_none_match, etag):
                 return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag})
-            path = Path(checkpoint["path"])
-            if not path.is_file():
-                raise HTTPException(status.HTTP_410_GONE, f"the checkpoint of job {job_id} is no longer stored")
-            return FileResponse(
-                path, media_type="application/octet-stream", filename=f"{job_id}.safetensors", headers={"ETag": etag}
-            )
+            return checkpoint_response(
+                artifacts, checkpoint["sha256"], etag=etag, filename=f"{job_id}.safetensors", method=request.method,
+                range_header=range_, presign_s=settings.artifacts_presign_s,
+            )  # fmt: skip
 
         for method, name in (("GET", "checkpoint"), ("HEAD", "checkpoint_head")):  # one operation id each
             router.add_api_route(
                 "/{job_id}/checkpoint", download, methods=[method], name=f"{route_name}.{name}",
                 response_class=FileResponse,
-                responses={200: {"content": {"application/octet-stream": {}}}, 304: {}, 409: {}, 410: {}},
+                responses={200: {"content": {"application/octet-stream": {}}}, **{code: {} for code in DOWNLOAD_CODES}},
             )  # fmt: skip
 
     return router

@@ -1,0 +1,18 @@
+"""The template store and the checkpoint store as the settings name them: one place that opens both."""
+
+from __future__ import annotations
+
+from jobs.settings import Settings
+from storage.artifacts import Artifacts, open_artifacts
+from templates_store import TemplateStore
+
+
+def template_store(settings: Settings) -> TemplateStore:
+    return TemplateStore.open(
+        settings.store, cache_dir=settings.work_dir / "store-cache", cache_bytes=settings.store_cache_bytes,
+        cache_size=settings.store_cache_size,
+    )  # fmt: skip
+
+
+def artifacts(settings: Settings) -> Artifacts:
+    return open_artifacts(settings.artifacts)
