@@ -23,11 +23,12 @@ from safetensors import SafetensorError, safe_open
 from jobs.contracts import CondensationRequest, InitializationRequest, describe
 from jobs.dispatch import Dispatcher
 from jobs.model import Job, JobKind
+from jobs.remote_data import check_data
 from jobs.settings import Limits, Settings
 from jobs.store import JobStore
 from learngene import DataRefError, SpecError
 from learngene.ancestors import resolve_ancestor
-from learngene.data import check_data_ref, resolve_file
+from learngene.data import resolve_file
 from learngene.methods import ANCESTOR_METHODS, check_method, get_method
 from learngene.spec import Architecture, ViTSpec
 from templates_store import TemplateStore
@@ -126,7 +127,7 @@ def submit_initialization(
         check_method(request.method, spec, template_config=config, ancestor=ancestor)
     if request.calibration is not None:
         with located("body", "calibration", "uri"):
-            check_data_ref(request.calibration.uri, settings.data_roots, settings.limits.decode())
+            check_data(request.calibration.uri, settings)
     template = resolved.model_dump() if resolved else None
     return _accept(JobKind.initialization, request, template, idempotency_key, jobs, dispatcher, settings, client)
 
@@ -202,11 +203,11 @@ def _check_safetensors(uri: str, settings: Settings, *, model: str | None = None
     """Only safetensors are loaded from outside: the suffix, and a header that parses, are checked up front. Given
     the `model` (a condensation's ancestor), a timm local-dir folder or a cached hf-hub model is accepted too."""
     if model is not None:
-        path = resolve_ancestor(uri, model=model, allowed_roots=settings.data_roots).checkpoint
+        path = resolve_ancestor(uri, model=model, allowed_roots=settings.folder_roots).checkpoint
     elif not uri.endswith(".safetensors"):
         raise DataRefError(uri, "only .safetensors files are accepted")
     else:
-        path = resolve_file(uri, settings.data_roots)
+        path = resolve_file(uri, settings.folder_roots)
     try:
         with safe_open(str(path), framework="pt") as f:
             f.keys()
@@ -253,10 +254,10 @@ def submit_condensation(
     with located("body", "ancestor", "checkpoint"):
         _check_safetensors(request.ancestor.checkpoint, settings, model=request.ancestor.model)
     with located("body", "data", "uri"):
-        check_data_ref(request.data.uri, settings.data_roots, settings.limits.decode())
+        check_data(request.data.uri, settings)
     if request.eval_data:
         with located("body", "eval_data"):
-            check_data_ref(request.eval_data, settings.data_roots, settings.limits.decode())
+            check_data(request.eval_data, settings)
     return _accept(JobKind.condensation, request, None, idempotency_key, jobs, dispatcher, settings)
 
 

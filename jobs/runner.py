@@ -24,6 +24,7 @@ from typing import Any
 from jobs.contracts import CondensationRequest, InitializationRequest
 from jobs.initialization import load_inputs, run_request
 from jobs.model import TRANSIENT_ERRORS, Job, JobError, JobKind, JobProgress, JobStatus
+from jobs.remote_data import localize
 from jobs.settings import Settings
 from jobs.store import JobStore
 from learngene import DataRefError, IntegrityError, SpecError
@@ -340,11 +341,17 @@ def run_initialization(job: Job, context: WorkerContext, reporter: Reporter) -> 
     request = InitializationRequest.model_validate(job.request)
     settings, jobs = context.settings, context.jobs
     template = ResolvedRef.model_validate(job.template_set) if job.template_set is not None else None
+    local, roots = request, settings.folder_roots
+    if request.calibration is not None:  # data on object storage is read from a local copy
+        uri, roots = through_outages(lambda: localize(request.calibration.uri, settings, reporter.should_stop),
+                                     reporter, settings, "copying the calibration data")  # fmt: skip
+        local = request.model_copy(update={"calibration": request.calibration.model_copy(update={"uri": uri})})
     inputs = through_outages(lambda: load_inputs(
-        request, template, context.store, settings.data_roots, limits=settings.limits.decode(),
-        should_stop=reporter.should_stop,
+        local, template, context.store, roots, limits=settings.limits.decode(), should_stop=reporter.should_stop,
     ), reporter, settings, "reading the inputs")  # fmt: skip  # the exact pinned version
-    key = inputs.cache_key(request)
+    if inputs.data is not None and local is not request:  # lineage names the data as sent, not the local copy
+        inputs = dataclasses.replace(inputs, data=dataclasses.replace(inputs.data, uri=request.calibration.uri))
+    key = inputs.cache_key(request)  # the request as sent: the same key on every host
     cached = jobs.cached_result(key)
     if cached and through_outages(lambda: context.artifacts.size(cached["checkpoint"]["sha256"]), reporter, settings,
                                   "looking up the cached checkpoint") is not None:  # fmt: skip
@@ -389,10 +396,17 @@ def run_condensation_job(job: Job, context: WorkerContext, reporter: Reporter) -
     published = state / "published.json"
     if published.is_file():  # an earlier attempt published but died before recording it: do not publish twice
         return json.loads(published.read_text())
+    data_uri, roots = through_outages(lambda: localize(request.data.uri, settings, reporter.should_stop), reporter,
+                                      settings, "copying the data")  # fmt: skip
+    eval_uri = None
+    if request.eval_data:
+        eval_uri, eval_roots = through_outages(lambda: localize(request.eval_data, settings, reporter.should_stop),
+                                               reporter, settings, "copying the evaluation data")  # fmt: skip
+        roots = list(dict.fromkeys([*roots, *eval_roots]))
     spec = LaunchSpec(
-        ancestor=request.ancestor.ref(), data_uri=request.data.uri, config=request.condense_config(),
-        name=request.name, eval_uri=request.eval_data, max_samples=request.data.max_samples,
-        allowed_roots=[str(root) for root in settings.data_roots], limits=dataclasses.asdict(settings.limits.decode()),
+        ancestor=request.ancestor.ref(), data_uri=data_uri, config=request.condense_config(), name=request.name,
+        eval_uri=eval_uri, max_samples=request.data.max_samples, allowed_roots=[str(root) for root in roots],
+        limits=dataclasses.asdict(settings.limits.decode()),
         device=settings.device, workers=settings.data_workers, compile_model=settings.condense_compile,
         run_dir=str(state), checkpoint_every=settings.condense_checkpoint_every,
     )  # fmt: skip

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from learngene.data import DecodeLimits
+from storage.objects import is_url
 
 
 class Limits(BaseModel):
@@ -77,10 +78,15 @@ class Settings(BaseSettings):
         default_factory=lambda: Path(platformdirs.user_cache_dir("learngene")),
         description="resumable condensation states and other scratch files",
     )
-    data_roots: list[Path] = Field(
-        default_factory=lambda: [Path(platformdirs.user_data_dir("learngene")) / "datasets"],
-        description="folders that data and checkpoint references of API requests must lie under (JSON list)",
-    )
+    data_roots: list[str] = Field(
+        default_factory=lambda: [str(Path(platformdirs.user_data_dir("learngene")) / "datasets")],
+        description="folders, and s3://bucket/prefix/ URL prefixes, that data and checkpoint references of API "
+        "requests must lie under (JSON list)",
+    )  # fmt: skip
+    data_cache_bytes: int = Field(
+        default=100 << 30, ge=1 << 20, description="each worker's disk cache of data copied from s3:// (LRU); "
+        "a reference whose objects exceed it is refused",
+    )  # fmt: skip
     device: str | None = Field(default=None, description="torch device; unset: CUDA when present, else CPU")
     condense_nproc: int = Field(
         default=1, ge=1, description="processes (torchrun ranks, one per GPU) a condensation runs on unless its "
@@ -140,9 +146,19 @@ class Settings(BaseSettings):
     api_url: str = Field(default="http://127.0.0.1:8000", description="where the client reaches the API")
     api_token: SecretStr | None = Field(default=None, description="the bearer token the CLI's client commands send")
 
+    @property
+    def folder_roots(self) -> list[Path]:
+        """The data roots that are folders."""
+        return [Path(root).expanduser() for root in self.data_roots if not is_url(root)]
+
+    @property
+    def object_roots(self) -> list[str]:
+        """The data roots that are object-storage URL prefixes."""
+        return [root for root in self.data_roots if is_url(root)]
+
     def local_data_roots(self) -> list[Path] | None:
         """Roots for the local CLI: its user may name any path they can read, unless roots were configured."""
-        return self.data_roots if "data_roots" in self.model_fields_set else None
+        return self.folder_roots if "data_roots" in self.model_fields_set else None
 
     @property
     def visibility_timeout_s(self) -> int:

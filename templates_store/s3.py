@@ -19,8 +19,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-import os
-import shutil
 import socket
 import tempfile
 import time
@@ -29,8 +27,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from learngene.files import fsync_dir, sha256_file
+from learngene.files import sha256_file
 from learngene.template_set import MANIFEST, IntegrityError, Manifest, parse_manifest
+from storage.cache import cached_entry
 from storage.objects import Bucket, ObjectChanged, ObjectExists, ObjectMismatch, ObjectMissing
 from templates_store.backend import ALIASES, StorageBackend
 from templates_store.refs import NotFoundError, StoreError, check_name
@@ -84,15 +83,9 @@ class S3Backend(StorageBackend):
     def folder(self, name: str, version: int, manifest: Manifest, digest: str) -> Path:
         """The version's files in the local cache: downloaded once per manifest digest, each checked against its
         sha256 and size on the way in (the reader checks them again)."""
-        entry = self.cache_dir / digest[:32]
-        folder = entry / name / str(version)  # `name/version/file` is how integrity errors name a file
-        if (folder / MANIFEST).is_file():  # the manifest is written last: its presence means the entry is whole
-            os.utime(entry)  # most recently used
-            return folder
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=self.cache_dir, prefix=".download-"))
-        try:
-            target = staging / name / str(version)
+
+        def download(entry: Path) -> None:
+            target = entry / name / str(version)  # `name/version/file` is how integrity errors name a file
             target.mkdir(parents=True)
             for file, expected in manifest.files.items():
                 try:
@@ -104,24 +97,9 @@ class S3Backend(StorageBackend):
                     message = "sha256 does not match the manifest (modified or corrupt)"
                     raise IntegrityError(f"{name}/{version}/{file}: {message}") from None
             (target / MANIFEST).write_text(manifest.model_dump_json())
-            fsync_dir(target)
-            with contextlib.suppress(OSError):  # another process cached the same digest meanwhile: keep theirs
-                os.rename(staging, entry)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        self._evict(keep=entry)
-        return folder
 
-    def _evict(self, keep: Path) -> None:
-        entries = [p for p in self.cache_dir.iterdir() if p.is_dir() and not p.name.startswith(".")]
-        sizes = {p: sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) for p in entries}
-        total = sum(sizes.values())
-        for path in sorted(entries, key=lambda p: p.stat().st_mtime):  # least recently used first
-            if total <= self.cache_bytes:
-                break
-            if path != keep:
-                shutil.rmtree(path, ignore_errors=True)  # readers that hold its files open keep them until closed
-                total -= sizes[path]
+        entry = cached_entry(self.cache_dir, digest[:32], download, max_bytes=self.cache_bytes)
+        return entry / name / str(version)
 
     # --- writing ---------------------------------------------------------------------------------------------
 

@@ -30,8 +30,8 @@ def serve(
             "the embedded executor keeps jobs in memory: use one process, or set LEARNGENE_REDIS_URL"
         )
     if data_root:  # through the environment, so that every API process (and its embedded jobs) sees the same
-        roots = [*settings.data_roots, *(p.expanduser().resolve() for p in data_root)]
-        os.environ["LEARNGENE_DATA_ROOTS"] = json.dumps([str(p) for p in roots])
+        roots = [*settings.data_roots, *(str(p.expanduser().resolve()) for p in data_root)]
+        os.environ["LEARNGENE_DATA_ROOTS"] = json.dumps(roots)
         get_settings.cache_clear()
     uvicorn.run("service.api.main:create_app", factory=True, host=host, port=port, workers=workers, log_level="info")
 

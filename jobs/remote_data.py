@@ -1,0 +1,143 @@
+"""Data references on object storage, and the local copy a worker reads them from.
+
+    s3://bucket/dir/calibration.safetensors | .npz    a bundle
+    s3://bucket/dir/train/                            an ImageFolder tree (class folders of images)
+    s3://bucket/dir/train-{000000..000127}.tar        WebDataset shards (brace-expanded by the webdataset library)
+
+A reference must lie under one of the data roots that are URL prefixes (`LEARNGENE_DATA_ROOTS` may mix folders and
+`s3://bucket/prefix/`); a missing object and one outside the roots get the same answer, so no answer tells a client
+what the bucket holds. The API checks a reference from listings and object sizes only. A worker mirrors the objects
+into a local cache entry (named by the URL and the objects' ETags, so a changed object is fetched again; bounded by
+`LEARNGENE_DATA_CACHE_BYTES`, least recently used first) and reads that copy with the local readers, which apply
+the same decode limits as to any local file. Ancestor checkpoints stay local (or on a shared mount).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from webdataset.shardlists import expand_urls
+
+from jobs.settings import Settings
+from learngene.control import Stopped
+from learngene.data import DataRefError, check_data_ref
+from learngene.data.readers import IMAGE_SUFFIXES
+from learngene.data.refs import UNAVAILABLE
+from learngene.training import StopFn
+from storage.cache import cached_entry
+from storage.objects import Bucket, ObjectInfo, is_url, parse_s3_url
+
+BUNDLE_SUFFIXES = (".safetensors", ".npz")
+
+
+def is_remote(uri: str) -> bool:
+    return is_url(uri)
+
+
+@dataclass(frozen=True)
+class RemoteData:
+    uri: str
+    bucket: str
+    key: str  # the key, prefix (ImageFolder, ending in '/') or shard pattern
+    format: str  # bundle | imagefolder | wds
+
+    @classmethod
+    def parse(cls, uri: str, roots: Sequence[str]) -> RemoteData:
+        try:
+            bucket, _ = parse_s3_url(uri)
+        except ValueError as exc:
+            raise DataRefError(uri, str(exc)) from None
+        key = uri.removeprefix(f"s3://{bucket}/") if uri.startswith(f"s3://{bucket}/") else ""
+        if not key or any(part in ("", ".", "..") for part in key.rstrip("/").split("/")) or "\\" in key:
+            raise DataRefError(uri, "names no object, or has empty, '.' or '..' path segments")
+        if not any(uri.startswith(root if root.endswith("/") else f"{root}/") for root in roots):
+            raise DataRefError(uri, UNAVAILABLE, "unavailable")
+        if key.endswith(BUNDLE_SUFFIXES):
+            fmt = "bundle"
+        elif key.endswith(".tar"):
+            fmt = "wds"
+        elif key.endswith("/"):
+            fmt = "imagefolder"
+        else:
+            raise DataRefError(uri, "expected a .safetensors or .npz bundle, .tar shards, or a prefix ending in '/'")
+        return cls(uri, bucket, key, fmt)
+
+    def objects(self) -> list[ObjectInfo]:
+        """The objects the reference names, from a listing or HEAD requests: no content is read."""
+        bucket = Bucket(f"s3://{self.bucket}")
+        if self.format == "imagefolder":
+            found = [i for i in bucket.list(self.key) if Path(i.key).suffix.lower() in IMAGE_SUFFIXES]
+        else:
+            keys = [self.key] if self.format == "bundle" else expand_urls(self.key)
+            found = [bucket.head(k) for k in keys]
+        if not found or any(info is None for info in found):
+            raise DataRefError(self.uri, UNAVAILABLE, "unavailable")
+        return found
+
+    def local_uri(self, folder: Path) -> str:
+        """The reference as a local one, for a mirror of its objects in `folder` (same relative layout)."""
+        path = folder / self.key
+        if self.format == "imagefolder":
+            return f"imagefolder://{path}"
+        return f"wds://{path}" if self.format == "wds" else str(path)
+
+
+def check(uri: str, roots: Sequence[str], *, max_file_bytes: int, max_total_bytes: int) -> list[ObjectInfo]:
+    """What the API checks: the reference parses, lies under a root, its objects exist, a bundle is within the
+    decode limit (an .npz, being compressed, is checked again from its header once a worker has it), and the whole
+    fits the workers' data cache."""
+    ref = RemoteData.parse(uri, roots)
+    objects = ref.objects()
+    if ref.format == "bundle" and ref.key.endswith(".safetensors") and objects[0].size > max_file_bytes:
+        raise DataRefError(uri, f"the bundle has {objects[0].size} bytes, over the limit of {max_file_bytes}")
+    total = sum(info.size for info in objects)
+    if total > max_total_bytes:
+        raise DataRefError(uri, f"{len(objects)} objects of {total} bytes exceed the data cache ({max_total_bytes})")
+    return objects
+
+
+def mirror(
+    uri: str, roots: Sequence[str], cache: Path, *, max_file_bytes: int, max_total_bytes: int,
+    should_stop: StopFn | None = None,
+) -> tuple[str, Path]:  # fmt: skip
+    """Copy the objects of `uri` into a local cache entry (once per URL and ETags); returns the local reference and
+    the entry's folder (the root the local readers are confined to)."""
+    ref = RemoteData.parse(uri, roots)
+    objects = check(uri, roots, max_file_bytes=max_file_bytes, max_total_bytes=max_total_bytes)
+    name = hashlib.sha256("\n".join([uri, *(f"{o.key} {o.etag} {o.size}" for o in objects)]).encode()).hexdigest()
+    bucket = Bucket(f"s3://{ref.bucket}")
+
+    def download(folder: Path) -> None:
+        for info in objects:
+            if should_stop is not None and should_stop():
+                raise Stopped("stopped while copying the data")
+            target = folder / info.key
+            target.parent.mkdir(parents=True, exist_ok=True)
+            bucket.download(info.key, target, max_bytes=info.size)
+
+    entry = cached_entry(cache, name[:32], download, max_bytes=max_total_bytes)
+    return ref.local_uri(entry), entry
+
+
+def check_data(uri: str, settings: Settings) -> None:
+    """Admission of any data reference: local ones from their headers, object-storage ones from listings."""
+    if is_remote(uri):
+        check(uri, settings.object_roots, max_file_bytes=settings.limits.decoded_bytes,
+              max_total_bytes=settings.data_cache_bytes)  # fmt: skip
+    else:
+        check_data_ref(uri, settings.folder_roots, settings.limits.decode())
+
+
+def localize(uri: str, settings: Settings, should_stop: StopFn | None = None) -> tuple[str, list[Path]]:
+    """A reference the local readers can open, and the roots to confine them to: a local reference as it is, an
+    object-storage one mirrored into `LEARNGENE_WORK_DIR/data-cache`."""
+    if not is_remote(uri):
+        return uri, settings.folder_roots
+    local, entry = mirror(
+        uri, settings.object_roots, settings.work_dir / "data-cache", max_file_bytes=settings.limits.decoded_bytes,
+        max_total_bytes=settings.data_cache_bytes, should_stop=should_stop,
+    )  # fmt: skip
+    return local, [*settings.folder_roots, entry]
