@@ -64,6 +64,8 @@ bench: install
 	$(BIN)/python bench/inheritance_smoke.py
 	$(BIN)/python bench/learngene_benchmark.py
 	$(BIN)/python bench/service_load.py
+	$(BIN)/python bench/service_load.py --storage s3
+	$(BIN)/python bench/storage_roundtrip.py
 	$(BIN)/python bench/soak.py
 
 # The method comparison at a development scale (a few minutes; writes *_quick files, not BENCHMARKS.md).

@@ -4,9 +4,10 @@ Starts a worker and an API on a dedicated Redis database (or uses --url), then
   1. submits --jobs distinct tiny initializations from --clients threads at once: submission latency p50/p99;
   2. waits for all of them: completed jobs per minute (one worker, CPU);
   3. resubmits --cache-probes identical requests one by one: end-to-end latency of a cache hit.
-Prints a table and writes bench/results/service_load.json.
+Prints a table and writes bench/results/service_load.json (with --storage s3: the template store and the
+checkpoints on a local S3 server, SeaweedFS, written to service_load_s3.json).
 
-    python bench/service_load.py [--jobs 200] [--clients 16] [--steps 20]
+    python bench/service_load.py [--jobs 200] [--clients 16] [--steps 20] [--storage local|s3]
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import httpx
 from service_common import BENCH_REDIS_URL, RESULTS, SHARED, percentile, print_table, tiny_request, write_report
 
 from tests.harness import service_env, start_api, start_worker
+from tests.s3server import BUCKET, S3Server
 
 
 def wait_all(http: httpx.Client, ids: list[str], timeout: float, poll: float = 0.5) -> dict[str, dict]:
@@ -90,8 +92,11 @@ def main() -> None:
     parser.add_argument("--cache-probes", type=int, default=20)
     parser.add_argument("--timeout", type=float, default=1800)
     parser.add_argument("--url", help="an already running API (with its own workers) instead of starting one")
-    parser.add_argument("--out", default=str(RESULTS / "service_load.json"))
+    parser.add_argument("--storage", choices=["local", "s3"], default="local",
+                        help="where the template store and the checkpoints live")  # fmt: skip
+    parser.add_argument("--out", help="default: bench/results/service_load[_s3].json")
     args = parser.parse_args()
+    args.out = args.out or str(RESULTS / ("service_load_s3.json" if args.storage == "s3" else "service_load.json"))
 
     if args.url:
         summary = run(args.url, args)
@@ -100,7 +105,13 @@ def main() -> None:
 
         redis.Redis.from_url(BENCH_REDIS_URL).flushdb()
         home = Path(tempfile.mkdtemp(prefix="learngene-load-"))
-        env = service_env(home, redis_url=BENCH_REDIS_URL, data_roots=[SHARED])
+        s3 = S3Server(home / "s3") if args.storage == "s3" else None
+        extra = {}
+        if s3 is not None:
+            s3.start()
+            extra = {**s3.env, "LEARNGENE_STORE": f"s3://{BUCKET}/load/store",
+                     "LEARNGENE_ARTIFACTS": f"s3://{BUCKET}/load/checkpoints"}  # fmt: skip
+        env = service_env(home, redis_url=BENCH_REDIS_URL, data_roots=[SHARED], **extra)
         worker = start_worker(env, home / "worker.log")
         api = start_api(env, home / "api.log")
         try:
@@ -108,9 +119,12 @@ def main() -> None:
         finally:
             api.stop()
             worker.stop()
+            if s3 is not None:
+                s3.stop()
             redis.Redis.from_url(BENCH_REDIS_URL).flushdb()
 
     rows = [
+        ("storage (template store, checkpoints)", args.storage),
         ("jobs submitted / succeeded", f"{summary['jobs']} / {summary['succeeded']}"),
         (f"submission latency p50 ({args.clients} clients)", f"{summary['submission_ms']['p50']:.1f} ms"),
         ("submission latency p99", f"{summary['submission_ms']['p99']:.1f} ms"),

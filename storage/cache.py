@@ -7,6 +7,7 @@ import contextlib
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,7 +32,11 @@ def cached_entry(cache: Path, name: str, fill: Callable[[Path], None], *, max_by
     return entry
 
 
-def evict(cache: Path, max_bytes: int, keep: Path) -> None:
+def evict(cache: Path, max_bytes: int, keep: Path, stale_s: float = 3600) -> None:
+    for leftover in [*cache.glob(".filling-*"), *cache.glob(".publish-*")]:  # of processes killed midway
+        with contextlib.suppress(OSError):
+            if time.time() - leftover.stat().st_mtime > stale_s:
+                shutil.rmtree(leftover, ignore_errors=True)
     entries = [p for p in cache.iterdir() if p.is_dir() and not p.name.startswith(".")]
     sizes = {p: sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) for p in entries}
     total = sum(sizes.values())
