@@ -30,6 +30,7 @@ from jobs.store import JobStore
 from learngene import DataRefError, IntegrityError, SpecError
 from learngene.control import Stopped
 from learngene.launch import LaunchSpec, condense_run
+from learngene.methods import get_method
 from learngene.training import Progress, pick_device
 from storage.artifacts import Artifacts
 from storage.objects import StorageUnavailable
@@ -342,7 +343,7 @@ def run_initialization(job: Job, context: WorkerContext, reporter: Reporter) -> 
     settings, jobs = context.settings, context.jobs
     template = ResolvedRef.model_validate(job.template_set) if job.template_set is not None else None
     local, roots = request, settings.folder_roots
-    if request.calibration is not None:  # data on object storage is read from a local copy
+    if request.calibration is not None and get_method(request.method).fits_scalers:  # s3:// data: a local copy
         uri, roots = through_outages(lambda: localize(request.calibration.uri, settings, reporter.should_stop),
                                      reporter, settings, "copying the calibration data")  # fmt: skip
         local = request.model_copy(update={"calibration": request.calibration.model_copy(update={"uri": uri})})

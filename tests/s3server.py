@@ -14,10 +14,13 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from unittest import mock
 
 import obstore
 import obstore.exceptions
 from obstore.store import S3Store
+
+from storage.objects import Bucket
 
 ACCESS_KEY, SECRET_KEY = "learngene-test", "learngene-test-secret"
 BUCKET = "learngene-tests"
@@ -49,6 +52,11 @@ class S3Server:
             "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
             "AWS_REGION": "us-east-1",
         }
+
+    def bucket(self, url: str) -> Bucket:
+        """A client of this server, whatever the process's AWS_* variables say (they may name another server)."""
+        with mock.patch.dict(os.environ, self.env):
+            return Bucket(url)
 
     def start(self, timeout_s: float = 60) -> None:
         weed = shutil.which("weed") or str(Path(os.sys.executable).parent / "weed")

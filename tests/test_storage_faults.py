@@ -15,7 +15,6 @@ import httpx
 import pytest
 
 from storage.artifacts import S3Artifacts
-from storage.objects import Bucket
 from tests.conftest import FMNIST, REPO, SHARED_DATA
 from tests.harness import (
     TEST_REDIS_URL,
@@ -67,8 +66,7 @@ def stack(tmp_path_factory, s3):
 
 
 def checkpoint_objects(s3: S3Server) -> list[str]:
-    os.environ.update(s3.env)
-    return sorted(i.key for i in Bucket(f"s3://{BUCKET}/faults/checkpoints").list())
+    return sorted(i.key for i in s3.bucket(f"s3://{BUCKET}/faults/checkpoints").list())
 
 
 def test_an_outage_makes_the_service_unready_and_refuses_what_needs_storage(stack, s3):
@@ -129,9 +127,10 @@ print("done", flush=True)
 
 def test_a_writer_killed_mid_upload_leaves_no_object(s3, tmp_path):
     big = tmp_path / "big.safetensors"
+    block = os.urandom(4 << 20)
     with open(big, "wb") as f:
         for _ in range(96):
-            f.write(os.urandom(4 << 20))  # 384 MiB: dozens of parts
+            f.write(block)  # 384 MiB: dozens of parts
     url = f"s3://{BUCKET}/faults/killed-upload"
     child = subprocess.Popen([sys.executable, "-c", UPLOADER, str(big), url], cwd=REPO, env={**os.environ, **s3.env},
                              stdout=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
@@ -139,8 +138,7 @@ def test_a_writer_killed_mid_upload_leaves_no_object(s3, tmp_path):
     time.sleep(1.0)
     assert child.poll() is None, "the upload ended before it could be interrupted"
     kill_group(child)
-    os.environ.update(s3.env)
-    artifacts = S3Artifacts(Bucket(url))
+    artifacts = S3Artifacts(s3.bucket(url))
     assert artifacts.size("0" * 64) is None and artifacts.bucket.list() == []
     assert big.exists()  # the local file is consumed only by a finished upload
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import os
 import signal
 import subprocess
@@ -29,32 +28,6 @@ def store(tmp_path):
 @pytest.fixture(scope="module")
 def template_set():
     return random_template_set(tiny_spec())
-
-
-def _publish_in_child(root: str, name: str, barrier, queue) -> None:
-    store = TemplateStore.local(root)
-    template_set = random_template_set(tiny_spec(), seed=os.getpid() % 1000)
-    barrier.wait()
-    queue.put(str(store.publish(template_set, name)))
-
-
-def test_concurrent_publishers_get_distinct_intact_versions(tmp_path):
-    ctx = mp.get_context("spawn")
-    barrier, queue = ctx.Barrier(3), ctx.Queue()
-    children = [ctx.Process(target=_publish_in_child, args=(str(tmp_path), "race", barrier, queue)) for _ in range(3)]
-    for child in children:
-        child.start()
-    for child in children:
-        child.join(120)
-        assert child.exitcode == 0
-    refs = sorted(queue.get(timeout=5) for _ in children)
-    assert refs == ["race@1", "race@2", "race@3"]
-    store = TemplateStore.local(tmp_path)
-    for ref in refs:
-        resolved = store.verify(ref)
-        assert store.manifest(resolved).version == resolved.version
-        assert store.load(resolved).version == resolved.version
-    assert not [p for p in (tmp_path / "race").iterdir() if p.name.startswith(".staging")]
 
 
 KILLED_PUBLISHER = """
@@ -119,33 +92,6 @@ def test_flipped_byte_truncation_and_missing_entry_are_refused(store, template_s
     cold = TemplateStore.local(store.backend.root)
     with pytest.raises(IntegrityError, match="t@1: manifest differs from the one it was resolved to"):
         cold.load(ref)  # a pinned reference notices that the manifest changed
-
-
-def test_aliases_promote_rollback_pin_and_protect(store, template_set):
-    for _ in range(3):
-        store.publish(template_set, "m")
-    store.promote("m", 1, "prod")
-    pinned = store.resolve("m@prod")
-    assert pinned.version == 1
-    store.promote("m", 3, "prod")
-    assert store.resolve("m@prod").version == 3
-    assert store.load(pinned).version == 1  # a resolved reference stays on its version
-    assert store.rollback("m", "prod").version == 1
-    assert store.aliases("m")["prod"].history == [1]
-    with pytest.raises(ConflictError, match="no earlier version"):
-        store.rollback("m", "prod")
-    with pytest.raises(ConflictError, match="alias"):
-        store.delete("m@1")
-    store.delete("m@3")
-    assert [v.version for v in store.list("m")] == [1, 2]
-    assert str(store.publish(template_set, "m")) == "m@4"  # numbers are never reused
-    assert store.resolve("m").version == 4
-    store.promote("m", 2, "prod")
-    store.promote("m", 4, "prod")
-    store.delete("m@2")
-    assert store.rollback("m", "prod").version == 1  # skips the deleted version
-    with pytest.raises(NotFoundError):
-        store.promote("m", 9, "prod")
 
 
 def test_repeated_loads_come_from_the_cache(store, template_set):

@@ -102,6 +102,8 @@ def test_racing_publishers_get_distinct_whole_versions(store, tmp_path):
     for version in (1, 2, 3):
         resolved = store.verify(f"race@{version}")
         assert store.manifest(resolved).version == version and store.load(resolved).version == version
+    if not isinstance(store.backend, S3Backend):  # no staging folder is left behind
+        assert not [p for p in (store.backend.root / "race").iterdir() if p.name.startswith(".staging")]
 
 
 def test_aliases_move_roll_back_and_protect_their_targets(store):
