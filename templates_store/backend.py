@@ -72,6 +72,11 @@ class StorageBackend(abc.ABC):
     def lock(self, name: str) -> contextlib.AbstractContextManager[None]:
         """Exclusive, cross-process lock on one name's mutable state (aliases, deletions, first publication)."""
 
+    def forget(self, digest: str) -> bool:
+        """Drop a local copy of the version with manifest `digest`, so that the next `folder` fetches it afresh;
+        True if there was one. Backends that read in place keep none."""
+        return False
+
     @abc.abstractmethod
     def gc(self) -> list[str]:
         """Remove what dead publishers and interrupted deletions left behind; returns what was removed."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import shutil
 import socket
 import tempfile
 import time
@@ -100,6 +101,13 @@ class S3Backend(StorageBackend):
 
         entry = cached_entry(self.cache_dir, digest[:32], download, max_bytes=self.cache_bytes)
         return entry / name / str(version)
+
+    def forget(self, digest: str) -> bool:
+        entry = self.cache_dir / digest[:32]
+        if not entry.is_dir():
+            return False
+        shutil.rmtree(entry, ignore_errors=True)
+        return True
 
     # --- writing ---------------------------------------------------------------------------------------------
 

@@ -137,7 +137,14 @@ class TemplateStore:
                 return self._cache[resolved.digest]
         manifest = self._checked_manifest(resolved)
         folder = self.backend.folder(resolved.name, resolved.version, manifest, resolved.digest)
-        template_set = TemplateSet.load(folder, manifest=manifest)
+        try:
+            template_set = TemplateSet.load(folder, manifest=manifest)
+        except IntegrityError:
+            if not self.backend.forget(resolved.digest):
+                raise
+            # A local copy damaged on this host's disk: fetched again (and checked again) from the storage itself.
+            folder = self.backend.folder(resolved.name, resolved.version, manifest, resolved.digest)
+            template_set = TemplateSet.load(folder, manifest=manifest)
         check_template_set(template_set)  # published sets were checked; this catches one placed by hand
         with self._lock:
             self.loads += 1
