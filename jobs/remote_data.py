@@ -33,10 +33,6 @@ from storage.objects import Bucket, ObjectInfo, is_url, parse_s3_url
 BUNDLE_SUFFIXES = (".safetensors", ".npz")
 
 
-def is_remote(uri: str) -> bool:
-    return is_url(uri)
-
-
 @dataclass(frozen=True)
 class RemoteData:
     uri: str
@@ -124,7 +120,7 @@ def mirror(
 
 def check_data(uri: str, settings: Settings) -> None:
     """Admission of any data reference: local ones from their headers, object-storage ones from listings."""
-    if is_remote(uri):
+    if is_url(uri):
         check(uri, settings.object_roots, max_file_bytes=settings.limits.decoded_bytes,
               max_total_bytes=settings.data_cache_bytes)  # fmt: skip
     else:
@@ -134,7 +130,7 @@ def check_data(uri: str, settings: Settings) -> None:
 def localize(uri: str, settings: Settings, should_stop: StopFn | None = None) -> tuple[str, list[Path]]:
     """A reference the local readers can open, and the roots to confine them to: a local reference as it is, an
     object-storage one mirrored into `LEARNGENE_WORK_DIR/data-cache`."""
-    if not is_remote(uri):
+    if not is_url(uri):
         return uri, settings.folder_roots
     local, entry = mirror(
         uri, settings.object_roots, settings.work_dir / "data-cache", max_file_bytes=settings.limits.decoded_bytes,

@@ -116,9 +116,6 @@ class Bucket:
     def __repr__(self) -> str:
         return f"Bucket({self.url!r})"
 
-    def child(self, *parts: str) -> str:
-        return "/".join(p.strip("/") for p in parts if p)
-
     # --- reading ---------------------------------------------------------------------------------------------
 
     def head(self, key: str) -> ObjectInfo | None:
