@@ -28,6 +28,7 @@ from jobs.settings import Limits, Settings
 from jobs.store import JobStore
 from learngene import DataRefError, SpecError
 from learngene.ancestors import resolve_ancestor
+from learngene.caveats import architecture_caveats
 from learngene.data import resolve_file
 from learngene.methods import ANCESTOR_METHODS, check_method, get_method
 from learngene.spec import Architecture, ViTSpec
@@ -128,8 +129,15 @@ def submit_initialization(
     if request.calibration is not None:
         with located("body", "calibration", "uri"):
             check_data(request.calibration.uri, settings)
+        if request.calibration.eval_uri is not None:
+            with located("body", "calibration", "eval_uri"):
+                check_data(request.calibration.eval_uri, settings)
     template = resolved.model_dump() if resolved else None
-    return _accept(JobKind.initialization, request, template, idempotency_key, jobs, dispatcher, settings, client)
+    warnings = []
+    if config is not None and config.method == "wave":
+        warnings = [c.model_dump() for c in architecture_caveats(config, arch)]
+    return _accept(JobKind.initialization, request, template, idempotency_key, jobs, dispatcher, settings, client,
+                   warnings=warnings)  # fmt: skip
 
 
 def check_overrides(limits: Limits, spec: ViTSpec, prefix: tuple[str, ...] = ("body",)) -> None:
@@ -261,7 +269,8 @@ def submit_condensation(
     return _accept(JobKind.condensation, request, None, idempotency_key, jobs, dispatcher, settings)
 
 
-def _accept(kind, request, template_set, idempotency_key, jobs, dispatcher, settings, client=None) -> tuple[Job, bool]:
+def _accept(kind, request, template_set, idempotency_key, jobs, dispatcher, settings, client=None,
+            warnings=()) -> tuple[Job, bool]:  # fmt: skip
     document = describe(request)
     job = Job.new(
         kind,
@@ -270,6 +279,7 @@ def _accept(kind, request, template_set, idempotency_key, jobs, dispatcher, sett
         max_attempts=settings.max_attempts,
         idempotency_key=idempotency_key,
         client=client,
+        warnings=list(warnings),
     )
     scoped = None
     if idempotency_key is not None:

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, create_model, field_validator, model_validator
 
 from learngene import ViTSpec
 from learngene.condense import CondenseConfig
 from learngene.data.transforms import Augment
-from learngene.methods import LEARNGENE_METHODS, LearngeneName, MethodName
+from learngene.methods import LEARNGENE_METHODS, LearngeneName, MethodName, get_method
 from learngene.pipeline import SEED_MAX, AncestorRef, Calibration, FitSettings
 from learngene.spec import check_model_name
 from learngene.sws import DEFAULT_STAGES
@@ -63,8 +63,31 @@ class InitializationRequest(Architecture):
         description="weights for weight_selection, heru_lg, auto_lg; for wave, the template set's own ancestor as the "
         "teacher of a KL term in the scaler fitting",
     )
-    calibration: Calibration | None = Field(default=None, description="data for WAVE's scaler fitting")
     fit: FitSettings = Field(default_factory=FitSettings)
+    # After `fit`, so that its check sees the fit settings; validated when absent too.
+    calibration: Calibration | None = Field(
+        default=None, validate_default=True,
+        description="data for WAVE's scaler fitting; without it the descendant is pure inheritance (fit.steps 0)",
+    )  # fmt: skip
+
+    @field_validator("calibration")
+    @classmethod
+    def _fitting_needs_data(cls, calibration: Calibration | None, info: ValidationInfo) -> Calibration | None:
+        fit, method = info.data.get("fit"), info.data.get("method")
+        asked = fit is not None and "steps" in fit.model_fields_set and fit.steps > 0
+        if calibration is None and asked and method is not None and get_method(method).fits_scalers:
+            raise ValueError(
+                f"fit.steps={fit.steps} asks for scaler fitting, which needs calibration data: give calibration.uri, "
+                "or leave fit.steps out for pure inheritance"
+            )
+        return calibration
+
+    @model_validator(mode="after")
+    def _no_data_no_steps(self) -> InitializationRequest:
+        """Without calibration data the default is pure inheritance, and the request (as recorded) says so."""
+        if self.calibration is None and "steps" not in self.fit.model_fields_set:
+            self.fit = self.fit.model_copy(update={"steps": 0})
+        return self
 
     @property
     def template_ref(self) -> str | None:

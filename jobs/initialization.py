@@ -6,6 +6,7 @@ calibration data's digest) before spending any compute. No queue code here: the 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Sequence
@@ -15,9 +16,9 @@ from pathlib import Path
 import torch
 
 from jobs.contracts import InitializationRequest
-from learngene.data import DEFAULT_LIMITS, DecodeLimits, ImageData, resolve_file
+from learngene.data import DEFAULT_LIMITS, DataRefError, DecodeLimits, ImageData, resolve_file
 from learngene.methods import AncestorWeights, get_method
-from learngene.pipeline import InitResult, initialize, load_calibration
+from learngene.pipeline import Calibration, InitResult, initialize, load_calibration
 from learngene.template_set import TemplateSet
 from learngene.training import ProgressFn, StopFn
 from templates_store import ResolvedRef, TemplateStore
@@ -31,6 +32,7 @@ class InitInputs:
     template_set: TemplateSet | None
     ancestor: AncestorWeights | None
     data: ImageData | None
+    eval_data: ImageData | None = None
 
     def cache_key(self, request: InitializationRequest) -> str:
         """Identical requests give identical checkpoints: same method, template version or ancestor weights, spec,
@@ -42,6 +44,7 @@ class InitInputs:
             "spec": request.spec().model_dump(mode="json", exclude_none=True),
             "calibration": None if request.calibration is None else request.calibration.model_dump(),
             "data_digest": self.data.digest() if self.data else None,
+            "eval_data_digest": self.eval_data.digest() if self.eval_data else None,
             "fit": request.fit.model_dump(),
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
@@ -63,13 +66,19 @@ def load_inputs(
     if request.ancestor is not None:
         a = request.ancestor
         ancestor = AncestorWeights.load(a.model, resolve_file(a.checkpoint, data_roots), a.spec().overrides())
-    data = None
-    if request.calibration is not None and get_method(request.method).fits_scalers:
-        data = load_calibration(
-            request.spec(), request.calibration, template_set.config.normalization,
-            seed=request.fit.seed, allowed_roots=data_roots, limits=limits, should_stop=should_stop,
+    data = eval_data = None
+    calibration = request.calibration
+    if calibration is not None and get_method(request.method).fits_scalers:
+        load = functools.partial(
+            load_calibration, request.spec(), normalization=template_set.config.normalization, seed=request.fit.seed,
+            allowed_roots=data_roots, limits=limits, should_stop=should_stop,
         )  # fmt: skip
-    return InitInputs(template, template_set, ancestor, data)
+        data = load(calibration)
+        if calibration.eval_uri is not None:
+            eval_data = load(Calibration(uri=calibration.eval_uri, max_samples=calibration.max_samples))
+            if eval_data.labels is None:
+                raise DataRefError(calibration.eval_uri, "held-out data must be labelled")
+    return InitInputs(template, template_set, ancestor, data, eval_data)
 
 
 def run_request(
@@ -88,6 +97,7 @@ def run_request(
         template_set=inputs.template_set,
         ancestor=inputs.ancestor,
         data=inputs.data,
+        eval_data=inputs.eval_data,
         fit=request.fit,
         device=device,
         progress=progress,

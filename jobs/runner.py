@@ -343,10 +343,19 @@ def run_initialization(job: Job, context: WorkerContext, reporter: Reporter) -> 
     settings, jobs = context.settings, context.jobs
     template = ResolvedRef.model_validate(job.template_set) if job.template_set is not None else None
     local, roots = request, settings.folder_roots
-    if request.calibration is not None and get_method(request.method).fits_scalers:  # s3:// data: a local copy
-        uri, roots = through_outages(lambda: localize(request.calibration.uri, settings, reporter.should_stop),
+    calibration = request.calibration
+    if calibration is not None and get_method(request.method).fits_scalers:  # s3:// data: a local copy
+        uri, roots = through_outages(lambda: localize(calibration.uri, settings, reporter.should_stop),
                                      reporter, settings, "copying the calibration data")  # fmt: skip
-        local = request.model_copy(update={"calibration": request.calibration.model_copy(update={"uri": uri})})
+        eval_uri = calibration.eval_uri
+        if eval_uri is not None:
+            eval_uri, eval_roots = through_outages(lambda: localize(calibration.eval_uri, settings,
+                                                                    reporter.should_stop),
+                                                   reporter, settings, "copying the held-out data")  # fmt: skip
+            roots = list(dict.fromkeys([*roots, *eval_roots]))
+        local = request.model_copy(
+            update={"calibration": calibration.model_copy(update={"uri": uri, "eval_uri": eval_uri})}
+        )
     inputs = through_outages(lambda: load_inputs(
         local, template, context.store, roots, limits=settings.limits.decode(), should_stop=reporter.should_stop,
     ), reporter, settings, "reading the inputs")  # fmt: skip  # the exact pinned version
@@ -383,6 +392,7 @@ def run_initialization(job: Job, context: WorkerContext, reporter: Reporter) -> 
         "method": request.method,
         "fit": fit.model_dump(),
         "template_set": str(template) if template else None,
+        "warnings": [c.model_dump() for c in result.warnings],
         "cached": False,
     }
     reporter.confirm_lease()

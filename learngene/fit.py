@@ -30,11 +30,18 @@ from learngene.training import (
 
 
 class FitReport(BaseModel):
+    """What fitting did. Losses and accuracies are measured on a held subset of the calibration images, which the
+    fitting also trains on: they say whether fitting helped, not how well the descendant generalizes (that is
+    `heldout_accuracy`, on separate data, when the request gives some)."""
+
     steps: int
-    initial_loss: float | None = None
-    final_loss: float | None = None
-    initial_accuracy: float | None = None
-    final_accuracy: float | None = None
+    calibration_samples: int = 0  # the subset the calibration_* numbers are measured on
+    calibration_loss_before: float | None = None
+    calibration_loss_after: float | None = None
+    calibration_accuracy_before: float | None = None
+    calibration_accuracy_after: float | None = None
+    heldout_samples: int = 0
+    heldout_accuracy: float | None = None
     trainable_parameters: int = 0
     seconds: float = 0.0
 
@@ -71,10 +78,12 @@ def fit_scalers(
     lam = lam if teacher is not None else 0.0
 
     held = data.subset(torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:eval_samples])
+    report.calibration_samples = len(held)
     before = evaluate(model, held, device=device, teacher=teacher, lam=lam, tau=tau)
-    report.initial_loss, report.initial_accuracy = before["loss"], before.get("accuracy")
+    report.calibration_loss_before, report.calibration_accuracy_before = before["loss"], before.get("accuracy")
     if steps == 0:
-        report.final_loss, report.final_accuracy = report.initial_loss, report.initial_accuracy
+        report.calibration_loss_after = report.calibration_loss_before
+        report.calibration_accuracy_after = report.calibration_accuracy_before
         return report
 
     cfg = OptimConfig(lr=lr, min_lr=lr / 100, warmup_steps=min(20, steps // 10), weight_decay=0.0)
@@ -93,5 +102,5 @@ def fit_scalers(
     model.eval()
     report.seconds = time.perf_counter() - t0
     after = evaluate(model, held, device=device, teacher=teacher, lam=lam, tau=tau)
-    report.final_loss, report.final_accuracy = after["loss"], after.get("accuracy")
+    report.calibration_loss_after, report.calibration_accuracy_after = after["loss"], after.get("accuracy")
     return report

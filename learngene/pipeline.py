@@ -14,6 +14,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from learngene.ancestors import resolve_ancestor
+from learngene.caveats import Caveat, architecture_caveats, calibration_caveats, no_fitting_caveat
 from learngene.checkpoint import CheckpointInfo, export_checkpoint, load_ancestor, read_metadata
 from learngene.condense import CondenseConfig, condense
 from learngene.data import DEFAULT_LIMITS, DataRefError, DecodeLimits, ImageData, load_images, open_source
@@ -38,12 +39,19 @@ class Calibration(BaseModel):
 
     uri: str = Field(description="data reference: idx://, imagefolder://, bundle:// or a path")
     max_samples: int | None = Field(default=2048, ge=1, description="seeded subset size; null for all")
+    eval_uri: str | None = Field(
+        default=None, description="held-out labelled data (same reference forms): the fitted descendant's accuracy "
+        "on it is reported as heldout_accuracy; at most max_samples images are used",
+    )  # fmt: skip
 
 
 class FitSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    steps: int = Field(default=200, ge=0, description="scaler-fitting steps; 0 is pure inheritance")
+    steps: int = Field(
+        default=200, ge=0, description="scaler-fitting steps; 0 is pure inheritance. In a request without calibration "
+        "data the default is 0, and asking for steps is an error",
+    )  # fmt: skip
     lr: float = Field(default=2e-3, gt=0)
     batch_size: int = Field(default=64, ge=1)
     seed: int = Field(default=0, ge=0, le=SEED_MAX)
@@ -55,6 +63,7 @@ class InitResult(BaseModel):
     fit: FitReport
     template_set: str
     spec: dict[str, Any]
+    warnings: list[Caveat] = Field(default_factory=list)
 
 
 def load_calibration(
@@ -91,17 +100,20 @@ def initialize(
     template_set: TemplateSet | None = None,
     ancestor: AncestorWeights | None = None,
     data: ImageData | None = None,
+    eval_data: ImageData | None = None,
     fit: FitSettings | None = None,
     device: torch.device | str = "cpu",
     progress: ProgressFn | None = None,
     should_stop: StopFn | None = None,
     template_digest: str | None = None,
+    warnings: Sequence[Caveat] = (),
 ) -> InitResult:
     """Build a descendant with `method`, fit its scalers (WAVE, when calibration `data` is given), export it.
 
     `template_set` feeds the learngene methods. `ancestor` is the source of the ancestor-based baselines, and for
     WAVE the teacher of a KL term in the scaler fitting (METHOD.md, Fitting); `template_digest` (the store's
-    manifest digest) is recorded in the checkpoint's provenance."""
+    manifest digest) is recorded in the checkpoint's provenance. `eval_data` (labelled, held out) measures the
+    result. `warnings` are caveats known beforehand (the quality card's range); the domain's are added here."""
     fit = fit or FitSettings()
     fits = get_method(method).fits_scalers  # the ancestor is then the fitting's teacher, not a source of weights
     if fits and ancestor is not None and template_set is not None:
@@ -118,10 +130,20 @@ def initialize(
         )  # fmt: skip
     else:
         report = FitReport(steps=0)
+    if eval_data is not None:
+        report.heldout_samples = len(eval_data)
+        report.heldout_accuracy = evaluate(model, eval_data, device=torch.device(device))["accuracy"]
     normalization = (
         template_set.config.normalization if template_set else (ancestor.normalization if ancestor else None)
     )
     arch = spec.resolve()
+    caveats = list(warnings)
+    if template_set is not None:
+        caveats = architecture_caveats(template_set.config, arch) + caveats
+        if fits and data is None:
+            caveats.append(no_fitting_caveat(fresh_head=arch.num_classes != template_set.config.arch.num_classes))
+        if data is not None:
+            caveats += calibration_caveats(arch, data, template_set.config.normalization)
     metadata = {
         "method": method,
         "template_set": None
@@ -131,10 +153,13 @@ def initialize(
         "calibration": None if data is None else {"uri": data.uri, "samples": len(data), "digest": data.digest()},
         "ancestor_sha256": ancestor.sha256 if ancestor else None,
         "normalization": None if normalization is None else normalization.for_channels(arch.in_chans).model_dump(),
+        "warnings": [c.model_dump() for c in caveats],
     }
     info = export_checkpoint(model, out, spec=spec, metadata=metadata)
     source = template_set.ref if template_set else (f"ancestor:{ancestor.sha256[:12]}" if ancestor else method)
-    return InitResult(checkpoint=info, fit=report, template_set=source, spec=spec.model_dump(exclude_none=True))
+    return InitResult(
+        checkpoint=info, fit=report, template_set=source, spec=spec.model_dump(exclude_none=True), warnings=caveats
+    )
 
 
 def check_lineage(template_set: TemplateSet, ancestor: AncestorWeights) -> None:

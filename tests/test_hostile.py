@@ -31,6 +31,7 @@ from tests.harness import (
 BODY = {
     "model": "vit_tiny_patch16_224",
     "overrides": dict(depth=2, embed_dim=64, num_heads=1, img_size=28, patch_size=7, in_chans=1, num_classes=10),
+    "calibration": {"uri": f"idx://{FMNIST}", "max_samples": 64},  # fitting needs data (nothing runs here)
     "fit": {"steps": 5},
 }
 CLIENTS = {"alpha": "tok-alpha-4f1c9e", "beta": "tok-beta-77d2a0"}

@@ -85,7 +85,7 @@ def test_end_to_end_submit_poll_download_load(server, tmp_path):
         assert job["status"] in ("queued", "running") and job["template_set"]["name"] == "demo"
         done = client.wait(job["id"], timeout_s=120)
         assert done["progress"]["step"] == done["progress"]["total_steps"] == 20
-        assert done["result"]["fit"]["final_loss"] < done["result"]["fit"]["initial_loss"]
+        assert done["result"]["fit"]["calibration_loss_after"] < done["result"]["fit"]["calibration_loss_before"]
         assert done["timings"]["queued_s"] >= 0 and done["timings"]["running_s"] > 0
         path = client.download(job["id"], tmp_path / "vit.safetensors")
         data = path.read_bytes()
@@ -253,7 +253,7 @@ def test_admin_condensation_publishes_a_version_that_initializations_can_use(cel
         taught = http.post("/v1/initializations", json={**descendant, "ancestor": body["ancestor"]}).json()
         taught = wait_for(http, f"/v1/initializations/{taught['id']}", finished)
         assert taught["status"] == "succeeded", taught
-        assert taught["result"]["fit"]["initial_loss"] > done["result"]["fit"]["initial_loss"]
+        assert taught["result"]["fit"]["calibration_loss_before"] > done["result"]["fit"]["calibration_loss_before"]
         with Client(celery_server.url) as client:
             path = client.download(taught["id"], data_root / "taught.safetensors")
         assert (

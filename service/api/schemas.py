@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import BaseModel, Field, model_validator
 
 from jobs.model import JobError, JobKind, JobProgress, JobStatus
+from learngene.caveats import Caveat
 from templates_store import AliasRecord, VersionInfo
 
 
@@ -38,6 +39,10 @@ class JobView(BaseModel):
     attempts: int
     max_attempts: int
     template_set: dict[str, Any] | None = Field(description="the resolved (name, version, digest) the job uses")
+    warnings: list[Caveat] = Field(
+        default_factory=list, description="caveats known at acceptance: where the request leaves the template set's "
+        "domain or its quality card's range; the result's `warnings` add what the calibration data showed",
+    )  # fmt: skip
     request: dict[str, Any]
     progress: JobProgress | None = None
     timings: Timings

@@ -34,7 +34,13 @@ Recipe = Annotated[str, typer.Option(help="deit: the paper's augmentation, Mixup
 Workers = Annotated[int | None, typer.Option(help="DataLoader worker processes (default: the cores less one, max 8)")]
 # The scaler-fitting options of `init` (on this machine) and `submit` (to the API).
 MaxSamples = Annotated[int | None, typer.Option(help="seeded subset of the calibration data")]
-FitSteps = Annotated[int, typer.Option(help="scaler-fitting steps (0: pure inheritance)")]
+EvalData = Annotated[
+    str | None, typer.Option(help="held-out labelled data: the descendant's accuracy on it is reported")
+]
+FitSteps = Annotated[
+    int | None,
+    typer.Option(help=f"scaler-fitting steps (default {FIT.steps} with calibration data, else 0: pure inheritance)"),
+]
 FitLr = Annotated[float, typer.Option(help="scaler-fitting learning rate")]
 FitBatch = Annotated[int, typer.Option(help="scaler-fitting batch size")]
 Noise = Annotated[float, typer.Option(help="eps of the noise added to inherited scalers")]
@@ -72,6 +78,12 @@ def progress_bar(total: int, desc: str) -> Iterator[Any]:
             bar.set_postfix(post)
 
         yield update
+
+
+def show_warnings(warnings: list[dict[str, Any]]) -> None:
+    """A job's caveats (`learngene.caveats`), one line each on stderr, before its JSON summary."""
+    for caveat in warnings:
+        typer.echo(f"warning: {caveat['message']}", err=True)
 
 
 def emit(summary: Any) -> None:

@@ -28,6 +28,7 @@ from service.cli.common import (
     CALIBRATION_SAMPLES,
     CONDENSE,
     FIT,
+    EvalData,
     FitBatch,
     FitLr,
     FitSteps,
@@ -42,6 +43,7 @@ from service.cli.common import (
     get_store,
     make_spec,
     progress_bar,
+    show_warnings,
     user_errors,
 )
 from templates_store.refs import check_name
@@ -204,7 +206,8 @@ def init(
     ),
     calibration: Annotated[str | None, typer.Option(help="calibration data for WAVE's scaler fitting")] = None,
     max_samples: MaxSamples = CALIBRATION_SAMPLES,
-    steps: FitSteps = FIT.steps,
+    eval_data: EvalData = None,
+    steps: FitSteps = None,
     lr: FitLr = FIT.lr,
     batch_size: FitBatch = FIT.batch_size,
     noise: Noise = FIT.noise,
@@ -241,20 +244,26 @@ def init(
             method=method,
             template_set=templates,
             ancestor=ancestor_spec,
-            calibration=Calibration(uri=calibration, max_samples=max_samples) if calibration else None,
-            fit=FitSettings(steps=steps, lr=lr, batch_size=batch_size, seed=seed, noise=noise),
+            calibration=Calibration(uri=calibration, max_samples=max_samples, eval_uri=eval_data)
+            if calibration
+            else None,
+            fit=FitSettings(
+                lr=lr, batch_size=batch_size, seed=seed, noise=noise, **({} if steps is None else {"steps": steps})
+            ),
         )
         inputs = load_inputs(request, template, store, get_settings().local_data_roots())
         with progress_bar(request.fit.steps if inputs.data else 0, "fit") as bar:
             result = run_request(request, inputs, out, device=device_option(device), progress=bar)
     report = result.fit
+    show_warnings([c.model_dump() for c in result.warnings])
     emit(
         {
             **result.checkpoint.model_dump(),
             "method": method,
             "template_set": result.template_set,
             "spec": result.spec,
-            "fit": {"steps": report.steps, "initial_loss": report.initial_loss, "final_loss": report.final_loss},
+            "fit": report.model_dump(),
+            "warnings": [c.model_dump() for c in result.warnings],
         }
     )
 

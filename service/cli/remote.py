@@ -14,6 +14,7 @@ from learngene.spec import parse_overrides
 from service.cli.common import (
     CALIBRATION_SAMPLES,
     FIT,
+    EvalData,
     FitBatch,
     FitLr,
     FitSteps,
@@ -23,6 +24,7 @@ from service.cli.common import (
     SetOption,
     emit,
     fail,
+    show_warnings,
 )
 from service.client import ApiError, Client, JobFailed
 
@@ -64,7 +66,8 @@ def submit(
     method: Annotated[str, typer.Option(help="wave, tleg, sws or a baseline (see `learngene init --help`)")] = "wave",
     calibration: Annotated[str | None, typer.Option(help="calibration data reference, as the workers see it")] = None,
     max_samples: MaxSamples = CALIBRATION_SAMPLES,
-    steps: FitSteps = FIT.steps,
+    eval_data: EvalData = None,
+    steps: FitSteps = None,
     lr: FitLr = FIT.lr,
     batch_size: FitBatch = FIT.batch_size,
     seed: Seed = FIT.seed,
@@ -79,15 +82,19 @@ def submit(
         "method": method,
         "overrides": parse_overrides(set_ or []),
         "template_set": templates,
-        "calibration": {"uri": calibration, "max_samples": max_samples} if calibration else None,
-        "fit": {"steps": steps, "lr": lr, "batch_size": batch_size, "seed": seed, "noise": noise},
+        "calibration": {"uri": calibration, "max_samples": max_samples, "eval_uri": eval_data} if calibration else None,
+        "fit": {"lr": lr, "batch_size": batch_size, "seed": seed, "noise": noise}
+        | ({} if steps is None else {"steps": steps}),  # unset: the service's default for the data given
     }
 
     def action() -> dict[str, Any]:
         with _client(url) as client:
             job = client.submit(request)
+            show_warnings(job["warnings"])  # known at acceptance
             if wait or out:
                 job = _wait(client, job["id"])
+                known = {c["code"] for c in job["warnings"]}  # shown already; the run adds what the data showed
+                show_warnings([c for c in (job.get("result") or {}).get("warnings", []) if c["code"] not in known])
             if out:
                 client.download(job["id"], out)
                 job["downloaded_to"] = str(out)

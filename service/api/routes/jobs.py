@@ -39,8 +39,8 @@ def job_view(job: Job, request: Request, route_name: str) -> JobView:
     result = None if job.result is None else {k: v for k, v in job.result.items() if k != "checkpoint"}
     return JobView(
         id=job.id, kind=job.kind, status=job.status, attempts=job.attempts, max_attempts=job.max_attempts,
-        template_set=job.template_set, request=job.request, progress=job.progress, timings=timings, result=result,
-        checkpoint=checkpoint, error=job.error, links=links,
+        template_set=job.template_set, warnings=job.warnings, request=job.request, progress=job.progress,
+        timings=timings, result=result, checkpoint=checkpoint, error=job.error, links=links,
     )  # fmt: skip
 
 

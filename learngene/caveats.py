@@ -1,0 +1,117 @@
+"""What a descendant's user should know about it: where a request leaves the template set's domain, and what that does.
+
+A template set is condensed on one input domain (image size, channels, patch size, classes, normalization) and its
+quality card measures a range of depths and widths. A request may leave either; inheritance then adapts (timm's
+resampling of the position and patch embeddings, `adapt_input_conv`, a fresh head), and the result is worth less than
+the card says. Each such departure is reported as a `Caveat` (a stable `code` and a sentence), before the job runs
+(from the architecture alone) and after it (with what the calibration data showed).
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+from learngene.data import ImageData
+from learngene.spec import Architecture
+from learngene.template_set import Normalization, TemplateSetConfig
+
+# Calibration images normalized with the set's statistics whose own mean/std stray this far from 0/1 are off-domain.
+MEAN_TOLERANCE = 0.25
+STD_RATIO_TOLERANCE = 1.5
+
+
+class Caveat(BaseModel):
+    code: str  # input_size, patch_size, in_chans, fresh_head, depth_range, width_range, no_fitting, ...
+    message: str
+
+
+def _size(hw: tuple[int, int]) -> str:
+    return f"{hw[0]}x{hw[1]}"
+
+
+def _values(values: tuple[float, ...]) -> str:
+    return "(" + ", ".join(f"{v:.3g}" for v in values) + ")"
+
+
+def architecture_caveats(
+    config: TemplateSetConfig,
+    dst: Architecture,
+    *,
+    card_depths: tuple[int, int] | None = None,
+    card_widths: tuple[int, int] | None = None,
+) -> list[Caveat]:
+    """What inheriting `dst` from a set condensed as `config` adapts, known before anything runs. `card_depths` and
+    `card_widths` are the (smallest, largest) sizes the set's quality card measured, when it has one."""
+    src, out = config.arch, []
+    if dst.img_size != src.img_size:
+        out.append(Caveat(code="input_size", message=(
+            f"input size {_size(dst.img_size)} differs from the template set's {_size(src.img_size)}: the position "
+            f"embedding is resampled from a {_size(src.grid_size)} to a {_size(dst.grid_size)} grid (bicubic)"
+        )))  # fmt: skip
+    if dst.patch_size != src.patch_size:
+        out.append(Caveat(code="patch_size", message=(
+            f"patch size {_size(dst.patch_size)} differs from the template set's {_size(src.patch_size)}: the patch "
+            "embedding is resampled (timm's resample_patch_embed)"
+        )))  # fmt: skip
+    if dst.in_chans != src.in_chans:
+        norm = config.normalization.for_channels(dst.in_chans)
+        how = "replicated from its grey channel" if src.in_chans == 1 else f"averaged over its {src.in_chans} channels"
+        out.append(Caveat(code="in_chans", message=(
+            f"{dst.in_chans} input channel(s), the template set has {src.in_chans}: the patch embedding is adapted "
+            f"(timm's adapt_input_conv) and the normalization mean {_values(norm.mean)}, std {_values(norm.std)} is "
+            f"{how}"
+        )))  # fmt: skip
+    if dst.num_classes != src.num_classes:
+        out.append(Caveat(code="fresh_head", message=(
+            f"num_classes={dst.num_classes} differs from the template set's {src.num_classes}: the classifier head "
+            "is fresh (timm's random initialization), not inherited"
+        )))  # fmt: skip
+    if card_depths and not card_depths[0] <= dst.depth <= card_depths[1]:
+        out.append(Caveat(code="depth_range", message=(
+            f"depth={dst.depth} lies outside the depths the template set's quality card measured "
+            f"({card_depths[0]}-{card_depths[1]}): its accuracy there is not known"
+        )))  # fmt: skip
+    if card_widths and not card_widths[0] <= dst.embed_dim <= card_widths[1]:
+        out.append(Caveat(code="width_range", message=(
+            f"embed_dim={dst.embed_dim} lies outside the widths the template set's quality card measured "
+            f"({card_widths[0]}-{card_widths[1]}): its accuracy there is not known"
+        )))  # fmt: skip
+    return out
+
+
+def no_fitting_caveat(fresh_head: bool) -> Caveat:
+    """No calibration data: the descendant is pure inheritance, and a fresh head stays random."""
+    message = "no calibration data: pure inheritance, the weight scalers are not fitted (0 steps)"
+    if fresh_head:
+        message += "; the fresh head is untrained, so predictions are chance until the model is fine-tuned"
+    return Caveat(code="no_fitting", message=message)
+
+
+def calibration_caveats(dst: Architecture, data: ImageData, normalization: Normalization) -> list[Caveat]:
+    """What the calibration data shows: classes it never labels, and statistics the set's normalization does not fit.
+    `data` holds the images as loaded for the descendant (its size and channels)."""
+    out = []
+    if data.labels is not None and len(data):
+        seen = int(data.labels.max()) + 1
+        if seen < dst.num_classes:
+            out.append(Caveat(code="classes_beyond_calibration", message=(
+                f"the calibration labels go up to class {seen - 1} but num_classes={dst.num_classes}: the head rows of "
+                f"classes {seen}-{dst.num_classes - 1} get no training signal"
+            )))  # fmt: skip
+    if len(data):
+        x = data.images.float().div(255.0)
+        mean = x.mean(dim=(0, 2, 3)).tolist()
+        std = x.std(dim=(0, 2, 3)).clamp_min(1e-6).tolist()
+        norm = normalization.for_channels(dst.in_chans)
+        off = any(
+            abs(m - nm) / ns > MEAN_TOLERANCE or not 1 / STD_RATIO_TOLERANCE <= s / ns <= STD_RATIO_TOLERANCE
+            for m, s, nm, ns in zip(mean, std, norm.mean, norm.std, strict=True)
+        )
+        if off:
+            out.append(Caveat(code="normalization", message=(
+                f"inputs are normalized with the template set's mean {_values(norm.mean)}, std {_values(norm.std)}, "
+                f"not the calibration data's own mean {_values(tuple(mean))}, std {_values(tuple(std))}: the "
+                "descendant sees inputs off the distribution it was condensed on; normalize with the set's "
+                "statistics (the checkpoint's config.json) when using it"
+            )))  # fmt: skip
+    return out

@@ -1,0 +1,116 @@
+"""Honest warnings: what a request leaves of the template set's domain, said before and after it runs; fitting needs
+data; fit metrics say what they were measured on."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from learngene import TemplateSet
+from learngene.caveats import architecture_caveats
+from learngene.spec import ViTSpec
+from learngene.template_set import BUILTIN_TEMPLATE_SETS
+from service.client import Client
+from tests.conftest import FMNIST, SHARED_DATA
+from tests.harness import service_env, start_api
+
+DEIT_224_RGB = {
+    "model": "deit_tiny_patch16_224",
+    "overrides": {"num_classes": 100},
+    "template_set": "demo@prod",
+}
+TINY_GREY = {"img_size": 28, "patch_size": 7, "in_chans": 1}
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory):
+    home = tmp_path_factory.mktemp("caveats-home")
+    server = start_api(service_env(home, redis_url=None, data_roots=[SHARED_DATA]), home / "api.log")
+    yield server
+    server.stop()
+
+
+def codes(caveats: list[dict]) -> list[str]:
+    return [c["code"] for c in caveats]
+
+
+def test_every_departure_from_the_domain_is_named_with_its_adaptation():
+    demo = TemplateSet.load(BUILTIN_TEMPLATE_SETS["demo"]).config  # 28x28 grey, patch 7, 10 classes
+    arch = ViTSpec(model="deit_tiny_patch16_224", num_classes=100).resolve()
+    caveats = {c.code: c.message for c in architecture_caveats(demo, arch, card_depths=(2, 6), card_widths=(64, 128))}
+    assert list(caveats) == ["input_size", "patch_size", "in_chans", "fresh_head", "depth_range", "width_range"]
+    assert "224x224 differs from the template set's 28x28" in caveats["input_size"]
+    assert "4x4 to a 14x14 grid" in caveats["input_size"]
+    assert "replicated from its grey channel" in caveats["in_chans"] and "0.286" in caveats["in_chans"]
+    assert "num_classes=100" in caveats["fresh_head"] and "depth=12" in caveats["depth_range"]
+    assert "embed_dim=192" in caveats["width_range"]
+    inside = ViTSpec(model="vit_tiny_patch16_224", depth=4, embed_dim=128, num_heads=2, num_classes=10, **TINY_GREY)
+    assert architecture_caveats(demo, inside.resolve(), card_depths=(2, 6), card_widths=(64, 128)) == []
+
+
+def test_deit_at_224_rgb_from_the_demo_set_is_warned_before_and_after(api):
+    with httpx.Client(base_url=api.url) as http, Client(api.url) as client:
+        response = http.post("/v1/initializations", json=DEIT_224_RGB)
+        assert response.status_code == 202, response.text
+        job = response.json()
+        before = ["input_size", "patch_size", "in_chans", "fresh_head"]
+        assert codes(job["warnings"]) == before
+        assert job["request"]["fit"]["steps"] == 0  # no calibration data: pure inheritance, as recorded
+        done = client.wait(job["id"], timeout_s=120)
+        assert done["status"] == "succeeded", done
+        assert codes(done["warnings"]) == before
+        assert codes(done["result"]["warnings"]) == [*before, "no_fitting"]
+        no_fitting = done["result"]["warnings"][-1]["message"]
+        assert "pure inheritance" in no_fitting and "fresh head is untrained" in no_fitting
+        assert done["result"]["fit"]["steps"] == 0 and done["result"]["fit"]["calibration_samples"] == 0
+
+
+def test_fitting_without_calibration_data_is_refused_naming_calibration(api):
+    body = {**DEIT_224_RGB, "fit": {"steps": 50}}
+    response = httpx.post(f"{api.url}/v1/initializations", json=body)
+    assert response.status_code == 422
+    (error,) = response.json()["detail"]
+    assert error["loc"] == ["body", "calibration"] and "fit.steps=50" in error["msg"]
+    explicit_zero = {**DEIT_224_RGB, "fit": {"steps": 0}}
+    assert httpx.post(f"{api.url}/v1/initializations", json=explicit_zero).status_code == 202
+
+
+def test_calibration_caveats_and_heldout_accuracy(api):
+    """MNIST calibration for the FashionMNIST set, 20 classes for 10 labels: both said; held-out accuracy reported
+    next to the calibration-set numbers, on its own images."""
+    body = {
+        "model": "vit_tiny_patch16_224",
+        "overrides": {"depth": 2, "embed_dim": 64, "num_heads": 1, "num_classes": 20, **TINY_GREY},
+        "calibration": {
+            "uri": f"idx://{SHARED_DATA / 'MNIST'}",
+            "max_samples": 256,
+            "eval_uri": f"idx://{SHARED_DATA / 'MNIST'}?split=test",
+        },
+        "fit": {"steps": 10, "batch_size": 32},
+    }
+    with Client(api.url) as client:
+        job = client.submit(body)
+        assert codes(job["warnings"]) == ["fresh_head"]
+        done = client.wait(job["id"], timeout_s=120)
+    assert done["status"] == "succeeded", done
+    result = done["result"]
+    assert codes(result["warnings"]) == ["fresh_head", "classes_beyond_calibration", "normalization"]
+    by_code = {c["code"]: c["message"] for c in result["warnings"]}
+    assert "up to class 9 but num_classes=20" in by_code["classes_beyond_calibration"]
+    assert "mean (0.286), std (0.353)" in by_code["normalization"] and "own mean (0.1" in by_code["normalization"]
+    fit = result["fit"]
+    assert fit["steps"] == 10 and fit["calibration_samples"] == 256 and fit["heldout_samples"] == 256
+    assert 0.0 <= fit["heldout_accuracy"] <= 1.0 and 0.0 <= fit["calibration_accuracy_after"] <= 1.0
+    assert {"initial_loss", "final_accuracy"}.isdisjoint(fit)  # unlabelled numbers are gone
+
+
+def test_in_domain_request_has_no_warnings(api):
+    body = {
+        "model": "vit_tiny_patch16_224",
+        "overrides": {"depth": 2, "embed_dim": 64, "num_heads": 1, "num_classes": 10, **TINY_GREY},
+        "calibration": {"uri": f"idx://{FMNIST}", "max_samples": 128},
+        "fit": {"steps": 5, "batch_size": 32},
+    }
+    with Client(api.url) as client:
+        done = client.wait(client.submit(body)["id"], timeout_s=120)
+    assert done["status"] == "succeeded" and done["warnings"] == [] and done["result"]["warnings"] == []
