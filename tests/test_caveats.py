@@ -13,6 +13,7 @@ from learngene.template_set import BUILTIN_TEMPLATE_SETS
 from service.client import Client
 from tests.conftest import FMNIST, SHARED_DATA
 from tests.harness import service_env, start_api
+from tests.test_cli import last_json, learngene
 
 DEIT_224_RGB = {
     "model": "deit_tiny_patch16_224",
@@ -114,3 +115,15 @@ def test_in_domain_request_has_no_warnings(api):
     with Client(api.url) as client:
         done = client.wait(client.submit(body)["id"], timeout_s=120)
     assert done["status"] == "succeeded" and done["warnings"] == [] and done["result"]["warnings"] == []
+
+
+def test_the_cli_prints_the_warnings_and_refuses_steps_without_data(tmp_path):
+    deit = ["init", "--model", "deit_tiny_patch16_224", "--set", "num_classes=100", "--out", str(tmp_path / "d.st")]
+    run = learngene(*deit)
+    assert run.returncode == 0, run.stderr
+    printed = [line for line in run.stderr.splitlines() if line.startswith("warning: ")]
+    assert len(printed) == 5 and "224x224 differs" in printed[0] and "pure inheritance" in printed[-1]
+    assert codes(last_json(run)["warnings"]) == ["input_size", "patch_size", "in_chans", "fresh_head", "no_fitting"]
+    refused = learngene(*deit, "--steps", "10")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert refused.stderr.strip().splitlines()[-1].startswith("error: calibration: ")
