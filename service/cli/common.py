@@ -17,7 +17,7 @@ from jobs.settings import get_settings
 from jobs.storage import template_store
 from learngene import DataRefError, IntegrityError, SpecError, ViTSpec
 from learngene.condense import CondenseConfig
-from learngene.pipeline import Calibration, FitSettings
+from learngene.fit_settings import Calibration, FitSettings
 from learngene.spec import parse_overrides
 from learngene.training import Progress, pick_device
 from templates_store import StoreError, TemplateStore

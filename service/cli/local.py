@@ -17,9 +17,10 @@ from learngene import CondenseConfig, ViTSpec, load_images, load_model, read_met
 from learngene.ancestors import resolve_ancestor
 from learngene.data.transforms import Augment
 from learngene.files import sha256_file
+from learngene.fit_settings import Calibration, FitSettings
 from learngene.launch import LaunchSpec, condense_run
 from learngene.methods import LEARNGENE_METHODS, METHODS
-from learngene.pipeline import AncestorRef, Calibration, FitSettings, run_training
+from learngene.pipeline import AncestorRef, run_training
 from learngene.spec import parse_overrides
 from learngene.template_set import Normalization
 from learngene.training import OptimConfig, pick_device
