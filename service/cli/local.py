@@ -1,5 +1,8 @@
 """Commands that run the method on this machine, no server needed: train an ancestor, condense it into a template
-set, initialize a descendant, evaluate a checkpoint."""
+set, initialize a descendant, evaluate a checkpoint.
+
+This module loads torch and timm (the condensation options take their defaults from `CondenseConfig`): the command
+line imports it only when one of these commands runs or shows its help (`service.cli.DEFERRED`)."""
 
 from __future__ import annotations
 
@@ -27,7 +30,6 @@ from learngene.training import OptimConfig, pick_device
 from learngene.training import evaluate as evaluate_model
 from service.cli.common import (
     CALIBRATION_SAMPLES,
-    CONDENSE,
     FIT,
     FitBatch,
     FitLr,
@@ -38,14 +40,24 @@ from service.cli.common import (
     Seed,
     SetOption,
     Workers,
-    device_option,
     emit,
     get_store,
-    make_spec,
     progress_bar,
     user_errors,
 )
 from templates_store.refs import check_name
+
+# Defaults come from the model the options fill, so a command and the run it starts cannot disagree.
+CONDENSE = {name: field.get_default(call_default_factory=True) for name, field in CondenseConfig.model_fields.items()
+            if not field.is_required()}  # fmt: skip
+
+
+def make_spec(model: str, pairs: list[str] | None) -> ViTSpec:
+    return ViTSpec(model=model, **parse_overrides(pairs or []))
+
+
+def device_option(device: str | None) -> str:
+    return str(pick_device(device or get_settings().device))
 
 
 def train(
