@@ -61,9 +61,14 @@ def user_errors() -> Iterator[None]:
         raise fail(str(exc)) from None
 
 
+def bar_on_stderr(desc: str, unit: str, total: int | None = None) -> tqdm:
+    """The progress bar of every job command: on stderr, as stdout carries the JSON result."""
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True)
+
+
 @contextlib.contextmanager
 def progress_bar(total: int, desc: str) -> Iterator[Any]:
-    with tqdm(total=total, desc=desc, unit="step", file=sys.stderr, dynamic_ncols=True) as bar:
+    with bar_on_stderr(desc, "step", total) as bar:
 
         def update(p: Progress) -> None:
             bar.total = p.total_steps  # known once the data is open (a run given in epochs)

@@ -40,6 +40,7 @@ from service.cli.common import (
     Seed,
     SetOption,
     Workers,
+    bar_on_stderr,
     emit,
     get_store,
     progress_bar,
@@ -296,5 +297,12 @@ def evaluate(
         )
         dev = pick_device(device or get_settings().device)
         net = load_model(spec.model, checkpoint, spec.overrides()).to(dev)
-        result = evaluate_model(net, images, device=dev)
+        bar = bar_on_stderr("evaluate", "img", len(images))
+
+        def count(module, args, output) -> None:  # returns None: a hook's return value would replace the output
+            bar.update(len(args[0]))
+
+        # Counted as the batches pass through the model: the evaluation loop itself reports no progress.
+        with bar, net.register_forward_hook(count):  # the handle removes the hook on exit
+            result = evaluate_model(net, images, device=dev)
     emit({"path": str(checkpoint), "samples": len(images), **result})

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import re
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
 import typer
-from tqdm import tqdm
 
 from service.cli.common import (
     CALIBRATION_SAMPLES,
@@ -22,6 +20,7 @@ from service.cli.common import (
     Noise,
     Seed,
     SetOption,
+    bar_on_stderr,
     emit,
     fail,
 )
@@ -33,7 +32,7 @@ API_UNREACHABLE = 3  # exit status when no answer came from the API (2: it answe
 
 
 def _wait(client: Client, job_id: str) -> dict[str, Any]:
-    with tqdm(desc="job", unit="step", file=sys.stderr, dynamic_ncols=True) as bar:
+    with bar_on_stderr("job", "step") as bar:
 
         def show(job: dict[str, Any]) -> None:
             p = job.get("progress")
