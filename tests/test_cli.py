@@ -88,29 +88,42 @@ def test_condense_publishes_into_the_store_and_the_store_commands_manage_it(ance
     anc_spec = tiny_spec(embed_dim=64, num_heads=2, depth=2)
     anc_path = tmp_path / "ancestor.safetensors"
     export_checkpoint(ancestor, anc_path, spec=anc_spec)
-    args = [
-        "condense", "--ancestor-model", anc_spec.model, "--ancestor", str(anc_path),
-        *overrides("--ancestor-set", anc_spec),
+    # No --ancestor-model or --ancestor-set: the architecture is the one the checkpoint's header records.
+    run_args = [
+        "condense", "--ancestor", str(anc_path),
         "--aux-model", anc_spec.model, *overrides("--aux-set", tiny_spec(depth=2)),
         "--data", f"idx://{FMNIST}", "--eval-data", f"idx://{FMNIST}?split=test", "--steps", "30", "--batch-size", "32",
-        "--recipe", "plain", "--publish", "mini",
+        "--recipe", "plain",
     ]  # fmt: skip
+    args = [*run_args, "--publish", "mini"]
     run = learngene(*args)
     assert run.returncode == 0, run.stderr
     summary = last_json(run)
     assert summary["ref"] == "mini@1" and summary["metrics"]["aux_accuracy"] > 0.2
+    assert summary["already_published"] is False
 
     listed = json.loads(cli("templates", "list", "mini", "--json").stdout)
     assert [(v["name"], v["version"], v["digest"]) for v in listed] == [("mini", 1, summary["digest"])]
     shown = json.loads(cli("templates", "show", "mini@1", "--json").stdout)
     lineage = shown["manifest"]["lineage"]
     assert lineage["ancestor_sha256"] == hashlib.sha256(anc_path.read_bytes()).hexdigest()
+    assert lineage["ancestor_model"] == anc_spec.model and lineage["ancestor_overrides"] == anc_spec.overrides()
     assert lineage["data_uri"] == f"idx://{FMNIST}" and len(lineage["data_digest"]) == 64
     assert set(shown["manifest"]["metrics"]) == {"aux_accuracy", "ancestor_accuracy", "final_loss"}
 
-    rerun = learngene(*args)  # the same command resumes its finished state instead of training again
-    assert rerun.returncode == 0 and last_json(rerun)["ref"] == "mini@2"
-    assert "condensation resumes at step 30 of 30" in rerun.stderr
+    rerun = learngene(*args)  # finished and published: the same version again, nothing new in the store
+    assert rerun.returncode == 0, rerun.stderr
+    again = last_json(rerun)
+    assert (again["ref"], again["digest"], again["already_published"]) == ("mini@1", summary["digest"], True)
+    assert again["metrics"] == summary["metrics"]
+    assert "note: this run was already published as mini@1" in rerun.stderr
+    assert [v["version"] for v in json.loads(cli("templates", "list", "mini", "--json").stdout)] == [1]
+
+    folder = tmp_path / "mini-set"  # the same run without --publish resumes its finished state
+    resumed = learngene(*run_args, "--out", str(folder), "--name", "mini")
+    assert resumed.returncode == 0 and "condensation resumes at step 30 of 30" in resumed.stderr, resumed.stderr
+    second = json.loads(cli("templates", "publish", str(folder), "--json").stdout)
+    assert second["ref"] == "mini@2"
 
     assert cli("templates", "promote", "mini", "1", "prod").returncode == 0
     assert cli("templates", "promote", "mini", "2", "prod").returncode == 0

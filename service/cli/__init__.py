@@ -23,7 +23,7 @@ DEFERRED = [
     Deferred(
         "condense",
         "service.cli.local:condense",
-        "Condense an ancestor into a template set; rerunning an interrupted command resumes it.",
+        "Condense an ancestor into a template set; rerunning the command resumes it, or returns what it published.",
     ),
     Deferred(
         "init",
