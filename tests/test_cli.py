@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from learngene import TemplateSet, ViTSpec, export_checkpoint, read_metadata
 from service.cli import app
 from tests.conftest import FMNIST, REPO, tiny_spec
+from tests.harness import free_port, service_env, start_api
 
 SHAPE = "--set img_size=28 --set patch_size=7 --set in_chans=1 --set num_classes=10".split()
 DESCENDANT = ["--model", "vit_tiny_patch16_224", *"--set depth=3 --set embed_dim=128 --set num_heads=2".split(), *SHAPE]
@@ -170,3 +171,29 @@ def test_the_demo_rebuild_script_runs_end_to_end(tmp_path):
     assert set(rebuilt.metrics) == {"ancestor_accuracy", "aux_accuracy", "final_loss"}
     assert sum(f.stat().st_size for f in (tmp_path / "demo").iterdir()) < 3_000_000
     assert not (tmp_path / "demo.new").exists()
+
+
+def test_an_unreachable_api_is_one_line_on_stderr_and_exit_3():
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    for args in (["job", "status", "some-job"], ["submit", "--model", "vit_tiny_patch16_224"]):
+        run = learngene(*args, "--url", url)
+        assert run.returncode == 3, run.stderr
+        assert run.stderr.splitlines() == [f"error: cannot reach the API at {url} (connection refused)"]
+
+
+def test_api_error_answers_are_one_line_and_request_logs_only_with_verbose(tmp_path):
+    api = start_api(service_env(tmp_path, redis_url=None, data_roots=[FMNIST]), tmp_path / "api.log")
+    try:
+        missing = learngene("job", "status", "no-such-job", "--url", api.url)
+        assert missing.returncode == 2
+        assert missing.stderr.splitlines() == [
+            "error: the API answered 404: initialization job 'no-such-job' does not exist"
+        ]
+        refused = learngene("submit", "--model", "vit_tiny_patch16_224", "--set", "depth=0", "--url", api.url)
+        assert refused.returncode == 2 and len(refused.stderr.splitlines()) == 1
+        assert refused.stderr.startswith("error: the API answered 422: ") and "depth" in refused.stderr
+        assert "HTTP Request" not in missing.stderr + refused.stderr  # httpx's INFO line per request
+        verbose = learngene("--verbose", "job", "status", "no-such-job", "--url", api.url)
+        assert f'HTTP Request: GET {api.url}/v1/initializations/no-such-job "HTTP/1.1 404 Not Found"' in verbose.stderr
+    finally:
+        api.stop()
