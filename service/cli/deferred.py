@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import typer
-from typer import _click
 from typer.core import TyperCommand, TyperGroup
+
+if TYPE_CHECKING:
+    from typer import _click  # the click typer builds on (vendored by recent typer versions)
 
 
 @dataclass(frozen=True)
 class Deferred:
     name: str
     target: str  # "package.module:function"
-    summary: str  # the first line of the function's docstring (tests/test_cli_startup.py checks they agree)
+    summary: str  # the first sentence of the function's docstring (tests/test_cli_startup.py checks they agree)
 
     def load(self) -> _click.Command:
         module, _, function = self.target.partition(":")
