@@ -61,6 +61,7 @@ def test_init_with_the_demo_templates_writes_a_loadable_checkpoint(tmp_path):
     evaluation = learngene("evaluate", str(out), "--data", f"idx://{FMNIST}?split=test", "--max-samples", "1000")
     assert evaluation.returncode == 0, evaluation.stderr
     assert last_json(evaluation)["accuracy"] > 0.6  # chance is 0.1; a depth-3 descendant fitted for 20 steps
+    assert "evaluate: 100%" in evaluation.stderr and "1000/1000" in evaluation.stderr  # its progress bar
 
 
 def test_bad_requests_exit_2_with_the_field_named(tmp_path):
