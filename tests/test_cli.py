@@ -121,9 +121,10 @@ def test_condense_publishes_into_the_store_and_the_store_commands_manage_it(ance
     assert "note: this run was already published as mini@1" in rerun.stderr
     assert [v["version"] for v in json.loads(cli("templates", "list", "mini", "--json").stdout)] == [1]
 
-    folder = tmp_path / "mini-set"  # the same run without --publish resumes its finished state
-    resumed = learngene(*run_args, "--out", str(folder), "--name", "mini")
+    folder = tmp_path / "mini-set"  # the same run published elsewhere: resumes its finished state, publishes anew
+    resumed = learngene(*run_args, "--out", str(folder), "--name", "mini", "--publish", "other")
     assert resumed.returncode == 0 and "condensation resumes at step 30 of 30" in resumed.stderr, resumed.stderr
+    assert (last_json(resumed)["ref"], last_json(resumed)["already_published"]) == ("other@1", False)
     second = json.loads(cli("templates", "publish", str(folder), "--json").stdout)
     assert second["ref"] == "mini@2"
 

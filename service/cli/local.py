@@ -25,7 +25,7 @@ from learngene.launch import LaunchSpec, condense_run
 from learngene.methods import LEARNGENE_METHODS, METHODS
 from learngene.pipeline import AncestorRef, run_training
 from learngene.spec import parse_overrides
-from learngene.template_set import IntegrityError, Normalization
+from learngene.template_set import IntegrityError, Normalization, TemplateSet
 from learngene.training import OptimConfig, pick_device
 from learngene.training import evaluate as evaluate_model
 from service.cli.common import (
@@ -190,8 +190,8 @@ def condense(
         publication = json.dumps([run, name, eval_data, publish])  # what a second publication would duplicate
         earlier = _published_before(state, publication) if publish is not None else None
         if earlier is not None:
-            template_set = get_store().load(earlier)  # also what --out writes: the set that was published
-            typer.echo(f"note: this run was already published as {earlier}; not publishing it again", err=True)
+            resolved, template_set = earlier  # also what --out writes: the set that was published
+            typer.echo(f"note: this run was already published as {resolved}; not publishing it again", err=True)
         else:
             spec = LaunchSpec(
                 ancestor=ref, data_uri=data, config=config, name=name, eval_uri=eval_data,
@@ -206,8 +206,9 @@ def condense(
         if out is not None:
             summary["path"] = str(template_set.save(out))
         if publish is not None:
-            resolved = earlier or get_store().publish(template_set, publish)
-            _record_published(state, publication, resolved)
+            if earlier is None:
+                resolved = get_store().publish(template_set, publish)
+                _record_published(state, publication, resolved)
             summary.update(ref=str(resolved), digest=resolved.digest, already_published=earlier is not None)
     emit({**summary, "metrics": template_set.metrics})
 
@@ -223,18 +224,17 @@ def _run_key(config: CondenseConfig, ancestor: AncestorRef, data: str, roots) ->
 PUBLISHED = "published.json"
 
 
-def _published_before(state: Path, publication: str) -> ResolvedRef | None:
-    """The version this publication made earlier, if the store still holds it unchanged."""
+def _published_before(state: Path, publication: str) -> tuple[ResolvedRef, TemplateSet] | None:
+    """The version this publication made earlier, and its set, if the store still holds it unchanged."""
     path = state / PUBLISHED
     record = json.loads(path.read_text()).get(publication) if path.is_file() else None
     if record is None:
         return None
     earlier = ResolvedRef.model_validate(record)
     try:
-        get_store().load(earlier)  # deleted or changed since: publish again
-    except (StoreError, IntegrityError):
+        return earlier, get_store().load(earlier)
+    except (StoreError, IntegrityError):  # deleted or changed since: publish again
         return None
-    return earlier
 
 
 def _record_published(state: Path, publication: str, resolved: ResolvedRef) -> None:
