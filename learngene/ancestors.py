@@ -83,7 +83,7 @@ def _recorded_spec(ref: str, weights: Path) -> tuple[str, dict[str, Any]] | None
 
 
 def _config_spec(config: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
-    """The timm name and overrides of a timm config.json ({} when there is none)."""
+    """The timm name and overrides of a timm config.json (None and {} when there is none)."""
     overrides = dict(config.get("model_args") or {})
     if "num_classes" in config:
         overrides["num_classes"] = config["num_classes"]
