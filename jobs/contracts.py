@@ -13,8 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, create_model,
 from learngene import ViTSpec
 from learngene.condense import CondenseConfig
 from learngene.data.transforms import Augment
+from learngene.fit_settings import SEED_MAX, Calibration, FitSettings
 from learngene.methods import LEARNGENE_METHODS, LearngeneName, MethodName, get_method
-from learngene.pipeline import SEED_MAX, AncestorRef, Calibration, FitSettings
+from learngene.pipeline import AncestorRef
 from learngene.spec import check_model_name
 from learngene.sws import DEFAULT_STAGES
 from learngene.templates import DEFAULT_COUNTS

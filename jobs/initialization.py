@@ -17,8 +17,9 @@ import torch
 
 from jobs.contracts import InitializationRequest
 from learngene.data import DEFAULT_LIMITS, DataRefError, DecodeLimits, ImageData, resolve_file
+from learngene.fit_settings import Calibration
 from learngene.methods import AncestorWeights, get_method
-from learngene.pipeline import Calibration, InitResult, initialize, load_calibration
+from learngene.pipeline import InitResult, initialize, load_calibration
 from learngene.template_set import TemplateSet
 from learngene.training import ProgressFn, StopFn
 from templates_store import ResolvedRef, TemplateStore

@@ -1,46 +1,40 @@
 """learngene: condense an ancestor ViT into weight templates (WAVE) and inherit Vision Transformers of any size.
 
 Pure PyTorch + timm; no web or queue code. The method is specified in ../shared/design/METHOD.md.
+
+The names below are imported on first use (PEP 562), for start-up time: importing a torch-free submodule such as
+`learngene.version` or `learngene.fit_settings` (the command line's `--help` and `--version`) does not load torch.
 """
 
-from learngene.checkpoint import CheckpointInfo, export_checkpoint, load_ancestor, load_model, read_metadata
-from learngene.condense import CondenseConfig, condense
-from learngene.data import DataRefError, ImageData, load_images
-from learngene.fit import FitReport, fit_scalers
-from learngene.inherit import check_compatible, inherit
-from learngene.spec import Architecture, SpecError, ViTSpec
-from learngene.template_set import IntegrityError, Lineage, Normalization, TemplateSet, TemplateSetConfig
-from learngene.templated_vit import TemplatedViT
-from learngene.templates import TemplateConfig, WeightScalers, WeightTemplates, compose
+from __future__ import annotations
+
+import importlib
+
 from learngene.version import __version__
 
-__all__ = [
-    "Architecture",
-    "CheckpointInfo",
-    "CondenseConfig",
-    "DataRefError",
-    "FitReport",
-    "ImageData",
-    "IntegrityError",
-    "Lineage",
-    "Normalization",
-    "SpecError",
-    "TemplateConfig",
-    "TemplateSet",
-    "TemplateSetConfig",
-    "TemplatedViT",
-    "ViTSpec",
-    "WeightScalers",
-    "WeightTemplates",
-    "__version__",
-    "check_compatible",
-    "compose",
-    "condense",
-    "export_checkpoint",
-    "fit_scalers",
-    "inherit",
-    "load_ancestor",
-    "load_images",
-    "load_model",
-    "read_metadata",
-]
+_EXPORTS = {
+    "learngene.checkpoint": ["CheckpointInfo", "export_checkpoint", "load_ancestor", "load_model", "read_metadata"],
+    "learngene.condense": ["CondenseConfig", "condense"],
+    "learngene.data": ["DataRefError", "ImageData", "load_images"],
+    "learngene.fit": ["FitReport", "fit_scalers"],
+    "learngene.inherit": ["check_compatible", "inherit"],
+    "learngene.spec": ["Architecture", "SpecError", "ViTSpec"],
+    "learngene.template_set": ["IntegrityError", "Lineage", "Normalization", "TemplateSet", "TemplateSetConfig"],
+    "learngene.templated_vit": ["TemplatedViT"],
+    "learngene.templates": ["TemplateConfig", "WeightScalers", "WeightTemplates", "compose"],
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = [*_MODULE_OF, "__version__"]
+
+
+def __getattr__(name: str) -> object:
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module 'learngene' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_MODULE_OF[name]), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_MODULE_OF})

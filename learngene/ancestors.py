@@ -2,9 +2,10 @@
 (`model.safetensors` + `config.json`), or `hf-hub:<owner>/<name>` from the local Hugging Face cache (offline; never
 downloaded here). Only safetensors weights and JSON are read, never a pickle.
 
-A folder's or hub model's `config.json` (timm's layout: `architecture`, `num_classes`, `model_args`,
-`pretrained_cfg`) supplies the timm name, the architecture overrides and the normalization, so no `--ancestor-set`
-is needed; what the caller gives explicitly wins.
+What the ancestor is need not be repeated: the timm name and the architecture overrides come from the `spec` that
+the weights' own safetensors header records (`learngene.checkpoint.export_checkpoint` writes it), else from a timm
+`config.json` in the folder or beside the weights file (`architecture`, `num_classes`, `model_args`); the
+normalization from that config.json's `pretrained_cfg`. What the caller gives explicitly wins, key by key.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from huggingface_hub import try_to_load_from_cache  # timm's own dependency
+from safetensors import SafetensorError
 
+from learngene.checkpoint import read_metadata
 from learngene.data.refs import DataRefError, file_uri_path, resolve_inside
 from learngene.template_set import Normalization
 
@@ -40,38 +43,58 @@ def resolve_ancestor(
 ) -> ResolvedAncestor:
     """Where the ancestor's weights are and what it is. `ref` is a path or file:// URI of a .safetensors file or a
     local-dir folder, `local-dir:<folder>`, or `hf-hub:<owner>/<name>`."""
-    overrides = dict(overrides or {})
     if ref.startswith(HUB_PREFIX):
         folder = _cached_hub_folder(ref, ref[len(HUB_PREFIX) :])
+        weights = resolve_inside(ref, folder / WEIGHTS, allowed_roots)
     else:
         path = ref[len(LOCAL_DIR_PREFIX) :] if ref.startswith(LOCAL_DIR_PREFIX) else ref
         scheme, sep, rest = path.partition("://")
         if sep and scheme != "file":
             raise DataRefError(ref, f"expected a path, file://, local-dir: or hf-hub: reference, got {scheme}://")
         target = resolve_inside(ref, Path(file_uri_path(ref, rest) if sep else path), allowed_roots)
-        if target.is_file():
-            if target.suffix != ".safetensors":
-                raise DataRefError(ref, f"only .safetensors weights are read, got {target.name}")
-            if model is None:
-                raise DataRefError(ref, "a bare weights file needs its timm model name (--ancestor-model)")
-            return ResolvedAncestor(target, model, overrides)
-        folder = target
-    weights = resolve_inside(ref, folder / WEIGHTS, allowed_roots)
-    config = _read_config(ref, resolve_inside(ref, folder / CONFIG, allowed_roots))
-    architecture = model or config.get("architecture")
+        if target.is_file() and target.suffix != ".safetensors":
+            raise DataRefError(ref, f"only .safetensors weights are read, got {target.name}")
+        folder = target.parent if target.is_file() else target
+        weights = target if target.is_file() else resolve_inside(ref, folder / WEIGHTS, allowed_roots)
+    config = _read_config(ref, folder / CONFIG, allowed_roots)
+    architecture, recorded = _recorded_spec(ref, weights) or _config_spec(config)
+    architecture = model or architecture
     if not isinstance(architecture, str):
-        raise DataRefError(ref, "config.json names no `architecture` and no model name was given")
-    from_config = dict(config.get("model_args") or {})
-    if "num_classes" in config:
-        from_config["num_classes"] = config["num_classes"]
+        raise DataRefError(
+            ref, "neither its safetensors header nor a config.json beside it names the architecture: give the timm "
+            "model name (--ancestor-model)",
+        )  # fmt: skip
     pretrained = config.get("pretrained_cfg") or {}
     normalization = None
     if pretrained.get("mean") and pretrained.get("std"):
         normalization = Normalization(mean=tuple(pretrained["mean"]), std=tuple(pretrained["std"]))
-    return ResolvedAncestor(weights, architecture, {**from_config, **overrides}, normalization)
+    return ResolvedAncestor(weights, architecture, {**recorded, **(overrides or {})}, normalization)
 
 
-def _read_config(ref: str, path: Path) -> dict[str, Any]:
+def _recorded_spec(ref: str, weights: Path) -> tuple[str, dict[str, Any]] | None:
+    """The timm name and overrides the weights' header records (a checkpoint written by this project), if any."""
+    try:
+        spec = read_metadata(weights).get("spec")
+    except (SafetensorError, OSError, UnicodeDecodeError, json.JSONDecodeError):
+        raise DataRefError(ref, "the weights are not a readable safetensors file") from None
+    if not isinstance(spec, dict) or not isinstance(spec.get("model"), str):
+        return None
+    return spec["model"], {k: v for k, v in spec.items() if k != "model"}
+
+
+def _config_spec(config: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
+    """The timm name and overrides of a timm config.json (None and {} when there is none)."""
+    overrides = dict(config.get("model_args") or {})
+    if "num_classes" in config:
+        overrides["num_classes"] = config["num_classes"]
+    return config.get("architecture"), overrides
+
+
+def _read_config(ref: str, path: Path, allowed_roots: Sequence[str | Path] | None) -> dict[str, Any]:
+    """The config.json at `path`, {} when there is none."""
+    if not path.exists():
+        return {}
+    path = resolve_inside(ref, path, allowed_roots)
     if path.stat().st_size > 1 << 20:
         raise DataRefError(ref, "config.json is over 1 MiB")
     try:

@@ -23,39 +23,13 @@ from learngene.data.sources import sample_source, source_stats
 from learngene.data.transforms import Augment, eval_transform, train_transform
 from learngene.files import sha256_file
 from learngene.fit import FitReport, fit_scalers
+from learngene.fit_settings import Calibration, FitSettings
 from learngene.methods import AncestorWeights, build_descendant, get_method
 from learngene.spec import ViTSpec
 from learngene.template_set import Lineage, Normalization, TemplateSet
 from learngene.training import OptimConfig, ProgressFn, StopFn, evaluate, train_classifier
 
 PLACEHOLDER = Normalization(mean=(0.5,), std=(0.5,))  # replaced before any batch is drawn
-
-
-SEED_MAX = 2**32 - 1  # seeds are combined with step counters and must stay in torch's generator range
-
-
-class Calibration(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    uri: str = Field(description="data reference: idx://, imagefolder://, bundle:// or a path")
-    max_samples: int | None = Field(default=2048, ge=1, description="seeded subset size; null for all")
-    eval_uri: str | None = Field(
-        default=None, description="held-out labelled data (same reference forms): the fitted descendant's accuracy "
-        "on it is reported as heldout_accuracy; at most max_samples images are used",
-    )  # fmt: skip
-
-
-class FitSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-    steps: int = Field(
-        default=200, ge=0, description="scaler-fitting steps; 0 is pure inheritance. In a request without calibration "
-        "data the default is 0, and asking for steps is an error",
-    )  # fmt: skip
-    lr: float = Field(default=2e-3, gt=0)
-    batch_size: int = Field(default=64, ge=1)
-    seed: int = Field(default=0, ge=0, le=SEED_MAX)
-    noise: float = Field(default=1e-6, ge=0, description="eps of the N(0, 1) noise added to inherited scalers")
 
 
 class InitResult(BaseModel):

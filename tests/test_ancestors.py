@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from safetensors.torch import load_file, save_file
 
 from learngene.ancestors import resolve_ancestor
 from learngene.checkpoint import export_checkpoint
@@ -90,3 +91,21 @@ def test_condense_takes_a_local_dir_and_a_cached_hub_model_offline(local_dir, tm
         assert manifest["config"]["normalization"]["mean"] == MEAN  # from the ancestor's pretrained_cfg
     missing = condense_from("hf-hub:timm/not-cached", tmp_path / "none", env)
     assert missing.returncode == 2 and "not in the local Hugging Face cache" in missing.stderr, missing.stderr
+
+
+def test_a_bare_checkpoint_names_its_architecture_from_its_header_or_a_config_beside_it(ancestor, local_dir, tmp_path):
+    exported = tmp_path / "exported.safetensors"
+    export_checkpoint(ancestor, exported, spec=SPEC)  # the spec goes into the safetensors header
+    resolved = resolve_ancestor(str(exported))
+    assert (resolved.model, resolved.overrides, resolved.checkpoint) == (SPEC.model, SPEC.overrides(), exported)
+    assert resolve_ancestor(str(exported), overrides={"depth": 3}).overrides == {**SPEC.overrides(), "depth": 3}
+
+    plain = tmp_path / "plain" / "weights.safetensors"  # a state dict with no header of ours
+    plain.parent.mkdir()
+    save_file(load_file(exported), plain)
+    with pytest.raises(DataRefError, match=r"names the architecture: give the timm model name \(--ancestor-model\)"):
+        resolve_ancestor(str(plain))
+    assert resolve_ancestor(str(plain), model=SPEC.model, overrides=SPEC.overrides()).overrides == SPEC.overrides()
+    shutil.copy(local_dir / "config.json", plain.parent / "config.json")
+    beside = resolve_ancestor(str(plain))
+    assert (beside.model, beside.overrides, beside.normalization.mean) == (SPEC.model, SPEC.overrides(), tuple(MEAN))

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from learngene import TemplateSet, ViTSpec, export_checkpoint, read_metadata
 from service.cli import app
 from tests.conftest import FMNIST, REPO, tiny_spec
+from tests.harness import free_port, service_env, start_api
 
 SHAPE = "--set img_size=28 --set patch_size=7 --set in_chans=1 --set num_classes=10".split()
 DESCENDANT = ["--model", "vit_tiny_patch16_224", *"--set depth=3 --set embed_dim=128 --set num_heads=2".split(), *SHAPE]
@@ -61,6 +62,7 @@ def test_init_with_the_demo_templates_writes_a_loadable_checkpoint(tmp_path):
     evaluation = learngene("evaluate", str(out), "--data", f"idx://{FMNIST}?split=test", "--max-samples", "1000")
     assert evaluation.returncode == 0, evaluation.stderr
     assert last_json(evaluation)["accuracy"] > 0.6  # chance is 0.1; a depth-3 descendant fitted for 20 steps
+    assert "evaluate: 100%" in evaluation.stderr and "1000/1000" in evaluation.stderr  # its progress bar
 
 
 def test_bad_requests_exit_2_with_the_field_named(tmp_path):
@@ -89,29 +91,43 @@ def test_condense_publishes_into_the_store_and_the_store_commands_manage_it(ance
     anc_spec = tiny_spec(embed_dim=64, num_heads=2, depth=2)
     anc_path = tmp_path / "ancestor.safetensors"
     export_checkpoint(ancestor, anc_path, spec=anc_spec)
-    args = [
-        "condense", "--ancestor-model", anc_spec.model, "--ancestor", str(anc_path),
-        *overrides("--ancestor-set", anc_spec),
+    # No --ancestor-model or --ancestor-set: the architecture is the one the checkpoint's header records.
+    run_args = [
+        "condense", "--ancestor", str(anc_path),
         "--aux-model", anc_spec.model, *overrides("--aux-set", tiny_spec(depth=2)),
         "--data", f"idx://{FMNIST}", "--eval-data", f"idx://{FMNIST}?split=test", "--steps", "30", "--batch-size", "32",
-        "--recipe", "plain", "--publish", "mini",
+        "--recipe", "plain",
     ]  # fmt: skip
+    args = [*run_args, "--publish", "mini"]
     run = learngene(*args)
     assert run.returncode == 0, run.stderr
     summary = last_json(run)
     assert summary["ref"] == "mini@1" and summary["metrics"]["aux_accuracy"] > 0.2
+    assert summary["already_published"] is False
 
     listed = json.loads(cli("templates", "list", "mini", "--json").stdout)
     assert [(v["name"], v["version"], v["digest"]) for v in listed] == [("mini", 1, summary["digest"])]
     shown = json.loads(cli("templates", "show", "mini@1", "--json").stdout)
     lineage = shown["manifest"]["lineage"]
     assert lineage["ancestor_sha256"] == hashlib.sha256(anc_path.read_bytes()).hexdigest()
+    assert lineage["ancestor_model"] == anc_spec.model and lineage["ancestor_overrides"] == anc_spec.overrides()
     assert lineage["data_uri"] == f"idx://{FMNIST}" and len(lineage["data_digest"]) == 64
     assert set(shown["manifest"]["metrics"]) == {"aux_accuracy", "ancestor_accuracy", "final_loss"}
 
-    rerun = learngene(*args)  # the same command resumes its finished state instead of training again
-    assert rerun.returncode == 0 and last_json(rerun)["ref"] == "mini@2"
-    assert "condensation resumes at step 30 of 30" in rerun.stderr
+    rerun = learngene(*args)  # finished and published: the same version again, nothing new in the store
+    assert rerun.returncode == 0, rerun.stderr
+    again = last_json(rerun)
+    assert (again["ref"], again["digest"], again["already_published"]) == ("mini@1", summary["digest"], True)
+    assert again["metrics"] == summary["metrics"]
+    assert "note: this run was already published as mini@1" in rerun.stderr
+    assert [v["version"] for v in json.loads(cli("templates", "list", "mini", "--json").stdout)] == [1]
+
+    folder = tmp_path / "mini-set"  # the same run published elsewhere: resumes its finished state, publishes anew
+    resumed = learngene(*run_args, "--out", str(folder), "--name", "mini", "--publish", "other")
+    assert resumed.returncode == 0 and "condensation resumes at step 30 of 30" in resumed.stderr, resumed.stderr
+    assert (last_json(resumed)["ref"], last_json(resumed)["already_published"]) == ("other@1", False)
+    second = json.loads(cli("templates", "publish", str(folder), "--json").stdout)
+    assert second["ref"] == "mini@2"
 
     assert cli("templates", "promote", "mini", "1", "prod").returncode == 0
     assert cli("templates", "promote", "mini", "2", "prod").returncode == 0
@@ -158,3 +174,29 @@ def test_the_demo_rebuild_script_runs_end_to_end(tmp_path):
     assert set(rebuilt.metrics) == {"ancestor_accuracy", "aux_accuracy", "final_loss"}
     assert sum(f.stat().st_size for f in (tmp_path / "demo").iterdir()) < 3_000_000
     assert not (tmp_path / "demo.new").exists()
+
+
+def test_an_unreachable_api_is_one_line_on_stderr_and_exit_3():
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    for args in (["job", "status", "some-job"], ["submit", "--model", "vit_tiny_patch16_224"]):
+        run = learngene(*args, "--url", url)
+        assert run.returncode == 3, run.stderr
+        assert run.stderr.splitlines() == [f"error: cannot reach the API at {url} (connection refused)"]
+
+
+def test_api_error_answers_are_one_line_and_request_logs_only_with_verbose(tmp_path):
+    api = start_api(service_env(tmp_path, redis_url=None, data_roots=[FMNIST]), tmp_path / "api.log")
+    try:
+        missing = learngene("job", "status", "no-such-job", "--url", api.url)
+        assert missing.returncode == 2
+        assert missing.stderr.splitlines() == [
+            "error: the API answered 404: initialization job 'no-such-job' does not exist"
+        ]
+        refused = learngene("submit", "--model", "vit_tiny_patch16_224", "--set", "depth=0", "--url", api.url)
+        assert refused.returncode == 2 and len(refused.stderr.splitlines()) == 1
+        assert refused.stderr.startswith("error: the API answered 422: ") and "depth" in refused.stderr
+        assert "HTTP Request" not in missing.stderr + refused.stderr  # httpx's INFO line per request
+        verbose = learngene("--verbose", "job", "status", "no-such-job", "--url", api.url)
+        assert f'HTTP Request: GET {api.url}/v1/initializations/no-such-job "HTTP/1.1 404 Not Found"' in verbose.stderr
+    finally:
+        api.stop()

@@ -3,31 +3,66 @@ manage the template store (`learngene templates ...`); run the service (`serve`,
 (`submit`, `job ...`).
 
 Job commands print progress on stderr (tqdm) and a one-line JSON summary as the last line of stdout.
+Exit status: 0 done; 2 a refused input, a failed job or an error answer from the API; 3 the API could not be reached.
 """
 
 import logging
 
 import typer
 
-from service.cli import local, remote, server, templates
+from learngene.version import __version__
+from service.cli import remote, server, templates
+from service.cli.deferred import Deferred, DeferredGroup
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+# The commands that run the method load torch and timm (their options' defaults come from CondenseConfig): they are
+# imported only when one of them runs or shows its help, so that --help, --version and the rest start without torch.
+DEFERRED = [
+    Deferred(
+        "train", "service.cli.local:train", "Train a timm ViT classifier from scratch (an ancestor, or a baseline)."
+    ),
+    Deferred(
+        "condense",
+        "service.cli.local:condense",
+        "Condense an ancestor into a template set; rerunning the command resumes it, or returns what it published.",
+    ),
+    Deferred(
+        "init",
+        "service.cli.local:init",
+        "Initialize a ViT of the requested size and write a timm safetensors checkpoint.",
+    ),
+    Deferred(
+        "evaluate",
+        "service.cli.local:evaluate",
+        "Top-1 accuracy of a checkpoint, rebuilt from the spec and normalization in its own header.",
+    ),
+]
+
+
+class Commands(DeferredGroup):
+    deferred = DEFERRED
+
+
+app = typer.Typer(cls=Commands, no_args_is_help=True, help=__doc__)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"learngene {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
-def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging")) -> None:
+def main(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging, including each HTTP request"),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="print the version"),
+) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if not verbose:  # one INFO line per HTTP request (the job commands poll): noise unless asked for
+        for name in ("httpx", "httpcore"):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
-for command in (
-    local.train,
-    local.condense,
-    local.init,
-    local.evaluate,
-    server.serve,
-    server.worker,
-    remote.submit,
-):
+for command in (server.serve, server.worker, remote.submit):
     app.command()(command)
 app.add_typer(templates.app, name="templates")
 app.add_typer(remote.app, name="job")

@@ -1,4 +1,7 @@
-"""What every command shares: error reporting, progress bars, JSON output, and the configured store."""
+"""What every command shares: error reporting, progress bars, JSON output, the configured store, and the options
+whose defaults come from the models they fill.
+
+`learngene --help` imports this module: nothing here loads torch until a command uses the store or the method."""
 
 from __future__ import annotations
 
@@ -7,20 +10,17 @@ import json
 import sys
 from collections.abc import Iterator
 from functools import lru_cache
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import ValidationError
 from tqdm import tqdm
 
-from jobs.settings import get_settings
-from jobs.storage import template_store
-from learngene import DataRefError, IntegrityError, SpecError, ViTSpec
-from learngene.condense import CondenseConfig
-from learngene.pipeline import Calibration, FitSettings
-from learngene.spec import parse_overrides
-from learngene.training import Progress, pick_device
-from templates_store import StoreError, TemplateStore
+from learngene.fit_settings import Calibration, FitSettings
+
+if TYPE_CHECKING:
+    from learngene.training import Progress
+    from templates_store import TemplateStore
 
 SetOption = Annotated[list[str] | None, typer.Option("--set", help="architecture override key=value (repeatable)")]
 JsonOption = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
@@ -28,8 +28,6 @@ JsonOption = Annotated[bool, typer.Option("--json", help="print JSON instead of 
 # Defaults come from the models the options fill, so a command and the request it makes cannot disagree.
 FIT = FitSettings()
 CALIBRATION_SAMPLES = Calibration.model_fields["max_samples"].default
-CONDENSE = {name: field.get_default(call_default_factory=True) for name, field in CondenseConfig.model_fields.items()
-            if not field.is_required()}  # fmt: skip
 Recipe = Annotated[str, typer.Option(help="deit: the paper's augmentation, Mixup/CutMix and lr scaling; plain: none")]
 Workers = Annotated[int | None, typer.Option(help="DataLoader worker processes (default: the cores less one, max 8)")]
 # The scaler-fitting options of `init` (on this machine) and `submit` (to the API).
@@ -55,19 +53,28 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
     """Turn input and store errors into one readable line and exit status 2 (no traceback)."""
+    # Imported when a command runs, not with the module: both load torch, which --help never needs (start-up time).
+    from learngene.template_set import IntegrityError
+    from templates_store import StoreError
+
     try:
         yield
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"]) or "input"
         raise fail(f"{field}: {first['msg']}") from None
-    except (SpecError, DataRefError, IntegrityError, StoreError, ValueError, FileNotFoundError) as exc:
+    except (IntegrityError, StoreError, ValueError, FileNotFoundError) as exc:  # SpecError, DataRefError: ValueErrors
         raise fail(str(exc)) from None
+
+
+def bar_on_stderr(desc: str, unit: str, total: int | None = None) -> tqdm:
+    """The progress bar of every job command: on stderr, as stdout carries the JSON result."""
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True)
 
 
 @contextlib.contextmanager
 def progress_bar(total: int, desc: str) -> Iterator[Any]:
-    with tqdm(total=total, desc=desc, unit="step", file=sys.stderr, dynamic_ncols=True) as bar:
+    with bar_on_stderr(desc, "step", total) as bar:
 
         def update(p: Progress) -> None:
             bar.total = p.total_steps  # known once the data is open (a run given in epochs)
@@ -91,14 +98,10 @@ def emit(summary: Any) -> None:
     typer.echo(json.dumps(summary, sort_keys=True, default=str))
 
 
-def make_spec(model: str, pairs: list[str] | None) -> ViTSpec:
-    return ViTSpec(model=model, **parse_overrides(pairs or []))
-
-
-def device_option(device: str | None) -> str:
-    return str(pick_device(device or get_settings().device))
-
-
 @lru_cache
 def get_store() -> TemplateStore:
+    # Imported on first use: the store loads torch, which --help and the client commands never need (start-up time).
+    from jobs.settings import get_settings
+    from jobs.storage import template_store
+
     return template_store(get_settings())

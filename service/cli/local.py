@@ -1,5 +1,8 @@
 """Commands that run the method on this machine, no server needed: train an ancestor, condense it into a template
-set, initialize a descendant, evaluate a checkpoint."""
+set, initialize a descendant, evaluate a checkpoint.
+
+This module loads torch and timm (the condensation options take their defaults from `CondenseConfig`): the command
+line imports it only when one of these commands runs or shows its help (`service.cli.DEFERRED`)."""
 
 from __future__ import annotations
 
@@ -16,17 +19,17 @@ from jobs.settings import get_settings
 from learngene import CondenseConfig, ViTSpec, load_images, load_model, read_metadata
 from learngene.ancestors import resolve_ancestor
 from learngene.data.transforms import Augment
-from learngene.files import sha256_file
+from learngene.files import sha256_file, write_json_atomic
+from learngene.fit_settings import Calibration, FitSettings
 from learngene.launch import LaunchSpec, condense_run
 from learngene.methods import LEARNGENE_METHODS, METHODS
-from learngene.pipeline import AncestorRef, Calibration, FitSettings, run_training
+from learngene.pipeline import AncestorRef, run_training
 from learngene.spec import parse_overrides
-from learngene.template_set import Normalization
+from learngene.template_set import IntegrityError, Normalization, TemplateSet
 from learngene.training import OptimConfig, pick_device
 from learngene.training import evaluate as evaluate_model
 from service.cli.common import (
     CALIBRATION_SAMPLES,
-    CONDENSE,
     FIT,
     EvalData,
     FitBatch,
@@ -38,15 +41,27 @@ from service.cli.common import (
     Seed,
     SetOption,
     Workers,
-    device_option,
+    bar_on_stderr,
     emit,
     get_store,
-    make_spec,
     progress_bar,
     show_warnings,
     user_errors,
 )
-from templates_store.refs import check_name
+from templates_store import StoreError
+from templates_store.refs import ResolvedRef, check_name
+
+# Defaults come from the model the options fill, so a command and the run it starts cannot disagree.
+CONDENSE = {name: field.get_default(call_default_factory=True) for name, field in CondenseConfig.model_fields.items()
+            if not field.is_required()}  # fmt: skip
+
+
+def make_spec(model: str, pairs: list[str] | None) -> ViTSpec:
+    return ViTSpec(model=model, **parse_overrides(pairs or []))
+
+
+def device_option(device: str | None) -> str:
+    return str(pick_device(device or get_settings().device))
 
 
 def train(
@@ -100,7 +115,7 @@ def condense(
     data: Annotated[str, typer.Option(help="condensation data reference")],
     aux_model: Annotated[str, typer.Option(help="timm model name of the auxiliary model")],
     ancestor_model: Annotated[
-        str | None, typer.Option(help="timm model name of the ancestor (default: from its config.json)")
+        str | None, typer.Option(help="timm model name of the ancestor (default: from its checkpoint)")
     ] = None,
     method: Annotated[str, typer.Option(help="learngene to condense: wave, tleg or sws")] = "wave",
     stages: Annotated[str, typer.Option(help="SWS: layers per stage, comma-separated")] = ",".join(
@@ -109,7 +124,9 @@ def condense(
     publish: Annotated[str | None, typer.Option(help="publish into the template store under this name")] = None,
     out: Annotated[Path | None, typer.Option(help="also (or only) write the template-set folder here")] = None,
     name: Annotated[str | None, typer.Option(help="the set's own name (default: --publish, else --out's name)")] = None,
-    ancestor_set: Annotated[list[str] | None, typer.Option(help="ancestor override key=value (repeatable)")] = None,
+    ancestor_set: Annotated[
+        list[str] | None, typer.Option(help="ancestor override key=value (repeatable; default: from its checkpoint)")
+    ] = None,
     aux_set: Annotated[list[str] | None, typer.Option(help="auxiliary override key=value (repeatable)")] = None,
     templates: Annotated[
         list[str] | None, typer.Option(help="template count kind=N (repeatable; N=0 disables a kind)")
@@ -140,8 +157,9 @@ def condense(
     compile_model: Annotated[bool, typer.Option("--compile", help="train through torch.compile")] = False,
     device: str | None = None,
 ) -> None:
-    """Condense an ancestor into a template set; rerunning an interrupted command resumes it. With --nproc-per-node
-    or --nnodes it runs under torchrun, DistributedDataParallel over the auxiliary model."""
+    """Condense an ancestor into a template set; rerunning the command resumes it, or returns what it published.
+    The ancestor's architecture comes from its checkpoint (safetensors header, or config.json) unless given. With
+    --nproc-per-node or --nnodes it runs under torchrun, DistributedDataParallel over the auxiliary model."""
     with user_errors():
         if publish is None and out is None:
             raise ValueError("give --publish NAME, --out FOLDER, or both")
@@ -169,30 +187,63 @@ def condense(
         )
         ref = AncestorRef(model=ancestor_model, overrides=parse_overrides(ancestor_set or []), checkpoint=ancestor)
         roots = get_settings().local_data_roots()
-        state = checkpoint_dir or _state_dir(config, ref, data, roots)
-        spec = LaunchSpec(
-            ancestor=ref, data_uri=data, config=config, name=name, eval_uri=eval_data,
-            allowed_roots=[str(r) for r in roots] if roots is not None else None, device=device_option(device),
-            workers=workers, compile_model=compile_model, run_dir=str(state), checkpoint_every=checkpoint_every,
-        )  # fmt: skip
-        with progress_bar(steps, "condense") as bar:
-            template_set = condense_run(
-                spec, nproc=nproc_per_node, nnodes=nnodes, rdzv_endpoint=rdzv_endpoint, progress=bar
-            )
+        run = _run_key(config, ref, data, roots)
+        state = checkpoint_dir or get_settings().work_dir / "condense" / run[:16]
+        publication = json.dumps([run, name, eval_data, publish])  # what a second publication would duplicate
+        earlier = _published_before(state, publication) if publish is not None else None
+        if earlier is not None:
+            resolved, template_set = earlier  # also what --out writes: the set that was published
+            typer.echo(f"note: this run was already published as {resolved}; not publishing it again", err=True)
+        else:
+            spec = LaunchSpec(
+                ancestor=ref, data_uri=data, config=config, name=name, eval_uri=eval_data,
+                allowed_roots=[str(r) for r in roots] if roots is not None else None, device=device_option(device),
+                workers=workers, compile_model=compile_model, run_dir=str(state), checkpoint_every=checkpoint_every,
+            )  # fmt: skip
+            with progress_bar(steps, "condense") as bar:
+                template_set = condense_run(
+                    spec, nproc=nproc_per_node, nnodes=nnodes, rdzv_endpoint=rdzv_endpoint, progress=bar
+                )
         summary = {"name": name, "learngene_parameters": template_set.num_learngene_parameters()}
         if out is not None:
             summary["path"] = str(template_set.save(out))
         if publish is not None:
-            resolved = get_store().publish(template_set, publish)
-            summary.update(ref=str(resolved), digest=resolved.digest)
+            if earlier is None:
+                resolved = get_store().publish(template_set, publish)
+                _record_published(state, publication, resolved)
+            summary.update(ref=str(resolved), digest=resolved.digest, already_published=earlier is not None)
     emit({**summary, "metrics": template_set.metrics})
 
 
-def _state_dir(config: CondenseConfig, ancestor: AncestorRef, data: str, roots) -> Path:
-    """One resumable state per distinct run: the same command resumes, a changed one starts afresh."""
+def _run_key(config: CondenseConfig, ancestor: AncestorRef, data: str, roots) -> str:
+    """What makes a run distinct: the same command resumes (or finds its publication), a changed one starts afresh."""
     weights = resolve_ancestor(ancestor.checkpoint, ancestor.model, ancestor.overrides, roots).checkpoint
     key = json.dumps([config.model_dump(mode="json"), ancestor.model_dump(), sha256_file(weights), data])
-    return get_settings().work_dir / "condense" / hashlib.sha256(key.encode()).hexdigest()[:16]
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+# Like the worker's published.json: a finished run, rerun, returns what it published instead of publishing again.
+PUBLISHED = "published.json"
+
+
+def _published_before(state: Path, publication: str) -> tuple[ResolvedRef, TemplateSet] | None:
+    """The version this publication made earlier, and its set, if the store still holds it unchanged."""
+    path = state / PUBLISHED
+    record = json.loads(path.read_text()).get(publication) if path.is_file() else None
+    if record is None:
+        return None
+    earlier = ResolvedRef.model_validate(record)
+    try:
+        return earlier, get_store().load(earlier)
+    except (StoreError, IntegrityError):  # deleted or changed since: publish again
+        return None
+
+
+def _record_published(state: Path, publication: str, resolved: ResolvedRef) -> None:
+    path = state / PUBLISHED
+    records = json.loads(path.read_text()) if path.is_file() else {}
+    state.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, {**records, publication: resolved.model_dump()})
 
 
 # Most of its length is the typer options, declared where they are used (one line each).
@@ -292,5 +343,12 @@ def evaluate(
         )
         dev = pick_device(device or get_settings().device)
         net = load_model(spec.model, checkpoint, spec.overrides()).to(dev)
-        result = evaluate_model(net, images, device=dev)
+        bar = bar_on_stderr("evaluate", "img", len(images))
+
+        def count(module, args, output) -> None:  # returns None: a hook's return value would replace the output
+            bar.update(len(args[0]))
+
+        # Counted as the batches pass through the model: the evaluation loop itself reports no progress.
+        with bar, net.register_forward_hook(count):  # the handle removes the hook on exit
+            result = evaluate_model(net, images, device=dev)
     emit({"path": str(checkpoint), "samples": len(images), **result})

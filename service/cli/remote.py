@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import sys
+import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
+import httpx
 import typer
-from tqdm import tqdm
 
-from jobs.settings import get_settings
-from learngene.spec import parse_overrides
 from service.cli.common import (
     CALIBRATION_SAMPLES,
     FIT,
@@ -22,6 +21,7 @@ from service.cli.common import (
     Noise,
     Seed,
     SetOption,
+    bar_on_stderr,
     emit,
     fail,
     show_warnings,
@@ -30,16 +30,11 @@ from service.client import ApiError, Client, JobFailed
 
 app = typer.Typer(no_args_is_help=True, help="Inspect and control jobs of a running API.")
 UrlOption = Annotated[str | None, typer.Option("--url", help="API base URL (default: LEARNGENE_API_URL)")]
-
-
-def _client(url: str | None) -> Client:
-    settings = get_settings()
-    token = settings.api_token.get_secret_value() if settings.api_token else None
-    return Client(url or settings.api_url, token=token)
+API_UNREACHABLE = 3  # exit status when no answer came from the API (2: it answered with an error, or the job failed)
 
 
 def _wait(client: Client, job_id: str) -> dict[str, Any]:
-    with tqdm(desc="job", unit="step", file=sys.stderr, dynamic_ncols=True) as bar:
+    with bar_on_stderr("job", "step") as bar:
 
         def show(job: dict[str, Any]) -> None:
             p = job.get("progress")
@@ -52,11 +47,49 @@ def _wait(client: Client, job_id: str) -> dict[str, Any]:
         return client.wait(job_id, on_progress=show)
 
 
-def _run(action) -> None:
+def _client(url: str | None) -> Client:
+    from jobs.settings import get_settings  # loads torch (via the data limits): not for --help (start-up time)
+
+    settings = get_settings()
+    token = settings.api_token.get_secret_value() if settings.api_token else None
+    return Client(url or settings.api_url, token=token)
+
+
+def _run(action: Callable[[], Any]) -> None:
+    """Run `action` against the API and print its result; any failure is one line on stderr, never a traceback."""
     try:
         emit(action())
-    except (ApiError, JobFailed, TimeoutError, OSError) as exc:
+    except httpx.TransportError as exc:
+        raise fail(f"cannot reach the API at {_origin(exc)} ({_reason(exc)})", API_UNREACHABLE) from None
+    except ApiError as exc:
+        raise fail(f"the API answered {exc.status}: {_detail(exc.detail)}") from None
+    except (JobFailed, TimeoutError, OSError) as exc:
         raise fail(str(exc)) from None
+
+
+def _origin(exc: httpx.TransportError) -> str:
+    try:
+        url = exc.request.url
+    except RuntimeError:  # raised before a request was built
+        return "the configured URL"
+    return f"{url.scheme}://{url.netloc.decode()}"
+
+
+def _reason(exc: httpx.TransportError) -> str:
+    """'connection refused', 'timed out', ...: the cause without errno numbers or exception names."""
+    if isinstance(exc, httpx.TimeoutException):
+        return "timed out"
+    return re.sub(r"^\[Errno -?\d+\] ", "", str(exc)).lower() or type(exc).__name__
+
+
+def _detail(detail: Any) -> str:
+    """The server's message on one line: a string, or FastAPI's list of {loc, msg} errors."""
+    if isinstance(detail, list):
+        detail = "; ".join(
+            f"{'.'.join(map(str, e.get('loc', [])))}: {e.get('msg', '')}" if isinstance(e, dict) else str(e)
+            for e in detail
+        )
+    return " ".join(str(detail).split())
 
 
 def submit(
@@ -77,6 +110,8 @@ def submit(
     url: UrlOption = None,
 ) -> None:
     """Submit an initialization job to the API; prints the job as JSON."""
+    from learngene.spec import parse_overrides  # loads timm: imported by the command, not by --help (start-up time)
+
     request = {
         "model": model,
         "method": method,

@@ -9,8 +9,6 @@ from typing import Annotated
 
 import typer
 
-from jobs.settings import get_settings
-
 
 def serve(
     host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
@@ -23,6 +21,8 @@ def serve(
 ) -> None:
     """Run the HTTP API. Without LEARNGENE_REDIS_URL jobs run in this process (embedded mode)."""
     import uvicorn
+
+    from jobs.settings import get_settings  # loads torch: imported by the command, not by --help (start-up time)
 
     settings = get_settings()
     if workers > 1 and not settings.redis_url:

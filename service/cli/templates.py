@@ -11,7 +11,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from learngene import TemplateSet
 from service.cli.common import JsonOption, emit, get_store, user_errors
 
 app = typer.Typer(no_args_is_help=True, help=__doc__)
@@ -85,6 +84,8 @@ def publish(
     json_: JsonOption = False,
 ):
     """Add a template-set folder to the store as a new version."""
+    from learngene.template_set import TemplateSet  # loads torch: imported by the command (start-up time)
+
     with user_errors():
         resolved = get_store().publish(TemplateSet.load(folder), name)
     _done(json_, f"published {resolved}", ref=str(resolved), digest=resolved.digest)
