@@ -52,7 +52,7 @@ def card_readme(card: QualityCard, manifest: Manifest) -> str:
     results = [
         {
             "task": {"type": "image-classification"},
-            "dataset": dataset,
+            "dataset": dict(dataset),  # a copy each: no YAML anchors in the metadata
             "metrics": [
                 {
                     "type": "accuracy",
