@@ -376,7 +376,11 @@ class TemplateStore:
         path = self.builtins.get(resolved.name, Path("/nonexistent")) / CARD
         if resolved.version != 1 or not path.is_file():
             return None
-        card = QualityCard.model_validate_json(path.read_bytes())
+        try:
+            card = QualityCard.model_validate_json(path.read_bytes())
+        except ValidationError as exc:
+            message = exc.errors()[0]["msg"]
+            raise IntegrityError(f"the bundled card of {resolved.name} is not valid ({message})") from None
         if card.digest != resolved.digest:
             return None
         with contextlib.suppress(ConflictError):  # another process stored it meanwhile
