@@ -18,23 +18,29 @@ app = typer.Typer(no_args_is_help=True, help=__doc__)
 console = Console(width=None if sys.stdout.isatty() else 160)  # piped output: no truncated columns
 
 
+def _card_range(card) -> str:
+    """Worst to best held-out accuracy over the card's sizes, or '-' without a card."""
+    return "-" if card is None else f"{card.worst_accuracy:.3f}-{card.best_accuracy:.3f}"
+
+
 def _size(n: int) -> str:
     return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.0f} kB"
 
 
 @app.command("list")
 def list_(name: Annotated[str | None, typer.Argument(help="only this template set")] = None, json_: JsonOption = False):
-    """Every stored version, with its aliases and recorded accuracies."""
+    """Every stored version, with its aliases, recorded accuracies and quality-card accuracy range."""
     with user_errors():
         versions = get_store().list(name)
     if json_:
         return emit([v.model_dump() for v in versions])
-    table = Table("name", "version", "aliases", "method", "created", "aux acc", "ancestor acc", "learngene", "size")
+    table = Table("name", "version", "aliases", "method", "created", "aux acc", "ancestor acc", "card acc", "learngene",
+                  "size")  # fmt: skip
     for v in versions:
         acc = lambda key, v=v: f"{v.metrics[key]:.3f}" if key in v.metrics else "-"  # noqa: E731
         table.add_row(
             v.name, str(v.version), ", ".join(v.aliases), v.method, v.created, acc("aux_accuracy"),
-            acc("ancestor_accuracy"), f"{v.parameters.get('templates', 0):,}", _size(v.bytes),
+            acc("ancestor_accuracy"), _card_range(v.card), f"{v.parameters.get('templates', 0):,}", _size(v.bytes),
         )  # fmt: skip
     console.print(table)
 
