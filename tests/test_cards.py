@@ -194,6 +194,10 @@ def test_a_condensation_publishes_its_card_served_as_json_png_readme_and_cli_tab
         missing = http.get(f"/v1/template-sets/{uncarded}/card")
         assert missing.status_code == 404 and "no quality card yet" in missing.json()["detail"]
         assert http.get(f"/v1/template-sets/{uncarded}/card.png").status_code == 404
+        failing = http.post(f"/v1/admin/template-sets/{uncarded}/card", headers=ADMIN).headers["location"]
+        failed = wait_for(http, failing, finished, timeout=120, headers=ADMIN)  # a set that records no data
+        assert failed["status"] == "failed" and "records no data" in failed["error"]["message"], failed
+        assert store.card(uncarded) is None
 
     env = {**api.env, "PYTHONPATH": str(REPO)}
     cli = [sys.executable, "-m", "service.cli", "templates", "card", "carded-tiny@1"]
