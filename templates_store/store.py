@@ -373,9 +373,10 @@ class TemplateStore:
     def _bundled_card(self, resolved: ResolvedRef) -> tuple[int, QualityCard] | None:
         """A bundled set's card shipped with the package, stored as revision 1 the first time it is asked for
         (when it was measured on exactly this manifest)."""
-        path = self.builtins.get(resolved.name, Path("/nonexistent")) / CARD
-        if resolved.version != 1 or not path.is_file():
+        folder = self.builtins.get(resolved.name)
+        if folder is None or resolved.version != 1 or not (folder / CARD).is_file():
             return None
+        path = folder / CARD
         try:
             card = QualityCard.model_validate_json(path.read_bytes())
         except ValidationError as exc:
