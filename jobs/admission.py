@@ -20,7 +20,7 @@ import torch
 from pydantic import ValidationError
 from safetensors import SafetensorError, safe_open
 
-from jobs.contracts import CondensationRequest, InitializationRequest, describe
+from jobs.contracts import CardRequest, CondensationRequest, InitializationRequest, describe
 from jobs.dispatch import Dispatcher
 from jobs.model import Job, JobKind
 from jobs.remote_data import check_data
@@ -267,6 +267,24 @@ def submit_condensation(
         with located("body", "eval_data"):
             check_data(request.eval_data, settings)
     return _accept(JobKind.condensation, request, None, idempotency_key, jobs, dispatcher, settings)
+
+
+def submit_card(
+    request: CardRequest,
+    *,
+    idempotency_key: str | None,
+    jobs: JobStore,
+    store: TemplateStore,
+    dispatcher: Dispatcher,
+    settings: Settings,
+) -> tuple[Job, bool]:
+    """A job measuring a stored version's quality card again; the version is pinned now."""
+    with located("path", "ref"):
+        resolved = store.resolve(request.template_set)
+    method = store.manifest(resolved).method
+    if method != "wave":
+        raise FieldError([(("path", "ref"), f"{resolved} holds a {method!r} learngene; cards measure WAVE sets")])
+    return _accept(JobKind.card, request, resolved.model_dump(), idempotency_key, jobs, dispatcher, settings)
 
 
 def _accept(kind, request, template_set, idempotency_key, jobs, dispatcher, settings, client=None,

@@ -178,6 +178,14 @@ class CondensationRequest(BaseModel):
         )
 
 
+class CardRequest(BaseModel):
+    """POST /v1/admin/template-sets/{ref}/card: measure the version's quality card again (a new revision)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    template_set: str = Field(description="the reference as sent; the job pins the version it resolved to")
+
+
 def describe(request: BaseModel) -> dict[str, Any]:
     """The request as stored in the job record (JSON types, defaults filled in)."""
     return request.model_dump(mode="json")

@@ -15,8 +15,13 @@ log = logging.getLogger(__name__)
 
 # One task per job kind; each queue gets workers of its own, so an hours-long condensation never holds up the short
 # initializations. The task's only argument is the job id: everything else is in the job record.
-TASKS = {JobKind.initialization: "learngene.initialize", JobKind.condensation: "learngene.condense"}
-QUEUES = {JobKind.initialization: "inherit", JobKind.condensation: "condense"}
+# A card trains a dozen small models for minutes: it shares the condense queue's workers and time limits.
+TASKS = {
+    JobKind.initialization: "learngene.initialize",
+    JobKind.condensation: "learngene.condense",
+    JobKind.card: "learngene.card",
+}
+QUEUES = {JobKind.initialization: "inherit", JobKind.condensation: "condense", JobKind.card: "condense"}
 
 
 class Dispatcher(abc.ABC):

@@ -25,6 +25,7 @@ BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 4 *
 class JobKind(str, enum.Enum):
     initialization = "initialization"
     condensation = "condensation"
+    card = "card"  # a template set's quality card (re)measured
 
 
 class JobStatus(str, enum.Enum):

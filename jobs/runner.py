@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from jobs.cards import card_summary, measure_card
 from jobs.contracts import CondensationRequest, InitializationRequest
 from jobs.initialization import load_inputs, run_request
 from jobs.model import TRANSIENT_ERRORS, Job, JobError, JobKind, JobProgress, JobStatus
@@ -268,6 +269,8 @@ def run_job(job_id: str, context: WorkerContext) -> None:
         with lease:
             if job.kind == JobKind.initialization:
                 result = run_initialization(job, context, reporter)
+            elif job.kind == JobKind.card:
+                result = run_card_job(job, context, reporter)
             else:
                 result = run_condensation_job(job, context, reporter)
     except (Stopped, LeaseLost):
@@ -304,7 +307,7 @@ def time_limit_s(settings: Settings, kind: JobKind) -> float:
     """The job's own deadline (the queue's soft limit); Celery enforces the same limits on its pool processes."""
     if kind == JobKind.initialization:
         return settings.inherit_soft_time_limit_s
-    return settings.condense_soft_time_limit_s
+    return settings.condense_soft_time_limit_s  # condensations and cards
 
 
 ABSOLUTE_PATH = re.compile(r"(?<![\w.~])/[^\s'\"(),;]+")
@@ -405,8 +408,12 @@ def run_condensation_job(job: Job, context: WorkerContext, reporter: Reporter) -
     settings = context.settings
     state = condensation_state(settings, job.id)  # per job: a redelivered job resumes where it stopped
     published = state / "published.json"
-    if published.is_file():  # an earlier attempt published but died before recording it: do not publish twice
-        return json.loads(published.read_text())
+    # An earlier attempt that published but died before recording it: nothing is published twice, and its card is
+    # measured if it was not yet.
+    document = json.loads(published.read_text()) if published.is_file() else None
+    wants_card = settings.card_on_publish and request.method == "wave"  # cards measure WAVE descendants
+    if document is not None and ("card" in document or not wants_card):
+        return document
     data_uri, roots = through_outages(lambda: localize(request.data.uri, settings, reporter.should_stop), reporter,
                                       settings, "copying the data")  # fmt: skip
     eval_uri = None
@@ -414,6 +421,25 @@ def run_condensation_job(job: Job, context: WorkerContext, reporter: Reporter) -
         eval_uri, eval_roots = through_outages(lambda: localize(request.eval_data, settings, reporter.should_stop),
                                                reporter, settings, "copying the evaluation data")  # fmt: skip
         roots = list(dict.fromkeys([*roots, *eval_roots]))
+    if document is None:
+        document = _condense_and_publish(request, job, context, reporter, data_uri, eval_uri, roots)
+        published.write_text(json.dumps(document))  # until the outcome is recorded, a rerun must not publish again
+    if wants_card:
+        resolved = ResolvedRef.model_validate(document["template_set"])
+        try:
+            document["card"] = _measure_and_store(context, resolved, reporter, data_uri=data_uri, eval_uri=eval_uri,
+                                                  roots=roots)  # fmt: skip
+        except (Stopped, LeaseLost, *TRANSIENT_ERRORS):
+            raise
+        except Exception as exc:  # the set stays published; the job's result says why it has no card
+            log.warning("job %s: %s published, but its quality card failed: %s", job.id, resolved, exc)
+            document["card"] = {"error": {"type": type(exc).__name__, "message": redact_paths(str(exc), job.request)}}
+        published.write_text(json.dumps(document))
+    return document
+
+
+def _condense_and_publish(request, job, context, reporter, data_uri, eval_uri, roots) -> dict[str, Any]:
+    settings, state = context.settings, condensation_state(context.settings, job.id)
     spec = LaunchSpec(
         ancestor=request.ancestor.ref(), data_uri=data_uri, config=request.condense_config(), name=request.name,
         eval_uri=eval_uri, max_samples=request.data.max_samples, allowed_roots=[str(root) for root in roots],
@@ -430,6 +456,21 @@ def run_condensation_job(job: Job, context: WorkerContext, reporter: Reporter) -
     if request.promote:
         through_outages(lambda: context.store.promote(resolved.name, resolved.version, request.promote), reporter,
                         settings, "moving the alias")  # fmt: skip
-    document = {"template_set": resolved.model_dump(), "ref": str(resolved), "metrics": template_set.metrics}
-    published.write_text(json.dumps(document))  # until the outcome is recorded, a rerun must not publish again
-    return document
+    return {"template_set": resolved.model_dump(), "ref": str(resolved), "metrics": template_set.metrics}
+
+
+def run_card_job(job: Job, context: WorkerContext, reporter: Reporter) -> dict[str, Any]:
+    """Measure the pinned version's quality card on its lineage's data and store it as a new revision."""
+    resolved = ResolvedRef.model_validate(job.template_set)
+    return {"template_set": resolved.model_dump(), "ref": str(resolved),
+            "card": _measure_and_store(context, resolved, reporter)}  # fmt: skip
+
+
+def _measure_and_store(context: WorkerContext, resolved: ResolvedRef, reporter: Reporter, **data: Any) -> dict:
+    settings = context.settings
+    template_set = through_outages(lambda: context.store.load(resolved), reporter, settings, "reading the set")
+    card = measure_card(template_set, resolved, settings, progress=reporter.progress,
+                        should_stop=reporter.should_stop, **data)  # fmt: skip
+    reporter.confirm_lease()
+    revision = through_outages(lambda: context.store.put_card(resolved, card), reporter, settings, "storing the card")
+    return card_summary(revision, card)

@@ -118,6 +118,15 @@ class Settings(BaseSettings):
     condense_checkpoint_every: int = Field(
         default=500, ge=1, description="condensation steps between resumable states (a killed job loses at most these)"
     )
+    card_on_publish: bool = Field(
+        default=True, description="measure a quality card when a condensation publishes a set (in the same job)"
+    )
+    card_fit_steps: int | None = Field(
+        default=None, ge=0, description="fitting (and baseline training) steps of every card size; unset: the "
+        "set's default fitting",
+    )  # fmt: skip
+    card_train_samples: int = Field(default=2048, ge=1, description="images a card fits and trains on")
+    card_eval_samples: int = Field(default=2000, ge=1, description="held-out images a card measures")
     embedded_workers: int = Field(
         default=2, ge=1, description="threads of the embedded executor: a slow job does not hold up the next one"
     )

@@ -34,6 +34,7 @@ SCHEMA_VERSION = 1
 BUILTIN_TEMPLATE_SETS = {"demo": Path(__file__).parent / "assets" / "demo"}
 MANIFEST = "manifest.json"
 TENSORS = "tensors.safetensors"
+CARD = "card.json"  # a bundled set's quality card, beside its manifest (a stored set's cards live in the store)
 PLAIN_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 

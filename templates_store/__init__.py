@@ -10,11 +10,12 @@ from templates_store.refs import (
     StoreError,
     parse_ref,
 )
-from templates_store.store import AliasRecord, TemplateStore, VersionInfo
+from templates_store.store import AliasRecord, CardSummary, TemplateStore, VersionInfo
 
 __all__ = [
     "AliasRecord",
     "BrokenVersion",
+    "CardSummary",
     "ConflictError",
     "LocalBackend",
     "NotFoundError",

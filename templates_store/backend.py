@@ -5,6 +5,7 @@ verified download cache, `publish` as uploads followed by a conditional create o
 Local layout:
 
     <root>/<name>/<version>/{manifest.json, tensors.safetensors}   committed versions (immutable)
+    <root>/<name>/<version>/cards/card-<rev>-<sha256>.json         its quality cards, one file per revision
     <root>/<name>/aliases.json                                     alias -> version and history
     <root>/<name>/.retired                                         version numbers never to be reused
     <root>/<name>/.lock                                            serializes alias and delete operations
@@ -20,19 +21,33 @@ import errno
 import fcntl
 import json
 import os
+import re
 import shutil
+import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from learngene.files import fsync_dir, write_json_atomic
 from learngene.template_set import MANIFEST, IntegrityError, Manifest
-from templates_store.refs import NotFoundError, check_name
+from templates_store.refs import ConflictError, NotFoundError, check_name
 
 ALIASES = "aliases.json"
 RETIRED = ".retired"
+CARDS = "cards"
+# A card revision's file name carries its number (the newest is served) and the sha256 of its bytes (checked on read).
+CARD_FILE = re.compile(r"card-(\d{6})-([0-9a-f]{64})\.json")
+
+
+def card_file(revision: int, sha256: str) -> str:
+    return f"card-{revision:06d}-{sha256}.json"
+
+
+def card_revisions(names: Iterable[str]) -> list[tuple[int, str]]:
+    found = (CARD_FILE.fullmatch(n) for n in names)
+    return sorted((int(m[1]), m[2]) for m in found if m)
 
 
 class StorageBackend(abc.ABC):
@@ -71,6 +86,19 @@ class StorageBackend(abc.ABC):
     @abc.abstractmethod
     def lock(self, name: str) -> contextlib.AbstractContextManager[None]:
         """Exclusive, cross-process lock on one name's mutable state (aliases, deletions, first publication)."""
+
+    @abc.abstractmethod
+    def cards(self, name: str, version: int) -> list[tuple[int, str]]:
+        """The version's card revisions as (revision, sha256), oldest first; [] when it has none."""
+
+    @abc.abstractmethod
+    def read_card(self, name: str, version: int, revision: int, sha256: str) -> bytes:
+        """One card revision's bytes as stored (the caller checks them against `sha256`)."""
+
+    @abc.abstractmethod
+    def write_card(self, name: str, version: int, revision: int, sha256: str, data: bytes) -> None:
+        """Add a card revision, never replacing one: ConflictError if that revision exists. Called under
+        `lock(name)`, so revision numbers are handed out one at a time."""
 
     def forget(self, digest: str) -> bool:
         """Drop a local copy of the version with manifest `digest`, so that the next `folder` fetches it afresh;
@@ -174,6 +202,37 @@ class LocalBackend(StorageBackend):
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
                 (base / f".staging-{token}.lock").unlink(missing_ok=True)
+
+    def cards(self, name: str, version: int) -> list[tuple[int, str]]:
+        folder = self._dir(name) / str(version) / CARDS  # a deleted version has none
+        return card_revisions(p.name for p in folder.iterdir()) if folder.is_dir() else []
+
+    def read_card(self, name: str, version: int, revision: int, sha256: str) -> bytes:
+        path = self._version_dir(name, version) / CARDS / card_file(revision, sha256)
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise NotFoundError(f"template set {name}@{version} has no card revision {revision}") from None
+
+    def write_card(self, name: str, version: int, revision: int, sha256: str, data: bytes) -> None:
+        folder = self._version_dir(name, version) / CARDS
+        folder.mkdir(exist_ok=True)
+        if any(r == revision for r, _ in self.cards(name, version)):
+            raise ConflictError(f"template set {name}@{version} already has card revision {revision}")
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".card-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o644)
+            try:
+                os.link(tmp, folder / card_file(revision, sha256))  # unlike a rename, never replaces a file
+            except FileExistsError:
+                raise ConflictError(f"template set {name}@{version} already has card revision {revision}") from None
+            fsync_dir(folder)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
 
     def delete(self, name: str, version: int) -> None:
         base = self._dir(name)

@@ -4,6 +4,7 @@ Layout under `s3://bucket/prefix`:
 
     .objects/<sha256>                      content-addressed files, uploaded before any manifest names them
     <name>/versions/<version>/manifest.json the version itself: created with If-None-Match: *, the commit point
+    <name>/versions/<version>/cards/card-<rev>-<sha256>.json  its quality cards, each created with If-None-Match: *
     <name>/retired/<version>               a deleted version's number, never reused
     <name>/aliases.json                    alias -> version and history
     <name>/.lock                           a lease (conditional create) serializing alias and delete operations
@@ -32,8 +33,8 @@ from learngene.files import sha256_file
 from learngene.template_set import MANIFEST, IntegrityError, Manifest, parse_manifest
 from storage.cache import cached_entry
 from storage.objects import Bucket, ObjectChanged, ObjectExists, ObjectMismatch, ObjectMissing
-from templates_store.backend import ALIASES, StorageBackend
-from templates_store.refs import NotFoundError, StoreError, check_name
+from templates_store.backend import ALIASES, CARDS, StorageBackend, card_file, card_revisions
+from templates_store.refs import ConflictError, NotFoundError, StoreError, check_name
 
 OBJECTS = ".objects"
 LOCK_TTL_S = 30.0  # a lock holder that died is replaced after this long; every operation under it takes milliseconds
@@ -102,6 +103,28 @@ class S3Backend(StorageBackend):
         entry = cached_entry(self.cache_dir, digest[:32], download, max_bytes=self.cache_bytes)
         return entry / name / str(version)
 
+    def _cards_prefix(self, name: str, version: int) -> str:
+        return f"{check_name(name)}/versions/{version}/{CARDS}/"
+
+    def cards(self, name: str, version: int) -> list[tuple[int, str]]:
+        keys = (info.key.rpartition("/")[2] for info in self.bucket.list(self._cards_prefix(name, version)))
+        return card_revisions(keys)
+
+    def read_card(self, name: str, version: int, revision: int, sha256: str) -> bytes:
+        try:
+            return self.bucket.get(self._cards_prefix(name, version) + card_file(revision, sha256))[0]
+        except ObjectMissing:
+            raise NotFoundError(f"template set {name}@{version} has no card revision {revision}") from None
+
+    def write_card(self, name: str, version: int, revision: int, sha256: str, data: bytes) -> None:
+        self.manifest(name, version)  # NotFoundError for a missing version
+        if any(r == revision for r, _ in self.cards(name, version)):
+            raise ConflictError(f"template set {name}@{version} already has card revision {revision}")
+        try:
+            self.bucket.put(self._cards_prefix(name, version) + card_file(revision, sha256), data, create=True)
+        except ObjectExists:
+            raise ConflictError(f"template set {name}@{version} already has card revision {revision}") from None
+
     def forget(self, digest: str) -> bool:
         entry = self.cache_dir / digest[:32]
         if not entry.is_dir():
@@ -135,6 +158,8 @@ class S3Backend(StorageBackend):
         # publisher (which lists both) never hands it out again. The files stay for `gc`.
         self.bucket.put(f"{name}/retired/{version}", b"")
         self.bucket.delete(self._manifest_key(name, version))
+        for info in self.bucket.list(self._cards_prefix(name, version)):  # its cards go with it
+            self.bucket.delete(info.key)
 
     def read_aliases(self, name: str) -> dict[str, Any]:
         try:
@@ -183,17 +208,24 @@ class S3Backend(StorageBackend):
         """Delete files no manifest names (left by publishers that died before committing, or by deleted versions)
         once they are older than `orphan_grace_s`; returns their URLs."""
         referenced: set[str] = set()
+        removed = []
+        cutoff = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=self.orphan_grace_s)
         for name in self.bucket.folders():
             if name.startswith("."):
                 continue
-            for version in self.versions(name):
+            live = self.versions(name)
+            for info in self.bucket.list(f"{name}/versions/"):  # cards left by a deletion interrupted midway
+                parts = info.key.split("/")
+                dead = len(parts) == 5 and parts[3] == CARDS and parts[2].isdigit() and int(parts[2]) not in live
+                if dead and info.modified <= cutoff:
+                    self.bucket.delete(info.key)
+                    removed.append(f"{self.bucket.url}/{info.key}")
+            for version in live:
                 try:
                     manifest = parse_manifest(self.manifest(name, version), Path(name, str(version), MANIFEST))
                 except (IntegrityError, NotFoundError):
                     continue
                 referenced.update(entry.sha256 for entry in manifest.files.values())
-        cutoff = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=self.orphan_grace_s)
-        removed = []
         for info in self.bucket.list(f"{OBJECTS}/"):
             digest = info.key.rpartition("/")[2]
             if digest not in referenced and info.modified <= cutoff:

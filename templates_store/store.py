@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import threading
@@ -10,11 +11,13 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import platformdirs
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
+from learngene.card import CardDomain, QualityCard
 from learngene.condense import check_template_set
 from learngene.template_set import (
     BUILTIN_TEMPLATE_SETS,
+    CARD,
     MANIFEST,
     IntegrityError,
     Manifest,
@@ -45,6 +48,16 @@ class AliasRecord(BaseModel):
     updated: str
 
 
+class CardSummary(BaseModel):
+    """A version's current quality card in one line: its held-out accuracy range over the ladder of sizes."""
+
+    revision: int
+    created: str
+    best_accuracy: float
+    worst_accuracy: float
+    sizes: int
+
+
 class VersionInfo(BaseModel):
     name: str
     version: int
@@ -55,6 +68,8 @@ class VersionInfo(BaseModel):
     metrics: dict[str, float]
     parameters: dict[str, int]
     bytes: int
+    domain: CardDomain
+    card: CardSummary | None = None
 
 
 class TemplateStore:
@@ -175,6 +190,10 @@ class TemplateStore:
                     m = _parse(n, version, data)
                 except (IntegrityError, NotFoundError):
                     continue  # listed by `problems` (or deleted meanwhile), never half-shown here
+                resolved = ResolvedRef(name=n, version=version, digest=hashlib.sha256(data).hexdigest())
+                card = None
+                with contextlib.suppress(IntegrityError, NotFoundError):  # a damaged card: none shown, `card` says why
+                    card = self._current_card(resolved)
                 out.append(
                     VersionInfo(
                         name=n,
@@ -186,9 +205,41 @@ class TemplateStore:
                         metrics=m.metrics,
                         parameters=m.parameters,
                         bytes=sum(f.bytes for f in m.files.values()),
+                        domain=CardDomain.of(m.config, m.lineage),
+                        card=None if card is None else _summary(*card),
                     )
                 )
         return out
+
+    def card(self, ref: str | ResolvedRef) -> QualityCard | None:
+        """The version's current quality card (its newest revision, checked against its recorded sha256), or None."""
+        current = self._current_card(self._resolved(ref))
+        return None if current is None else current[1]
+
+    def card_revisions(self, ref: str | ResolvedRef) -> list[tuple[int, str]]:
+        """Every card revision of the version as (revision, sha256), oldest first."""
+        resolved = self._resolved(ref)
+        return self.backend.cards(resolved.name, resolved.version)
+
+    def read_card(self, ref: str | ResolvedRef, revision: int) -> QualityCard:
+        resolved = self._resolved(ref)
+        sha256 = dict(self.backend.cards(resolved.name, resolved.version)).get(revision)
+        if sha256 is None:
+            raise NotFoundError(f"{resolved} has no card revision {revision}")
+        return self._read_card(resolved, revision, sha256)
+
+    def put_card(self, ref: str | ResolvedRef, card: QualityCard) -> int:
+        """Add `card` as the version's newest card revision (never replacing one); returns its revision number."""
+        resolved = self._resolved(ref)
+        if (card.template_set, card.digest) != (str(resolved), resolved.digest):
+            raise ValueError(f"the card is of {card.template_set} (manifest {card.digest[:12]}), not of {resolved} "
+                             f"(manifest {resolved.digest[:12]})")  # fmt: skip
+        data = card.model_dump_json(indent=2).encode() + b"\n"
+        with self.backend.lock(resolved.name):
+            self._checked_manifest(resolved)  # still the version the card was measured on (not deleted meanwhile)
+            revision = max([0, *(r for r, _ in self.backend.cards(resolved.name, resolved.version))]) + 1
+            self.backend.write_card(resolved.name, resolved.version, revision, hashlib.sha256(data).hexdigest(), data)
+        return revision
 
     def problems(self) -> list[str]:
         """Versions that cannot be used (an empty folder, a missing or unreadable manifest), one line each."""
@@ -298,6 +349,45 @@ class TemplateStore:
         self.backend.write_aliases(name, aliases)
         return AliasRecord.model_validate(aliases[alias])
 
+    def _current_card(self, resolved: ResolvedRef) -> tuple[int, QualityCard] | None:
+        revisions = self.backend.cards(resolved.name, resolved.version)
+        if not revisions:
+            return self._bundled_card(resolved)
+        revision, sha256 = revisions[-1]
+        return revision, self._read_card(resolved, revision, sha256)
+
+    def _read_card(self, resolved: ResolvedRef, revision: int, sha256: str) -> QualityCard:
+        """Only JSON is read back, and only bytes that match the sha256 recorded in the revision's name."""
+        data = self.backend.read_card(resolved.name, resolved.version, revision, sha256)
+        where = f"{resolved.name}/{resolved.version}/cards/{revision}"
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise IntegrityError(f"{where}: sha256 does not match the one recorded (modified or corrupt)")
+        try:
+            card = QualityCard.model_validate_json(data)
+        except ValidationError as exc:
+            raise IntegrityError(f"{where}: not a valid quality card ({exc.errors()[0]['msg']})") from None
+        if card.digest != resolved.digest:
+            raise IntegrityError(f"{where}: measured on another manifest ({card.digest[:12]})")
+        return card
+
+    def _bundled_card(self, resolved: ResolvedRef) -> tuple[int, QualityCard] | None:
+        """A bundled set's card shipped with the package, stored as revision 1 the first time it is asked for
+        (when it was measured on exactly this manifest)."""
+        folder = self.builtins.get(resolved.name)
+        if folder is None or resolved.version != 1 or not (folder / CARD).is_file():
+            return None
+        path = folder / CARD
+        try:
+            card = QualityCard.model_validate_json(path.read_bytes())
+        except ValidationError as exc:
+            message = exc.errors()[0]["msg"]
+            raise IntegrityError(f"the bundled card of {resolved.name} is not valid ({message})") from None
+        if card.digest != resolved.digest:
+            return None
+        with contextlib.suppress(ConflictError):  # another process stored it meanwhile
+            self.put_card(resolved, card)
+        return self._current_card(resolved)
+
     def _checked_manifest(self, resolved: ResolvedRef) -> Manifest:
         data = self.backend.manifest(resolved.name, resolved.version)
         if hashlib.sha256(data).hexdigest() != resolved.digest:
@@ -313,6 +403,11 @@ class TemplateStore:
                 return  # another process published it while we waited for the lock
             version = self._publish(TemplateSet.load(self.builtins[name]), name)
             self._set_alias(name, version, "prod")
+
+
+def _summary(revision: int, card: QualityCard) -> CardSummary:
+    return CardSummary(revision=revision, created=card.created, best_accuracy=card.best.accuracy,
+                       worst_accuracy=card.worst.accuracy, sizes=len(card.rows))  # fmt: skip
 
 
 def _parse(name: str, version: int, data: bytes) -> Manifest:

@@ -38,6 +38,11 @@ def service_env(home: Path, *, redis_url: str | None, data_roots: list[Path], **
         LEARNGENE_WORK_DIR=str(home / "work"),
         LEARNGENE_DATA_ROOTS="[" + ",".join(f'"{p}"' for p in data_roots) + "]",
         LEARNGENE_ADMIN_TOKEN=ADMIN_TOKEN,
+        # The quality card every condensation measures after publishing: a token budget, so that the tests of other
+        # things stay quick (tests/test_cards.py checks the card itself).
+        LEARNGENE_CARD_FIT_STEPS="3",
+        LEARNGENE_CARD_TRAIN_SAMPLES="64",
+        LEARNGENE_CARD_EVAL_SAMPLES="64",
         PYTHONUNBUFFERED="1",
     )
     env.update(extra)

@@ -18,12 +18,14 @@ def test_long_gpu_jobs_are_acknowledged_late_routed_apart_and_time_limited():
     c = app.conf
     assert c.task_acks_late and c.task_reject_on_worker_lost and c.worker_prefetch_multiplier == 1
     assert c.broker_transport_options["visibility_timeout"] > 7200  # never redelivered within its time limit
-    assert c.task_routes == {"learngene.initialize": {"queue": "inherit"}, "learngene.condense": {"queue": "condense"}}
+    assert c.task_routes == {"learngene.initialize": {"queue": "inherit"}, "learngene.condense": {"queue": "condense"},
+                             "learngene.card": {"queue": "condense"}}  # fmt: skip
     assert {name: c.task_annotations[name] for name in TASKS.values()} == {
         "learngene.initialize": {"soft_time_limit": 100, "time_limit": 120},
         "learngene.condense": {"soft_time_limit": 7000, "time_limit": 7200},
+        "learngene.card": {"soft_time_limit": 7000, "time_limit": 7200},
     }
     assert c.worker_max_tasks_per_child == 7 and c.worker_max_memory_per_child > 0
     assert c.worker_soft_shutdown_timeout > 0
     assert c.task_ignore_result  # the job record is the service's own, not Celery's result backend
-    assert set(TASKS.values()) <= set(app.tasks)  # both job tasks are registered
+    assert set(TASKS.values()) <= set(app.tasks)  # every job task is registered

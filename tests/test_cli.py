@@ -164,7 +164,8 @@ def test_tampered_store_is_reported_by_verify():
 def test_the_demo_rebuild_script_runs_end_to_end(tmp_path):
     """scripts/build_demo_templates.sh, shortened: it trains an ancestor, condenses it and writes a loadable set."""
     env = {**os.environ, "BIN": str(Path(sys.executable).parent), "WORK": str(tmp_path / "work"),
-           "OUT": str(tmp_path / "demo"), "ANCESTOR_STEPS": "30", "CONDENSE_STEPS": "20"}  # fmt: skip
+           "OUT": str(tmp_path / "demo"), "ANCESTOR_STEPS": "30", "CONDENSE_STEPS": "20",
+           "CARD_STEPS": "2"}  # fmt: skip
     run = subprocess.run(
         ["bash", "scripts/build_demo_templates.sh"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
     )
@@ -174,6 +175,8 @@ def test_the_demo_rebuild_script_runs_end_to_end(tmp_path):
     assert set(rebuilt.metrics) == {"ancestor_accuracy", "aux_accuracy", "final_loss"}
     assert sum(f.stat().st_size for f in (tmp_path / "demo").iterdir()) < 3_000_000
     assert not (tmp_path / "demo.new").exists()
+    card = json.loads((tmp_path / "demo" / "card.json").read_text())  # its quality card ships with it
+    assert card["template_set"] == "demo@1" and len(card["rows"]) == 6 and card["rows"][0]["fit_steps"] == 2
 
 
 def test_an_unreachable_api_is_one_line_on_stderr_and_exit_3():

@@ -38,6 +38,7 @@ def create_celery(settings: Settings) -> Celery:
     limits = {
         JobKind.initialization: (settings.inherit_soft_time_limit_s, settings.inherit_time_limit_s),
         JobKind.condensation: (settings.condense_soft_time_limit_s, settings.condense_time_limit_s),
+        JobKind.card: (settings.condense_soft_time_limit_s, settings.condense_time_limit_s),
     }
     app.conf.update(
         task_serializer="json",

@@ -11,10 +11,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from service.cli.common import JsonOption, emit, get_store, user_errors
+from service.cli.common import JsonOption, emit, fail, get_store, user_errors
 
 app = typer.Typer(no_args_is_help=True, help=__doc__)
 console = Console(width=None if sys.stdout.isatty() else 160)  # piped output: no truncated columns
+
+
+def _card_range(card) -> str:
+    """Worst to best held-out accuracy over the card's sizes, or '-' without a card."""
+    return "-" if card is None else f"{card.worst_accuracy:.3f}-{card.best_accuracy:.3f}"
 
 
 def _size(n: int) -> str:
@@ -23,17 +28,18 @@ def _size(n: int) -> str:
 
 @app.command("list")
 def list_(name: Annotated[str | None, typer.Argument(help="only this template set")] = None, json_: JsonOption = False):
-    """Every stored version, with its aliases and recorded accuracies."""
+    """Every stored version, with its aliases, recorded accuracies and quality-card accuracy range."""
     with user_errors():
         versions = get_store().list(name)
     if json_:
         return emit([v.model_dump() for v in versions])
-    table = Table("name", "version", "aliases", "method", "created", "aux acc", "ancestor acc", "learngene", "size")
+    table = Table("name", "version", "aliases", "method", "created", "aux acc", "ancestor acc", "card acc", "learngene",
+                  "size")  # fmt: skip
     for v in versions:
         acc = lambda key, v=v: f"{v.metrics[key]:.3f}" if key in v.metrics else "-"  # noqa: E731
         table.add_row(
             v.name, str(v.version), ", ".join(v.aliases), v.method, v.created, acc("aux_accuracy"),
-            acc("ancestor_accuracy"), f"{v.parameters.get('templates', 0):,}", _size(v.bytes),
+            acc("ancestor_accuracy"), _card_range(v.card), f"{v.parameters.get('templates', 0):,}", _size(v.bytes),
         )  # fmt: skip
     console.print(table)
 
@@ -139,3 +145,66 @@ def _done(json_: bool, message: str, **payload) -> None:
         emit(payload)
     else:
         console.print(message)
+
+
+@app.command()
+def card(
+    ref: Annotated[str, typer.Argument(help="name, name@3 or name@alias")],
+    refresh: Annotated[bool, typer.Option("--refresh", help="measure it now, here, as a new revision")] = False,
+    out: Annotated[Path | None, typer.Option(help="write README.md (model card), card.png and card.json here")] = None,
+    steps: Annotated[int | None, typer.Option(help="--refresh: fitting steps per size (default: the set's)")] = None,
+    train_samples: Annotated[int, typer.Option(help="--refresh: images to fit and train on")] = 2048,
+    eval_samples: Annotated[int, typer.Option(help="--refresh: held-out images to measure")] = 2000,
+    device: Annotated[str | None, typer.Option(help="--refresh: torch device (default: CUDA if present)")] = None,
+    json_: JsonOption = False,
+):
+    """A version's quality card: held-out accuracy of WAVE descendants over a ladder of sizes, next to timm's
+    initialization trained with the same budget."""
+    from jobs.card_views import card_png, card_readme  # heavy imports only in the command that needs them
+    from jobs.settings import get_settings
+    from learngene.card import CardConfig, compute_card, load_card_data
+    from learngene.fit_settings import FitSettings
+    from service.cli.common import progress_bar
+    from service.cli.local import device_option
+
+    with user_errors():
+        store = get_store()
+        resolved = store.resolve(ref)
+        if refresh:
+            template_set = store.load(resolved)
+            config = CardConfig(fit=FitSettings() if steps is None else FitSettings(steps=steps),
+                                train_samples=train_samples, eval_samples=eval_samples)  # fmt: skip
+            data = load_card_data(template_set, config, allowed_roots=get_settings().local_data_roots())
+            total = 2 * len(config.ladder(template_set.config)) * config.fit.steps
+            with progress_bar(total, f"card {resolved}") as update:
+                measured = compute_card(template_set, data, digest=resolved.digest, config=config,
+                                        device=device_option(device), progress=update)  # fmt: skip
+            revision = store.put_card(resolved, measured)
+            typer.echo(f"stored card revision {revision} of {resolved}", err=True)
+        quality = store.card(resolved)
+        if quality is None:
+            raise fail(
+                f"{resolved} has no quality card yet; measure it with `learngene templates card {ref} --refresh`"
+            )
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "README.md").write_text(card_readme(quality, store.manifest(resolved)))
+            (out / "card.png").write_bytes(card_png(quality))
+            (out / "card.json").write_text(quality.model_dump_json(indent=2) + "\n")
+    if json_:
+        return emit(quality.model_dump(mode="json"))
+    d = quality.domain
+    console.print(
+        f"{quality.template_set} (card of {quality.created}): {d.img_size[0]}x{d.img_size[1]}x{d.in_chans}, "
+        f"patch {d.patch_size[0]}, {d.num_classes} classes, mean {list(d.mean)} std {list(d.std)}\n"
+        f"data {d.data_uri}; held out: {quality.held_out}"
+    )
+    table = Table("depth", "width", "heads", "params", "WAVE acc", "timm init acc", "gain", "fit steps", "seconds",
+                  title=f"held-out accuracy by size ({quality.fit.steps} steps each)")  # fmt: skip
+    for r in quality.rows:
+        table.add_row(str(r.depth), str(r.embed_dim), str(r.num_heads), f"{r.params:,}", f"{r.accuracy:.4f}",
+                      f"{r.baseline_accuracy:.4f}", f"{r.accuracy - r.baseline_accuracy:+.4f}", str(r.fit_steps),
+                      f"{r.seconds:.1f}")  # fmt: skip
+    console.print(table)
+    if out is not None:
+        console.print(f"wrote {out / 'README.md'}, {out / 'card.png'}, {out / 'card.json'}")

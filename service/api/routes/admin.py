@@ -1,11 +1,11 @@
-"""Admin endpoints (bearer token): condensation jobs and alias promotion/rollback."""
+"""Admin endpoints (bearer token): condensation and card jobs, alias promotion/rollback."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request, Response, status
 
-from jobs.admission import located, submit_condensation
-from jobs.contracts import CondensationRequest
+from jobs.admission import located, submit_card, submit_condensation
+from jobs.contracts import CardRequest, CondensationRequest
 from jobs.model import JobKind
 from service.api.deps import DispatcherDep, IdempotencyKey, JobsDep, SettingsDep, StoreDep, require_admin
 from service.api.routes.jobs import accepted, job_routes
@@ -13,6 +13,7 @@ from service.api.schemas import AliasUpdate, AliasView, JobView
 from templates_store.refs import check_alias, check_name
 
 ROUTE = "condensations"
+CARDS = "cards"
 router = APIRouter(prefix="/v1/admin", tags=["admin"], dependencies=[Depends(require_admin)])
 
 
@@ -34,6 +35,27 @@ def create_condensation(
 
 
 router.include_router(job_routes(JobKind.condensation, ROUTE), prefix="/condensations")
+
+
+@router.post("/template-sets/{ref}/card", status_code=status.HTTP_202_ACCEPTED, response_model=JobView)
+def create_card(
+    ref: str,
+    request: Request,
+    response: Response,
+    jobs: JobsDep,
+    store: StoreDep,
+    dispatcher: DispatcherDep,
+    settings: SettingsDep,
+    idempotency_key: IdempotencyKey = None,
+) -> JobView:
+    """Measure the version's quality card again (a job on the condense queue); it is stored as a new revision, the
+    earlier ones are kept. Poll the job at the Location header."""
+    job, created = submit_card(CardRequest(template_set=ref), idempotency_key=idempotency_key, jobs=jobs,
+                               store=store, dispatcher=dispatcher, settings=settings)  # fmt: skip
+    return accepted(job, created, request, response, CARDS)
+
+
+router.include_router(job_routes(JobKind.card, CARDS), prefix="/cards")
 
 
 @router.put("/template-sets/{name}/aliases/{alias}", response_model=AliasView)

@@ -1,17 +1,21 @@
-"""What can be used: the stored template sets, with manifest, lineage and metrics."""
+"""What can be used: the stored template sets, with manifest, lineage, metrics and quality card."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Response
 
+from jobs.card_views import card_png, card_readme
+from learngene.card import QualityCard
 from service.api.deps import StoreDep, current_client
 from service.api.schemas import TemplateSetList, TemplateSetView
+from templates_store import NotFoundError, ResolvedRef, TemplateStore
 
 router = APIRouter(prefix="/v1/template-sets", tags=["template sets"], dependencies=[Depends(current_client)])
 
 
 @router.get("", response_model=TemplateSetList)
 def list_template_sets(store: StoreDep, name: str | None = None) -> TemplateSetList:
+    """Every version with its input domain and, when it has a quality card, its best and worst card accuracy."""
     return TemplateSetList(items=store.list(name))
 
 
@@ -25,3 +29,34 @@ def get_template_set(ref: str, store: StoreDep) -> TemplateSetView:
         aliases={alias: record.version for alias, record in store.aliases(resolved.name).items()},
         manifest=store.manifest(resolved).model_dump(mode="json"),
     )
+
+
+def current_card(store: TemplateStore, ref: str) -> tuple[ResolvedRef, QualityCard]:
+    resolved = store.resolve(ref)
+    card = store.card(resolved)
+    if card is None:
+        raise NotFoundError(
+            f"template set {resolved} has no quality card yet; an admin measures it with "
+            f"POST /v1/admin/template-sets/{resolved}/card (or `learngene templates card {resolved} --refresh`)"
+        )
+    return resolved, card
+
+
+@router.get("/{ref}/card", response_model=QualityCard)
+def get_card(ref: str, store: StoreDep) -> QualityCard:
+    """The version's quality card: its input domain, and per size (depth, width, heads, parameters) the held-out
+    accuracy of WAVE descendants and of timm's initialization trained with the same budget."""
+    return current_card(store, ref)[1]
+
+
+@router.get("/{ref}/card.png", response_class=Response, responses={200: {"content": {"image/png": {}}}})
+def get_card_png(ref: str, store: StoreDep) -> Response:
+    """The quality card as a plot: held-out accuracy against parameters per width, WAVE vs timm's init."""
+    return Response(card_png(current_card(store, ref)[1]), media_type="image/png")
+
+
+@router.get("/{ref}/README.md", response_class=Response, responses={200: {"content": {"text/markdown": {}}}})
+def get_model_card(ref: str, store: StoreDep) -> Response:
+    """A Hugging Face-style model card for the version: YAML metadata and the quality card as markdown."""
+    resolved, card = current_card(store, ref)
+    return Response(card_readme(card, store.manifest(resolved)), media_type="text/markdown; charset=utf-8")

@@ -1,0 +1,59 @@
+"""Quality cards in the service: measured for a stored version with the service's budget, on its own data.
+
+The data is the version's lineage (`data_uri`, `eval_data_uri`), copied from object storage when it lives there and
+confined to the data roots like any request's data; right after a condensation, the job's own local copies are used.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from jobs.remote_data import localize
+from jobs.settings import Settings
+from learngene.card import CardConfig, QualityCard, compute_card, load_card_data
+from learngene.fit_settings import FitSettings
+from learngene.template_set import TemplateSet
+from learngene.training import ProgressFn, StopFn, pick_device
+from templates_store import ResolvedRef
+
+
+def card_config(settings: Settings) -> CardConfig:
+    fit = FitSettings() if settings.card_fit_steps is None else FitSettings(steps=settings.card_fit_steps)
+    return CardConfig(fit=fit, train_samples=settings.card_train_samples, eval_samples=settings.card_eval_samples)
+
+
+def measure_card(
+    template_set: TemplateSet,
+    resolved: ResolvedRef,
+    settings: Settings,
+    *,
+    data_uri: str | None = None,
+    eval_uri: str | None = None,
+    roots: list[Path] | None = None,
+    progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
+) -> QualityCard:
+    """The card of `template_set` (the version `resolved`). Without `data_uri`, the lineage's data is localized."""
+    if data_uri is None:
+        lineage = template_set.lineage
+        if not lineage.data_uri:
+            raise ValueError(f"{resolved} records no data (lineage.data_uri): a card needs the set's own data")
+        data_uri, roots = localize(lineage.data_uri, settings, should_stop)
+        if lineage.eval_data_uri:
+            eval_uri, eval_roots = localize(lineage.eval_data_uri, settings, should_stop)
+            roots = list(dict.fromkeys([*roots, *eval_roots]))
+    config = card_config(settings)
+    data = load_card_data(
+        template_set, config, data_uri=data_uri, eval_uri=eval_uri, allowed_roots=roots,
+        limits=settings.limits.decode(), should_stop=should_stop,
+    )  # fmt: skip
+    return compute_card(
+        template_set, data, digest=resolved.digest, config=config, device=pick_device(settings.device),
+        progress=progress, should_stop=should_stop,
+    )  # fmt: skip
+
+
+def card_summary(revision: int, card: QualityCard) -> dict:
+    """What a job's result says about the card it stored."""
+    return {"revision": revision, "rows": len(card.rows), "best_accuracy": card.best.accuracy,
+            "worst_accuracy": card.worst.accuracy, "seconds": round(card.seconds, 3)}  # fmt: skip
