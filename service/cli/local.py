@@ -20,6 +20,7 @@ from learngene.files import sha256_file
 from learngene.launch import LaunchSpec, condense_run
 from learngene.methods import LEARNGENE_METHODS, METHODS
 from learngene.pipeline import AncestorRef, Calibration, FitSettings, run_training
+from learngene.pretrained import WEIGHTS, write_companions
 from learngene.spec import parse_overrides
 from learngene.template_set import Normalization
 from learngene.training import OptimConfig, pick_device
@@ -28,6 +29,7 @@ from service.cli.common import (
     CALIBRATION_SAMPLES,
     CONDENSE,
     FIT,
+    OUT_HELP,
     FitBatch,
     FitLr,
     FitSteps,
@@ -40,6 +42,7 @@ from service.cli.common import (
     device_option,
     emit,
     get_store,
+    is_folder,
     make_spec,
     progress_bar,
     user_errors,
@@ -196,7 +199,7 @@ def _state_dir(config: CondenseConfig, ancestor: AncestorRef, data: str, roots) 
 # Most of its length is the typer options, declared where they are used (one line each).
 def init(
     model: Annotated[str, typer.Option(help="timm model name of the descendant")],
-    out: Annotated[Path, typer.Option(help="output .safetensors checkpoint")],
+    out: Annotated[Path, typer.Option(help=OUT_HELP)],
     set_: SetOption = None,
     method: Annotated[str, typer.Option(help=f"one of {', '.join(METHODS)}")] = "wave",
     templates: Annotated[str, typer.Option(help="template set (wave, tleg, sws): name, name@3 or name@alias")] = (
@@ -219,7 +222,7 @@ def init(
     ancestor_set: Annotated[list[str] | None, typer.Option(help="its overrides key=value (repeatable)")] = None,
     device: str | None = None,
 ) -> None:
-    """Initialize a ViT of the requested size and write a timm safetensors checkpoint."""
+    """Initialize a ViT of the requested size and write it as a timm / Hugging Face folder (or a .safetensors file)."""
     with user_errors():
         store = get_store()
         architecture = Architecture(model=model, overrides=parse_overrides(set_ or []))
@@ -245,12 +248,15 @@ def init(
             fit=FitSettings(steps=steps, lr=lr, batch_size=batch_size, seed=seed, noise=noise),
         )
         inputs = load_inputs(request, template, store, get_settings().local_data_roots())
+        weights = out / WEIGHTS if is_folder(out) else out
         with progress_bar(request.fit.steps if inputs.data else 0, "fit") as bar:
-            result = run_request(request, inputs, out, device=device_option(device), progress=bar)
+            result = run_request(request, inputs, weights, device=device_option(device), progress=bar)
+        files = write_companions(out) if is_folder(out) else None  # config.json and README.md from its header
     report = result.fit
     emit(
         {
             **result.checkpoint.model_dump(),
+            **({"folder": str(out), "files": {k: v.model_dump() for k, v in files.items()}} if files else {}),
             "method": method,
             "template_set": result.template_set,
             "spec": result.spec,

@@ -14,6 +14,7 @@ from learngene.spec import parse_overrides
 from service.cli.common import (
     CALIBRATION_SAMPLES,
     FIT,
+    OUT_HELP,
     FitBatch,
     FitLr,
     FitSteps,
@@ -23,6 +24,7 @@ from service.cli.common import (
     SetOption,
     emit,
     fail,
+    is_folder,
 )
 from service.client import ApiError, Client, JobFailed
 
@@ -70,7 +72,9 @@ def submit(
     seed: Seed = FIT.seed,
     noise: Noise = FIT.noise,
     wait: Annotated[bool, typer.Option(help="wait for the job, with a progress bar")] = False,
-    out: Annotated[Path | None, typer.Option(help="download the checkpoint here (implies --wait)")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="download the checkpoint here, as for `job download` (implies --wait)")
+    ] = None,
     url: UrlOption = None,
 ) -> None:
     """Submit an initialization job to the API; prints the job as JSON."""
@@ -89,8 +93,7 @@ def submit(
             if wait or out:
                 job = _wait(client, job["id"])
             if out:
-                client.download(job["id"], out)
-                job["downloaded_to"] = str(out)
+                job["downloaded_to"] = str(_download(client, job["id"], out))
             return job
 
     _run(action)
@@ -114,9 +117,15 @@ def cancel(job_id: str, url: UrlOption = None) -> None:
     _run(lambda: _client(url).cancel(job_id))
 
 
+def _download(client: Client, job_id: str, out: Path) -> Path:
+    return client.download_folder(job_id, out) if is_folder(out) else client.download(job_id, out)
+
+
 @app.command()
 def download(
-    job_id: str, out: Annotated[Path, typer.Option(help="where to write the checkpoint")], url: UrlOption = None
+    job_id: str,
+    out: Annotated[Path, typer.Option(help=OUT_HELP)],
+    url: UrlOption = None,
 ):
-    """Download a finished job's checkpoint, verifying its sha256."""
-    _run(lambda: {"job": job_id, "path": str(_client(url).download(job_id, out))})
+    """Download a finished job's checkpoint, verifying the sha256 of each file."""
+    _run(lambda: {"job": job_id, "path": str(_download(_client(url), job_id, out))})
