@@ -172,8 +172,8 @@ def job_routes(kind: JobKind, route_name: str) -> APIRouter:
             """One file of the checkpoint as a timm / Hugging Face folder: `model.safetensors` (the same bytes as
             `/checkpoint`), `config.json` (timm's), `README.md` (the model card). `ETag` is its sha256."""
             if name not in FOLDER_FILES:
-                raise HTTPException(
-                    status.HTTP_404_NOT_FOUND, f"no file {name!r}: a checkpoint folder holds {', '.join(FOLDER_FILES)}"
+                raise HTTPException(  # the name is not echoed back: it may be anything
+                    status.HTTP_404_NOT_FOUND, f"no such file: a checkpoint folder holds {', '.join(FOLDER_FILES)}"
                 )
             job = succeeded(jobs, job_id, client)
             files = stored_files(job)
@@ -187,9 +187,9 @@ def job_routes(kind: JobKind, route_name: str) -> APIRouter:
                 presign_s=settings.artifacts_presign_s, suffix=PurePath(name).suffix,
             )  # fmt: skip
 
-        for method, name in (("GET", "file"), ("HEAD", "file_head")):
+        for method, operation in (("GET", "file"), ("HEAD", "file_head")):
             router.add_api_route(
-                "/{job_id}/files/{name}", download_file, methods=[method], name=f"{route_name}.{name}",
+                "/{job_id}/files/{name}", download_file, methods=[method], name=f"{route_name}.{operation}",
                 response_class=FileResponse, responses={
                     200: {"content": {"application/octet-stream": {}, "application/json": {}, "text/markdown": {}}},
                     **{code: {} for code in FILE_CODES},
