@@ -98,7 +98,8 @@ def model_card(meta: dict[str, Any]) -> str:
         f"- method: `{method}`",
     ]
     if template:
-        lines.append(f"- template set: `{template['name']}@{template['version']}` (digest `{template.get('digest')}`)")
+        digest = f" (digest `{template['digest']}`)" if template.get("digest") else ""
+        lines.append(f"- template set: `{template['name']}@{template['version']}`{digest}")
     if meta.get("ancestor_sha256"):
         lines.append(f"- ancestor (weights sha256): `{meta['ancestor_sha256']}`")
     if "width_factor" in provenance:

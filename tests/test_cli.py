@@ -91,6 +91,9 @@ def test_bad_requests_exit_2_with_the_field_named(tmp_path):
     assert "Traceback" not in bad_width.stderr
     unknown = cli("init", "--templates", "nope", *DESCENDANT, *out)
     assert unknown.returncode == 2 and "template set 'nope' does not exist" in unknown.stderr
+    (tmp_path / "plain-file").write_text("")
+    not_a_folder = cli("init", "--templates", "demo", *DESCENDANT, "--out", str(tmp_path / "plain-file"))
+    assert not_a_folder.returncode == 2 and "plain-file: not a folder" in not_a_folder.stderr
     odd = cli("init", "--templates", "../demo", *DESCENDANT, *out)
     assert odd.returncode == 2 and "name '../demo' must be" in odd.stderr
     calibration = ["--calibration", f"idx://{FMNIST}"]

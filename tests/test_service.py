@@ -126,6 +126,9 @@ def test_the_checkpoint_as_a_timm_folder_file_by_file_and_as_one_tar(server, tmp
             assert len(answer.content) == entry["bytes"]
             assert http.get(entry["download"], headers={"If-None-Match": answer.headers["etag"]}).status_code == 304
         assert http.get(files["config.json"]["download"]).headers["content-type"] == "application/json"
+        head = http.head(files["README.md"]["download"])
+        assert head.status_code == 200 and int(head.headers["content-length"]) == files["README.md"]["bytes"]
+        assert head.headers["content-type"].startswith("text/markdown")
         for name in ("secret.txt", "model.pt", "..%2F..%2Fjobs", "config.JSON"):
             missing = http.get(f"/v1/initializations/{job_id}/files/{name}")
             assert missing.status_code == 404, name

@@ -247,6 +247,8 @@ def init(
             calibration=Calibration(uri=calibration, max_samples=max_samples) if calibration else None,
             fit=FitSettings(steps=steps, lr=lr, batch_size=batch_size, seed=seed, noise=noise),
         )
+        if is_folder(out) and out.exists() and not out.is_dir():
+            raise ValueError(f"--out {out}: not a folder (a path ending in .safetensors writes the weights alone)")
         inputs = load_inputs(request, template, store, get_settings().local_data_roots())
         weights = out / WEIGHTS if is_folder(out) else out
         with progress_bar(request.fit.steps if inputs.data else 0, "fit") as bar:
