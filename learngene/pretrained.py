@@ -83,6 +83,10 @@ def model_card(meta: dict[str, Any]) -> str:
         f"An **initialization** made by learngene from the {source}: weights to start training "
         "from, not a trained classifier. The license is not set; it follows the terms of the ancestor and the data "
         "the template set was condensed from (set `license` above before sharing).",
+    ]
+    if warnings:  # first: what the user should know before using it
+        lines += ["", "## Warnings", ""] + [f"- {w}" for w in warnings]
+    lines += [
         "",
         "## Usage",
         "",
@@ -127,8 +131,6 @@ def model_card(meta: dict[str, Any]) -> str:
         columns = [c for c in CARD_COLUMNS if c in card_row] + [c for c in card_row if c not in CARD_COLUMNS]
         lines += ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
         lines.append("| " + " | ".join(_cell(card_row[c]) for c in columns) + " |")
-    if warnings:
-        lines += ["", "## Warnings", ""] + [f"- {w}" for w in warnings]
     return "\n".join(lines) + "\n"
 
 
