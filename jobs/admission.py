@@ -22,6 +22,7 @@ from safetensors import SafetensorError, safe_open
 
 from jobs.contracts import CardRequest, CondensationRequest, InitializationRequest, describe
 from jobs.dispatch import Dispatcher
+from jobs.initialization import current_card
 from jobs.model import Job, JobKind
 from jobs.remote_data import check_data
 from jobs.settings import Limits, Settings
@@ -135,7 +136,7 @@ def submit_initialization(
     template = resolved.model_dump() if resolved else None
     warnings = []
     if config is not None and config.method == "wave":
-        warnings = [c.model_dump() for c in architecture_caveats(config, arch)]
+        warnings = [c.model_dump() for c in architecture_caveats(config, arch, current_card(store, resolved))]
     return _accept(JobKind.initialization, request, template, idempotency_key, jobs, dispatcher, settings, client,
                    warnings=warnings)  # fmt: skip
 

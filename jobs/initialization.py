@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,13 +17,16 @@ from pathlib import Path
 import torch
 
 from jobs.contracts import InitializationRequest
+from learngene.card import QualityCard
 from learngene.data import DEFAULT_LIMITS, DataRefError, DecodeLimits, ImageData, resolve_file
 from learngene.fit_settings import Calibration
 from learngene.methods import AncestorWeights, get_method
 from learngene.pipeline import InitResult, initialize, load_calibration
-from learngene.template_set import TemplateSet
+from learngene.template_set import IntegrityError, TemplateSet
 from learngene.training import ProgressFn, StopFn
 from templates_store import ResolvedRef, TemplateStore
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,7 @@ class InitInputs:
     ancestor: AncestorWeights | None
     data: ImageData | None
     eval_data: ImageData | None = None
+    card: QualityCard | None = None  # the template set's quality card, when it has a readable one
 
     def cache_key(self, request: InitializationRequest) -> str:
         """Identical requests give identical checkpoints: same method, template version or ancestor weights, spec,
@@ -46,6 +51,8 @@ class InitInputs:
             "calibration": None if request.calibration is None else request.calibration.model_dump(),
             "data_digest": self.data.digest() if self.data else None,
             "eval_data_digest": self.eval_data.digest() if self.eval_data else None,
+            # A refreshed card changes the checkpoint's model card and warnings, so it is a new result.
+            "card_digest": hashlib.sha256(self.card.model_dump_json().encode()).hexdigest() if self.card else None,
             "fit": request.fit.model_dump(),
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
@@ -79,7 +86,18 @@ def load_inputs(
             eval_data = load(Calibration(uri=calibration.eval_uri, max_samples=calibration.max_samples))
             if eval_data.labels is None:
                 raise DataRefError(calibration.eval_uri, "held-out data must be labelled")
-    return InitInputs(template, template_set, ancestor, data, eval_data)
+    card = current_card(store, template) if template is not None else None
+    return InitInputs(template, template_set, ancestor, data, eval_data, card)
+
+
+def current_card(store: TemplateStore, template: ResolvedRef) -> QualityCard | None:
+    """The version's quality card; a damaged one is reported to the operator and treated as none (the request does
+    not depend on it: it only adds range warnings and the model card's row)."""
+    try:
+        return store.card(template)
+    except IntegrityError as exc:
+        log.warning("quality card of %s is unreadable, ignored: %s", template, exc)
+        return None
 
 
 def run_request(
@@ -104,4 +122,5 @@ def run_request(
         progress=progress,
         should_stop=should_stop,
         template_digest=inputs.template.digest if inputs.template else None,
+        card=inputs.card,
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -18,7 +19,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 from jobs.cards import card_summary, measure_card
@@ -32,6 +33,7 @@ from learngene import DataRefError, IntegrityError, SpecError
 from learngene.control import Stopped
 from learngene.launch import LaunchSpec, condense_run
 from learngene.methods import get_method
+from learngene.pretrained import WEIGHTS, write_companions
 from learngene.training import Progress, pick_device
 from storage.artifacts import Artifacts
 from storage.objects import StorageUnavailable
@@ -366,32 +368,39 @@ def run_initialization(job: Job, context: WorkerContext, reporter: Reporter) -> 
         inputs = dataclasses.replace(inputs, data=dataclasses.replace(inputs.data, uri=request.calibration.uri))
     key = inputs.cache_key(request)  # the request as sent: the same key on every host
     cached = jobs.cached_result(key)
-    if cached and through_outages(lambda: context.artifacts.size(cached["checkpoint"]["sha256"]), reporter, settings,
-                                  "looking up the cached checkpoint") is not None:  # fmt: skip
+    if cached and through_outages(lambda: stored_whole(context.artifacts, cached), reporter, settings,
+                                  "looking up the cached checkpoint"):  # fmt: skip
         jobs.incr("checkpoint_cache_hits")
         return {**cached, "cached": True}
 
-    # Written on this host's disk, then published (renamed, or uploaded to object storage) under its sha256.
+    # Written as a folder on this host's disk (model.safetensors, then config.json and README.md from its header),
+    # then each file published (renamed, or uploaded to object storage) under its sha256.
     scratch = settings.work_dir / "checkpoints"
     scratch.mkdir(parents=True, exist_ok=True)
     for leftover in scratch.glob(f"*{job.id}*"):  # an earlier attempt killed while writing its checkpoint
-        leftover.unlink(missing_ok=True)
-    tmp = scratch / f".{job.id}.{job.attempts}.partial.safetensors"
+        if leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
+    folder = scratch / f".{job.id}.{job.attempts}.partial"  # made when the checkpoint is written, at the end
     try:
         result = run_request(
-            request, inputs, tmp, device=pick_device(settings.device), progress=reporter.progress,
+            request, inputs, folder / WEIGHTS, device=pick_device(settings.device), progress=reporter.progress,
             should_stop=reporter.should_stop,
         )  # fmt: skip
+        files = write_companions(folder)
         reporter.confirm_lease()
-        sha256 = result.checkpoint.sha256  # the name: a rerun, or a retry after an outage, lands on the same object
-        through_outages(lambda: context.artifacts.publish(tmp, sha256), reporter, settings, "publishing")
+        for name, entry in files.items():  # by content: a rerun, or a retry after an outage, lands on the same object
+            publish = functools.partial(context.artifacts.publish, folder / name, entry.sha256, PurePath(name).suffix)
+            through_outages(publish, reporter, settings, f"publishing {name}")
     finally:
-        tmp.unlink(missing_ok=True)
+        shutil.rmtree(folder, ignore_errors=True)
     fit = result.fit
     if fit.steps and fit.seconds:
         jobs.observe("fit_steps_per_second", fit.steps / fit.seconds)
     document = {
         "checkpoint": result.checkpoint.model_dump(),  # found by its sha256 wherever the artifacts live
+        "files": {name: entry.model_dump() for name, entry in files.items()},  # the timm / Hugging Face folder
         "method": request.method,
         "fit": fit.model_dump(),
         "template_set": str(template) if template else None,
@@ -401,6 +410,15 @@ def run_initialization(job: Job, context: WorkerContext, reporter: Reporter) -> 
     reporter.confirm_lease()
     jobs.cache_result(key, document)
     return document
+
+
+def stored_whole(artifacts: Artifacts, result: dict[str, Any]) -> bool:
+    """Whether every file of a cached result is still stored. A result cached before checkpoints came as folders
+    (no `files`) counts as missing: the job runs again and publishes the whole folder."""
+    files = result.get("files")
+    return bool(files) and all(
+        artifacts.size(entry["sha256"], PurePath(name).suffix) == entry["bytes"] for name, entry in files.items()
+    )
 
 
 def run_condensation_job(job: Job, context: WorkerContext, reporter: Reporter) -> dict[str, Any]:

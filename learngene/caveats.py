@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
+from learngene.card import QualityCard
 from learngene.data import ImageData
 from learngene.spec import Architecture
 from learngene.template_set import Normalization, TemplateSetConfig
@@ -33,15 +34,9 @@ def _values(values: tuple[float, ...]) -> str:
     return "(" + ", ".join(f"{v:.3g}" for v in values) + ")"
 
 
-def architecture_caveats(
-    config: TemplateSetConfig,
-    dst: Architecture,
-    *,
-    card_depths: tuple[int, int] | None = None,
-    card_widths: tuple[int, int] | None = None,
-) -> list[Caveat]:
-    """What inheriting `dst` from a set condensed as `config` adapts, known before anything runs. `card_depths` and
-    `card_widths` are the (smallest, largest) sizes the set's quality card measured, when it has one."""
+def architecture_caveats(config: TemplateSetConfig, dst: Architecture, card: QualityCard | None = None) -> list[Caveat]:
+    """What inheriting `dst` from a set condensed as `config` adapts, known before anything runs; with the set's
+    quality `card`, whether `dst` lies inside the depths and widths it measured."""
     src, out = config.arch, []
     if dst.img_size != src.img_size:
         out.append(Caveat(code="input_size", message=(
@@ -66,6 +61,7 @@ def architecture_caveats(
             f"num_classes={dst.num_classes} differs from the template set's {src.num_classes}: the classifier head "
             "is fresh (timm's random initialization), not inherited"
         )))  # fmt: skip
+    card_depths, card_widths = (card.depth_range, card.width_range) if card is not None else (None, None)
     if card_depths and not card_depths[0] <= dst.depth <= card_depths[1]:
         out.append(Caveat(code="depth_range", message=(
             f"depth={dst.depth} lies outside the depths the template set's quality card measured "

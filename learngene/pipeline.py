@@ -14,6 +14,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from learngene.ancestors import resolve_ancestor
+from learngene.card import QualityCard
 from learngene.caveats import Caveat, architecture_caveats, calibration_caveats, no_fitting_caveat
 from learngene.checkpoint import CheckpointInfo, export_checkpoint, load_ancestor, read_metadata
 from learngene.condense import CondenseConfig, condense
@@ -80,14 +81,15 @@ def initialize(
     progress: ProgressFn | None = None,
     should_stop: StopFn | None = None,
     template_digest: str | None = None,
-    warnings: Sequence[Caveat] = (),
+    card: QualityCard | None = None,
 ) -> InitResult:
     """Build a descendant with `method`, fit its scalers (WAVE, when calibration `data` is given), export it.
 
     `template_set` feeds the learngene methods. `ancestor` is the source of the ancestor-based baselines, and for
     WAVE the teacher of a KL term in the scaler fitting (METHOD.md, Fitting); `template_digest` (the store's
     manifest digest) is recorded in the checkpoint's provenance. `eval_data` (labelled, held out) measures the
-    result. `warnings` are caveats known beforehand (the quality card's range); the domain's are added here."""
+    result. `card`, the template set's quality card, bounds the sizes it vouches for; its row for this size goes
+    into the provenance (and so the model card)."""
     fit = fit or FitSettings()
     fits = get_method(method).fits_scalers  # the ancestor is then the fitting's teacher, not a source of weights
     if fits and ancestor is not None and template_set is not None:
@@ -111,9 +113,9 @@ def initialize(
         template_set.config.normalization if template_set else (ancestor.normalization if ancestor else None)
     )
     arch = spec.resolve()
-    caveats = list(warnings)
+    caveats: list[Caveat] = []
     if template_set is not None:
-        caveats = architecture_caveats(template_set.config, arch) + caveats
+        caveats = architecture_caveats(template_set.config, arch, card)
         if fits and data is None:
             caveats.append(no_fitting_caveat(fresh_head=arch.num_classes != template_set.config.arch.num_classes))
         if data is not None:
@@ -128,7 +130,11 @@ def initialize(
         "ancestor_sha256": ancestor.sha256 if ancestor else None,
         "normalization": None if normalization is None else normalization.for_channels(arch.in_chans).model_dump(),
         "warnings": [c.model_dump() for c in caveats],
+        "card_row": None,
     }
+    row = card.row_for(arch.depth, arch.embed_dim) if card is not None else None
+    if row is not None:  # measured with the set's default fitting on its own data, as the row says
+        metadata["card_row"] = row.model_dump()
     info = export_checkpoint(model, out, spec=spec, metadata=metadata)
     source = template_set.ref if template_set else (f"ancestor:{ancestor.sha256[:12]}" if ancestor else method)
     return InitResult(

@@ -4,7 +4,7 @@ from service.client import Client
 client = Client("http://127.0.0.1:8000")
 job = client.submit({"model": "vit_tiny_patch16_224", "overrides": {"depth": 4, ...}})
 job = client.wait(job["id"], on_progress=print)
-client.download(job["id"], "vit.safetensors")
+client.download(job["id"], "vit.safetensors")    # or client.download_folder(job["id"], "vit/") for timm's layout
 """
 
 from __future__ import annotations
@@ -107,12 +107,28 @@ class Client:
 
     def download(self, job_id: str, path: str | Path) -> Path:
         """Stream the checkpoint to `path` (atomically) and check its sha256 against the job's ETag."""
-        path = Path(path)
+        return self._fetch(f"/v1/initializations/{job_id}/checkpoint", Path(path), f"checkpoint of job {job_id}")
+
+    def download_folder(self, job_id: str, folder: str | Path) -> Path:
+        """Write the checkpoint as a timm / Hugging Face folder (model.safetensors, config.json, README.md), each
+        file sha256-checked; `timm.create_model(f"local-dir:{folder}", pretrained=True)` then loads it."""
+        folder = Path(folder)
+        job = self.get(job_id)
+        if job["status"] != "succeeded":
+            raise ApiError(409, f"job {job_id} is {job['status']}, not succeeded")
+        if not job["checkpoint"]["folder"]:
+            message = "finished before checkpoints were stored as folders: only model.safetensors is stored"
+            raise ApiError(404, f"job {job_id} {message} (`download`); submit the request again for the folder")
+        for name in job["checkpoint"]["files"]:
+            self._fetch(f"/v1/initializations/{job_id}/files/{name}", folder / name, f"{name} of job {job_id}")
+        return folder
+
+    def _fetch(self, url: str, path: Path, what: str) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.part")
         digest = hashlib.sha256()
         try:
-            with self.http.stream("GET", f"/v1/initializations/{job_id}/checkpoint") as response:
+            with self.http.stream("GET", url) as response:
                 if response.status_code != 200:
                     response.read()
                     raise ApiError(response.status_code, response.json().get("detail"))
@@ -122,7 +138,7 @@ class Client:
                         digest.update(chunk)
                         f.write(chunk)
             if digest.hexdigest() != expected:
-                raise RuntimeError(f"checkpoint of job {job_id}: sha256 {digest.hexdigest()} != ETag {expected}")
+                raise RuntimeError(f"{what}: sha256 {digest.hexdigest()} != ETag {expected}")
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)

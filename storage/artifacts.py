@@ -1,5 +1,6 @@
-"""Where finished checkpoints live, each named by its sha256 (`<sha256>.safetensors`): a local folder, or a prefix of
-an S3-compatible bucket that the API and the workers share without sharing a disk.
+"""Where finished checkpoints live, each file named by its sha256 and kind (`<sha256>.safetensors` for the weights,
+`<sha256>.json` and `<sha256>.md` for a checkpoint folder's config.json and README.md): a local folder, or a prefix
+of an S3-compatible bucket that the API and the workers share without sharing a disk.
 
 A checkpoint is published whole or not at all: locally by a rename, on S3 by an upload that becomes visible only
 when it completes (large files go up in parts, which S3 keeps invisible until the last one is in). The name is the
@@ -16,24 +17,31 @@ from pathlib import Path
 from storage.objects import Bucket, is_url
 
 SUFFIX = ".safetensors"
+SUFFIXES = (SUFFIX, ".json", ".md")  # the kinds of file stored: weights, config.json, README.md
 
 
-def checkpoint_key(sha256: str) -> str:
+def artifact_key(sha256: str, suffix: str = SUFFIX) -> str:
     if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
         raise ValueError(f"not a sha256: {sha256!r}")
-    return f"{sha256}{SUFFIX}"
+    if suffix not in SUFFIXES:
+        raise ValueError(f"not a stored kind of file: {suffix!r}")
+    return f"{sha256}{suffix}"
 
 
 class Artifacts(abc.ABC):
-    """Checkpoints addressed by their sha256 alone: a job record needs no path, and any host finds the file."""
+    """Files addressed by their sha256 (and suffix) alone: a job record needs no path, and any host finds the file."""
 
     @abc.abstractmethod
-    def publish(self, path: Path, sha256: str) -> None:
-        """Make the finished file at `path` the checkpoint `sha256` (the file is consumed)."""
+    def publish(self, path: Path, sha256: str, suffix: str = SUFFIX) -> None:
+        """Make the finished file at `path` the stored file `sha256` (the file is consumed)."""
 
     @abc.abstractmethod
-    def size(self, sha256: str) -> int | None:
-        """The stored checkpoint's size in bytes, or None when it is not (or no longer) stored."""
+    def size(self, sha256: str, suffix: str = SUFFIX) -> int | None:
+        """The stored file's size in bytes, or None when it is not (or no longer) stored."""
+
+    @abc.abstractmethod
+    def stream(self, sha256: str, start: int = 0, end: int | None = None, suffix: str = SUFFIX) -> Iterator[bytes]:
+        """Bytes [start, end) of the stored file, in chunks."""
 
     @abc.abstractmethod
     def problem(self) -> str | None:
@@ -44,16 +52,28 @@ class LocalArtifacts(Artifacts):
     def __init__(self, root: str | Path):
         self.root = Path(root).expanduser()
 
-    def path(self, sha256: str) -> Path:
-        return self.root / checkpoint_key(sha256)
+    def path(self, sha256: str, suffix: str = SUFFIX) -> Path:
+        return self.root / artifact_key(sha256, suffix)
 
-    def publish(self, path: Path, sha256: str) -> None:
+    def publish(self, path: Path, sha256: str, suffix: str = SUFFIX) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        os.replace(path, self.path(sha256))
+        os.replace(path, self.path(sha256, suffix))
 
-    def size(self, sha256: str) -> int | None:
-        path = self.path(sha256)
+    def size(self, sha256: str, suffix: str = SUFFIX) -> int | None:
+        path = self.path(sha256, suffix)
         return path.stat().st_size if path.is_file() else None
+
+    def stream(self, sha256: str, start: int = 0, end: int | None = None, suffix: str = SUFFIX,
+               chunk: int = 1 << 20) -> Iterator[bytes]:  # fmt: skip
+        with open(self.path(sha256, suffix), "rb") as f:
+            f.seek(start)
+            left = None if end is None else end - start
+            while left is None or left > 0:
+                piece = f.read(chunk if left is None else min(chunk, left))
+                if not piece:
+                    return
+                left = None if left is None else left - len(piece)
+                yield piece
 
     def problem(self) -> str | None:
         try:
@@ -67,19 +87,19 @@ class S3Artifacts(Artifacts):
     def __init__(self, bucket: Bucket):
         self.bucket = bucket
 
-    def publish(self, path: Path, sha256: str) -> None:
-        self.bucket.upload(checkpoint_key(sha256), path)
+    def publish(self, path: Path, sha256: str, suffix: str = SUFFIX) -> None:
+        self.bucket.upload(artifact_key(sha256, suffix), path)
         path.unlink(missing_ok=True)
 
-    def size(self, sha256: str) -> int | None:
-        info = self.bucket.head(checkpoint_key(sha256))
+    def size(self, sha256: str, suffix: str = SUFFIX) -> int | None:
+        info = self.bucket.head(artifact_key(sha256, suffix))
         return None if info is None else info.size
 
-    def stream(self, sha256: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
-        return self.bucket.stream(checkpoint_key(sha256), start, end)
+    def stream(self, sha256: str, start: int = 0, end: int | None = None, suffix: str = SUFFIX) -> Iterator[bytes]:
+        return self.bucket.stream(artifact_key(sha256, suffix), start, end)
 
-    def sign(self, sha256: str, seconds: int) -> str:
-        return self.bucket.sign(checkpoint_key(sha256), seconds)
+    def sign(self, sha256: str, seconds: int, suffix: str = SUFFIX) -> str:
+        return self.bucket.sign(artifact_key(sha256, suffix), seconds)
 
     def problem(self) -> str | None:
         return self.bucket.problem()

@@ -7,6 +7,7 @@ import httpx
 import pytest
 
 from learngene import TemplateSet
+from learngene.card import QualityCard
 from learngene.caveats import architecture_caveats
 from learngene.spec import ViTSpec
 from learngene.template_set import BUILTIN_TEMPLATE_SETS
@@ -37,16 +38,18 @@ def codes(caveats: list[dict]) -> list[str]:
 
 def test_every_departure_from_the_domain_is_named_with_its_adaptation():
     demo = TemplateSet.load(BUILTIN_TEMPLATE_SETS["demo"]).config  # 28x28 grey, patch 7, 10 classes
+    card = QualityCard.model_validate_json((BUILTIN_TEMPLATE_SETS["demo"] / "card.json").read_text())
+    assert (card.depth_range, card.width_range) == ((3, 12), (64, 128))
     arch = ViTSpec(model="deit_tiny_patch16_224", num_classes=100).resolve()
-    caveats = {c.code: c.message for c in architecture_caveats(demo, arch, card_depths=(2, 6), card_widths=(64, 128))}
-    assert list(caveats) == ["input_size", "patch_size", "in_chans", "fresh_head", "depth_range", "width_range"]
+    caveats = {c.code: c.message for c in architecture_caveats(demo, arch, card)}
+    assert list(caveats) == ["input_size", "patch_size", "in_chans", "fresh_head", "width_range"]
     assert "224x224 differs from the template set's 28x28" in caveats["input_size"]
     assert "4x4 to a 14x14 grid" in caveats["input_size"]
     assert "replicated from its grey channel" in caveats["in_chans"] and "0.286" in caveats["in_chans"]
-    assert "num_classes=100" in caveats["fresh_head"] and "depth=12" in caveats["depth_range"]
-    assert "embed_dim=192" in caveats["width_range"]
+    assert "num_classes=100" in caveats["fresh_head"] and "embed_dim=192" in caveats["width_range"]
+    assert [c.code for c in architecture_caveats(demo, arch)] == ["input_size", "patch_size", "in_chans", "fresh_head"]
     inside = ViTSpec(model="vit_tiny_patch16_224", depth=4, embed_dim=128, num_heads=2, num_classes=10, **TINY_GREY)
-    assert architecture_caveats(demo, inside.resolve(), card_depths=(2, 6), card_widths=(64, 128)) == []
+    assert architecture_caveats(demo, inside.resolve(), card) == []
 
 
 def test_deit_at_224_rgb_from_the_demo_set_is_warned_before_and_after(api):
@@ -54,7 +57,7 @@ def test_deit_at_224_rgb_from_the_demo_set_is_warned_before_and_after(api):
         response = http.post("/v1/initializations", json=DEIT_224_RGB)
         assert response.status_code == 202, response.text
         job = response.json()
-        before = ["input_size", "patch_size", "in_chans", "fresh_head"]
+        before = ["input_size", "patch_size", "in_chans", "fresh_head", "width_range"]  # the card: widths 64-128
         assert codes(job["warnings"]) == before
         assert job["request"]["fit"]["steps"] == 0  # no calibration data: pure inheritance, as recorded
         done = client.wait(job["id"], timeout_s=120)
@@ -81,7 +84,7 @@ def test_calibration_caveats_and_heldout_accuracy(api):
     next to the calibration-set numbers, on its own images."""
     body = {
         "model": "vit_tiny_patch16_224",
-        "overrides": {"depth": 2, "embed_dim": 64, "num_heads": 1, "num_classes": 20, **TINY_GREY},
+        "overrides": {"depth": 3, "embed_dim": 64, "num_heads": 1, "num_classes": 20, **TINY_GREY},
         "calibration": {
             "uri": f"idx://{SHARED_DATA / 'MNIST'}",
             "max_samples": 256,
@@ -105,16 +108,35 @@ def test_calibration_caveats_and_heldout_accuracy(api):
     assert {"initial_loss", "final_accuracy"}.isdisjoint(fit)  # unlabelled numbers are gone
 
 
-def test_in_domain_request_has_no_warnings(api):
+def test_in_domain_request_has_no_warnings_and_its_model_card_quotes_the_card_row(api):
     body = {
         "model": "vit_tiny_patch16_224",
-        "overrides": {"depth": 2, "embed_dim": 64, "num_heads": 1, "num_classes": 10, **TINY_GREY},
+        "overrides": {"depth": 3, "embed_dim": 64, "num_heads": 1, "num_classes": 10, **TINY_GREY},
         "calibration": {"uri": f"idx://{FMNIST}", "max_samples": 128},
         "fit": {"steps": 5, "batch_size": 32},
     }
     with Client(api.url) as client:
         done = client.wait(client.submit(body)["id"], timeout_s=120)
     assert done["status"] == "succeeded" and done["warnings"] == [] and done["result"]["warnings"] == []
+    readme = httpx.get(f"{api.url}/v1/initializations/{done['id']}/files/README.md").text
+    row = next(r for r in httpx.get(f"{api.url}/v1/template-sets/demo@prod/card").json()["rows"]
+               if (r["depth"], r["embed_dim"]) == (3, 64))  # fmt: skip
+    assert "## Warnings" not in readme
+    assert f"| 3 | 64 | 1 | {row['params']} | {row['accuracy']:.4g} | {row['baseline_accuracy']:.4g} |" in readme
+
+
+def test_a_size_outside_the_card_is_warned_before_it_runs(api):
+    body = {
+        "model": "vit_tiny_patch16_224",
+        "overrides": {"depth": 24, "embed_dim": 256, "num_heads": 4, "num_classes": 10, **TINY_GREY},
+    }
+    job = httpx.post(f"{api.url}/v1/initializations", json=body).json()
+    assert codes(job["warnings"]) == ["depth_range", "width_range"]
+    assert (
+        "depth=24 lies outside the depths the template set's quality card measured (3-12)"
+        in (job["warnings"][0]["message"])
+    )
+    httpx.delete(f"{api.url}/v1/initializations/{job['id']}")
 
 
 def test_the_cli_prints_the_warnings_and_refuses_steps_without_data(tmp_path):
@@ -122,8 +144,10 @@ def test_the_cli_prints_the_warnings_and_refuses_steps_without_data(tmp_path):
     run = learngene(*deit)
     assert run.returncode == 0, run.stderr
     printed = [line for line in run.stderr.splitlines() if line.startswith("warning: ")]
-    assert len(printed) == 5 and "224x224 differs" in printed[0] and "pure inheritance" in printed[-1]
-    assert codes(last_json(run)["warnings"]) == ["input_size", "patch_size", "in_chans", "fresh_head", "no_fitting"]
+    assert len(printed) == 6 and "224x224 differs" in printed[0] and "pure inheritance" in printed[-1]
+    assert codes(last_json(run)["warnings"]) == [
+        "input_size", "patch_size", "in_chans", "fresh_head", "width_range", "no_fitting"
+    ]  # fmt: skip
     refused = learngene(*deit, "--steps", "10")
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert refused.stderr.strip().splitlines()[-1].startswith("error: calibration: ")

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import timm
+import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
@@ -65,6 +67,25 @@ def test_init_with_the_demo_templates_writes_a_loadable_checkpoint(tmp_path):
     assert "evaluate: 100%" in evaluation.stderr and "1000/1000" in evaluation.stderr  # its progress bar
 
 
+def test_init_into_a_folder_that_timm_loads_with_local_dir(tmp_path):
+    folder = tmp_path / "vit-d3"
+    run = learngene("init", "--templates", "demo", *DESCENDANT, "--calibration", f"idx://{FMNIST}", "--max-samples",
+                    "128", "--steps", "3", "--out", str(folder))  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    summary = last_json(run)
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    assert summary["folder"] == str(folder) and summary["path"] == str(folder / "model.safetensors")
+    for name, entry in summary["files"].items():
+        assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == entry["sha256"], name
+    spec = ViTSpec.model_validate(summary["spec"])
+    strict = spec.build().eval()
+    strict.load_state_dict(load_file(folder / "model.safetensors"), strict=True)
+    model = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
+    x = torch.randn(2, 1, 28, 28)
+    assert torch.equal(model(x), strict(x))
+    assert "template set: `demo@1`" in (folder / "README.md").read_text()
+
+
 def test_bad_requests_exit_2_with_the_field_named(tmp_path):
     out = ["--out", str(tmp_path / "x.safetensors")]
     bad_width = learngene("init", "--templates", "demo", *DESCENDANT, "--set", "embed_dim=200", *out)
@@ -73,6 +94,9 @@ def test_bad_requests_exit_2_with_the_field_named(tmp_path):
     assert "Traceback" not in bad_width.stderr
     unknown = cli("init", "--templates", "nope", *DESCENDANT, *out)
     assert unknown.returncode == 2 and "template set 'nope' does not exist" in unknown.stderr
+    (tmp_path / "plain-file").write_text("")
+    not_a_folder = cli("init", "--templates", "demo", *DESCENDANT, "--out", str(tmp_path / "plain-file"))
+    assert not_a_folder.returncode == 2 and "plain-file: not a folder" in not_a_folder.stderr
     odd = cli("init", "--templates", "../demo", *DESCENDANT, *out)
     assert odd.returncode == 2 and "name '../demo' must be" in odd.stderr
     calibration = ["--calibration", f"idx://{FMNIST}"]

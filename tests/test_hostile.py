@@ -321,7 +321,8 @@ def test_clients_see_only_their_own_jobs(guarded):
     theirs = {j["id"] for j in listed}
     assert mine and theirs and not mine & theirs
     job = next(j["id"] for j in listed if j["status"] == "queued")
-    for method, path in (("GET", ""), ("DELETE", ""), ("GET", "/checkpoint")):
+    for method, path in (("GET", ""), ("DELETE", ""), ("GET", "/checkpoint"), ("GET", "/files/config.json"),
+                         ("GET", "/files.tar")):  # fmt: skip
         response = httpx.request(method, f"{guarded.url}/v1/initializations/{job}{path}", headers=alpha)
         assert response.status_code == 404 and "does not exist" in response.json()["detail"]
     assert httpx.get(f"{guarded.url}/v1/initializations/{job}", headers=beta).json()["status"] == "queued"

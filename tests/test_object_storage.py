@@ -8,7 +8,9 @@ ETag, Range and If-None-Match) or by a redirect to a presigned URL.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import tarfile
 from pathlib import Path
 
 import httpx
@@ -109,6 +111,14 @@ def test_a_checkpoint_made_on_one_host_is_served_by_another(hosts, tmp_path):
         unsatisfiable = http.get(url, headers={"Range": f"bytes={len(data)}-"})
         assert unsatisfiable.status_code == 416 and unsatisfiable.headers["content-range"] == f"bytes */{len(data)}"
         assert http.get(url, headers={"Range": "bytes=0-1,5-6"}).content == data  # several ranges: the whole file
+        # The timm / Hugging Face folder, published to S3 by the worker too: file by file and as one tar.
+        files = {n: f["sha256"] for n, f in done["checkpoint"]["files"].items()}
+        urls = {n: f["download"] for n, f in done["checkpoint"]["files"].items()}
+        assert list(files) == ["model.safetensors", "config.json", "README.md"]
+        assert {n: hashlib.sha256(http.get(u).content).hexdigest() for n, u in urls.items()} == files
+        with tarfile.open(fileobj=io.BytesIO(http.get(done["links"]["folder"]).content)) as archive:
+            members = {m.name: hashlib.sha256(archive.extractfile(m).read()).hexdigest() for m in archive if m.isfile()}
+        assert members == {f"{job['id']}/{n}": sha for n, sha in files.items()}
 
     model = ViTSpec(model=BODY["model"], **BODY["overrides"]).build()
     model.load_state_dict(load_file(path), strict=True)

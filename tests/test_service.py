@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import tarfile
 
 import httpx
 import pytest
+import timm
+import torch
 from safetensors.torch import load_file
 
+from jobs.redis_store import RedisJobStore
 from learngene import ViTSpec, export_checkpoint, read_metadata
-from service.client import Client
+from learngene.pretrained import FOLDER_FILES
+from service.client import ApiError, Client
 from tests.conftest import FMNIST, SHARED_DATA, tiny_spec
 from tests.harness import (
     ADMIN_TOKEN,
@@ -104,6 +110,73 @@ def test_end_to_end_submit_poll_download_load(server, tmp_path):
     model = spec.build()
     model.load_state_dict(load_file(path), strict=True)
     assert read_metadata(path)["template_set"] == done["template_set"]  # the pinned (name, version, digest)
+
+
+def test_the_checkpoint_as_a_timm_folder_file_by_file_and_as_one_tar(server, tmp_path):
+    with httpx.Client(base_url=server.url) as http, Client(server.url) as client:
+        job_id = http.post("/v1/initializations", json=with_fit(seed=11, steps=3)).json()["id"]
+        done = client.wait(job_id, timeout_s=120)
+        files = done["checkpoint"]["files"]
+        assert list(files) == list(FOLDER_FILES) and "files" not in done["result"]
+        assert files["model.safetensors"]["sha256"] == done["checkpoint"]["sha256"]
+        for name, entry in files.items():
+            answer = http.get(entry["download"])
+            assert answer.status_code == 200 and answer.headers["etag"] == f'"{entry["sha256"]}"', name
+            assert hashlib.sha256(answer.content).hexdigest() == entry["sha256"]
+            assert len(answer.content) == entry["bytes"]
+            assert http.get(entry["download"], headers={"If-None-Match": answer.headers["etag"]}).status_code == 304
+        assert http.get(files["config.json"]["download"]).headers["content-type"] == "application/json"
+        head = http.head(files["README.md"]["download"])
+        assert head.status_code == 200 and int(head.headers["content-length"]) == files["README.md"]["bytes"]
+        assert head.headers["content-type"].startswith("text/markdown")
+        for name in ("secret.txt", "model.pt", "..%2F..%2Fjobs", "config.JSON"):
+            missing = http.get(f"/v1/initializations/{job_id}/files/{name}")
+            assert missing.status_code == 404, name
+        assert "a checkpoint folder holds model.safetensors, config.json, README.md" in missing.json()["detail"]
+
+        tar = http.get(done["links"]["folder"])
+        assert tar.status_code == 200 and tar.headers["content-type"] == "application/x-tar"
+        assert int(tar.headers["content-length"]) == len(tar.content)
+        assert http.get(done["links"]["folder"], headers={"If-None-Match": tar.headers["etag"]}).status_code == 304
+        with tarfile.open(fileobj=io.BytesIO(tar.content)) as archive:
+            assert archive.getnames() == [job_id, *(f"{job_id}/{name}" for name in FOLDER_FILES)]
+            for name, entry in files.items():
+                data = archive.extractfile(f"{job_id}/{name}").read()
+                assert hashlib.sha256(data).hexdigest() == entry["sha256"], name
+            archive.extractall(tmp_path / "untarred", filter="data")
+        folder = client.download_folder(job_id, tmp_path / "folder")
+    for name, entry in files.items():
+        assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == entry["sha256"]
+
+    spec = ViTSpec(model=BODY["model"], **BODY["overrides"])
+    strict = spec.build().eval()
+    strict.load_state_dict(load_file(folder / "model.safetensors"), strict=True)
+    x = torch.randn(2, 1, 28, 28)
+    for root in (folder, tmp_path / "untarred" / job_id):
+        model = timm.create_model(f"local-dir:{root}", pretrained=True).eval()
+        assert torch.equal(model(x), strict(x))
+
+
+def test_a_job_recorded_before_folders_still_serves_its_checkpoint(celery_server):
+    """A result stored by an earlier version names no `files`: its weights are served (by /checkpoint and as
+    model.safetensors), config.json, README.md and the tar answer 404 saying why and what to do."""
+    with httpx.Client(base_url=celery_server.url) as http, Client(celery_server.url) as client:
+        job_id = http.post("/v1/initializations", json=with_fit(seed=12, steps=2)).json()["id"]
+        done = client.wait(job_id, timeout_s=120)
+        store = RedisJobStore.from_url(TEST_REDIS_URL)
+        old = {k: v for k, v in store.get(job_id).result.items() if k != "files"}
+        store.r.hset(f"{store.p}:job:{job_id}", "result", json.dumps(old))  # as an earlier worker wrote it
+        shown = client.get(job_id)["checkpoint"]
+        assert list(shown["files"]) == ["model.safetensors"] and shown["folder"] is None
+        weights = http.get(shown["files"]["model.safetensors"]["download"])
+        assert hashlib.sha256(weights.content).hexdigest() == done["checkpoint"]["sha256"]
+        assert http.get(shown["download"]).content == weights.content
+        for url in (f"/v1/initializations/{job_id}/files/config.json", done["links"]["folder"]):
+            answer = http.get(url)
+            assert answer.status_code == 404 and "before checkpoints were stored as timm" in answer.json()["detail"]
+            assert "submit the same request again" in answer.json()["detail"]
+        with pytest.raises(ApiError, match="submit the request again"):
+            client.download_folder(job_id, "unused")
 
 
 def test_idempotent_retries_and_identical_requests_reuse_the_checkpoint(server):
@@ -278,6 +351,7 @@ def test_operations_endpoints(celery_server):
         assert http.get("/readyz").json()["checks"] == {"jobs": "ok", "store": "ok", "artifacts": "ok"}
         paths = http.get("/openapi.json").json()["paths"]
         for path in ("/v1/initializations", "/v1/initializations/{job_id}", "/v1/initializations/{job_id}/checkpoint",
+                     "/v1/initializations/{job_id}/files/{name}", "/v1/initializations/{job_id}/files.tar",
                      "/v1/template-sets", "/v1/template-sets/{ref}", "/v1/admin/condensations",
                      "/v1/admin/template-sets/{name}/aliases/{alias}", "/healthz", "/readyz", "/metrics"):  # fmt: skip
             assert path in paths
@@ -308,6 +382,11 @@ def test_cli_client_submits_waits_and_downloads(embedded_server, tmp_path):
     assert cli("job", "status", job["id"])["status"] == "succeeded"
     assert cli("job", "cancel", job["id"])["status"] == "succeeded"  # a finished job stays as it is
     assert cli("job", "download", job["id"], "--out", str(tmp_path / "again.safetensors"))["job"] == job["id"]
+    assert (tmp_path / "again.safetensors").read_bytes() == out.read_bytes()
+    folder = cli("job", "download", job["id"], "--out", str(tmp_path / "folder"))["path"]
+    model = timm.create_model(f"local-dir:{folder}", pretrained=True)
+    model.load_state_dict(load_file(out), strict=True)  # the very weights of the single-file download
+    assert sorted(p.name for p in (tmp_path / "folder").iterdir()) == sorted(FOLDER_FILES)
 
 
 def test_baseline_methods_through_the_api(celery_server, ancestor, data_root, tmp_path):

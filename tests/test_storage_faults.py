@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import PurePath
 
 import httpx
 import pytest
@@ -156,4 +157,5 @@ def test_a_worker_killed_mid_job_is_replaced_and_the_job_finishes_once(stack, s3
         done = wait_for(http, f"/v1/initializations/{job['id']}", finished, timeout=240)
     assert done["status"] == "succeeded" and done["attempts"] == 2, done
     added = set(checkpoint_objects(s3)) - before
-    assert added == {f"{done['checkpoint']['sha256']}.safetensors"}
+    folder = {f"{f['sha256']}{PurePath(name).suffix}" for name, f in done["checkpoint"]["files"].items()}
+    assert f"{done['checkpoint']['sha256']}.safetensors" in added and added == folder - before  # nothing else

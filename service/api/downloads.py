@@ -1,15 +1,21 @@
-"""A stored checkpoint as an HTTP response: the file itself (local artifacts), a byte stream from object storage, or
-a redirect to a short-lived presigned URL. `ETag` is the sha256, `Range` is honoured (one range; RFC 9110 lets a
-server answer others with the whole representation), `If-None-Match` is answered by the caller before any I/O."""
+"""A stored file of a checkpoint as an HTTP response: the file itself (local artifacts), a byte stream from object
+storage, or a redirect to a short-lived presigned URL. `ETag` is the sha256, `Range` is honoured (one range; RFC 9110
+lets a server answer others with the whole representation), `If-None-Match` is answered by the caller before any I/O.
+
+A checkpoint folder as one uncompressed tar, streamed: headers from the stdlib `tarfile`, the files' bytes straight
+from storage, so its length is known before the first byte and nothing is held in memory."""
 
 from __future__ import annotations
 
 import re
+import tarfile
+from collections.abc import Iterator
+from pathlib import PurePath
 
 from fastapi import HTTPException, status
 from fastapi.responses import FileResponse, RedirectResponse, Response, StreamingResponse
 
-from storage.artifacts import Artifacts, LocalArtifacts, S3Artifacts
+from storage.artifacts import SUFFIX, Artifacts, LocalArtifacts, S3Artifacts
 
 RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
@@ -33,21 +39,28 @@ def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
     return start, end
 
 
-def checkpoint_response(
+MEDIA_TYPES = {SUFFIX: "application/octet-stream", ".json": "application/json", ".md": "text/markdown; charset=utf-8"}
+
+
+def file_response(
     artifacts: Artifacts, sha256: str, *, etag: str, filename: str, method: str, range_header: str | None,
-    presign_s: int | None,
+    presign_s: int | None, suffix: str = SUFFIX,
 ) -> Response:  # fmt: skip
-    gone = HTTPException(status.HTTP_410_GONE, "the checkpoint is no longer stored")
+    what = "the checkpoint" if suffix == SUFFIX else filename
+    gone = HTTPException(status.HTTP_410_GONE, f"{what} is no longer stored")
     headers = {"ETag": etag}
+    media_type = MEDIA_TYPES[suffix]
     if isinstance(artifacts, LocalArtifacts):
-        path = artifacts.path(sha256)
+        path = artifacts.path(sha256, suffix)
         if not path.is_file():
             raise gone
-        return FileResponse(path, media_type="application/octet-stream", filename=filename, headers=headers)
+        return FileResponse(path, media_type=media_type, filename=filename, headers=headers)
     assert isinstance(artifacts, S3Artifacts)
     if presign_s is not None:
-        return RedirectResponse(artifacts.sign(sha256, presign_s), status.HTTP_307_TEMPORARY_REDIRECT, headers=headers)
-    size = artifacts.size(sha256)
+        return RedirectResponse(
+            artifacts.sign(sha256, presign_s, suffix), status.HTTP_307_TEMPORARY_REDIRECT, headers=headers
+        )
+    size = artifacts.size(sha256, suffix)
     if size is None:
         raise gone
     span = byte_range(range_header, size)
@@ -61,6 +74,49 @@ def checkpoint_response(
         headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
         code = status.HTTP_206_PARTIAL_CONTENT
     if method == "HEAD":
-        return Response(status_code=code, headers=headers, media_type="application/octet-stream")
-    body = artifacts.stream(sha256, start, end)
-    return StreamingResponse(body, status_code=code, headers=headers, media_type="application/octet-stream")
+        return Response(status_code=code, headers=headers, media_type=media_type)
+    body = artifacts.stream(sha256, start, end, suffix)
+    return StreamingResponse(body, status_code=code, headers=headers, media_type=media_type)
+
+
+def tar_response(artifacts: Artifacts, files: dict[str, dict], *, top: str, mtime: int, etag: str) -> Response:
+    """`files` (name -> {sha256, bytes}) as `top/<name>` in one tar; 410 before any byte when one is gone."""
+    for name, entry in files.items():
+        if artifacts.size(entry["sha256"], PurePath(name).suffix) != entry["bytes"]:
+            raise HTTPException(status.HTTP_410_GONE, f"{name} is no longer stored")
+    folder = tarfile.TarInfo(top)
+    folder.type, folder.mode, folder.mtime = tarfile.DIRTYPE, 0o755, mtime
+    parts: list[bytes | tuple[str, dict]] = [_header(folder)]
+    for name, entry in files.items():
+        member = tarfile.TarInfo(f"{top}/{name}")
+        member.size, member.mode, member.mtime = entry["bytes"], 0o644, mtime
+        parts += [_header(member), (name, entry), _padding(entry["bytes"])]
+    members = sum(len(p) if isinstance(p, bytes) else p[1]["bytes"] for p in parts)
+    end = 2 * tarfile.BLOCKSIZE  # two zero blocks end the archive; tarfile pads it to a whole record
+    parts.append(bytes(end + (-(members + end)) % tarfile.RECORDSIZE))
+    length = members + len(parts[-1])
+
+    def body() -> Iterator[bytes]:
+        for part in parts:
+            if isinstance(part, bytes):
+                yield part
+                continue
+            name, entry = part
+            sent = 0
+            for piece in artifacts.stream(entry["sha256"], suffix=PurePath(name).suffix):
+                sent += len(piece)
+                yield piece
+            if sent != entry["bytes"]:  # changed under us: end the response short rather than send a broken tar
+                raise RuntimeError(f"{name}: {sent} bytes stored, {entry['bytes']} recorded")
+
+    disposition = f'attachment; filename="{top}.tar"'
+    headers = {"ETag": etag, "Content-Length": str(length), "Content-Disposition": disposition}
+    return StreamingResponse(body(), headers=headers, media_type="application/x-tar")
+
+
+def _header(info: tarfile.TarInfo) -> bytes:
+    return info.tobuf(tarfile.USTAR_FORMAT, "utf-8", "strict")
+
+
+def _padding(size: int) -> bytes:
+    return bytes(-size % tarfile.BLOCKSIZE)

@@ -15,6 +15,7 @@ class Links(BaseModel):
     self: str
     cancel: str
     checkpoint: str | None = None
+    folder: str | None = Field(default=None, description="initializations: the checkpoint folder as one .tar")
 
 
 class Timings(BaseModel):
@@ -25,11 +26,23 @@ class Timings(BaseModel):
     running_s: float | None = Field(default=None, description="from the first start to the end")
 
 
+class FileView(BaseModel):
+    sha256: str
+    bytes: int
+    download: str
+
+
 class CheckpointView(BaseModel):
     sha256: str
     bytes: int
     parameters: int
     download: str
+    files: dict[str, FileView] = Field(
+        default_factory=dict,
+        description="the timm / Hugging Face folder: model.safetensors (the same bytes as `download`), config.json, "
+        "README.md; only model.safetensors for jobs that finished before checkpoints were stored as folders",
+    )
+    folder: str | None = Field(default=None, description="the whole folder as one .tar (null for those older jobs)")
 
 
 class JobView(BaseModel):

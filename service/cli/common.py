@@ -10,6 +10,7 @@ import json
 import sys
 from collections.abc import Iterator
 from functools import lru_cache
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -43,6 +44,8 @@ FitLr = Annotated[float, typer.Option(help="scaler-fitting learning rate")]
 FitBatch = Annotated[int, typer.Option(help="scaler-fitting batch size")]
 Noise = Annotated[float, typer.Option(help="eps of the noise added to inherited scalers")]
 Seed = Annotated[int, typer.Option(help="seed of the noise, the calibration subset and the batches")]
+# Where a checkpoint goes (`init`, `job download`, `submit`): see `is_folder`.
+OUT_HELP = "a folder for timm / Hugging Face (model.safetensors, config.json, README.md), or a .safetensors file"
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
@@ -105,3 +108,9 @@ def get_store() -> TemplateStore:
     from jobs.storage import template_store
 
     return template_store(get_settings())
+
+
+def is_folder(out: Path) -> bool:
+    """`--out` of a checkpoint: a `.safetensors` path is the weights alone; any other path is a timm / Hugging Face
+    folder (model.safetensors, config.json, README.md)."""
+    return out.suffix != ".safetensors"

@@ -24,6 +24,7 @@ from learngene.fit_settings import Calibration, FitSettings
 from learngene.launch import LaunchSpec, condense_run
 from learngene.methods import LEARNGENE_METHODS, METHODS
 from learngene.pipeline import AncestorRef, run_training
+from learngene.pretrained import WEIGHTS, write_companions
 from learngene.spec import parse_overrides
 from learngene.template_set import IntegrityError, Normalization, TemplateSet
 from learngene.training import OptimConfig, pick_device
@@ -31,6 +32,7 @@ from learngene.training import evaluate as evaluate_model
 from service.cli.common import (
     CALIBRATION_SAMPLES,
     FIT,
+    OUT_HELP,
     EvalData,
     FitBatch,
     FitLr,
@@ -44,6 +46,7 @@ from service.cli.common import (
     bar_on_stderr,
     emit,
     get_store,
+    is_folder,
     progress_bar,
     show_warnings,
     user_errors,
@@ -249,7 +252,7 @@ def _record_published(state: Path, publication: str, resolved: ResolvedRef) -> N
 # Most of its length is the typer options, declared where they are used (one line each).
 def init(
     model: Annotated[str, typer.Option(help="timm model name of the descendant")],
-    out: Annotated[Path, typer.Option(help="output .safetensors checkpoint")],
+    out: Annotated[Path, typer.Option(help=OUT_HELP)],
     set_: SetOption = None,
     method: Annotated[str, typer.Option(help=f"one of {', '.join(METHODS)}")] = "wave",
     templates: Annotated[str, typer.Option(help="template set (wave, tleg, sws): name, name@3 or name@alias")] = (
@@ -273,7 +276,7 @@ def init(
     ancestor_set: Annotated[list[str] | None, typer.Option(help="its overrides key=value (repeatable)")] = None,
     device: str | None = None,
 ) -> None:
-    """Initialize a ViT of the requested size and write a timm safetensors checkpoint."""
+    """Initialize a ViT of the requested size and write it as a timm / Hugging Face folder (or a .safetensors file)."""
     with user_errors():
         store = get_store()
         architecture = Architecture(model=model, overrides=parse_overrides(set_ or []))
@@ -302,14 +305,19 @@ def init(
                 lr=lr, batch_size=batch_size, seed=seed, noise=noise, **({} if steps is None else {"steps": steps})
             ),
         )
+        if is_folder(out) and out.exists() and not out.is_dir():
+            raise ValueError(f"--out {out}: not a folder (a path ending in .safetensors writes the weights alone)")
         inputs = load_inputs(request, template, store, get_settings().local_data_roots())
+        weights = out / WEIGHTS if is_folder(out) else out
         with progress_bar(request.fit.steps if inputs.data else 0, "fit") as bar:
-            result = run_request(request, inputs, out, device=device_option(device), progress=bar)
+            result = run_request(request, inputs, weights, device=device_option(device), progress=bar)
+        files = write_companions(out) if is_folder(out) else None  # config.json and README.md from its header
     report = result.fit
     show_warnings([c.model_dump() for c in result.warnings])
     emit(
         {
             **result.checkpoint.model_dump(),
+            **({"folder": str(out), "files": {k: v.model_dump() for k, v in files.items()}} if files else {}),
             "method": method,
             "template_set": result.template_set,
             "spec": result.spec,

@@ -13,6 +13,7 @@ import typer
 from service.cli.common import (
     CALIBRATION_SAMPLES,
     FIT,
+    OUT_HELP,
     EvalData,
     FitBatch,
     FitLr,
@@ -24,6 +25,7 @@ from service.cli.common import (
     bar_on_stderr,
     emit,
     fail,
+    is_folder,
     show_warnings,
 )
 from service.client import ApiError, Client, JobFailed
@@ -106,7 +108,9 @@ def submit(
     seed: Seed = FIT.seed,
     noise: Noise = FIT.noise,
     wait: Annotated[bool, typer.Option(help="wait for the job, with a progress bar")] = False,
-    out: Annotated[Path | None, typer.Option(help="download the checkpoint here (implies --wait)")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="download the checkpoint here, as for `job download` (implies --wait)")
+    ] = None,
     url: UrlOption = None,
 ) -> None:
     """Submit an initialization job to the API; prints the job as JSON."""
@@ -131,8 +135,7 @@ def submit(
                 known = {c["code"] for c in job["warnings"]}  # shown already; the run adds what the data showed
                 show_warnings([c for c in (job.get("result") or {}).get("warnings", []) if c["code"] not in known])
             if out:
-                client.download(job["id"], out)
-                job["downloaded_to"] = str(out)
+                job["downloaded_to"] = str(_download(client, job["id"], out))
             return job
 
     _run(action)
@@ -156,9 +159,15 @@ def cancel(job_id: str, url: UrlOption = None) -> None:
     _run(lambda: _client(url).cancel(job_id))
 
 
+def _download(client: Client, job_id: str, out: Path) -> Path:
+    return client.download_folder(job_id, out) if is_folder(out) else client.download(job_id, out)
+
+
 @app.command()
 def download(
-    job_id: str, out: Annotated[Path, typer.Option(help="where to write the checkpoint")], url: UrlOption = None
+    job_id: str,
+    out: Annotated[Path, typer.Option(help=OUT_HELP)],
+    url: UrlOption = None,
 ):
-    """Download a finished job's checkpoint, verifying its sha256."""
-    _run(lambda: {"job": job_id, "path": str(_client(url).download(job_id, out))})
+    """Download a finished job's checkpoint, verifying the sha256 of each file."""
+    _run(lambda: {"job": job_id, "path": str(_download(_client(url), job_id, out))})

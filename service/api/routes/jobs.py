@@ -2,18 +2,43 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+from pathlib import PurePath
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Request, Response, status
-from fastapi.responses import FileResponse
+from fastapi import APIRouter, Depends, Header, HTTPException, Path, Request, Response, status
+from fastapi.responses import FileResponse, StreamingResponse
 
 from jobs.model import Job, JobKind, JobStatus
 from jobs.store import JobStore
+from learngene.pretrained import FOLDER_FILES, WEIGHTS
 from service.api.deps import ArtifactsDep, JobsDep, SettingsDep, current_client
-from service.api.downloads import checkpoint_response
-from service.api.schemas import CheckpointView, JobList, JobView, Links, Timings
+from service.api.downloads import file_response, tar_response
+from service.api.schemas import CheckpointView, FileView, JobList, JobView, Links, Timings
 
 DOWNLOAD_CODES = (206, 304, 307, 409, 410, 416)  # partial, not modified, presigned redirect, not done, gone, range
+FILE_CODES = (*DOWNLOAD_CODES, 404)  # and a name that is not one of the folder's files
+BEFORE_FOLDERS = (
+    "it finished before checkpoints were stored as timm / Hugging Face folders and has only model.safetensors "
+    "(also at /checkpoint); submit the same request again to get the folder"
+)
+
+
+def stored_files(job: Job) -> dict[str, dict]:
+    """The checkpoint folder's files (name -> sha256, bytes) a succeeded job stored. A job that finished before
+    checkpoints came as folders has only its weights; its config.json and README.md were never made."""
+    result = job.result or {}
+    if "files" in result:
+        return result["files"]
+    checkpoint = result["checkpoint"]
+    return {WEIGHTS: {"sha256": checkpoint["sha256"], "bytes": checkpoint["bytes"]}}
+
+
+def folder_etag(job: Job, files: dict[str, dict]) -> str:
+    """The tar's bytes follow from the job id, its finish time and the files' contents: so does its tag."""
+    key = json.dumps([job.id, int(job.finished_at or 0), files], sort_keys=True)
+    return f'"{hashlib.sha256(key.encode()).hexdigest()}"'
 
 
 def job_view(job: Job, request: Request, route_name: str) -> JobView:
@@ -22,11 +47,17 @@ def job_view(job: Job, request: Request, route_name: str) -> JobView:
     links = Links(self=base, cancel=base)
     if job.kind == JobKind.initialization:
         links.checkpoint = str(request.url_for(f"{route_name}.checkpoint", job_id=job.id))
+        links.folder = str(request.url_for(f"{route_name}.folder", job_id=job.id))
         if job.status == JobStatus.succeeded and job.result:
             c = job.result["checkpoint"]
+            files = {
+                name: FileView(**entry, download=str(request.url_for(f"{route_name}.file", job_id=job.id, name=name)))
+                for name, entry in stored_files(job).items()
+            }
             checkpoint = CheckpointView(
-                sha256=c["sha256"], bytes=c["bytes"], parameters=c["parameters"], download=links.checkpoint
-            )
+                sha256=c["sha256"], bytes=c["bytes"], parameters=c["parameters"], download=links.checkpoint,
+                files=files, folder=links.folder if "files" in job.result else None,
+            )  # fmt: skip
     end = job.finished_at
     timings = Timings(
         created_at=job.created_at,
@@ -35,8 +66,8 @@ def job_view(job: Job, request: Request, route_name: str) -> JobView:
         queued_s=(job.started_at - job.created_at) if job.started_at else None,
         running_s=(end - job.started_at) if end and job.started_at else None,
     )
-    # The checkpoint is shown as `checkpoint` (with its download link); its path on the worker stays internal.
-    result = None if job.result is None else {k: v for k, v in job.result.items() if k != "checkpoint"}
+    # The checkpoint is shown as `checkpoint` (with its download links); its path on the worker stays internal.
+    result = None if job.result is None else {k: v for k, v in job.result.items() if k not in ("checkpoint", "files")}
     return JobView(
         id=job.id, kind=job.kind, status=job.status, attempts=job.attempts, max_attempts=job.max_attempts,
         template_set=job.template_set, warnings=job.warnings, request=job.request, progress=job.progress,
@@ -75,6 +106,12 @@ def job_routes(kind: JobKind, route_name: str) -> APIRouter:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"{kind.value} job {job_id!r} does not exist")
         return job
 
+    def succeeded(jobs: JobStore, job_id: str, client: str | None) -> Job:
+        job = load(jobs, job_id, client)
+        if job.status != JobStatus.succeeded:
+            raise HTTPException(status.HTTP_409_CONFLICT, f"job {job_id} is {job.status.value}, not succeeded")
+        return job
+
     @router.get("", name=f"{route_name}.list", response_model=JobList)
     def list_jobs(request: Request, jobs: JobsDep, limit: int = 50, client: str | None = owner) -> JobList:
         found = jobs.list(kind, min(max(limit, 1), 500))
@@ -104,14 +141,12 @@ def job_routes(kind: JobKind, route_name: str) -> APIRouter:
             client: str | None = owner,
         ) -> Response:
             """The timm safetensors checkpoint; `ETag` is its sha256, `Range` requests are honoured."""
-            job = load(jobs, job_id, client)
-            if job.status != JobStatus.succeeded:
-                raise HTTPException(status.HTTP_409_CONFLICT, f"job {job_id} is {job.status.value}, not succeeded")
+            job = succeeded(jobs, job_id, client)
             checkpoint = job.result["checkpoint"]
             etag = f'"{checkpoint["sha256"]}"'
             if if_none_match is not None and etag_matches(if_none_match, etag):
                 return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag})
-            return checkpoint_response(
+            return file_response(
                 artifacts, checkpoint["sha256"], etag=etag, filename=f"{job_id}.safetensors", method=request.method,
                 range_header=range_, presign_s=settings.artifacts_presign_s,
             )  # fmt: skip
@@ -122,5 +157,65 @@ def job_routes(kind: JobKind, route_name: str) -> APIRouter:
                 response_class=FileResponse,
                 responses={200: {"content": {"application/octet-stream": {}}}, **{code: {} for code in DOWNLOAD_CODES}},
             )  # fmt: skip
+
+        def download_file(
+            job_id: str,
+            name: Annotated[str, Path(description=f"one of {', '.join(FOLDER_FILES)}")],
+            request: Request,
+            jobs: JobsDep,
+            artifacts: ArtifactsDep,
+            settings: SettingsDep,
+            if_none_match: Annotated[str | None, Header()] = None,
+            range_: Annotated[str | None, Header(alias="Range")] = None,
+            client: str | None = owner,
+        ) -> Response:
+            """One file of the checkpoint as a timm / Hugging Face folder: `model.safetensors` (the same bytes as
+            `/checkpoint`), `config.json` (timm's), `README.md` (the model card). `ETag` is its sha256."""
+            if name not in FOLDER_FILES:
+                raise HTTPException(  # the name is not echoed back: it may be anything
+                    status.HTTP_404_NOT_FOUND, f"no such file: a checkpoint folder holds {', '.join(FOLDER_FILES)}"
+                )
+            job = succeeded(jobs, job_id, client)
+            files = stored_files(job)
+            if name not in files:
+                raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id} has no {name}: {BEFORE_FOLDERS}")
+            etag = f'"{files[name]["sha256"]}"'
+            if if_none_match is not None and etag_matches(if_none_match, etag):
+                return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag})
+            return file_response(
+                artifacts, files[name]["sha256"], etag=etag, filename=name, method=request.method, range_header=range_,
+                presign_s=settings.artifacts_presign_s, suffix=PurePath(name).suffix,
+            )  # fmt: skip
+
+        for method, operation in (("GET", "file"), ("HEAD", "file_head")):
+            router.add_api_route(
+                "/{job_id}/files/{name}", download_file, methods=[method], name=f"{route_name}.{operation}",
+                response_class=FileResponse, responses={
+                    200: {"content": {"application/octet-stream": {}, "application/json": {}, "text/markdown": {}}},
+                    **{code: {} for code in FILE_CODES},
+                },
+            )  # fmt: skip
+
+        @router.get(
+            "/{job_id}/files.tar", name=f"{route_name}.folder", response_class=StreamingResponse,
+            responses={200: {"content": {"application/x-tar": {}}}, **{code: {} for code in (304, 404, 409, 410)}},
+        )  # fmt: skip
+        def download_folder(
+            job_id: str,
+            jobs: JobsDep,
+            artifacts: ArtifactsDep,
+            if_none_match: Annotated[str | None, Header()] = None,
+            client: str | None = owner,
+        ) -> Response:
+            """The checkpoint folder as one uncompressed tar: `<id>/model.safetensors`, `<id>/config.json`,
+            `<id>/README.md`, ready for `timm.create_model("local-dir:<id>", pretrained=True)`."""
+            job = succeeded(jobs, job_id, client)
+            if "files" not in job.result:
+                raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id} has no folder: {BEFORE_FOLDERS}")
+            files = job.result["files"]
+            etag = folder_etag(job, files)
+            if if_none_match is not None and etag_matches(if_none_match, etag):
+                return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag})
+            return tar_response(artifacts, files, top=job.id, mtime=int(job.finished_at or 0), etag=etag)
 
     return router
