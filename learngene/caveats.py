@@ -61,17 +61,15 @@ def architecture_caveats(config: TemplateSetConfig, dst: Architecture, card: Qua
             f"num_classes={dst.num_classes} differs from the template set's {src.num_classes}: the classifier head "
             "is fresh (timm's random initialization), not inherited"
         )))  # fmt: skip
-    card_depths, card_widths = (card.depth_range, card.width_range) if card is not None else (None, None)
-    if card_depths and not card_depths[0] <= dst.depth <= card_depths[1]:
-        out.append(Caveat(code="depth_range", message=(
-            f"depth={dst.depth} lies outside the depths the template set's quality card measured "
-            f"({card_depths[0]}-{card_depths[1]}): its accuracy there is not known"
-        )))  # fmt: skip
-    if card_widths and not card_widths[0] <= dst.embed_dim <= card_widths[1]:
-        out.append(Caveat(code="width_range", message=(
-            f"embed_dim={dst.embed_dim} lies outside the widths the template set's quality card measured "
-            f"({card_widths[0]}-{card_widths[1]}): its accuracy there is not known"
-        )))  # fmt: skip
+    if card is not None:
+        depth = ("depth", "depth", dst.depth, card.depth_range)
+        width = ("width", "embed_dim", dst.embed_dim, card.width_range)
+        for what, field, value, (low, high) in (depth, width):
+            if not low <= value <= high:
+                out.append(Caveat(code=f"{what}_range", message=(
+                    f"{field}={value} lies outside the {what}s the template set's quality card measured "
+                    f"({low}-{high}): its accuracy there is not known"
+                )))  # fmt: skip
     return out
 
 

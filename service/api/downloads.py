@@ -42,10 +42,21 @@ def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
 MEDIA_TYPES = {SUFFIX: "application/octet-stream", ".json": "application/json", ".md": "text/markdown; charset=utf-8"}
 
 
+def etag_matches(if_none_match: str, etag: str) -> bool:
+    """RFC 9110 If-None-Match: `*` matches any existing representation; otherwise a list of (weak) entity tags."""
+    tags = [t.strip().removeprefix("W/") for t in if_none_match.split(",")]
+    return "*" in tags or etag in tags
+
+
 def file_response(
-    artifacts: Artifacts, sha256: str, *, etag: str, filename: str, method: str, range_header: str | None,
-    presign_s: int | None, suffix: str = SUFFIX,
+    artifacts: Artifacts, sha256: str, *, filename: str, method: str, if_none_match: str | None,
+    range_header: str | None, presign_s: int | None, suffix: str = SUFFIX,
 ) -> Response:  # fmt: skip
+    """A stored file by its sha256 (its ETag): 304 when the client has it, else the file, a range of it, or a
+    redirect to a presigned URL."""
+    etag = f'"{sha256}"'
+    if if_none_match is not None and etag_matches(if_none_match, etag):
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag})
     what = "the checkpoint" if suffix == SUFFIX else filename
     gone = HTTPException(status.HTTP_410_GONE, f"{what} is no longer stored")
     headers = {"ETag": etag}

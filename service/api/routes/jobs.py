@@ -14,7 +14,7 @@ from jobs.model import Job, JobKind, JobStatus
 from jobs.store import JobStore
 from learngene.pretrained import FOLDER_FILES, WEIGHTS
 from service.api.deps import ArtifactsDep, JobsDep, SettingsDep, current_client
-from service.api.downloads import file_response, tar_response
+from service.api.downloads import etag_matches, file_response, tar_response
 from service.api.schemas import CheckpointView, FileView, JobList, JobView, Links, Timings
 
 DOWNLOAD_CODES = (206, 304, 307, 409, 410, 416)  # partial, not modified, presigned redirect, not done, gone, range
@@ -73,12 +73,6 @@ def job_view(job: Job, request: Request, route_name: str) -> JobView:
         template_set=job.template_set, warnings=job.warnings, request=job.request, progress=job.progress,
         timings=timings, result=result, checkpoint=checkpoint, error=job.error, links=links,
     )  # fmt: skip
-
-
-def etag_matches(if_none_match: str, etag: str) -> bool:
-    """RFC 9110 If-None-Match: `*` matches any existing representation; otherwise a list of (weak) entity tags."""
-    tags = [t.strip().removeprefix("W/") for t in if_none_match.split(",")]
-    return "*" in tags or etag in tags
 
 
 def accepted(job: Job, created: bool, request: Request, response: Response, route_name: str) -> JobView:
@@ -141,13 +135,9 @@ def job_routes(kind: JobKind, route_name: str) -> APIRouter:
             client: str | None = owner,
         ) -> Response:
             """The timm safetensors checkpoint; `ETag` is its sha256, `Range` requests are honoured."""
-            job = succeeded(jobs, job_id, client)
-            checkpoint = job.result["checkpoint"]
-            etag = f'"{checkpoint["sha256"]}"'
-            if if_none_match is not None and etag_matches(if_none_match, etag):
-                return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag})
+            sha256 = succeeded(jobs, job_id, client).result["checkpoint"]["sha256"]
             return file_response(
-                artifacts, checkpoint["sha256"], etag=etag, filename=f"{job_id}.safetensors", method=request.method,
+                artifacts, sha256, filename=f"{job_id}.safetensors", method=request.method, if_none_match=if_none_match,
                 range_header=range_, presign_s=settings.artifacts_presign_s,
             )  # fmt: skip
 
@@ -179,12 +169,9 @@ def job_routes(kind: JobKind, route_name: str) -> APIRouter:
             files = stored_files(job)
             if name not in files:
                 raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id} has no {name}: {BEFORE_FOLDERS}")
-            etag = f'"{files[name]["sha256"]}"'
-            if if_none_match is not None and etag_matches(if_none_match, etag):
-                return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag})
             return file_response(
-                artifacts, files[name]["sha256"], etag=etag, filename=name, method=request.method, range_header=range_,
-                presign_s=settings.artifacts_presign_s, suffix=PurePath(name).suffix,
+                artifacts, files[name]["sha256"], filename=name, method=request.method, if_none_match=if_none_match,
+                range_header=range_, presign_s=settings.artifacts_presign_s, suffix=PurePath(name).suffix,
             )  # fmt: skip
 
         for method, operation in (("GET", "file"), ("HEAD", "file_head")):
