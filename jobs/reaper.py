@@ -1,6 +1,6 @@
 """Redelivery of jobs whose worker died, and of accepted jobs that never reached the broker.
 
-A worker renews its job's lease every few seconds (`jobs.runner.Lease`). When a worker is killed outright (the
+A worker renews its job's lease every few seconds (`jobs.lease.Lease`). When a worker is killed outright (the
 pool parent with it, so Celery cannot requeue the job itself), the lease lapses; the reaper then sends the job again
 and the next claim counts another attempt. Accepted jobs whose dispatch did not happen (the API died between the
 record and the broker) are sent too. Every API process and every worker runs one; `take_redelivery` lets exactly

@@ -1,0 +1,149 @@
+"""A running job's lease and its reporter: how the job learns it must stop, and how its progress gets out.
+
+The lease is renewed from a background thread; a worker presumed dead (frozen, killed) loses it to another, and
+everything it would publish is checked against it first (`Lease.confirm`). The reporter writes throttled progress
+and answers "stop?" (cancelled, lease lost, deadline passed) between training steps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+from jobs.model import TRANSIENT_ERRORS, JobProgress
+from jobs.store import JobStore
+from learngene.training import Progress
+
+log = logging.getLogger(__name__)
+
+
+class Reporter:
+    """Progress into the job record (throttled) and cancellation out of it; a lost lease or the job's time limit
+    stops the job too. A Redis that is briefly unreachable does not fail the job: progress is skipped, it goes on.
+
+    `should_stop` is polled between training steps and between chunks of data being read, so a cancel, a lease
+    taken over by another worker, or the deadline takes effect within about `poll_s`."""
+
+    def __init__(self, jobs: JobStore, job_id: str, lease: Lease | None = None, *, time_limit_s: float | None = None,
+                 min_interval_s: float = 0.5, poll_s: float = 0.25):  # fmt: skip
+        self.jobs, self.job_id, self.lease, self.min_interval_s, self.poll_s = (
+            jobs,
+            job_id,
+            lease,
+            min_interval_s,
+            poll_s,
+        )
+        self.deadline = None if time_limit_s is None else time.monotonic() + time_limit_s
+        self.time_limit_s = time_limit_s
+        self._last = 0.0
+        self._polled, self._cancelled = -float("inf"), False
+
+    def progress(self, p: Progress) -> None:
+        now = time.monotonic()
+        if now - self._last >= self.min_interval_s or p.step == p.total_steps:
+            self._last = now
+            update = JobProgress(step=p.step, total_steps=p.total_steps, loss=p.loss, accuracy=p.accuracy,
+                                 images_per_s=p.images_per_s, eta_s=p.eta_s)  # fmt: skip
+            with contextlib.suppress(*TRANSIENT_ERRORS):
+                self.jobs.set_progress(self.job_id, update)
+
+    def confirm_lease(self) -> None:
+        if self.lease is not None:
+            self.lease.confirm()
+
+    @property
+    def timed_out(self) -> bool:
+        return self.deadline is not None and time.monotonic() > self.deadline
+
+    def should_stop(self) -> bool:
+        if self.timed_out or (self.lease is not None and not self.lease.valid()):
+            return True
+        now = time.monotonic()
+        if now - self._polled >= self.poll_s:
+            self._polled = now
+            with contextlib.suppress(*TRANSIENT_ERRORS):
+                self._cancelled = self.jobs.cancel_requested(self.job_id)
+        return self._cancelled
+
+
+class LeaseLost(Exception):
+    """Another worker holds the job now (this one was presumed dead, e.g. frozen): it must not publish anything."""
+
+
+class Lease:
+    """Renews a job's lease from a background thread while the job runs. If another worker has taken the job over
+    (this one was presumed dead), `lost` turns True and the job stops at its next step.
+
+    A process that was frozen (SIGSTOP, a paused VM) wakes up with its renewal thread asleep: `valid()` notices a
+    lease older than its term from the clock and asks the store at once, and `confirm()` asks before every
+    externally visible write (a checkpoint, a cached result, a published set)."""
+
+    def __init__(self, jobs: JobStore, job_id: str, owner: str, lease_s: float):
+        self.jobs, self.job_id, self.owner, self.lease_s = jobs, job_id, owner, lease_s
+        self.lost = False
+        self._renewed = time.monotonic()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._renew, name=f"lease-{job_id[:8]}", daemon=True)
+
+    def __enter__(self) -> Lease:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _heartbeat(self) -> bool:
+        renewed_at = time.monotonic()
+        if self.jobs.heartbeat(self.job_id, self.owner, self.lease_s):
+            self._renewed = renewed_at
+        else:
+            self.lost = True
+        return not self.lost
+
+    def valid(self) -> bool:
+        if self.lost:
+            return False
+        if time.monotonic() - self._renewed > self.lease_s * 0.9:  # the renewals stopped for a while: ask now
+            with contextlib.suppress(*TRANSIENT_ERRORS):
+                return self._heartbeat()
+        return True
+
+    def confirm(self) -> None:
+        """Raise `LeaseLost` unless this worker still holds the lease (checked against the store, now)."""
+        if self.lost or not self._heartbeat():
+            raise LeaseLost(f"job {self.job_id}: the lease moved to another worker")
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self.lease_s / 3):
+            try:
+                if not self._heartbeat():
+                    return
+            except TRANSIENT_ERRORS:
+                log.warning("job %s: cannot renew its lease (Redis unreachable); retrying", self.job_id)
+
+
+def worker_identity() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def owner_dead(owner: str | None) -> bool:
+    """True when the lease holder was a process on this host that no longer runs (a killed pool process)."""
+    if not owner or ":" not in owner:
+        return False
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")  # a killed child stays a zombie until its parent reaps it
+    return stat.is_file() and stat.read_text().rsplit(")", 1)[-1].split()[0] == "Z"
