@@ -103,6 +103,8 @@ def submit_initialization(
     client: str | None = None,
 ) -> tuple[Job, bool]:
     """Returns the job and whether it was created now (False: an idempotent replay of an earlier submission)."""
+    if problem := request.fitting_without_data():
+        raise FieldError([(("body", "calibration"), problem)])
     with located("body"):
         spec = request.spec()
         check_overrides(settings.limits, spec)

@@ -6,8 +6,6 @@ confined to the data roots like any request's data; right after a condensation, 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from jobs.remote_data import localize
 from jobs.settings import Settings
 from learngene.card import CardConfig, QualityCard, compute_card, load_card_data
@@ -27,25 +25,20 @@ def measure_card(
     resolved: ResolvedRef,
     settings: Settings,
     *,
-    data_uri: str | None = None,
-    eval_uri: str | None = None,
-    roots: list[Path] | None = None,
     progress: ProgressFn | None = None,
     should_stop: StopFn | None = None,
 ) -> QualityCard:
-    """The card of `template_set` (the version `resolved`). Without `data_uri`, the lineage's data is localized."""
-    if data_uri is None:
-        lineage = template_set.lineage
-        if not lineage.data_uri:
-            raise ValueError(f"{resolved} records no data (lineage.data_uri): a card needs the set's own data")
-        data_uri, roots = localize(lineage.data_uri, settings, should_stop)
-        if lineage.eval_data_uri:
-            eval_uri, eval_roots = localize(lineage.eval_data_uri, settings, should_stop)
-            roots = list(dict.fromkeys([*roots, *eval_roots]))
+    """The card of `template_set` (the version `resolved`), on its lineage's data: local copies of `s3://` data are
+    read (made now, or found in this worker's cache), the card names the references as the lineage records them."""
+    lineage = template_set.lineage
+    local, roots = {}, []
+    for uri in filter(None, (lineage.data_uri, lineage.eval_data_uri)):
+        local[uri], found = localize(uri, settings, should_stop)
+        roots = list(dict.fromkeys([*roots, *found]))
     config = card_config(settings)
     data = load_card_data(
-        template_set, config, data_uri=data_uri, eval_uri=eval_uri, allowed_roots=roots,
-        limits=settings.limits.decode(), should_stop=should_stop,
+        template_set, config, local=local, allowed_roots=roots, limits=settings.limits.decode(),
+        should_stop=should_stop,
     )  # fmt: skip
     return compute_card(
         template_set, data, digest=resolved.digest, config=config, device=pick_device(settings.device),

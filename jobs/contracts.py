@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, create_model, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
 from learngene import ViTSpec
 from learngene.condense import CondenseConfig
@@ -64,24 +64,22 @@ class InitializationRequest(Architecture):
         description="weights for weight_selection, heru_lg, auto_lg; for wave, the template set's own ancestor as the "
         "teacher of a KL term in the scaler fitting",
     )
-    fit: FitSettings = Field(default_factory=FitSettings)
-    # After `fit`, so that its check sees the fit settings; validated when absent too.
     calibration: Calibration | None = Field(
-        default=None, validate_default=True,
+        default=None,
         description="data for WAVE's scaler fitting; without it the descendant is pure inheritance (fit.steps 0)",
-    )  # fmt: skip
+    )
+    fit: FitSettings = Field(default_factory=FitSettings)
 
-    @field_validator("calibration")
-    @classmethod
-    def _fitting_needs_data(cls, calibration: Calibration | None, info: ValidationInfo) -> Calibration | None:
-        fit, method = info.data.get("fit"), info.data.get("method")
-        asked = fit is not None and "steps" in fit.model_fields_set and fit.steps > 0
-        if calibration is None and asked and method is not None and get_method(method).fits_scalers:
-            raise ValueError(
-                f"fit.steps={fit.steps} asks for scaler fitting, which needs calibration data: give calibration.uri, "
-                "or leave fit.steps out for pure inheritance"
+    def fitting_without_data(self) -> str | None:
+        """Why the request cannot run as asked: scaler-fitting steps but no calibration data. Checked when a request
+        is accepted, not when a stored one is read back (records from before this rule carry the old default of 200
+        steps; without data they run as pure inheritance, as they always did)."""
+        if self.calibration is None and self.fit.steps > 0 and get_method(self.method).fits_scalers:
+            return (
+                f"fit.steps={self.fit.steps} asks for scaler fitting, which needs calibration data: give "
+                "calibration.uri, or leave fit.steps out for pure inheritance"
             )
-        return calibration
+        return None
 
     @model_validator(mode="after")
     def _no_data_no_steps(self) -> InitializationRequest:

@@ -303,6 +303,26 @@ def run_condensation_job(job: Job, context: WorkerContext, reporter: Reporter) -
     wants_card = settings.card_on_publish and request.method == "wave"  # cards measure WAVE descendants
     if document is not None and ("card" in document or not wants_card):
         return document
+    if document is None:
+        document = _condense_and_publish(request, job, context, reporter)
+        published.write_text(json.dumps(document))  # until the outcome is recorded, a rerun must not publish again
+    if wants_card:
+        resolved = ResolvedRef.model_validate(document["template_set"])
+        try:  # on the lineage's data as sent (an s3:// copy is already in this worker's cache)
+            document["card"] = _measure_and_store(context, resolved, reporter)
+        except (LeaseLost, *TRANSIENT_ERRORS):
+            raise  # another worker holds the job, or it is redelivered: that one records the card
+        except Exception as exc:  # the set stays published; the job's result says why it has no card
+            if isinstance(exc, Stopped) and reporter.lease is not None and not reporter.lease.valid():
+                raise
+            log.warning("job %s: %s published, but its quality card failed: %s", job.id, resolved, exc)
+            document["card"] = {"error": {"type": type(exc).__name__, "message": redact_paths(str(exc), job.request)}}
+        published.write_text(json.dumps(document))
+    return document
+
+
+def _condense_and_publish(request, job, context, reporter) -> dict[str, Any]:
+    settings, state = context.settings, condensation_state(context.settings, job.id)
     data_uri, roots = through_outages(lambda: localize(request.data.uri, settings, reporter.should_stop), reporter,
                                       settings, "copying the data")  # fmt: skip
     eval_uri = None
@@ -310,25 +330,6 @@ def run_condensation_job(job: Job, context: WorkerContext, reporter: Reporter) -
         eval_uri, eval_roots = through_outages(lambda: localize(request.eval_data, settings, reporter.should_stop),
                                                reporter, settings, "copying the evaluation data")  # fmt: skip
         roots = list(dict.fromkeys([*roots, *eval_roots]))
-    if document is None:
-        document = _condense_and_publish(request, job, context, reporter, data_uri, eval_uri, roots)
-        published.write_text(json.dumps(document))  # until the outcome is recorded, a rerun must not publish again
-    if wants_card:
-        resolved = ResolvedRef.model_validate(document["template_set"])
-        try:
-            document["card"] = _measure_and_store(context, resolved, reporter, data_uri=data_uri, eval_uri=eval_uri,
-                                                  roots=roots)  # fmt: skip
-        except (Stopped, LeaseLost, *TRANSIENT_ERRORS):
-            raise
-        except Exception as exc:  # the set stays published; the job's result says why it has no card
-            log.warning("job %s: %s published, but its quality card failed: %s", job.id, resolved, exc)
-            document["card"] = {"error": {"type": type(exc).__name__, "message": redact_paths(str(exc), job.request)}}
-        published.write_text(json.dumps(document))
-    return document
-
-
-def _condense_and_publish(request, job, context, reporter, data_uri, eval_uri, roots) -> dict[str, Any]:
-    settings, state = context.settings, condensation_state(context.settings, job.id)
     spec = LaunchSpec(
         ancestor=request.ancestor.ref(), data_uri=data_uri, config=request.condense_config(), name=request.name,
         eval_uri=eval_uri, max_samples=request.data.max_samples, allowed_roots=[str(root) for root in roots],
@@ -339,6 +340,9 @@ def _condense_and_publish(request, job, context, reporter, data_uri, eval_uri, r
     # With nproc > 1, torchrun ranks in the job's state folder: a redelivered job resumes there on any process count.
     template_set = condense_run(spec, nproc=request.nproc or settings.condense_nproc, progress=reporter.progress,
                                 should_stop=reporter.should_stop)  # fmt: skip
+    # The lineage names the data as the client sent it, not this worker's local copy of it.
+    template_set.lineage = template_set.lineage.model_copy(update={"data_uri": request.data.uri,
+                                                                   "eval_data_uri": request.eval_data})  # fmt: skip
     reporter.confirm_lease()  # a worker that was frozen and lost the job must not publish a second version
     resolved = through_outages(lambda: context.store.publish(template_set, request.name), reporter, settings,
                                "publishing the template set")  # fmt: skip
@@ -355,11 +359,11 @@ def run_card_job(job: Job, context: WorkerContext, reporter: Reporter) -> dict[s
             "card": _measure_and_store(context, resolved, reporter)}  # fmt: skip
 
 
-def _measure_and_store(context: WorkerContext, resolved: ResolvedRef, reporter: Reporter, **data: Any) -> dict:
+def _measure_and_store(context: WorkerContext, resolved: ResolvedRef, reporter: Reporter) -> dict:
     settings = context.settings
     template_set = through_outages(lambda: context.store.load(resolved), reporter, settings, "reading the set")
     card = measure_card(template_set, resolved, settings, progress=reporter.progress,
-                        should_stop=reporter.should_stop, **data)  # fmt: skip
+                        should_stop=reporter.should_stop)  # fmt: skip
     reporter.confirm_lease()
     revision = through_outages(lambda: context.store.put_card(resolved, card), reporter, settings, "storing the card")
     return card_summary(revision, card)

@@ -9,6 +9,8 @@ The names below are imported on first use (PEP 562), for start-up time: importin
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 
 from learngene.version import __version__
 
@@ -38,3 +40,19 @@ def __getattr__(name: str) -> object:
 
 def __dir__() -> list[str]:
     return sorted({*globals(), *_MODULE_OF})
+
+
+# `inherit` and `condense` are functions named like the submodules that define them. Importing a submodule binds it
+# as an attribute of its package (after it has run), which would shadow the lazily exported function of the same
+# name; the package keeps the function instead (`from learngene.inherit import ...` reads sys.modules, unaffected).
+_SHADOWED = frozenset(name for name in _MODULE_OF if f"learngene.{name}" in _EXPORTS)
+
+
+class _Package(types.ModuleType):
+    def __setattr__(self, name: str, value: object) -> None:
+        if name in _SHADOWED and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

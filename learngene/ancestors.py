@@ -43,6 +43,7 @@ def resolve_ancestor(
 ) -> ResolvedAncestor:
     """Where the ancestor's weights are and what it is. `ref` is a path or file:// URI of a .safetensors file or a
     local-dir folder, `local-dir:<folder>`, or `hf-hub:<owner>/<name>`."""
+    bare = False  # a weights file named alone, not a folder
     if ref.startswith(HUB_PREFIX):
         folder = _cached_hub_folder(ref, ref[len(HUB_PREFIX) :])
         weights = resolve_inside(ref, folder / WEIGHTS, allowed_roots)
@@ -54,10 +55,16 @@ def resolve_ancestor(
         target = resolve_inside(ref, Path(file_uri_path(ref, rest) if sep else path), allowed_roots)
         if target.is_file() and target.suffix != ".safetensors":
             raise DataRefError(ref, f"only .safetensors weights are read, got {target.name}")
-        folder = target.parent if target.is_file() else target
-        weights = target if target.is_file() else resolve_inside(ref, folder / WEIGHTS, allowed_roots)
-    config = _read_config(ref, folder / CONFIG, allowed_roots)
-    architecture, recorded = _recorded_spec(ref, weights) or _config_spec(config)
+        bare = target.is_file()
+        folder = target.parent if bare else target
+        weights = target if bare else resolve_inside(ref, folder / WEIGHTS, allowed_roots)
+    spec = _recorded_spec(ref, weights)
+    # A folder's config.json is part of it; beside a bare file, one is consulted only when nothing else names the
+    # model (it may belong to another file in that folder).
+    config = {} if bare and (model or spec) else _read_config(ref, folder / CONFIG, allowed_roots)
+    architecture, recorded = spec or _config_spec(config)
+    if model is not None and model != architecture:
+        recorded = {}  # recorded for another model: the explicit one is built with its own defaults
     architecture = model or architecture
     if not isinstance(architecture, str):
         raise DataRefError(

@@ -15,7 +15,7 @@ import dataclasses
 import datetime as dt
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -158,22 +158,25 @@ def load_card_data(
     *,
     data_uri: str | None = None,
     eval_uri: str | None = None,
+    local: Mapping[str, str] | None = None,
     allowed_roots: Sequence[str | Path] | None = None,
     limits: DecodeLimits = DEFAULT_LIMITS,
     should_stop: StopFn | None = None,
 ) -> CardData:
     """The set's data (`data_uri`, default its lineage's) at the set's input size and normalization. Held out: the
     evaluation data (`eval_uri`, default the lineage's) or, without one, a seeded sample of the data disjoint from
-    the fitting images."""
+    the fitting images. `local` maps a reference to a local copy read in its place (object storage); the card
+    names the reference itself."""
     data_uri = data_uri or template_set.lineage.data_uri
     eval_uri = eval_uri or template_set.lineage.eval_data_uri
     if not data_uri:
         raise ValueError(f"{template_set.ref} records no data (lineage.data_uri): a card needs the set's own data")
     arch = template_set.config.arch
+    local = local or {}
     load = lambda uri, n: load_images(  # noqa: E731
-        uri, img_size=arch.img_size, in_chans=arch.in_chans, normalization=template_set.config.normalization,
-        max_samples=n, seed=config.seed, allowed_roots=allowed_roots, num_classes=arch.num_classes, limits=limits,
-        should_stop=should_stop,
+        local.get(uri, uri), img_size=arch.img_size, in_chans=arch.in_chans,
+        normalization=template_set.config.normalization, max_samples=n, seed=config.seed,
+        allowed_roots=allowed_roots, num_classes=arch.num_classes, limits=limits, should_stop=should_stop,
     )  # fmt: skip
     if eval_uri:
         train, held = load(data_uri, config.train_samples), load(eval_uri, config.eval_samples)

@@ -12,13 +12,14 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 from learngene.card import QualityCard
-from learngene.data import ImageData
+from learngene.data import ImageData, channel_stats
 from learngene.spec import Architecture
 from learngene.template_set import Normalization, TemplateSetConfig
 
 # Calibration images normalized with the set's statistics whose own mean/std stray this far from 0/1 are off-domain.
 MEAN_TOLERANCE = 0.25
 STD_RATIO_TOLERANCE = 1.5
+STATS_SAMPLES = 1024  # images the statistics are taken on (in chunks): enough for two digits, bounded memory
 
 
 class Caveat(BaseModel):
@@ -93,9 +94,8 @@ def calibration_caveats(dst: Architecture, data: ImageData, normalization: Norma
                 f"classes {seen}-{dst.num_classes - 1} get no training signal"
             )))  # fmt: skip
     if len(data):
-        x = data.images.float().div(255.0)
-        mean = x.mean(dim=(0, 2, 3)).tolist()
-        std = x.std(dim=(0, 2, 3)).clamp_min(1e-6).tolist()
+        own = channel_stats(data.images[:STATS_SAMPLES])  # a seeded subset already: its head is a random sample
+        mean, std = own.mean, tuple(max(s, 1e-6) for s in own.std)
         norm = normalization.for_channels(dst.in_chans)
         off = any(
             abs(m - nm) / ns > MEAN_TOLERANCE or not 1 / STD_RATIO_TOLERANCE <= s / ns <= STD_RATIO_TOLERANCE
@@ -104,7 +104,7 @@ def calibration_caveats(dst: Architecture, data: ImageData, normalization: Norma
         if off:
             out.append(Caveat(code="normalization", message=(
                 f"inputs are normalized with the template set's mean {_values(norm.mean)}, std {_values(norm.std)}, "
-                f"not the calibration data's own mean {_values(tuple(mean))}, std {_values(tuple(std))}: the "
+                f"not the calibration data's own mean {_values(mean)}, std {_values(std)}: the "
                 "descendant sees inputs off the distribution it was condensed on; normalize with the set's "
                 "statistics (the checkpoint's config.json) when using it"
             )))  # fmt: skip

@@ -234,11 +234,15 @@ class TemplateStore:
         if (card.template_set, card.digest) != (str(resolved), resolved.digest):
             raise ValueError(f"the card is of {card.template_set} (manifest {card.digest[:12]}), not of {resolved} "
                              f"(manifest {resolved.digest[:12]})")  # fmt: skip
-        data = card.model_dump_json(indent=2).encode() + b"\n"
         with self.backend.lock(resolved.name):
             self._checked_manifest(resolved)  # still the version the card was measured on (not deleted meanwhile)
-            revision = max([0, *(r for r, _ in self.backend.cards(resolved.name, resolved.version))]) + 1
-            self.backend.write_card(resolved.name, resolved.version, revision, hashlib.sha256(data).hexdigest(), data)
+            return self._add_card(resolved, card)
+
+    def _add_card(self, resolved: ResolvedRef, card: QualityCard) -> int:
+        """Write `card` as the next revision; the caller holds the set's lock."""
+        data = card.model_dump_json(indent=2).encode() + b"\n"
+        revision = max([0, *(r for r, _ in self.backend.cards(resolved.name, resolved.version))]) + 1
+        self.backend.write_card(resolved.name, resolved.version, revision, hashlib.sha256(data).hexdigest(), data)
         return revision
 
     def problems(self) -> list[str]:
@@ -371,22 +375,18 @@ class TemplateStore:
         return card
 
     def _bundled_card(self, resolved: ResolvedRef) -> tuple[int, QualityCard] | None:
-        """A bundled set's card shipped with the package, stored as revision 1 the first time it is asked for
-        (when it was measured on exactly this manifest)."""
+        """A bundled set's card shipped with the package, when it was measured on exactly this manifest. Stored as
+        revision 1 when the set is published (`_ensure_builtin`); a store that had the set before cards existed is
+        answered from the package (revision 0: not stored), so that reading never writes."""
         folder = self.builtins.get(resolved.name)
         if folder is None or resolved.version != 1 or not (folder / CARD).is_file():
             return None
-        path = folder / CARD
         try:
-            card = QualityCard.model_validate_json(path.read_bytes())
+            card = QualityCard.model_validate_json((folder / CARD).read_bytes())
         except ValidationError as exc:
             message = exc.errors()[0]["msg"]
             raise IntegrityError(f"the bundled card of {resolved.name} is not valid ({message})") from None
-        if card.digest != resolved.digest:
-            return None
-        with contextlib.suppress(ConflictError):  # another process stored it meanwhile
-            self.put_card(resolved, card)
-        return self._current_card(resolved)
+        return (0, card) if card.digest == resolved.digest else None
 
     def _checked_manifest(self, resolved: ResolvedRef) -> Manifest:
         data = self.backend.manifest(resolved.name, resolved.version)
@@ -403,6 +403,11 @@ class TemplateStore:
                 return  # another process published it while we waited for the lock
             version = self._publish(TemplateSet.load(self.builtins[name]), name)
             self._set_alias(name, version, "prod")
+            resolved = ResolvedRef(name=name, version=version,
+                                   digest=hashlib.sha256(self.backend.manifest(name, version)).hexdigest())  # fmt: skip
+            bundled = self._bundled_card(resolved)
+            if bundled is not None:
+                self._add_card(resolved, bundled[1])
 
 
 def _summary(revision: int, card: QualityCard) -> CardSummary:

@@ -109,3 +109,9 @@ def test_a_bare_checkpoint_names_its_architecture_from_its_header_or_a_config_be
     shutil.copy(local_dir / "config.json", plain.parent / "config.json")
     beside = resolve_ancestor(str(plain))
     assert (beside.model, beside.overrides, beside.normalization.mean) == (SPEC.model, SPEC.overrides(), tuple(MEAN))
+    # Named explicitly, a bare file ignores the config.json beside it (it may describe another file there) ...
+    named = resolve_ancestor(str(plain), model=SPEC.model, overrides=SPEC.overrides())
+    assert named.normalization is None and named.overrides == SPEC.overrides()
+    # ... and another model than the recorded one gets none of the recorded overrides.
+    other = resolve_ancestor(str(exported), model="vit_small_patch16_224")
+    assert (other.model, other.overrides) == ("vit_small_patch16_224", {})

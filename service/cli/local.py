@@ -307,6 +307,8 @@ def init(
         )
         if is_folder(out) and out.exists() and not out.is_dir():
             raise ValueError(f"--out {out}: not a folder (a path ending in .safetensors writes the weights alone)")
+        if problem := request.fitting_without_data():
+            raise ValueError(f"calibration: {problem}")
         inputs = load_inputs(request, template, store, get_settings().local_data_roots())
         weights = out / WEIGHTS if is_folder(out) else out
         with progress_bar(request.fit.steps if inputs.data else 0, "fit") as bar:
