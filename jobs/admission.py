@@ -29,7 +29,7 @@ from jobs.settings import Limits, Settings
 from jobs.store import JobStore
 from learngene import DataRefError, SpecError
 from learngene.ancestors import resolve_ancestor
-from learngene.caveats import architecture_caveats
+from learngene.caveats import architecture_caveats, no_fitting_caveat
 from learngene.data import resolve_file
 from learngene.methods import ANCESTOR_METHODS, check_method, get_method
 from learngene.spec import Architecture, ViTSpec
@@ -133,12 +133,18 @@ def submit_initialization(
         with located("body", "calibration", "uri"):
             check_data(request.calibration.uri, settings)
         if request.calibration.eval_uri is not None:
+            if not get_method(request.method).fits_scalers:  # only the fitted methods read calibration data
+                message = f"held-out accuracy is measured for the methods that fit scalers, not {request.method}"
+                raise FieldError([(("body", "calibration", "eval_uri"), message)])
             with located("body", "calibration", "eval_uri"):
                 check_data(request.calibration.eval_uri, settings)
     template = resolved.model_dump() if resolved else None
     warnings = []
-    if config is not None and config.method == "wave":
-        warnings = [c.model_dump() for c in architecture_caveats(config, arch, current_card(store, resolved))]
+    if config is not None:
+        caveats = architecture_caveats(config, arch, current_card(store, resolved))
+        if request.calibration is None and get_method(request.method).fits_scalers:
+            caveats.append(no_fitting_caveat(fresh_head=arch.num_classes != config.arch.num_classes))
+        warnings = [c.model_dump() for c in caveats]
     return _accept(JobKind.initialization, request, template, idempotency_key, jobs, dispatcher, settings, client,
                    warnings=warnings)  # fmt: skip
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from jobs.contracts import InitializationRequest
 from learngene import TemplateSet
 from learngene.card import QualityCard
 from learngene.caveats import architecture_caveats
@@ -57,13 +58,13 @@ def test_deit_at_224_rgb_from_the_demo_set_is_warned_before_and_after(api):
         response = http.post("/v1/initializations", json=DEIT_224_RGB)
         assert response.status_code == 202, response.text
         job = response.json()
-        before = ["input_size", "patch_size", "in_chans", "fresh_head", "width_range"]  # the card: widths 64-128
+        before = ["input_size", "patch_size", "in_chans", "fresh_head", "width_range", "no_fitting"]  # card: 64-128
         assert codes(job["warnings"]) == before
         assert job["request"]["fit"]["steps"] == 0  # no calibration data: pure inheritance, as recorded
         done = client.wait(job["id"], timeout_s=120)
         assert done["status"] == "succeeded", done
         assert codes(done["warnings"]) == before
-        assert codes(done["result"]["warnings"]) == [*before, "no_fitting"]
+        assert codes(done["result"]["warnings"]) == before  # nothing more: no data was read
         no_fitting = done["result"]["warnings"][-1]["message"]
         assert "pure inheritance" in no_fitting and "fresh head is untrained" in no_fitting
         assert done["result"]["fit"]["steps"] == 0 and done["result"]["fit"]["calibration_samples"] == 0
@@ -131,7 +132,7 @@ def test_a_size_outside_the_card_is_warned_before_it_runs(api):
         "overrides": {"depth": 24, "embed_dim": 256, "num_heads": 4, "num_classes": 10, **TINY_GREY},
     }
     job = httpx.post(f"{api.url}/v1/initializations", json=body).json()
-    assert codes(job["warnings"]) == ["depth_range", "width_range"]
+    assert codes(job["warnings"]) == ["depth_range", "width_range", "no_fitting"]
     assert (
         "depth=24 lies outside the depths the template set's quality card measured (3-12)"
         in (job["warnings"][0]["message"])
@@ -151,3 +152,19 @@ def test_the_cli_prints_the_warnings_and_refuses_steps_without_data(tmp_path):
     refused = learngene(*deit, "--steps", "10")
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert refused.stderr.strip().splitlines()[-1].startswith("error: calibration: ")
+
+
+def test_heldout_data_for_a_method_that_reads_no_data_is_refused(api):
+    body = {**DEIT_224_RGB, "method": "timm", "calibration": {"uri": f"idx://{FMNIST}", "eval_uri": f"idx://{FMNIST}"}}
+    response = httpx.post(f"{api.url}/v1/initializations", json=body)
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body", "calibration", "eval_uri"]
+
+
+def test_a_request_stored_before_the_rule_still_reads_back():
+    """Job records written before fitting needed data carry the old default of 200 steps without calibration: a
+    worker reading one back runs it (as pure inheritance, as then); only new submissions are refused."""
+    stored = {**DEIT_224_RGB, "calibration": None, "fit": {"steps": 200, "lr": 2e-3, "batch_size": 64, "seed": 0}}
+    request = InitializationRequest.model_validate(stored)
+    assert request.fit.steps == 200 and "fit.steps=200" in request.fitting_without_data()
+    assert InitializationRequest.model_validate(DEIT_224_RGB).fit.steps == 0

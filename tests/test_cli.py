@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,7 @@ from typer.testing import CliRunner
 from learngene import TemplateSet, ViTSpec, export_checkpoint, read_metadata
 from service.cli import app
 from tests.conftest import FMNIST, REPO, tiny_spec
-from tests.harness import free_port, service_env, start_api
+from tests.harness import service_env, start_api
 
 SHAPE = "--set img_size=28 --set patch_size=7 --set in_chans=1 --set num_classes=10".split()
 DESCENDANT = ["--model", "vit_tiny_patch16_224", *"--set depth=3 --set embed_dim=128 --set num_heads=2".split(), *SHAPE]
@@ -204,11 +205,13 @@ def test_the_demo_rebuild_script_runs_end_to_end(tmp_path):
 
 
 def test_an_unreachable_api_is_one_line_on_stderr_and_exit_3():
-    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    for args in (["job", "status", "some-job"], ["submit", "--model", "vit_tiny_patch16_224"]):
-        run = learngene(*args, "--url", url)
-        assert run.returncode == 3, run.stderr
-        assert run.stderr.splitlines() == [f"error: cannot reach the API at {url} (connection refused)"]
+    with socket.socket() as bound:  # a port held by this test and never listened on: refused, and no one takes it
+        bound.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{bound.getsockname()[1]}"
+        for args in (["job", "status", "some-job"], ["submit", "--model", "vit_tiny_patch16_224"]):
+            run = learngene(*args, "--url", url)
+            assert run.returncode == 3, run.stderr
+            assert run.stderr.splitlines() == [f"error: cannot reach the API at {url} (connection refused)"]
 
 
 def test_api_error_answers_are_one_line_and_request_logs_only_with_verbose(tmp_path):

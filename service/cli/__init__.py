@@ -28,7 +28,7 @@ DEFERRED = [
     Deferred(
         "init",
         "service.cli.local:init",
-        "Initialize a ViT of the requested size and write a timm safetensors checkpoint.",
+        "Initialize a ViT of the requested size and write it as a timm / Hugging Face folder (or a .safetensors file).",
     ),
     Deferred(
         "evaluate",

@@ -143,14 +143,20 @@ def submit(
 
 @app.command()
 def status(job_id: str, url: UrlOption = None) -> None:
-    """Print a job."""
-    _run(lambda: _client(url).get(job_id))
+    """Print a job (its warnings first, on stderr)."""
+    _run(lambda: _warned(_client(url).get(job_id)))
 
 
 @app.command("wait")
 def wait_cmd(job_id: str, url: UrlOption = None) -> None:
-    """Wait for a job to end, showing its progress."""
-    _run(lambda: _wait(_client(url), job_id))
+    """Wait for a job to end, showing its progress (and its warnings, on stderr)."""
+    _run(lambda: _warned(_wait(_client(url), job_id)))
+
+
+def _warned(job: dict[str, Any]) -> dict[str, Any]:
+    """Show the job's warnings: those of its result once it has one (they include the ones known at acceptance)."""
+    show_warnings((job.get("result") or {}).get("warnings") or job.get("warnings") or [])
+    return job
 
 
 @app.command()

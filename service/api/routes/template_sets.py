@@ -31,7 +31,7 @@ def get_template_set(ref: str, store: StoreDep) -> TemplateSetView:
     )
 
 
-def current_card(store: TemplateStore, ref: str) -> tuple[ResolvedRef, QualityCard]:
+def card_or_404(store: TemplateStore, ref: str) -> tuple[ResolvedRef, QualityCard]:
     resolved = store.resolve(ref)
     card = store.card(resolved)
     if card is None:
@@ -46,17 +46,17 @@ def current_card(store: TemplateStore, ref: str) -> tuple[ResolvedRef, QualityCa
 def get_card(ref: str, store: StoreDep) -> QualityCard:
     """The version's quality card: its input domain, and per size (depth, width, heads, parameters) the held-out
     accuracy of WAVE descendants and of timm's initialization trained with the same budget."""
-    return current_card(store, ref)[1]
+    return card_or_404(store, ref)[1]
 
 
 @router.get("/{ref}/card.png", response_class=Response, responses={200: {"content": {"image/png": {}}}})
 def get_card_png(ref: str, store: StoreDep) -> Response:
     """The quality card as a plot: held-out accuracy against parameters per width, WAVE vs timm's init."""
-    return Response(card_png(current_card(store, ref)[1]), media_type="image/png")
+    return Response(card_png(card_or_404(store, ref)[1]), media_type="image/png")
 
 
 @router.get("/{ref}/README.md", response_class=Response, responses={200: {"content": {"text/markdown": {}}}})
 def get_model_card(ref: str, store: StoreDep) -> Response:
     """A Hugging Face-style model card for the version: YAML metadata and the quality card as markdown."""
-    resolved, card = current_card(store, ref)
+    resolved, card = card_or_404(store, ref)
     return Response(card_readme(card, store.manifest(resolved)), media_type="text/markdown; charset=utf-8")
