@@ -221,13 +221,14 @@ def deepen(scalers: Tensor, target_depth: int) -> Tensor:
     return torch.einsum("jl,l...->j...", m, scalers)
 
 
-def widen(scalers: Tensor, slot: Slot, factor: int) -> Tensor:
+def widen(scalers: Tensor, slot: Slot, factor: int, input_scale: Tensor | None = None) -> Tensor:
     """Linear padding of one kind's scalers (L, N, *grid) to `factor` times the width (METHOD.md, Inheritance 2).
 
     Each group of tiles (see `Axis`) becomes `factor` copies: a matrix block B becomes I_factor (x) B, so the widened
     weight is block-diagonal in copies and maps [x; x; ...] to [Wx; Wx; ...]; a vector group g becomes [g; g; ...].
+    `input_scale` (factor,), for widths that are not multiples (`learngene.select`): diag(input_scale) (x) B instead.
     """
-    if factor == 1:
+    if factor == 1 and input_scale is None:
         return scalers
     lead = scalers.shape[:2]
     if slot.is_matrix:
@@ -235,6 +236,8 @@ def widen(scalers: Tensor, slot: Slot, factor: int) -> Tensor:
         gr, gc = slot.axes[0].groups(R), slot.axes[1].groups(C)
         blocks = scalers.reshape(*lead, gr, R // gr, gc, C // gc)
         eye = torch.eye(factor, dtype=scalers.dtype, device=scalers.device)
+        if input_scale is not None:
+            eye = eye * input_scale.to(eye)
         return torch.einsum("lnaubv,ij->lnaiubjv", blocks, eye).reshape(*lead, R * factor, C * factor)
     (R,) = scalers.shape[2:]
     g = slot.axes[0].groups(R)
@@ -261,7 +264,9 @@ def untile(tiles: Tensor, slot: Slot) -> Tensor:
     return tiles.reshape(L, R * a)
 
 
-def resize_weights(weights: Tensor, slot: Slot, size: int, depth: int, factor: int) -> Tensor:
+def resize_weights(
+    weights: Tensor, slot: Slot, size: int, depth: int, factor: int, input_scale: Tensor | None = None
+) -> Tensor:
     """Block weights of one kind (L0, m1[, m2]) to another depth and `factor` times the width, by the rules the
     scalers follow (`deepen`, then `widen`). A weight is Eq. 4 with one standard-basis template per tile entry, so
     its tiles' entries are scalers; used for block parameters a template set does not template."""
@@ -269,7 +274,7 @@ def resize_weights(weights: Tensor, slot: Slot, size: int, depth: int, factor: i
     if slot.is_matrix:
         L, R, C, a, b = tiles.shape
         as_scalers = tiles.permute(0, 3, 4, 1, 2).reshape(L, a * b, R, C)
-        grown = widen(deepen(as_scalers, depth), slot, factor)
+        grown = widen(deepen(as_scalers, depth), slot, factor, input_scale)
         return untile(grown.reshape(depth, a, b, R * factor, C * factor).permute(0, 3, 4, 1, 2), slot)
     L, R, a = tiles.shape
     grown = widen(deepen(tiles.permute(0, 2, 1), depth), slot, factor)  # (L', a, R*k)
