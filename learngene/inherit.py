@@ -20,7 +20,7 @@ from timm.layers import resample_abs_pos_embed, resample_patch_embed
 from timm.models._manipulate import adapt_input_conv
 from torch import Tensor
 
-from learngene.select import WidthSelection, factor, select_width, widen_residual
+from learngene.select import WidthSelection, factors, select_width, widen_residual
 from learngene.spec import Architecture, SpecError, ViTSpec, build_fresh
 from learngene.template_set import TemplateSet, TemplateSetConfig
 from learngene.templated_vit import TemplatedViT
@@ -66,11 +66,11 @@ def inherit_scalers(
     generator: torch.Generator,
     selection: WidthSelection | None = None,
 ) -> dict[str, Tensor]:
-    """Depth interpolation, then group-wise identity padding to K * D0, then eps * N(0, 1) (Eq. 7)."""
-    k = factor(template_set.config.arch, dst)
+    """Depth interpolation, then group-wise identity padding to K * D0 (Kh * M0), then eps * N(0, 1) (Eq. 7)."""
+    k, kh = factors(template_set.config.arch, dst)
     out = {}
     for kind, scalers in template_set.scalers.items():
-        s = widen(deepen(scalers.float(), dst.depth), SLOTS[kind], k, _scale(selection, kind))
+        s = widen(deepen(scalers.float(), dst.depth), SLOTS[kind], k, kh, _scale(selection, kind))
         if noise:
             s = s + noise * torch.randn(s.shape, generator=generator)
         out[kind] = s
@@ -86,13 +86,14 @@ def inherit_untemplated(
     holds for them too. Matrices follow the same rule; METHOD.md is silent there and this is [ours]."""
     config = template_set.config
     src, size = config.arch, config.templates.size
-    k = factor(src, dst)
+    k, kh = factors(src, dst)
     out: dict[str, Tensor] = {}
     for kind, slot in SLOTS.items():
         layers = [template_set.free.get(f"blocks.{i}.{slot.param}") for i in range(src.depth)]
         if kind in config.templates.counts or any(t is None for t in layers):
             continue  # templated, or absent from the auxiliary model (no qkv bias)
-        weights = resize_weights(torch.stack(layers).float(), slot, size, dst.depth, k, _scale(selection, kind))
+        stack = torch.stack(layers).float()
+        weights = resize_weights(stack, slot, size, dst.depth, k, kh, _scale(selection, kind))
         if selection is not None:
             weights = selection.apply(kind, weights)
         out.update({f"blocks.{j}.{slot.param}": w for j, w in enumerate(weights.unbind(0))})
@@ -177,9 +178,9 @@ def inherit(
         for kind, t in templates.tensors.items():
             t.copy_(template_set.templates[kind])
     templates.requires_grad_(False)
-    k = factor(src, dst)
+    k, kh = factors(src, dst)
     selection = select_width(src, dst, config.templates.size)
-    composed = dst.model_copy(update={"embed_dim": k * src.embed_dim, "mlp_hidden": k * src.mlp_hidden})
+    composed = dst.model_copy(update={"embed_dim": k * src.embed_dim, "mlp_hidden": kh * src.mlp_hidden})
     scalers = WeightScalers(config.templates, composed)
     scalers.load(inherit_scalers(template_set, dst, noise, generator, selection))
 
@@ -192,7 +193,7 @@ def inherit(
         "template_set": template_set.ref,
         "method": config.method,
         "width_factor": int(ratio) if ratio.is_integer() else round(ratio, 4),
-        "composed_width_factor": k,
+        "composed_factors": {"width": k, "mlp_hidden": kh},
         "depth": {"auxiliary": src.depth, "descendant": dst.depth},
         "noise": noise,
         "seed": seed,

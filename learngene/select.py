@@ -2,9 +2,10 @@
 Inheritance 3; the details are [ours]).
 
 The descendant (width D, MLP hidden M, head size h) of a set of width D0, hidden M0 and head size h0 is composed at
-K = max(ceil(D / D0), ceil(M / M0)) times the set's width by the exact rule (`templates.widen`), where every axis is K
-copies of the auxiliary one, and its weights are indexed down to the requested shape after every composition, so
-the selection is inside the graph the scalers are fitted through. Each index set takes whole copies first, then
+K = ceil(D / D0) times the set's width and Kh = ceil(M / M0) times its hidden size by the exact rule
+(`templates.widen`, with `copy_mixing` when K != Kh), where every axis is copies of the auxiliary one, and its
+weights are indexed down to the requested shape after every composition, so the selection is inside the graph the
+scalers are fitted through. Each index set takes whole copies first, then
 Weight Selection's uniform rule inside the next copy (`coverage`): every auxiliary channel, head and hidden unit is
 kept at least once, and the partial copy is an even sample of the auxiliary one, so LayerNorm statistics hardly move.
 
@@ -18,8 +19,8 @@ kept at least once, and the partial copy is an even sample of the auxiliary one,
 A matrix whose input axis is narrower than the auxiliary one (D < D0, M < M0) is scaled by (auxiliary size / size),
 so that its output stays an unbiased estimate of the full one (`WidthSelection.input_scale`); wider axes are not
 scaled (the whole copies carry the signal). The head is divided by D / D0.
-When D = K * D0 and M = K * M0 (and so h = h0 or heads are whole) nothing is indexed or scaled: `select_width`
-returns None and inheritance is today's exact rule, bit for bit.
+When D = K * D0 and M = Kh * M0 nothing is indexed or scaled: `select_width` returns None, and inheritance is
+today's exact rule, bit for bit when also K = Kh (and exact in function for another MLP ratio).
 """
 
 from __future__ import annotations
@@ -45,9 +46,9 @@ def coverage(copies: int, unit: int, size: int) -> Tensor:
     return torch.cat(parts)
 
 
-def factor(src: Architecture, dst: Architecture) -> int:
-    """K: how many times the set's width the descendant is composed at before selection."""
-    return max(math.ceil(dst.embed_dim / src.embed_dim), math.ceil(dst.mlp_hidden / src.mlp_hidden))
+def factors(src: Architecture, dst: Architecture) -> tuple[int, int]:
+    """(K, Kh): how many times the set's width and MLP hidden size the descendant is composed at before selection."""
+    return math.ceil(dst.embed_dim / src.embed_dim), math.ceil(dst.mlp_hidden / src.mlp_hidden)
 
 
 def widen_residual(t: Tensor, dim: int, d0: int, d: int) -> Tensor:
@@ -77,25 +78,24 @@ class WidthSelection(nn.Module):
 
     def __init__(self, src: Architecture, dst: Architecture, size: int):
         super().__init__()
-        k, d0, m0, h0 = factor(src, dst), src.embed_dim, src.mlp_hidden, src.head_dim
+        (k, kh), d0, m0, h0 = factors(src, dst), src.embed_dim, src.mlp_hidden, src.head_dim
         d, m = dst.embed_dim, dst.mlp_hidden
-        self.factor = k
         width = coverage(k, d0, d)
         heads = coverage(k, src.num_heads, math.ceil(d / h0))
         channels = heads[:, None] * h0 + torch.arange(h0)
         if d % h0:
             channels = [*channels[:-1], channels[-1][uniform_indices(h0, d % h0)]]
         inner = torch.cat(list(channels))
-        units = coverage(k, m0, m)  # position copy * m0 + unit; the widened hidden axis is tile-major
+        units = coverage(kh, m0, m)  # position copy * m0 + unit; the widened hidden axis is tile-major
         copy, unit = units // m0, units % m0
-        hidden = torch.sort((unit // size) * (k * size) + copy * size + unit % size).values
+        hidden = torch.sort((unit // size) * (kh * size) + copy * size + unit % size).values
         for name, value in (("width", width), ("inner", inner), ("hidden", hidden)):
             self.register_buffer(name, value, persistent=False)
         self.register_buffer("qkv", torch.cat([inner + i * k * d0 for i in range(3)]), persistent=False)
         self.scales = {
             "width": _scale(width // d0, k, d0),
             "inner": _scale(inner // d0, k, d0),
-            "hidden": _scale((hidden // size) % k, k, m0),
+            "hidden": _scale((hidden // size) % kh, kh, m0),
         }
 
     def axes(self, kind: str) -> tuple[str, ...]:
@@ -123,7 +123,7 @@ class WidthSelection(nn.Module):
 
 def select_width(src: Architecture, dst: Architecture, size: int) -> WidthSelection | None:
     """The selection for `dst`, or None when `dst` is an exact multiple (today's rule, nothing indexed)."""
-    k = factor(src, dst)
-    if dst.embed_dim == k * src.embed_dim and dst.mlp_hidden == k * src.mlp_hidden:
+    k, kh = factors(src, dst)
+    if dst.embed_dim == k * src.embed_dim and dst.mlp_hidden == kh * src.mlp_hidden:
         return None
     return WidthSelection(src, dst, size)

@@ -38,7 +38,7 @@ ODD = [
     dict(embed_dim=200, num_heads=4, mlp_ratio=4.5),  # head_dim 50, hidden 900
     dict(embed_dim=320, num_heads=10, mlp_ratio=6.0),
     dict(embed_dim=48, num_heads=4, mlp_ratio=1.5),  # narrower than D0: Weight Selection's case
-    dict(embed_dim=64, num_heads=2, mlp_ratio=8.0),  # the set's width, twice its MLP ratio
+    dict(embed_dim=64, num_heads=2, mlp_ratio=7.0),  # the set's width, hidden 1.75 x M0
 ]
 
 
@@ -81,7 +81,6 @@ def test_index_sets_keep_every_channel_head_and_unit():
     assert coverage(2, 4, 6).tolist() == [0, 1, 2, 3, 4, 6]
     src, dst = AUX.resolve(), tiny_spec(embed_dim=96, num_heads=3).resolve()
     selection = WidthSelection(src, dst, size=64)
-    assert selection.factor == 2
     assert selection.width.tolist() == [*range(64), *range(64, 128, 2)]
     assert selection.inner.tolist() == list(range(96))  # auxiliary heads 0, 1 of copy 0 and head 0 of copy 1
     assert selection.qkv.tolist() == [*range(96), *range(128, 224), *range(256, 352)]
@@ -108,11 +107,16 @@ def test_the_general_rule_is_the_exact_rule_at_multiples(template_set, monkeypat
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_a_larger_mlp_ratio_still_preserves_the_function(template_set, images):
-    """Twice the set's MLP ratio at its width: composed at 2 x D0, the extra hidden units read and write only the
-    residual copy that is not kept, so at noise 0 the logits are the auxiliary model's."""
+@pytest.mark.parametrize(("embed_dim", "num_heads", "mlp_ratio"), [(64, 2, 8.0), (128, 4, 2.0), (128, 4, 6.0)])
+def test_another_mlp_ratio_at_a_multiple_width_preserves_the_function(
+    template_set, images, embed_dim, num_heads, mlp_ratio
+):
+    """Hidden copies paired with width copies (`copy_mixing`): each hidden copy reads one residual copy, each residual
+    copy averages the hidden copies it reads, so at noise 0 the logits are the auxiliary model's."""
     reference = aux_logits(template_set, images)
-    descendant = inherit(template_set, tiny_spec(depth=2, embed_dim=64, num_heads=2, mlp_ratio=8.0), noise=0.0)
+    spec = tiny_spec(depth=2, embed_dim=embed_dim, num_heads=num_heads, mlp_ratio=mlp_ratio)
+    descendant = inherit(template_set, spec, noise=0.0)
+    assert descendant.selection is None
     with torch.no_grad():
         assert (descendant.eval()(images) - reference).abs().max() < 1e-4
 
