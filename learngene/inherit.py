@@ -1,10 +1,11 @@
-"""Inheritance: a descendant of any depth and of width k * D0, initialized from a template set (METHOD.md, Inheritance).
+"""Inheritance: a descendant of any depth and width, initialized from a template set (METHOD.md, Inheritance).
 
 1. depth: scalers linearly interpolated along the auxiliary stack;
-2. width: scalers padded group-wise with identity blocks (`templates.widen`), free vectors tiled k times, patch
+2. width k * D0: scalers padded group-wise with identity blocks (`templates.widen`), free vectors tiled k times, patch
    embedding output channels tiled, head input columns tiled and divided by k; then eps * N(0, 1) on every scaler;
    block parameters of kinds that are not templated follow the same depth and width rules from their stored values;
-3. widths that are not multiples of D0 are rejected (METHOD.md (3) allows a sliced build; we do not guess);
+3. any other width, MLP hidden size or head size: composed at the next multiple K * D0 by rule 2 and indexed down to
+   the requested shape inside the fitted graph (`learngene.select`); the head is divided by D / D0;
 4. a different class count gets a fresh timm head;
 5. a different image or patch size resamples the position embedding (and the patch embedding) with timm.
 
@@ -19,6 +20,7 @@ from timm.layers import resample_abs_pos_embed, resample_patch_embed
 from timm.models._manipulate import adapt_input_conv
 from torch import Tensor
 
+from learngene.select import WidthSelection, factors, select_width, widen_residual
 from learngene.spec import Architecture, SpecError, ViTSpec, build_fresh
 from learngene.template_set import TemplateSet, TemplateSetConfig
 from learngene.templated_vit import TemplatedViT
@@ -47,50 +49,53 @@ _NORM_ALIASES = {
 
 def check_compatible(config: TemplateSetConfig, spec: ViTSpec) -> Architecture:
     """The descendant's architecture, or a `SpecError` naming the field this template set cannot produce."""
-    src, dst = config.arch, spec.resolve()
-    config.templates.check(dst)
-    if dst.embed_dim % src.embed_dim:
-        raise SpecError(
-            "embed_dim",
-            f"embed_dim={dst.embed_dim} is not a multiple of the template set's width {src.embed_dim}",
-        )
-    k = dst.embed_dim // src.embed_dim
-    if dst.mlp_hidden != k * src.mlp_hidden:
-        ratio = src.mlp_hidden / src.embed_dim
-        raise SpecError("mlp_ratio", f"mlp_ratio={dst.mlp_hidden / dst.embed_dim:g}; this template set needs {ratio:g}")
+    dst = spec.resolve()  # any width timm builds (embed_dim divisible by num_heads) is served (learngene.select)
     if not dst.qkv_bias and "qkv_bias" in config.templates.counts:
         raise SpecError("model", f"{dst.model} has no qkv bias, but this template set templates it")
     return dst
 
 
+def _scale(selection: WidthSelection | None, kind: str) -> Tensor | None:
+    return None if selection is None else selection.input_scale(kind)
+
+
 def inherit_scalers(
-    template_set: TemplateSet, dst: Architecture, noise: float, generator: torch.Generator
+    template_set: TemplateSet,
+    dst: Architecture,
+    noise: float,
+    generator: torch.Generator,
+    selection: WidthSelection | None = None,
 ) -> dict[str, Tensor]:
-    """Depth interpolation, then group-wise identity padding, then eps * N(0, 1) (Eq. 7)."""
-    k = dst.embed_dim // template_set.config.arch.embed_dim
+    """Depth interpolation, then group-wise identity padding to K * D0 (Kh * M0), then eps * N(0, 1) (Eq. 7)."""
+    k, kh = factors(template_set.config.arch, dst)
     out = {}
     for kind, scalers in template_set.scalers.items():
-        s = widen(deepen(scalers.float(), dst.depth), SLOTS[kind], k)
+        s = widen(deepen(scalers.float(), dst.depth), SLOTS[kind], k, kh, _scale(selection, kind))
         if noise:
             s = s + noise * torch.randn(s.shape, generator=generator)
         out[kind] = s
     return out
 
 
-def inherit_untemplated(template_set: TemplateSet, dst: Architecture) -> dict[str, Tensor]:
+def inherit_untemplated(
+    template_set: TemplateSet, dst: Architecture, selection: WidthSelection | None = None
+) -> dict[str, Tensor]:
     """Block parameters of kinds the template set does not template (count 0), from the auxiliary model's own
     trained values: interpolated along depth and padded for width by the scalers' rules (METHOD.md, Inheritance
     1-2: "free vectors that are not templated: each D0-long group repeated k times"), so that function preservation
     holds for them too. Matrices follow the same rule; METHOD.md is silent there and this is [ours]."""
     config = template_set.config
     src, size = config.arch, config.templates.size
-    k = dst.embed_dim // src.embed_dim
+    k, kh = factors(src, dst)
     out: dict[str, Tensor] = {}
     for kind, slot in SLOTS.items():
         layers = [template_set.free.get(f"blocks.{i}.{slot.param}") for i in range(src.depth)]
         if kind in config.templates.counts or any(t is None for t in layers):
             continue  # templated, or absent from the auxiliary model (no qkv bias)
-        weights = resize_weights(torch.stack(layers).float(), slot, size, dst.depth, k)
+        stack = torch.stack(layers).float()
+        weights = resize_weights(stack, slot, size, dst.depth, k, kh, _scale(selection, kind))
+        if selection is not None:
+            weights = selection.apply(kind, weights)
         out.update({f"blocks.{j}.{slot.param}": w for j, w in enumerate(weights.unbind(0))})
     return out
 
@@ -103,7 +108,6 @@ def inherit_free(
     Returns the inherited tensors and the names left at timm's default init (no source, or class count differs).
     Block parameters are not handled here (see `inherit_untemplated`; TLEG and SWS bring their own).
     """
-    k = dst.embed_dim // src.embed_dim
     out: dict[str, Tensor] = {}
     for name, default in defaults.items():
         if name.startswith("blocks."):
@@ -111,31 +115,30 @@ def inherit_free(
         source = free.get(name)
         if source is None and name in _NORM_ALIASES:
             source = free.get(_NORM_ALIASES[name])
-        value = None if source is None else _transfer(name, source, src, dst, k, default)
+        value = None if source is None else _transfer(name, source, src, dst, default)
         if value is not None and value.shape == default.shape:
             out[name] = value.to(default.dtype)
     fresh = [n for n in defaults if n not in out and not n.startswith("blocks.")]
     return out, fresh
 
 
-def _tile(t: Tensor, dim: int, k: int) -> Tensor:
-    return torch.cat([t] * k, dim=dim) if k > 1 else t
+def _transfer(name: str, t: Tensor, src: Architecture, dst: Architecture, default: Tensor) -> Tensor | None:
+    def residual(t: Tensor, dim: int) -> Tensor:
+        return widen_residual(t, dim, src.embed_dim, dst.embed_dim)
 
-
-def _transfer(name: str, t: Tensor, src: Architecture, dst: Architecture, k: int, default: Tensor) -> Tensor | None:
     if name in _WIDTH_VECTORS:
-        return _tile(t, 0, k)
+        return residual(t, 0)
     if name == "cls_token" or name == "reg_token":
-        return _tile(t, -1, k)
+        return residual(t, t.dim() - 1)
     if name == "patch_embed.proj.weight":
-        w = _tile(t, 0, k)
+        w = residual(t, 0)
         if dst.in_chans != src.in_chans:
             w = adapt_input_conv(dst.in_chans, w, base_chans=src.in_chans)
         if dst.patch_size != src.patch_size:
             w = resample_patch_embed(w, list(dst.patch_size))
         return w
     if name == "pos_embed":
-        pos = _tile(t, -1, k)
+        pos = residual(t, t.dim() - 1)
         if dst.grid_size != src.grid_size:
             pos = resample_abs_pos_embed(
                 pos, list(dst.grid_size), old_size=list(src.grid_size), num_prefix_tokens=src.pos_embed_prefix
@@ -148,7 +151,8 @@ def _transfer(name: str, t: Tensor, src: Architecture, dst: Architecture, k: int
         )
         return torch.cat([prefix, grid], dim=1)
     if name == "head.weight":
-        return _tile(t, 1, k) / k if dst.num_classes == src.num_classes else None
+        # the residual stream holds D / D0 copies of each auxiliary channel (on average, for non-multiples)
+        return residual(t, 1) / (dst.embed_dim / src.embed_dim) if dst.num_classes == src.num_classes else None
     if name == "head.bias":
         return t if dst.num_classes == src.num_classes else None
     return t if t.shape == default.shape else None
@@ -174,17 +178,22 @@ def inherit(
         for kind, t in templates.tensors.items():
             t.copy_(template_set.templates[kind])
     templates.requires_grad_(False)
-    scalers = WeightScalers(config.templates, dst)
-    scalers.load(inherit_scalers(template_set, dst, noise, generator))
+    k, kh = factors(src, dst)
+    selection = select_width(src, dst, config.templates.size)
+    composed = dst.model_copy(update={"embed_dim": k * src.embed_dim, "mlp_hidden": kh * src.mlp_hidden})
+    scalers = WeightScalers(config.templates, composed)
+    scalers.load(inherit_scalers(template_set, dst, noise, generator, selection))
 
     vit = build_fresh(spec, seed)  # fresh parameters (a new head): timm's seeded init
     free, fresh = inherit_free(template_set.free, src, dst, vit.state_dict())
-    vit.load_state_dict({**free, **inherit_untemplated(template_set, dst)}, strict=False)
-    model = TemplatedViT(spec, templates, scalers, vit=vit).to(device)
+    vit.load_state_dict({**free, **inherit_untemplated(template_set, dst, selection)}, strict=False)
+    model = TemplatedViT(spec, templates, scalers, vit=vit, selection=selection).to(device)
+    ratio = dst.embed_dim / src.embed_dim
     model.provenance = {
         "template_set": template_set.ref,
         "method": config.method,
-        "width_factor": dst.embed_dim // src.embed_dim,
+        "width_factor": int(ratio) if ratio.is_integer() else round(ratio, 4),
+        "composed_factors": {"width": k, "mlp_hidden": kh},
         "depth": {"auxiliary": src.depth, "descendant": dst.depth},
         "noise": noise,
         "seed": seed,

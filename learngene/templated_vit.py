@@ -9,6 +9,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor
 
 from learngene.generated import GeneratedViT, block_param_name
+from learngene.select import WidthSelection
 from learngene.spec import ViTSpec
 from learngene.templates import SLOTS, WeightScalers, WeightTemplates, compose
 
@@ -22,16 +23,20 @@ class TemplatedViT(GeneratedViT):
         templates: WeightTemplates,
         scalers: WeightScalers,
         vit: VisionTransformer | None = None,
+        selection: WidthSelection | None = None,
     ):
         super().__init__(spec, (slot.param for slot in templates.config.slots()), vit)
         self.templates = templates
         self.weight_scalers = scalers
+        self.selection = selection  # a width that is not a multiple: composed wider, then indexed (learngene.select)
 
     def generated_weights(self) -> dict[str, Tensor]:
         """One composition per kind, for all layers at once."""
         out: dict[str, Tensor] = {}
         for kind, templates in self.templates.tensors.items():
             weights = compose(self.weight_scalers.tensors[kind], templates)
+            if self.selection is not None:
+                weights = self.selection.apply(kind, weights)
             param = SLOTS[kind].param
             out.update({block_param_name(layer, param): w for layer, w in enumerate(weights.unbind(0))})
         return out

@@ -221,25 +221,50 @@ def deepen(scalers: Tensor, target_depth: int) -> Tensor:
     return torch.einsum("jl,l...->j...", m, scalers)
 
 
-def widen(scalers: Tensor, slot: Slot, factor: int) -> Tensor:
+def copy_mixing(rows: int, cols: int) -> Tensor:
+    """(rows, cols): which input copy each output copy of a widened matrix reads. Equal counts: the identity
+    (METHOD.md's rule). Otherwise [ours, for an MLP ratio other than the set's]: the larger side's copy i pairs with
+    copy i mod n of the smaller side, and an output copy that reads several input copies averages them, so that
+    every copy stays exact."""
+    m = torch.zeros(rows, cols, dtype=torch.float64)
+    for i in range(max(rows, cols)):
+        m[i % rows, i % cols] = 1.0
+    return m / m.sum(1, keepdim=True)
+
+
+def widen(
+    scalers: Tensor,
+    slot: Slot,
+    factor: int,
+    hidden_factor: int | None = None,
+    input_scale: Tensor | None = None,
+) -> Tensor:
     """Linear padding of one kind's scalers (L, N, *grid) to `factor` times the width (METHOD.md, Inheritance 2).
 
     Each group of tiles (see `Axis`) becomes `factor` copies: a matrix block B becomes I_factor (x) B, so the widened
     weight is block-diagonal in copies and maps [x; x; ...] to [Wx; Wx; ...]; a vector group g becomes [g; g; ...].
+    For sizes that are not multiples (`learngene.select`): the MLP hidden axis may get `hidden_factor` copies
+    (`copy_mixing` pairs them with the width's), and `input_scale` (one factor per input copy) scales the blocks.
     """
-    if factor == 1:
+    factors = [hidden_factor if axis is Axis.HIDDEN and hidden_factor else factor for axis in slot.axes]
+    if max(factors) == 1 and input_scale is None:
         return scalers
     lead = scalers.shape[:2]
     if slot.is_matrix:
         R, C = scalers.shape[2:]
-        gr, gc = slot.axes[0].groups(R), slot.axes[1].groups(C)
+        (fr, fc), gr, gc = factors, slot.axes[0].groups(R), slot.axes[1].groups(C)
         blocks = scalers.reshape(*lead, gr, R // gr, gc, C // gc)
-        eye = torch.eye(factor, dtype=scalers.dtype, device=scalers.device)
-        return torch.einsum("lnaubv,ij->lnaiubjv", blocks, eye).reshape(*lead, R * factor, C * factor)
-    (R,) = scalers.shape[2:]
+        if fr == fc:
+            mixing = torch.eye(fr, dtype=scalers.dtype, device=scalers.device)
+        else:
+            mixing = copy_mixing(fr, fc).to(scalers)
+        if input_scale is not None:
+            mixing = mixing * input_scale.to(mixing)
+        return torch.einsum("lnaubv,ij->lnaiubjv", blocks, mixing).reshape(*lead, R * fr, C * fc)
+    ((R,), (f,)) = scalers.shape[2:], factors
     g = slot.axes[0].groups(R)
     grouped = scalers.reshape(*lead, g, 1, R // g)
-    return grouped.expand(*lead, g, factor, R // g).reshape(*lead, R * factor)
+    return grouped.expand(*lead, g, f, R // g).reshape(*lead, R * f)
 
 
 def tiles_of(weights: Tensor, slot: Slot, size: int) -> Tensor:
@@ -261,7 +286,15 @@ def untile(tiles: Tensor, slot: Slot) -> Tensor:
     return tiles.reshape(L, R * a)
 
 
-def resize_weights(weights: Tensor, slot: Slot, size: int, depth: int, factor: int) -> Tensor:
+def resize_weights(
+    weights: Tensor,
+    slot: Slot,
+    size: int,
+    depth: int,
+    factor: int,
+    hidden_factor: int | None = None,
+    input_scale: Tensor | None = None,
+) -> Tensor:
     """Block weights of one kind (L0, m1[, m2]) to another depth and `factor` times the width, by the rules the
     scalers follow (`deepen`, then `widen`). A weight is Eq. 4 with one standard-basis template per tile entry, so
     its tiles' entries are scalers; used for block parameters a template set does not template."""
@@ -269,10 +302,10 @@ def resize_weights(weights: Tensor, slot: Slot, size: int, depth: int, factor: i
     if slot.is_matrix:
         L, R, C, a, b = tiles.shape
         as_scalers = tiles.permute(0, 3, 4, 1, 2).reshape(L, a * b, R, C)
-        grown = widen(deepen(as_scalers, depth), slot, factor)
-        return untile(grown.reshape(depth, a, b, R * factor, C * factor).permute(0, 3, 4, 1, 2), slot)
+        grown = widen(deepen(as_scalers, depth), slot, factor, hidden_factor, input_scale)
+        return untile(grown.reshape(depth, a, b, *grown.shape[-2:]).permute(0, 3, 4, 1, 2), slot)
     L, R, a = tiles.shape
-    grown = widen(deepen(tiles.permute(0, 2, 1), depth), slot, factor)  # (L', a, R*k)
+    grown = widen(deepen(tiles.permute(0, 2, 1), depth), slot, factor, hidden_factor)  # (L', a, R*k)
     return untile(grown.permute(0, 2, 1), slot)
 
 

@@ -89,9 +89,9 @@ def test_init_into_a_folder_that_timm_loads_with_local_dir(tmp_path):
 
 def test_bad_requests_exit_2_with_the_field_named(tmp_path):
     out = ["--out", str(tmp_path / "x.safetensors")]
-    bad_width = learngene("init", "--templates", "demo", *DESCENDANT, "--set", "embed_dim=200", *out)
+    bad_width = learngene("init", "--templates", "demo", *DESCENDANT, "--set", "embed_dim=201", *out)
     assert bad_width.returncode == 2
-    assert "embed_dim=200 is not a multiple of the template size 64" in bad_width.stderr
+    assert "num_heads: embed_dim=201 is not divisible by num_heads=2" in bad_width.stderr
     assert "Traceback" not in bad_width.stderr
     unknown = cli("init", "--templates", "nope", *DESCENDANT, *out)
     assert unknown.returncode == 2 and "template set 'nope' does not exist" in unknown.stderr

@@ -6,8 +6,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from learngene import TemplatedViT, WeightScalers, WeightTemplates, inherit
+from learngene import TemplatedViT, WeightScalers, WeightTemplates
 from learngene.checkpoint import export_checkpoint
+from learngene.inherit import inherit  # not `from learngene import inherit`: the submodule of that name shadows it
 from learngene.templates import DEFAULT_COUNTS, SLOTS
 from tests.conftest import random_template_set, tiny_spec
 

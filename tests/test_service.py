@@ -226,9 +226,9 @@ def test_bad_requests_are_refused_with_the_field_named(celery_server):
         def first_error(response):
             return response.json()["detail"][0]
 
-        r = post({**BODY, "overrides": {**BODY["overrides"], "embed_dim": 200, "num_heads": 2}})
-        assert r.status_code == 422 and first_error(r)["loc"] == ["body", "overrides", "embed_dim"]
-        assert "embed_dim=200 is not a multiple of the template size 64" in first_error(r)["msg"]
+        r = post({**BODY, "overrides": {**BODY["overrides"], "embed_dim": 201, "num_heads": 2}})
+        assert r.status_code == 422 and first_error(r)["loc"] == ["body", "overrides", "num_heads"]
+        assert "embed_dim=201 is not divisible by num_heads=2" in first_error(r)["msg"]
         r = post({**BODY, "model": "resnet50"})
         assert r.status_code == 422 and first_error(r)["loc"] == ["body", "model"]
         r = post({**BODY, "colour": "blue"})

@@ -18,7 +18,8 @@ from learngene.templates import TemplateConfig, WeightScalers, WeightTemplates, 
 
 @register_method
 class Wave(Learngene):
-    """Weight templates and Kronecker scalers: any depth, widths k x D0; the scalers are fitted next."""
+    """Weight templates and Kronecker scalers: any depth and any width timm builds (exact at k x D0, indexed down from
+    the next multiple otherwise: `learngene.select`); the scalers are fitted next."""
 
     name, fits_scalers, default_ce = "wave", True, 1.0
 
