@@ -3,11 +3,12 @@ width and indexed down inside the fitted graph (`learngene.select`)."""
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 import torch
 from safetensors.torch import load_file
 
-import learngene.inherit as inheritance
 from learngene import SpecError
 from learngene.checkpoint import export_checkpoint
 from learngene.fit import fit_scalers
@@ -17,6 +18,9 @@ from learngene.select import WidthSelection, coverage
 from learngene.templates import DEFAULT_COUNTS, SLOTS
 from tests.conftest import random_template_set, tiny_spec
 from tests.test_inherit import aux_logits
+
+# The module (the package's attribute of that name is the function `inherit`).
+inheritance = importlib.import_module("learngene.inherit")
 
 AUX = tiny_spec(embed_dim=64, num_heads=2, depth=2)  # D0 = 64, head_dim 32, MLP hidden 256
 
