@@ -530,6 +530,33 @@ def best_other(scores: dict[str, float]) -> tuple[float, str]:
     return max((v, m) for m, v in scores.items() if m != "wave")
 
 
+def width_targets(b: list[dict], widths: list[float]) -> list[str]:
+    """Issue 15's targets: at a width between two multiples of the template width, WAVE within 1 point of WAVE at
+    them (the lower of the two; a width below the template width has no lower neighbour and is not held to it), and
+    at every width at least 3 points ahead of every other method."""
+    wave = {r["width"]: r["final"] for r in b if r["method"] == "wave"}
+    multiples = sorted(width_of(k) for k in widths if float(k).is_integer())
+    near_ok, ahead_ok, near, ahead = True, True, [], []
+    for k in widths:
+        w = width_of(k)
+        row = {r["method"]: r["final"] for r in b if r["width"] == w}
+        best, name = best_other(row)
+        ahead_ok &= row["wave"] - best >= 0.03
+        ahead.append(f"width {w}: {100 * (row['wave'] - best):+.1f} vs {LABELS[name]}")
+        neighbours = [m for m in multiples if m < w][-1:] + [m for m in multiples if m > w][:1]
+        if float(k).is_integer() or len(neighbours) < 2:
+            continue
+        reference = min(wave[m] for m in neighbours)
+        near_ok &= row["wave"] >= reference - 0.01
+        near.append(f"width {w}: {100 * row['wave']:.1f} vs {100 * reference:.1f} at {'/'.join(map(str, neighbours))}")
+    return [
+        verdict("Issue 15: WAVE at a non-multiple width within 1 point of WAVE at the neighbouring multiples",
+                near_ok, near),
+        verdict("Issue 15: WAVE at least 3 points ahead of every other method at every width (Table B)", ahead_ok,
+                ahead),
+    ]  # fmt: skip
+
+
 def claims(result: dict) -> list[str]:
     """The paper's claims, checked against this run's numbers (the verdicts are computed, not written)."""
     a, b, c, budget = result["table_a"], result["table_b"], result["table_c"], result["budget"]
@@ -565,6 +592,7 @@ def claims(result: dict) -> list[str]:
         ok &= row["wave"] >= best
         notes.append(f"width {width_of(k)}: WAVE {100 * row['wave']:.1f} vs {LABELS[name]} {100 * best:.1f}")
     out.append(verdict("WAVE at or above every method that can widen (Table B)", ok, notes))
+    out += width_targets(b, budget["widths"])
 
     ok, notes = True, []
     for d in (d for d in budget["depths"] if d in (2, 4)):
