@@ -1,6 +1,6 @@
 """The learngene benchmark: WAVE against TLEG, SWS and the initialization baselines, on the same data and budget.
 
-    python bench/learngene_benchmark.py           # the full run (about 16 minutes on 2 CPU cores)
+    python bench/learngene_benchmark.py           # the full run (about 22 minutes on 2 CPU cores)
     python bench/learngene_benchmark.py --quick   # a few minutes, smaller everything, for development
 
 One run does everything and writes bench/results/learngene_benchmark.json, the plots under bench/results/ and
