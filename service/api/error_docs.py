@@ -3,10 +3,10 @@
 
 Most statuses follow from what the operation takes, read off the generated document itself (so operation ids,
 security schemes and tags set elsewhere do not matter here): a bearer token -> 401, 403; a path parameter -> 404;
-any parameter or body -> 422; a body -> 413; a /v1 operation (job records in Redis, object storage) -> 503. What
-only an operation's code knows (a submission's 400 and 429, a download's 409, 410 and 416, a damaged version's 409)
-is in `RAISES`, keyed by method and path. A status an operation declares itself (`responses=`) without a body
-of its own gets the problem content too.
+any parameter or body -> 422; a body -> 413, and 400 for bytes that are not JSON text; a /v1 operation (job records
+in Redis, object storage) -> 503. What only an operation's code knows (a submission's 400 and 429, a download's 409,
+410 and 416, a damaged version's 409) is in `RAISES`, keyed by method and path. A status an operation declares
+itself (`responses=`) without a body of its own gets the problem content too.
 """
 
 from __future__ import annotations
@@ -55,8 +55,8 @@ def error_statuses(method: str, path: str, operation: dict[str, Any]) -> set[int
         codes.add(404)
     if parameters or "requestBody" in operation:
         codes.add(422)
-    if "requestBody" in operation:
-        codes.add(413)
+    if "requestBody" in operation:  # too large; or not even text (FastAPI cannot decode it: 400)
+        codes |= {400, 413}
     if path.startswith("/v1/"):
         codes.add(503)
     declared = {int(code) for code in operation.get("responses", {}) if code.isdigit() and int(code) >= 400}
