@@ -23,9 +23,27 @@ TERMINAL = {"succeeded", "failed", "cancelled"}
 
 
 class ApiError(RuntimeError):
-    def __init__(self, status: int, detail: Any):
+    """An error answer: `detail` is its message; `problem` the whole RFC 9457 problem (`type`, `title`, `errors`...)
+    when the API sent one."""
+
+    def __init__(self, status: int, detail: str, problem: dict[str, Any] | None = None):
         super().__init__(f"HTTP {status}: {detail}")
-        self.status, self.detail = status, detail
+        self.status, self.detail, self.problem = status, detail, problem or {}
+
+    @property
+    def errors(self) -> list[dict[str, Any]]:
+        """A refused request's fields: [{loc, msg, type}]."""
+        return self.problem.get("errors") or []
+
+    @classmethod
+    def of(cls, response: httpx.Response) -> ApiError:
+        try:
+            problem = response.json()
+        except ValueError:
+            return cls(response.status_code, response.text)
+        if not isinstance(problem, dict):
+            return cls(response.status_code, response.text)
+        return cls(response.status_code, str(problem.get("detail") or problem.get("title") or ""), problem)
 
 
 class JobFailed(RuntimeError):
@@ -53,11 +71,7 @@ class Client:
     def _call(self, method: str, url: str, **kwargs: Any) -> dict[str, Any]:
         response = self.http.request(method, url, **kwargs)
         if response.status_code >= 400:
-            try:
-                detail = response.json().get("detail")
-            except ValueError:
-                detail = response.text
-            raise ApiError(response.status_code, detail)
+            raise ApiError.of(response)
         return response.json()
 
     def submit(self, request: dict[str, Any], *, idempotency_key: str | None = None) -> dict[str, Any]:
@@ -131,7 +145,7 @@ class Client:
             with self.http.stream("GET", url) as response:
                 if response.status_code != 200:
                     response.read()
-                    raise ApiError(response.status_code, response.json().get("detail"))
+                    raise ApiError.of(response)
                 expected = response.headers["ETag"].strip('"')
                 with open(tmp, "wb") as f:
                     for chunk in response.iter_bytes(1 << 20):

@@ -178,7 +178,7 @@ def test_a_condensation_publishes_its_card_served_as_json_png_readme_and_cli_tab
         first_bytes = store.backend.read_card("carded-tiny", 1, first, first_sha)
         assert http.post("/v1/admin/template-sets/carded-tiny@1/card").status_code == 401
         assert http.post("/v1/admin/template-sets/no-such@1/card", headers=ADMIN).status_code == 404
-        assert http.post("/v1/admin/template-sets/BAD@@/card", headers=ADMIN).json()["detail"][0]["loc"] == [
+        assert http.post("/v1/admin/template-sets/BAD@@/card", headers=ADMIN).json()["errors"][0]["loc"] == [
             "path", "ref"
         ]  # fmt: skip
         refresh = http.post("/v1/admin/template-sets/carded-tiny@1/card", headers=ADMIN)

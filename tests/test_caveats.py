@@ -74,7 +74,7 @@ def test_fitting_without_calibration_data_is_refused_naming_calibration(api):
     body = {**DEIT_224_RGB, "fit": {"steps": 50}}
     response = httpx.post(f"{api.url}/v1/initializations", json=body)
     assert response.status_code == 422
-    (error,) = response.json()["detail"]
+    (error,) = response.json()["errors"]
     assert error["loc"] == ["body", "calibration"] and "fit.steps=50" in error["msg"]
     explicit_zero = {**DEIT_224_RGB, "fit": {"steps": 0}}
     assert httpx.post(f"{api.url}/v1/initializations", json=explicit_zero).status_code == 202
@@ -158,7 +158,7 @@ def test_heldout_data_for_a_method_that_reads_no_data_is_refused(api):
     body = {**DEIT_224_RGB, "method": "timm", "calibration": {"uri": f"idx://{FMNIST}", "eval_uri": f"idx://{FMNIST}"}}
     response = httpx.post(f"{api.url}/v1/initializations", json=body)
     assert response.status_code == 422
-    assert response.json()["detail"][0]["loc"] == ["body", "calibration", "eval_uri"]
+    assert response.json()["errors"][0]["loc"] == ["body", "calibration", "eval_uri"]
 
 
 def test_a_request_stored_before_the_rule_still_reads_back():

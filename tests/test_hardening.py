@@ -155,7 +155,7 @@ def test_non_finite_numbers_are_a_422_naming_the_field(defaults, literal, path, 
     response = httpx.post(f"{api.url}/v1/initializations", content=raw, timeout=30,
                           headers={"Content-Type": "application/json"})  # fmt: skip
     assert response.status_code == 422, response.text
-    assert [e["loc"] for e in response.json()["detail"]] == [loc]
+    assert [e["loc"] for e in response.json()["errors"]] == [loc]
 
 
 @pytest.mark.parametrize("raw", ["NaN", "Infinity", "-1e309", "[NaN]", '{"model": NaN}', "1e309", '"x"', "null"])
@@ -164,7 +164,7 @@ def test_bare_non_finite_bodies_are_a_422(defaults, raw):
     response = httpx.post(f"{api.url}/v1/initializations", content=raw, timeout=30,
                           headers={"Content-Type": "application/json"})  # fmt: skip
     assert response.status_code == 422, response.text
-    assert response.json()["detail"][0]["loc"][0] == "body"
+    assert response.json()["errors"][0]["loc"][0] == "body"
 
 
 @pytest.mark.parametrize(
@@ -179,7 +179,7 @@ def test_bare_non_finite_bodies_are_a_422(defaults, raw):
 def test_absurd_numbers_are_refused_by_their_bounds(defaults, change, loc):
     api, _, _ = defaults
     response = post(api, {**BODY, **change})
-    assert response.status_code == 422 and response.json()["detail"][0]["loc"] == loc, response.text
+    assert response.status_code == 422 and response.json()["errors"][0]["loc"] == loc, response.text
 
 
 @pytest.mark.parametrize(
@@ -197,7 +197,7 @@ def test_condensation_numbers_are_bounded(defaults, training, loc):
             "ancestor": {"model": BODY["model"], "checkpoint": f"{datasets}/a.safetensors"},
             "data": {"uri": f"{datasets}/calib.npz"}, "training": training}  # fmt: skip
     response = httpx.post(f"{api.url}/v1/admin/condensations", json=body, headers=ADMIN, timeout=30)
-    assert response.status_code == 422 and response.json()["detail"][0]["loc"] == loc, response.text
+    assert response.status_code == 422 and response.json()["errors"][0]["loc"] == loc, response.text
 
 
 # --- 4: a checkpoint or template set is never non-finite -----------------------------------------------------
@@ -288,7 +288,7 @@ def test_a_compressed_bomb_is_refused_from_its_header(defaults, bomb):
     os.link(bomb / "bomb.npz", defaults[2] / "bomb.npz")
     response = post(api, {**BODY, "calibration": {"uri": str(defaults[2] / "bomb.npz"), "max_samples": 64}})
     assert response.status_code == 422, response.text
-    error = response.json()["detail"][0]
+    error = response.json()["errors"][0]
     assert error["loc"] == ["body", "calibration", "uri"]
     assert re.search(
         r"images of bomb.npz decodes to 2,14\d,\d{3},\d{3} bytes, over the limit of 1,073,741,824", error["msg"]
@@ -429,7 +429,7 @@ def test_a_set_placed_by_hand_is_checked_and_broken_versions_never_answer_500(de
 def test_file_uris_name_no_host(defaults):
     api, _, datasets = defaults
     remote = post(api, {**BODY, "calibration": {"uri": f"file://evil.example{datasets}/calib.npz", "max_samples": 8}})
-    assert remote.status_code == 422 and "no host but localhost" in remote.json()["detail"][0]["msg"]
+    assert remote.status_code == 422 and "no host but localhost" in remote.json()["errors"][0]["msg"]
     local = post(api, {**BODY, "calibration": {"uri": f"file://localhost{datasets}/calib.npz", "max_samples": 8}})
     assert local.status_code == 202, local.text
 

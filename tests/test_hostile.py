@@ -150,7 +150,7 @@ def post(api, body: dict, **kw) -> httpx.Response:
 
 
 def first_error(response: httpx.Response) -> dict:
-    return response.json()["detail"][0]
+    return response.json()["errors"][0]
 
 
 @pytest.mark.parametrize(

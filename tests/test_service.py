@@ -188,7 +188,7 @@ def test_idempotent_retries_and_identical_requests_reuse_the_checkpoint(server):
         assert again.json()["id"] == first.json()["id"]
         other = http.post("/v1/initializations", json=with_fit(seed=3), headers={"Idempotency-Key": "retry-me"})
         assert other.status_code == 422
-        assert other.json()["detail"][0]["loc"] == ["header", "Idempotency-Key"]
+        assert other.json()["errors"][0]["loc"] == ["header", "Idempotency-Key"]
 
         original = client.wait(first.json()["id"], timeout_s=120)
         assert original["result"]["cached"] is False
@@ -224,7 +224,7 @@ def test_bad_requests_are_refused_with_the_field_named(celery_server):
             return http.post("/v1/initializations", json=body, **kw)
 
         def first_error(response):
-            return response.json()["detail"][0]
+            return response.json()["errors"][0]
 
         r = post({**BODY, "overrides": {**BODY["overrides"], "embed_dim": 201, "num_heads": 2}})
         assert r.status_code == 422 and first_error(r)["loc"] == ["body", "overrides", "num_heads"]
@@ -291,8 +291,8 @@ def test_admin_condensation_publishes_a_version_that_initializations_can_use(cel
             "/v1/admin/condensations",
             json={**body, "ancestor": {**body["ancestor"], "checkpoint": str(data_root / "ancestor.pt")}},
         )
-        assert pickled.status_code == 422 and pickled.json()["detail"][0]["loc"] == ["body", "ancestor", "checkpoint"]
-        assert "only .safetensors" in pickled.json()["detail"][0]["msg"]  # fmt: skip
+        assert pickled.status_code == 422 and pickled.json()["errors"][0]["loc"] == ["body", "ancestor", "checkpoint"]
+        assert "only .safetensors" in pickled.json()["errors"][0]["msg"]  # fmt: skip
         response = http.post("/v1/admin/condensations", json=body)
         assert response.status_code == 202, response.text
         job = wait_for(http, response.headers["location"], finished, timeout=180)
@@ -399,7 +399,7 @@ def test_baseline_methods_through_the_api(celery_server, ancestor, data_root, tm
         too_wide = {**BODY, "method": "weight_selection", "ancestor": ancestor_ref,
                     "overrides": {**BODY["overrides"], "embed_dim": 128, "num_heads": 2}}  # fmt: skip
         r = http.post("/v1/initializations", json=too_wide)
-        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "overrides", "embed_dim"]
+        assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["body", "overrides", "embed_dim"]
         for method, extra in (("timm", {}), ("mimetic", {}), ("weight_selection", {"ancestor": ancestor_ref}),
                               ("auto_lg", {"ancestor": ancestor_ref})):  # fmt: skip
             overrides = {**BODY["overrides"], "embed_dim": 64, "num_heads": 2, "depth": 3}
@@ -434,7 +434,7 @@ def test_an_admin_condensation_on_two_processes_reports_progress_cancels_and_pub
         "training": {"steps": 5000, "batch_size": 32, "warmup_steps": 5, "recipe": "plain"},
     }  # fmt: skip
     with httpx.Client(base_url=celery_server.url, headers=ADMIN) as http:
-        assert http.post("/v1/admin/condensations", json={**body, "nproc": 99}).json()["detail"][0]["loc"] == [
+        assert http.post("/v1/admin/condensations", json={**body, "nproc": 99}).json()["errors"][0]["loc"] == [
             "body", "nproc"
         ]  # fmt: skip
         url = http.post("/v1/admin/condensations", json=body).headers["location"]

@@ -6,9 +6,9 @@ would turn an exception raised mid-read into its own 400 ("error parsing the bod
 
 from __future__ import annotations
 
-import json
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.api.problems import problem
 
 
 class BodyLimit:
@@ -20,7 +20,7 @@ class BodyLimit:
             return await self.app(scope, receive, send)
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            return await self._refuse(send)
+            return await self._refuse(scope, receive, send)
         chunks, seen, more = [], 0, True
         while more:
             message = await receive()
@@ -29,7 +29,7 @@ class BodyLimit:
             chunks.append(message.get("body", b""))
             seen += len(chunks[-1])
             if seen > self.max_bytes:
-                return await self._refuse(send)
+                return await self._refuse(scope, receive, send)
             more = message.get("more_body", False)
         replayed = False
 
@@ -42,8 +42,6 @@ class BodyLimit:
 
         await self.app(scope, replay, send)
 
-    async def _refuse(self, send: Send) -> None:
-        body = json.dumps({"detail": f"the request body is larger than {self.max_bytes} bytes"}).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        refusal = problem(scope, 413, f"the request body is larger than {self.max_bytes} bytes")
+        await refusal(scope, receive, send)

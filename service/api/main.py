@@ -21,10 +21,10 @@ from jobs.settings import Settings, get_settings
 from jobs.storage import artifacts, template_store
 from jobs.store import JobStore
 from learngene import __version__
-from service.api import errors
+from service.api import error_docs, errors
 from service.api.limits import BodyLimit
 from service.api.metrics import build_registry
-from service.api.routes import admin, health, initializations, template_sets
+from service.api.routes import admin, health, initializations, problems, template_sets
 from storage.artifacts import Artifacts
 from storage.objects import StorageUnavailable
 from templates_store import TemplateStore
@@ -76,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(http_metrics)
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
     errors.install(app)
-    for module in (initializations, template_sets, admin, health):
+    for module in (initializations, template_sets, admin, health, problems):
         app.include_router(module.router)
+    error_docs.document(app)
     return app

@@ -64,7 +64,7 @@ def _run(action: Callable[[], Any]) -> None:
     except httpx.TransportError as exc:
         raise fail(f"cannot reach the API at {_origin(exc)} ({_reason(exc)})", API_UNREACHABLE) from None
     except ApiError as exc:
-        raise fail(f"the API answered {exc.status}: {_detail(exc.detail)}") from None
+        raise fail(f"the API answered {exc.status}: {_detail(exc)}") from None
     except (JobFailed, TimeoutError, OSError) as exc:
         raise fail(str(exc)) from None
 
@@ -84,14 +84,12 @@ def _reason(exc: httpx.TransportError) -> str:
     return re.sub(r"^\[Errno -?\d+\] ", "", str(exc)).lower() or type(exc).__name__
 
 
-def _detail(detail: Any) -> str:
-    """The server's message on one line: a string, or FastAPI's list of {loc, msg} errors."""
-    if isinstance(detail, list):
-        detail = "; ".join(
-            f"{'.'.join(map(str, e.get('loc', [])))}: {e.get('msg', '')}" if isinstance(e, dict) else str(e)
-            for e in detail
-        )
-    return " ".join(str(detail).split())
+def _detail(error: ApiError) -> str:
+    """The server's message on one line: the problem's detail, or every refused field (`loc: msg; ...`)."""
+    fields = [
+        f"{'.'.join(map(str, e.get('loc', [])))}: {e.get('msg', '')}" for e in error.errors if isinstance(e, dict)
+    ]
+    return " ".join(("; ".join(fields) if fields else str(error.detail)).split())
 
 
 def submit(
