@@ -15,13 +15,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fastapi import FastAPI
 from safetensors.torch import load as load_safetensors
 
 from jobs.settings import Settings
 from learngene import ViTSpec
 from service.api.main import create_app
-from service.api.openapi import OPERATION_IDS, REQUEST_EXAMPLES, operation_id
+from service.api.openapi import OPERATION_IDS, REQUEST_EXAMPLES
 from tests.conftest import FMNIST, SHARED_DATA
 from tests.harness import ADMIN_TOKEN, service_env, start_api
 
@@ -69,6 +68,9 @@ def operations(document: dict) -> list[tuple[str, str, dict]]:
 def test_every_operation_has_its_own_camel_case_id_and_a_described_tag(document):
     ops = operations(document)
     ids = [op["operationId"] for _, _, op in ops]
+    generated = [f"{method} {path} ({op['operationId']})" for method, path, op in ops if op["operationId"] not in
+                 OPERATION_IDS.values()]  # fmt: skip
+    assert not generated, f"give these operations an id in OPERATION_IDS (service/api/openapi.py): {generated}"
     assert len(ids) == len(set(ids)) == len(OPERATION_IDS) == 26  # unique, and the table holds no stale entry
     assert set(ids) == set(OPERATION_IDS.values())
     assert all(re.fullmatch(r"[a-z]+(?:[A-Z][a-z0-9]*)*", i) for i in ids), ids
@@ -87,15 +89,6 @@ def test_every_operation_has_its_own_camel_case_id_and_a_described_tag(document)
     for method, path, op in ops:
         assert len(op["tags"]) == 1 and op["tags"][0] in described, f"{method} {path}: {op.get('tags')}"
     assert set(described) == {op["tags"][0] for _, _, op in ops}  # no tag without operations
-
-
-def test_a_route_without_an_operation_id_stops_the_app_from_starting():
-    app = FastAPI(generate_unique_id_function=operation_id)
-    with pytest.raises(LookupError, match=r"'export_everything' \(GET /everything\) has no operation id"):
-
-        @app.get("/everything")
-        def export_everything() -> dict:
-            return {}
 
 
 def test_tokens_are_bearer_security_schemes_not_header_parameters(document, tmp_path):
