@@ -202,7 +202,7 @@ def generate_client(server, where: Path):
          "--meta", "none", "--output-path", str(where / "learngene_api_client")],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
-    output = run.stdout + run.stderr
+    output = (run.stdout + run.stderr).replace(str(where), "<tmp>")
     assert run.returncode == 0, output
     assert not re.search(r"warning|error|skipping|omitted", output, re.IGNORECASE), output  # nothing of ours lost
     sys.path.insert(0, str(where))
