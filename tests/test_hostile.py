@@ -362,6 +362,7 @@ def test_tokens_never_reach_logs_or_job_records(queue_only, guarded):
 
 def test_tokens_are_compared_in_constant_time(monkeypatch):
     from fastapi import HTTPException
+    from fastapi.security import HTTPAuthorizationCredentials
     from pydantic import SecretStr
 
     from jobs.settings import Settings
@@ -374,8 +375,9 @@ def test_tokens_are_compared_in_constant_time(monkeypatch):
         admin_token=SecretStr("admin-secret"), client_tokens={k: SecretStr(v) for k, v in CLIENTS.items()}
     )
     with pytest.raises(HTTPException) as refused:
-        deps.require_admin(config, "Bearer admin-secreT")
+        deps.require_admin(config, HTTPAuthorizationCredentials(scheme="Bearer", credentials="admin-secreT"))
     assert refused.value.status_code == 403 and calls == [(b"admin-secreT", b"admin-secret")]
     calls.clear()
-    assert deps.current_client(config, f"Bearer {CLIENTS['alpha']}") == "alpha"
+    alpha = HTTPAuthorizationCredentials(scheme="Bearer", credentials=CLIENTS["alpha"])
+    assert deps.current_client(config, alpha) == "alpha"
     assert len(calls) == len(CLIENTS)  # every token compared, whichever matches

@@ -1,12 +1,13 @@
 """Dependencies injected into the routes: settings, job records, the template and checkpoint stores, the dispatcher,
-admin auth."""
+bearer auth (admin and client tokens)."""
 
 from __future__ import annotations
 
 import hmac
 from typing import Annotated
 
-from fastapi import Depends, Header, HTTPException, Request, status
+from fastapi import Depends, Header, HTTPException, Request, Security, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import SecretStr
 
 from jobs.dispatch import Dispatcher
@@ -36,15 +37,27 @@ def get_dispatcher(request: Request) -> Dispatcher:
     return request.app.state.dispatcher
 
 
-def bearer(authorization: str | None, what: str) -> str:
+# The two bearer schemes of the OpenAPI document (`components.securitySchemes`). They only read the header
+# (auto_error=False); the answers to missing or wrong tokens (401 with WWW-Authenticate, 403) are ours, below.
+ADMIN_SCHEME = HTTPBearer(
+    scheme_name="adminToken", auto_error=False,
+    description="LEARNGENE_ADMIN_TOKEN of the deployment; without it set, the admin endpoints answer 403",
+)  # fmt: skip
+CLIENT_SCHEME = HTTPBearer(
+    scheme_name="clientToken", auto_error=False,
+    description="one of the tokens in LEARNGENE_CLIENT_TOKENS (name -> token); required only where the deployment sets "
+    "them, and then each client sees only its own jobs",
+)  # fmt: skip
+
+
+def bearer(credentials: HTTPAuthorizationCredentials | None, what: str) -> str:
     """The token of an `Authorization: Bearer <token>` header, or 401."""
-    scheme, _, token = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not token:
+    if credentials is None:  # no header, another scheme, or no token after "Bearer"
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED, f"{what} need 'Authorization: Bearer <token>'",
             headers={"WWW-Authenticate": "Bearer"},
         )  # fmt: skip
-    return token
+    return credentials.credentials
 
 
 def matches(token: str, secret: SecretStr) -> bool:
@@ -54,24 +67,24 @@ def matches(token: str, secret: SecretStr) -> bool:
 
 def require_admin(
     settings: Annotated[Settings, Depends(get_settings)],
-    authorization: Annotated[str | None, Header()] = None,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(ADMIN_SCHEME)],
 ) -> None:
     """Bearer token from LEARNGENE_ADMIN_TOKEN: 401 without credentials, 403 with wrong ones."""
     if settings.admin_token is None:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "admin endpoints are disabled: LEARNGENE_ADMIN_TOKEN is not set")
-    if not matches(bearer(authorization, "admin endpoints"), settings.admin_token):
+    if not matches(bearer(credentials, "admin endpoints"), settings.admin_token):
         raise HTTPException(status.HTTP_403_FORBIDDEN, "invalid admin token")
 
 
 def current_client(
     settings: Annotated[Settings, Depends(get_settings)],
-    authorization: Annotated[str | None, Header()] = None,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(CLIENT_SCHEME)],
 ) -> str | None:
     """The calling client's name when LEARNGENE_CLIENT_TOKENS is set (401/403 otherwise); None when it is not.
     Every configured token is compared, so the time taken does not depend on which one matched."""
     if not settings.client_tokens:
         return None
-    token = bearer(authorization, "requests")
+    token = bearer(credentials, "requests")
     found = [name for name, secret in settings.client_tokens.items() if matches(token, secret)]
     if not found:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "invalid client token")

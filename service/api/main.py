@@ -21,7 +21,7 @@ from jobs.settings import Settings, get_settings
 from jobs.storage import artifacts, template_store
 from jobs.store import JobStore
 from learngene import __version__
-from service.api import error_docs, errors
+from service.api import error_docs, errors, openapi
 from service.api.limits import BodyLimit
 from service.api.metrics import build_registry
 from service.api.routes import admin, health, initializations, problems, template_sets
@@ -69,6 +69,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         summary="Initialized Vision Transformer checkpoints of any size, inherited from condensed learngenes.",
         lifespan=lifespan,
+        generate_unique_id_function=openapi.operation_id,
+        openapi_tags=openapi.TAGS,
+        docs_url=None,  # served by openapi.install from bundled assets, not a CDN
+        redoc_url=None,
     )
     app.state.settings, app.state.jobs, app.state.store = settings, jobs, store
     app.state.artifacts = checkpoints
@@ -78,5 +82,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     for module in (initializations, template_sets, admin, health, problems):
         app.include_router(module.router)
-    error_docs.document(app)
+    error_docs.document(app)  # the problems each operation can answer, read off the generated document
+    openapi.install(app, settings)  # then operation ids' examples, security alternatives, binary bodies
     return app
