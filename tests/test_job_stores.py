@@ -169,7 +169,8 @@ def test_pages_walk_every_matching_job_once_newest_first_and_full(jobs, chunk, m
         for limit in (1, 7, 50, 500):
             pages = walk(jobs, query, limit)
             assert [j.id for page in pages for j in page] == expected, (name, limit)
-            assert all(len(page) == limit for page in pages[:-1]) and 0 < len(pages[-1]) <= limit or expected == []
+            assert all(len(page) == limit for page in pages[:-1]) and len(pages[-1]) <= limit
+            assert len(pages) == max(1, -(-len(expected) // limit))  # no empty last page after a full one
             assert all(query.matches(j) for page in pages for j in page)
     assert len(walk(jobs, QUERIES["everything"], 7)) == 36  # 250 jobs: 35 full pages and one of 5
 
