@@ -189,7 +189,13 @@ class Client:
         return path
 
     def template_sets(self) -> list[dict[str, Any]]:
-        return self._call("GET", "/v1/template-sets")["items"]
+        """Every stored version, following the pages."""
+        page = self._call("GET", "/v1/template-sets", params={"limit": 500})
+        versions = page["items"]
+        while page["next"] is not None:
+            page = self._call("GET", page["next"])
+            versions += page["items"]
+        return versions
 
     def set_alias(self, name: str, alias: str, *, version: int | None = None, rollback: bool = False) -> dict[str, Any]:
         body = {"rollback": True} if rollback else {"version": version}

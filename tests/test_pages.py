@@ -28,6 +28,8 @@ from jobs.settings import Settings
 from jobs.store import JobQuery, JobStore, Position
 from service.api.main import create_app
 from service.client import Client
+from templates_store import TemplateStore
+from tests.conftest import random_template_set, tiny_spec
 from tests.harness import ADMIN_TOKEN, TEST_REDIS_URL, free_port
 from tests.test_job_stores import stored_jobs
 
@@ -39,8 +41,8 @@ PATHS = {"initialization": "/v1/initializations", "condensation": "/v1/admin/con
 
 
 class Served:
-    def __init__(self, url: str, jobs: JobStore, made: list[Job]):
-        self.url, self.jobs, self.made = url, jobs, made
+    def __init__(self, url: str, jobs: JobStore, made: list[Job], store: TemplateStore):
+        self.url, self.jobs, self.made, self.store = url, jobs, made, store
 
 
 @pytest.fixture(scope="module", params=["memory", "redis"])
@@ -62,7 +64,7 @@ def api(request, tmp_path_factory) -> Iterator[Served]:
         time.sleep(0.05)
     made = stored_jobs(app.state.jobs, 250, start=START)
     try:
-        yield Served(f"http://127.0.0.1:{server.config.port}", app.state.jobs, made)
+        yield Served(f"http://127.0.0.1:{server.config.port}", app.state.jobs, made, app.state.store)
     finally:
         server.should_exit = True
         thread.join(30)
@@ -262,3 +264,29 @@ def test_job_list_command(api, cli):
     assert after.exit_code == 2 and "created_after" in after.stderr, after.output  # no timezone: refused, named
     bad = cli(ADMIN_TOKEN, "job", "list", "--url", api.url, "--status", "finished")
     assert bad.exit_code == 2 and "finished" in bad.output  # click's own refusal: not a status
+
+
+def test_template_sets_page_by_name_and_version(api):
+    """Versions in (name, version) order, a page at a time, with the name filter kept in `next`."""
+    template_set = random_template_set(tiny_spec())
+    for name in ("zeta", "alpha", "mid"):
+        for _ in range(3 if name == "mid" else 2):
+            api.store.publish(template_set, name)
+    every = [(v.name, v.version) for v in api.store.list()]
+    assert every == sorted(every) and len(every) >= 7  # with the bundled demo set
+    for params in ({"limit": 2}, {"limit": 1, "name": "mid"}, {"limit": 500}):
+        pages, url = [], f"{api.url}/v1/template-sets"
+        while url is not None:
+            body = httpx.get(url, params=params if not pages else None, headers=ALPHA).json()
+            pages.append([(v["name"], v["version"]) for v in body["items"]])
+            url = body["next"]
+        name = params.get("name")
+        check_pages = [v for v in every if name is None or v[0] == name]
+        assert [v for page in pages for v in page] == check_pages
+        assert all(len(page) == params["limit"] for page in pages[:-1]) and len(pages) == -(
+            -len(check_pages) // params["limit"]
+        )
+    for cursor in (b64(b'["mid", 0]'), b64(b"[1, 2]"), b64(b'["mid", "2"]'), b64(b'["mid", true]'), "%%%"):
+        response = httpx.get(f"{api.url}/v1/template-sets", params={"cursor": cursor}, headers=ALPHA)
+        assert response.status_code == 422 and error_fields(response) == [["query", "cursor"]], response.text
+    assert httpx.get(f"{api.url}/v1/template-sets", params={"limit": 0}, headers=ALPHA).status_code == 422

@@ -97,7 +97,8 @@ class JobList(BaseModel):
 
 
 class TemplateSetList(BaseModel):
-    items: list[VersionInfo]
+    items: list[VersionInfo] = Field(description="by name, then version")
+    next: str | None = Field(description="the next page (the same filter and limit); null on the last page")
 
 
 class TemplateSetView(BaseModel):
