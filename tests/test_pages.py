@@ -182,6 +182,7 @@ def b64(raw: bytes) -> str:
         ({"kind": "training"}, "kind"),
         ({"created_after": "2026-01-01T00:00:00"}, "created_after"),  # no timezone: which instant is it?
         ({"created_after": "last week"}, "created_after"),
+        ({"created_after": "447810904"}, "created_after"),  # seconds since 1970? milliseconds? ISO 8601 only
     ],
 )
 def test_a_bad_limit_cursor_or_filter_is_a_422_naming_it(api, params, field):

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request, Response, status
 from fastapi.responses import FileResponse, StreamingResponse
-from pydantic import AwareDatetime
+from pydantic import AwareDatetime, BeforeValidator
 
 from jobs.model import Job, JobKind, JobStatus
 from jobs.store import JobQuery, JobStore, Position
@@ -34,8 +34,19 @@ Statuses = Annotated[
     list[JobStatus] | None,
     Query(alias="status", description="only jobs in one of these statuses; repeat for several (?status=a&status=b)"),
 ]
+ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def iso_only(value: Any) -> Any:
+    """pydantic would also take a number of seconds (or milliseconds) since 1970 for a time; here only ISO 8601 is
+    meant, so a bare number is refused rather than guessed at."""
+    if not (isinstance(value, str) and ISO_DATE.match(value)):
+        raise ValueError("expected an ISO 8601 date and time with a timezone, like 2026-12-02T10:38:33Z")
+    return value
+
+
 CreatedAfter = Annotated[
-    AwareDatetime | None,
+    Annotated[AwareDatetime, BeforeValidator(iso_only)] | None,
     Query(description="only jobs created strictly after this time: ISO 8601 with a timezone (2026-12-02T10:38:33Z)"),
 ]
 

@@ -14,7 +14,7 @@ from templates_store import NotFoundError, ResolvedRef, TemplateStore
 router = APIRouter(prefix="/v1/template-sets", tags=["template sets"], dependencies=[Depends(current_client)])
 
 
-@router.get("", name="template_sets.list", response_model=TemplateSetList)
+@router.get("", response_model=TemplateSetList)
 def list_template_sets(
     request: Request, store: StoreDep, name: str | None = None, limit: Limit = 50, cursor: Cursor = None
 ) -> TemplateSetList:
@@ -29,7 +29,7 @@ def list_template_sets(
     shown = found[:limit]
     more = encode_cursor(shown[-1].name, shown[-1].version) if len(found) > limit else None
     return TemplateSetList(
-        items=shown, next=next_link(request, "template_sets.list", {"name": name, "limit": limit}, more)
+        items=shown, next=next_link(request, "list_template_sets", {"name": name, "limit": limit}, more)
     )
 
 
