@@ -13,6 +13,7 @@ checkpoints on a local S3 server, SeaweedFS, written to service_load_s3.json).
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import statistics
 import tempfile
 import time
@@ -58,7 +59,7 @@ def run(url: str, args: argparse.Namespace) -> dict:
             submitted = list(pool.map(submit, range(1000, 1000 + args.jobs)))
         latencies = [s for s, _ in submitted]
         done = wait_all(http, [i for _, i in submitted], timeout=args.timeout)
-        finished_at = max(j["timings"]["finished_at"] for j in done.values())
+        finished_at = max(dt.datetime.fromisoformat(j["timings"]["finished_at"]).timestamp() for j in done.values())
         statuses = [j["status"] for j in done.values()]
         per_minute = 60 * len(done) / (finished_at - start)
         run_s = [j["timings"]["running_s"] for j in done.values()]

@@ -7,8 +7,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from jobs.model import STATUSES, Job, JobKind, JobStatus
-from jobs.store import JobStore, bucket_fields
+from jobs.model import STATUSES, Job, JobStatus
+from jobs.store import JobPage, JobQuery, JobStore, Position, bucket_fields
 from jobs.transitions import Move
 
 
@@ -38,10 +38,15 @@ class MemoryJobStore(JobStore):
             job = self._jobs.get(job_id)
             return job.model_copy(deep=True) if job else None
 
-    def list(self, kind: JobKind, limit: int = 50) -> list[Job]:
+    def page(self, query: JobQuery, limit: int = 50, after: Position | None = None) -> JobPage:
         with self._lock:
-            jobs = sorted((j for j in self._jobs.values() if j.kind == kind), key=lambda j: j.created_at, reverse=True)
-            return [j.model_copy(deep=True) for j in jobs[:limit]]
+            found = sorted(
+                (j for j in self._jobs.values() if query.matches(j) and (after is None or Position.of(j) < after)),
+                key=Position.of,
+                reverse=True,
+            )[: limit + 1]
+            shown = [j.model_copy(deep=True) for j in found[:limit]]
+        return JobPage(jobs=shown, next=Position.of(shown[-1]) if len(found) > limit else None)
 
     def _apply(self, job_id: str, decide: Callable[[Job | None], Move]) -> tuple[Move, Job | None]:
         with self._lock:

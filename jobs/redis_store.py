@@ -10,8 +10,10 @@ Keys (prefix `P`, default "learngene"): see `jobs.store`.
 from __future__ import annotations
 
 import enum
+import heapq
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from itertools import islice
 from typing import Any
 
 import redis
@@ -19,9 +21,11 @@ from pydantic import BaseModel
 
 from jobs.model import STATUSES, Job, JobKind, JobStatus
 from jobs.settings import Settings
-from jobs.store import JobStore, bucket_fields
+from jobs.store import JobPage, JobQuery, JobStore, Position, bucket_fields
 from jobs.transitions import Move, index_effects
 
+# Ids read from a kind's index per round trip while a list is filtered.
+INDEX_CHUNK = 200
 # The fields of `Job` fixed at creation, kept as one JSON document; every other field is a hash field of its own name.
 IMMUTABLE = {"id", "kind", "request", "template_set", "warnings", "created_at", "idempotency_key"}
 
@@ -73,7 +77,7 @@ class RedisJobStore(JobStore):
         fields = {"doc": job.model_dump_json(include=IMMUTABLE), **{k: v for k, v in mutable.items() if v is not None}}
         pipe = self.r.pipeline(transaction=True)
         pipe.hset(self._job(job.id), mapping=fields)
-        pipe.zadd(f"{self.p}:jobs:{job.kind.value}", {job.id: job.created_at})
+        pipe.zadd(self._index(job.kind), {job.id: job.created_at})
         pipe.zadd(f"{self.p}:undispatched", {job.id: job.created_at})
         pipe.hincrby(self._counts(job.kind), job.status.value, 1)
         if job.client:
@@ -112,16 +116,52 @@ class RedisJobStore(JobStore):
             lease_until=number("lease_until"),
         )
 
-    def list(self, kind: JobKind, limit: int = 50) -> list[Job]:
-        ids = self.r.zrevrange(f"{self.p}:jobs:{kind.value}", 0, limit - 1)
-        pipe = self.r.pipeline(transaction=False)
-        for job_id in ids:
-            pipe.hgetall(self._job(job_id))
-        jobs = [self._parse(fields) for fields in pipe.execute()]
-        expired = [job_id for job_id, job in zip(ids, jobs, strict=True) if job is None]
-        if expired:  # records past their TTL: drop them from the index too
-            self.r.zrem(f"{self.p}:jobs:{kind.value}", *expired)
-        return [job for job in jobs if job is not None]
+    def _index(self, kind: JobKind) -> str:
+        return f"{self.p}:jobs:{kind.value}"
+
+    def page(self, query: JobQuery, limit: int = 50, after: Position | None = None) -> JobPage:
+        """Walks the kinds' creation-time indexes newest first (merged, when several kinds are asked for) from
+        `after`, reading records in batches and keeping those that match, until the page is full or the indexes end.
+        Status and client are fields of the records, so a selective filter reads more records, never fewer results."""
+        streams = [self._positions(kind, after, query.created_after) for kind in sorted(query.kinds)]
+        merged = heapq.merge(*streams, key=lambda entry: entry[0], reverse=True)
+        found: list[Job] = []
+        while len(found) <= limit:
+            batch = list(islice(merged, min(max(limit + 1 - len(found), 16), INDEX_CHUNK)))
+            if not batch:
+                break
+            pipe = self.r.pipeline(transaction=False)
+            for _, job_id, _ in batch:
+                pipe.hgetall(self._job(job_id))
+            for (_, job_id, kind), fields in zip(batch, pipe.execute(), strict=True):
+                job = self._parse(fields)
+                if job is None:  # a record past its TTL: drop it from the index too
+                    self.r.zrem(self._index(kind), job_id)
+                elif query.matches(job):
+                    found.append(job)
+        shown = found[:limit]
+        return JobPage(jobs=shown, next=Position.of(shown[-1]) if len(found) > limit else None)
+
+    def _positions(
+        self, kind: JobKind, after: Position | None, created_after: float | None
+    ) -> Iterator[tuple[Position, str, JobKind]]:
+        """(position, id, kind) of one kind's jobs, newest first, strictly after `after`, in chunks of the index.
+        Each chunk starts at the score of the last one's end (not at an offset from the top), so jobs created while
+        the list is read do not shift it; `same` skips the ids already seen at that very score."""
+        high = "+inf" if after is None else repr(after.created_at)
+        low = "-inf" if created_after is None else f"({created_after!r}"  # "(": strictly after
+        same = 0
+        while True:
+            chunk = self.r.zrevrangebyscore(self._index(kind), high, low, start=same, num=INDEX_CHUNK, withscores=True)
+            for job_id, score in chunk:
+                position = Position(score, job_id)
+                if after is None or position < after:
+                    yield position, job_id, kind
+            if len(chunk) < INDEX_CHUNK:
+                return
+            last = repr(chunk[-1][1])
+            same = (same if last == high else 0) + sum(1 for _, score in chunk if repr(score) == last)
+            high = last
 
     def _apply(self, job_id: str, decide: Callable[[Job | None], Move]) -> tuple[Move, Job | None]:
         key = self._job(job_id)

@@ -14,7 +14,7 @@ Redis keys (prefix `P`, default "learngene"):
     P:job:<id>        hash: doc (immutable JSON) and the mutable fields of `Job` under their own names (status,
                       attempts, max_attempts, started_at, finished_at, progress, result, error,
                       cancel_requested, lease_owner, lease_until, dispatched, client)
-    P:jobs:<kind>     sorted set of job ids by creation time
+    P:jobs:<kind>     sorted set of job ids by creation time (ties ordered by id: the order of `JobStore.page`)
     P:running         set of the ids of running jobs (what the reaper looks at)
     P:undispatched    sorted set of accepted jobs not yet handed to the broker, by creation time
     P:active:<client> set of a client's queued and running jobs (per-token quotas)
@@ -30,11 +30,51 @@ from __future__ import annotations
 import abc
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from jobs import transitions
 from jobs.model import BUCKETS, Claim, Job, JobError, JobKind, JobProgress, JobStatus
 from jobs.transitions import Move
+
+
+@dataclass(frozen=True, order=True)
+class Position:
+    """A job's place in a list, newest first: (created_at, id), the id breaking ties between equal times. A page
+    resumes strictly after the last position it showed, so jobs created meanwhile (newer: they go before it) neither
+    shift nor repeat the rest, as an offset would."""
+
+    created_at: float
+    id: str
+
+    @classmethod
+    def of(cls, job: Job) -> Position:
+        return cls(job.created_at, job.id)
+
+
+@dataclass(frozen=True)
+class JobQuery:
+    """Which jobs a list shows: of these kinds, in one of these statuses (any when None), of this client (any when
+    None), created strictly after `created_after` (epoch seconds, as stored)."""
+
+    kinds: frozenset[JobKind]
+    statuses: frozenset[JobStatus] | None = None
+    client: str | None = None
+    created_after: float | None = None
+
+    def matches(self, job: Job) -> bool:
+        return (
+            job.kind in self.kinds
+            and (self.statuses is None or job.status in self.statuses)
+            and (self.client is None or job.client == self.client)
+            and (self.created_after is None or job.created_at > self.created_after)
+        )
+
+
+@dataclass(frozen=True)
+class JobPage:
+    jobs: list[Job]
+    next: Position | None  # where the next page starts (after the last job shown); None on the last page
 
 
 class JobStore(abc.ABC):
@@ -52,7 +92,9 @@ class JobStore(abc.ABC):
     def get(self, job_id: str) -> Job | None: ...
 
     @abc.abstractmethod
-    def list(self, kind: JobKind, limit: int = 50) -> list[Job]: ...
+    def page(self, query: JobQuery, limit: int = 50, after: Position | None = None) -> JobPage:
+        """Up to `limit` jobs matching `query`, newest first, strictly after `after`. The filter is applied while
+        reading, so every page but the last is full."""
 
     @abc.abstractmethod
     def _apply(self, job_id: str, decide: Callable[[Job | None], Move]) -> tuple[Move, Job | None]:

@@ -13,7 +13,7 @@ import hashlib
 import os
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +96,36 @@ class Client:
     def cancel(self, job_id: str, kind: str = "initializations") -> dict[str, Any]:
         return self._call("DELETE", self._job_path(job_id, kind))
 
+    def job_pages(
+        self,
+        *,
+        kinds: Sequence[str] = (),
+        statuses: Sequence[str] = (),
+        created_after: str | None = None,
+        limit: int = 50,
+    ) -> Iterator[dict[str, Any]]:
+        """Pages of jobs (`items`, newest first, and `next`), following each page's `next` link to the last.
+        Initializations alone (no `kinds`, or only "initialization") come from /v1/initializations, which a client
+        token reads (its own jobs); any other kind from /v1/admin/jobs, with the admin token. `created_after`: an
+        ISO 8601 time with a timezone."""
+        every_kind = not set(kinds) <= {"initialization"}
+        params: dict[str, Any] = {"limit": limit, "status": list(statuses)}
+        if every_kind:
+            params["kind"] = list(kinds)
+        if created_after is not None:
+            params["created_after"] = created_after
+        page = self._call("GET", "/v1/admin/jobs" if every_kind else "/v1/initializations", params=params)
+        while True:
+            yield page
+            if page["next"] is None:
+                return
+            page = self._call("GET", page["next"])  # absolute: the same filters and limit, and the cursor
+
+    def jobs(self, **filters: Any) -> Iterator[dict[str, Any]]:
+        """Every job matching the filters of `job_pages`, newest first, fetched a page at a time as they are read."""
+        for page in self.job_pages(**filters):
+            yield from page["items"]
+
     def wait(
         self,
         job_id: str,
@@ -159,7 +189,13 @@ class Client:
         return path
 
     def template_sets(self) -> list[dict[str, Any]]:
-        return self._call("GET", "/v1/template-sets")["items"]
+        """Every stored version, following the pages."""
+        page = self._call("GET", "/v1/template-sets", params={"limit": 500})
+        versions = page["items"]
+        while page["next"] is not None:
+            page = self._call("GET", page["next"])
+            versions += page["items"]
+        return versions
 
     def set_alias(self, name: str, alias: str, *, version: int | None = None, rollback: bool = False) -> dict[str, Any]:
         body = {"rollback": True} if rollback else {"version": version}

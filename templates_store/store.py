@@ -175,16 +175,25 @@ class TemplateStore:
         verify_files(self.backend.folder(resolved.name, resolved.version, manifest, resolved.digest), manifest)
         return resolved
 
-    def list(self, name: str | None = None) -> list[VersionInfo]:
+    def list(
+        self, name: str | None = None, *, after: tuple[str, int] | None = None, limit: int | None = None
+    ) -> list[VersionInfo]:
+        """Versions in (name, version) order; with `after`, those past it; with `limit`, at most that many (a page:
+        only its manifests are read)."""
         for builtin in [check_name(name)] if name else self.builtins:
             self._ensure_builtin(builtin)
-        names = [name] if name else self.backend.names()
+        names = [name] if name else sorted(self.backend.names())
         out = []
         for n in names:
+            if after is not None and n < after[0]:
+                continue
+            versions = [v for v in self.backend.versions(n) if after is None or (n, v) > after]
+            if not versions:
+                continue
             targets: dict[int, list[str]] = {}
             for alias, record in sorted(self.backend.read_aliases(n).items()):
                 targets.setdefault(record["version"], []).append(alias)
-            for version in self.backend.versions(n):
+            for version in versions:
                 try:
                     data = self.backend.manifest(n, version)
                     m = _parse(n, version, data)
@@ -209,6 +218,8 @@ class TemplateStore:
                         card=None if card is None else _summary(*card),
                     )
                 )
+                if limit is not None and len(out) >= limit:
+                    return out
         return out
 
     def card(self, ref: str | ResolvedRef) -> QualityCard | None:

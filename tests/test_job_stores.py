@@ -10,10 +10,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import redis
 
+from jobs import redis_store
 from jobs.memory_store import MemoryJobStore
 from jobs.model import REDELIVERY, Job, JobError, JobKind, JobProgress, JobStatus
 from jobs.redis_store import RedisJobStore
-from jobs.store import JobStore
+from jobs.store import JobQuery, JobStore, Position
 from tests.harness import TEST_REDIS_URL
 
 
@@ -113,7 +114,87 @@ def test_idempotency_keys_cache_and_counters(jobs):
     jobs.incr("hits")
     assert jobs.counters()["hits"] == 3 and jobs.ping()
     listed = [new(jobs, JobKind.condensation) for _ in range(3)]
-    assert [j.id for j in jobs.list(JobKind.condensation, limit=2)] == [listed[2].id, listed[1].id]
+    condensations = JobQuery(kinds=frozenset({JobKind.condensation}))
+    assert [j.id for j in jobs.page(condensations, limit=2).jobs] == [listed[2].id, listed[1].id]
+
+
+def stored_jobs(jobs: JobStore, count: int, start: float = 1_700_000_000.0) -> list[Job]:
+    """`count` records written straight into the store (no job runs): three kinds, every status, two clients, and
+    creation times shared by runs of up to 7 jobs, so that the id has to break ties (also across index chunks)."""
+    kinds, statuses, clients = list(JobKind), list(JobStatus), ["alpha", "beta", None]
+    made = []
+    for i in range(count):
+        job = Job.new(
+            kinds[i % 3], {"model": "m", "i": i}, status=statuses[i % 5], client=clients[i % 4 % 3],
+            created_at=start + (i // 7) * 0.25, dispatched=True,
+        )  # fmt: skip
+        jobs.create(job)
+        made.append(job)
+    return made
+
+
+def walk(jobs: JobStore, query: JobQuery, limit: int) -> list[list[Job]]:
+    pages, after = [], None
+    while True:
+        page = jobs.page(query, limit, after)
+        pages.append(page.jobs)
+        if page.next is None:
+            return pages
+        assert page.next == Position.of(page.jobs[-1])
+        after = page.next
+
+
+QUERIES = {
+    "everything": JobQuery(kinds=frozenset(JobKind)),
+    "one kind": JobQuery(kinds=frozenset({JobKind.initialization})),
+    "two kinds, two statuses": JobQuery(
+        kinds=frozenset({JobKind.condensation, JobKind.card}), statuses=frozenset({JobStatus.failed, JobStatus.queued})
+    ),
+    "one client's": JobQuery(kinds=frozenset({JobKind.initialization}), client="beta"),
+    "created after": JobQuery(kinds=frozenset(JobKind), created_after=1_700_000_000.0 + 20 * 0.25),
+    "rare": JobQuery(kinds=frozenset({JobKind.card}), statuses=frozenset({JobStatus.running}), client="alpha"),
+    "none": JobQuery(kinds=frozenset(JobKind), created_after=1_800_000_000.0),
+}
+
+
+@pytest.mark.parametrize("chunk", [redis_store.INDEX_CHUNK, 5])
+def test_pages_walk_every_matching_job_once_newest_first_and_full(jobs, chunk, monkeypatch):
+    """Pages filtered in the store (kinds, statuses, client, creation time): every matching job exactly once, in
+    (created_at, id) order newest first, every page but the last full. A chunk of 5 ids makes the Redis store read
+    its indexes in many pieces, each cutting through a run of equal creation times."""
+    monkeypatch.setattr(redis_store, "INDEX_CHUNK", chunk)
+    made = stored_jobs(jobs, 250)
+    for name, query in QUERIES.items():
+        expected = [j.id for j in sorted((j for j in made if query.matches(j)), key=Position.of, reverse=True)]
+        for limit in (1, 7, 50, 500):
+            pages = walk(jobs, query, limit)
+            assert [j.id for page in pages for j in page] == expected, (name, limit)
+            assert all(len(page) == limit for page in pages[:-1]) and len(pages[-1]) <= limit
+            assert len(pages) == max(1, -(-len(expected) // limit))  # no empty last page after a full one
+            assert all(query.matches(j) for page in pages for j in page)
+    assert len(walk(jobs, QUERIES["everything"], 7)) == 36  # 250 jobs: 35 full pages and one of 5
+
+
+def test_jobs_created_during_a_walk_neither_shift_nor_repeat_it(jobs):
+    """The next page starts after a position, not an offset: newer jobs created between two pages go before the
+    first page (a new walk shows them), and the rest of the walk is unchanged."""
+    made = stored_jobs(jobs, 40)
+    query = JobQuery(kinds=frozenset(JobKind))
+    first = jobs.page(query, 10)
+    newer = [new(jobs, JobKind.card) for _ in range(15)]  # created now: newer than every stored one
+    rest = walk_from(jobs, query, 10, first.next)
+    walked = [j.id for j in first.jobs + rest]
+    assert walked == [j.id for j in sorted(made, key=Position.of, reverse=True)]
+    assert [j.id for j in jobs.page(query, 15).jobs] == [j.id for j in reversed(newer)]
+
+
+def walk_from(jobs: JobStore, query: JobQuery, limit: int, after: Position) -> list[Job]:
+    found = []
+    while after is not None:
+        page = jobs.page(query, limit, after)
+        found += page.jobs
+        after = page.next
+    return found
 
 
 def test_racing_claims_and_cancels_leave_every_record_and_index_consistent(jobs):

@@ -28,7 +28,8 @@ from pydantic import BaseModel
 from jobs.contracts import CondensationRequest, InitializationRequest, describe
 from jobs.settings import Settings
 from service.api.deps import CLIENT_SCHEME
-from service.api.schemas import JobView, TemplateSetView
+from service.api.pages import encode_cursor
+from service.api.schemas import JobList, JobView, TemplateSetView
 
 # Route name -> operation id. Job routes are named "<route>.<action>" by service.api.routes.jobs.job_routes (one
 # factory for initializations, condensations and card jobs); the others by their function.
@@ -59,6 +60,7 @@ OPERATION_IDS: dict[str, str] = {
     "cards.get": "getCardJob",
     "cards.cancel": "cancelCardJob",
     "set_alias": "setAlias",
+    "jobs.list": "listJobs",  # every kind
     # operations
     "healthz": "getLiveness",
     "readyz": "getReadiness",
@@ -169,6 +171,9 @@ CONDENSATION_ACCEPTED = _job(
     "condensation", "7c1d0e9a4f2b4d6c8a3e5f7b9d1c2e4a", "admin/condensations",
     CondensationRequest.model_validate(CONDENSATION),
 )  # fmt: skip
+JOB_PAGE = JobList(
+    items=[JOB_SUCCEEDED], next=f"{_BASE}/initializations?limit=1&cursor={encode_cursor(_CREATED, _INIT_ID)}"
+).model_dump(mode="json")
 TEMPLATE_SET = TemplateSetView(
     ref="demo@1",
     digest=_DEMO["digest"],
@@ -215,6 +220,12 @@ RESPONSE_EXAMPLES: dict[tuple[str, str], dict[str, dict[str, Any]]] = {
         "queued": {"summary": "accepted on the condense queue", "value": CONDENSATION_ACCEPTED}
     },
     ("getTemplateSet", "200"): {"demo": {"summary": "the bundled demo set", "value": TEMPLATE_SET}},
+    ("listInitializations", "200"): {
+        "page": {
+            "summary": "a page of one job, with the link to the next (null on the last page)",
+            "value": JOB_PAGE,
+        }
+    },
 }
 
 

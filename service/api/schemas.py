@@ -2,13 +2,39 @@
 
 from __future__ import annotations
 
-from typing import Any
+import datetime as dt
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, Field, PlainSerializer, WithJsonSchema, model_validator
 
 from jobs.model import JobError, JobKind, JobProgress, JobStatus
 from learngene.caveats import Caveat
 from templates_store import AliasRecord, VersionInfo
+
+
+def _from_epoch(value: Any) -> Any:
+    """Job records keep epoch seconds (old records too); a body shows them as times."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return dt.datetime.fromtimestamp(value, dt.timezone.utc)
+    return value
+
+
+def _iso_utc(moment: dt.datetime) -> str:
+    """ISO 8601 in UTC with milliseconds and an explicit offset, as the template sets' stored times also read
+    (`2026-12-02T10:38:33.123+00:00`)."""
+    return moment.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+UtcTime = Annotated[
+    dt.datetime,
+    BeforeValidator(_from_epoch),
+    PlainSerializer(_iso_utc, return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "format": "date-time", "examples": ["2026-12-02T10:38:33.123+00:00"]}),
+]
+
+
+class ProgressView(JobProgress):
+    updated_at: UtcTime
 
 
 class Links(BaseModel):
@@ -19,9 +45,9 @@ class Links(BaseModel):
 
 
 class Timings(BaseModel):
-    created_at: float
-    started_at: float | None = None
-    finished_at: float | None = None
+    created_at: UtcTime
+    started_at: UtcTime | None = None
+    finished_at: UtcTime | None = None
     queued_s: float | None = Field(default=None, description="from acceptance to the first start")
     running_s: float | None = Field(default=None, description="from the first start to the end")
 
@@ -57,7 +83,7 @@ class JobView(BaseModel):
         "domain or its quality card's range; the result's `warnings` add what the calibration data showed",
     )  # fmt: skip
     request: dict[str, Any]
-    progress: JobProgress | None = None
+    progress: ProgressView | None = None
     timings: Timings
     result: dict[str, Any] | None = None
     checkpoint: CheckpointView | None = None
@@ -66,11 +92,13 @@ class JobView(BaseModel):
 
 
 class JobList(BaseModel):
-    items: list[JobView]
+    items: list[JobView] = Field(description="newest first")
+    next: str | None = Field(description="the next page (the same filters and limit); null on the last page")
 
 
 class TemplateSetList(BaseModel):
-    items: list[VersionInfo]
+    items: list[VersionInfo] = Field(description="by name, then version")
+    next: str | None = Field(description="the next page (the same filter and limit); null on the last page")
 
 
 class TemplateSetView(BaseModel):

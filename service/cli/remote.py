@@ -1,15 +1,19 @@
-"""Client commands against a running API: `learngene submit`, `learngene job status|wait|cancel|download`."""
+"""Client commands against a running API: `learngene submit`, `learngene job list|status|wait|cancel|download`."""
 
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
 import typer
+from rich.console import Console
+from rich.table import Table
 
+from jobs.model import JobKind, JobStatus
 from service.cli.common import (
     CALIBRATION_SAMPLES,
     FIT,
@@ -18,6 +22,7 @@ from service.cli.common import (
     FitBatch,
     FitLr,
     FitSteps,
+    JsonOption,
     MaxSamples,
     Noise,
     Seed,
@@ -59,8 +64,13 @@ def _client(url: str | None) -> Client:
 
 def _run(action: Callable[[], Any]) -> None:
     """Run `action` against the API and print its result; any failure is one line on stderr, never a traceback."""
+    emit(_answer(action))
+
+
+def _answer(action: Callable[[], Any]) -> Any:
+    """What `action` got from the API; any failure is one line on stderr, never a traceback."""
     try:
-        emit(action())
+        return action()
     except httpx.TransportError as exc:
         raise fail(f"cannot reach the API at {_origin(exc)} ({_reason(exc)})", API_UNREACHABLE) from None
     except ApiError as exc:
@@ -137,6 +147,61 @@ def submit(
             return job
 
     _run(action)
+
+
+console = Console(width=None if sys.stdout.isatty() else 160)  # piped output: no truncated columns
+MAX_PAGE = 500  # the API's largest page
+
+
+@app.command("list")
+def list_(
+    status_: Annotated[
+        list[JobStatus] | None, typer.Option("--status", help="only jobs in this status (repeat for several)")
+    ] = None,
+    kind: Annotated[
+        list[JobKind] | None,
+        typer.Option(
+            help="only jobs of this kind (repeat for several); kinds other than initialization need the "
+            "admin token (default: initializations only)"
+        ),
+    ] = None,
+    created_after: Annotated[
+        str | None, typer.Option(help="only jobs created after this ISO 8601 time, with a timezone (2026-12-02T10:00Z)")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, help="show at most this many jobs (the newest)")] = 50,
+    all_: Annotated[
+        bool, typer.Option("--all", help="show every matching job, however many (overrides --limit)")
+    ] = False,
+    json_: JsonOption = False,
+    url: UrlOption = None,
+) -> None:
+    """List jobs, newest first, following the API's pages."""
+    filters = {"kinds": [k.value for k in kind or []], "statuses": [s.value for s in status_ or []],
+               "created_after": created_after}  # fmt: skip
+
+    def action() -> tuple[list[dict[str, Any]], bool]:
+        """The jobs to show, and whether more match."""
+        shown: list[dict[str, Any]] = []
+        with _client(url) as client:
+            for page in client.job_pages(**filters, limit=MAX_PAGE if all_ else min(limit, MAX_PAGE)):
+                shown += page["items"]
+                if not all_ and len(shown) >= limit:
+                    return shown[:limit], len(shown) > limit or page["next"] is not None
+        return shown, False
+
+    jobs, more = _answer(action)
+    if more:
+        typer.echo(f"the newest {limit} are shown; more match (--limit N or --all)", err=True)
+    if json_:
+        return emit(jobs)
+    table = Table("id", "kind", "status", "created", "finished", "progress", "attempts")
+    for job in jobs:
+        p, t = job.get("progress"), job["timings"]
+        table.add_row(
+            job["id"], job["kind"], job["status"], t["created_at"], t["finished_at"] or "-",
+            f"{p['step']}/{p['total_steps']}" if p else "-", f"{job['attempts']}/{job['max_attempts']}",
+        )  # fmt: skip
+    console.print(table)
 
 
 @app.command()

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request, Response, status
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 
 from jobs.admission import located, submit_card, submit_condensation
 from jobs.contracts import CardRequest, CondensationRequest
 from jobs.model import JobKind
+from jobs.store import JobQuery
 from service.api.deps import DispatcherDep, IdempotencyKey, JobsDep, SettingsDep, StoreDep, require_admin
-from service.api.routes.jobs import accepted, job_routes
-from service.api.schemas import AliasUpdate, AliasView, JobView
+from service.api.pages import Cursor, Limit
+from service.api.routes import initializations
+from service.api.routes.jobs import CreatedAfter, Statuses, accepted, job_list, job_routes, list_filters
+from service.api.schemas import AliasUpdate, AliasView, JobList, JobView
 from templates_store.refs import check_alias, check_name
 
 ROUTE = "condensations"
@@ -56,6 +61,33 @@ def create_card(
 
 
 router.include_router(job_routes(JobKind.card, CARDS), prefix="/cards")
+ROUTES = {JobKind.initialization: initializations.ROUTE, JobKind.condensation: ROUTE, JobKind.card: CARDS}
+Kinds = Annotated[
+    list[JobKind] | None, Query(alias="kind", description="only jobs of these kinds; repeat for several (all if none)")
+]
+
+
+@router.get("/jobs", name="jobs.list", response_model=JobList)
+def list_all_jobs(
+    request: Request,
+    jobs: JobsDep,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+    kinds: Kinds = None,
+    statuses: Statuses = None,
+    created_after: CreatedAfter = None,
+) -> JobList:
+    """Jobs of every kind (initializations of every client, condensations, cards) newest first, a page at a time:
+    follow `next` (null on the last page). Each job links to its own kind's endpoints."""
+    query = JobQuery(
+        kinds=frozenset(kinds or JobKind), statuses=frozenset(statuses) if statuses else None,
+        created_after=created_after.timestamp() if created_after else None,
+    )  # fmt: skip
+    filters = {"kind": [k.value for k in kinds] if kinds else None, **list_filters(statuses, created_after)}
+    return job_list(
+        request, jobs, query, limit=limit, cursor=cursor, list_route="jobs.list", filters=filters,
+        view_route=ROUTES.__getitem__,
+    )  # fmt: skip
 
 
 @router.put("/template-sets/{name}/aliases/{alias}", response_model=AliasView)

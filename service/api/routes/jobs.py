@@ -1,20 +1,25 @@
-"""Endpoints every job kind shares: read one, list, cancel, and (initializations) download the checkpoint."""
+"""Endpoints every job kind shares: read one, list (a page at a time), cancel, and (initializations) download the
+checkpoint."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
+from collections.abc import Callable
 from pathlib import PurePath
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Path, Request, Response, status
+from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request, Response, status
 from fastapi.responses import FileResponse, StreamingResponse
+from pydantic import AwareDatetime, BeforeValidator
 
 from jobs.model import Job, JobKind, JobStatus
-from jobs.store import JobStore
+from jobs.store import JobQuery, JobStore, Position
 from learngene.pretrained import FOLDER_FILES, WEIGHTS
 from service.api.deps import ArtifactsDep, JobsDep, SettingsDep, current_client
 from service.api.downloads import etag_matches, file_response, tar_response
+from service.api.pages import Cursor, Limit, decode_cursor, encode_cursor, invalid, next_link
 from service.api.schemas import CheckpointView, FileView, JobList, JobView, Links, Timings
 
 DOWNLOAD_CODES = (206, 304, 307, 409, 410, 416)  # partial, not modified, presigned redirect, not done, gone, range
@@ -23,6 +28,27 @@ BEFORE_FOLDERS = (
     "it finished before checkpoints were stored as timm / Hugging Face folders and has only model.safetensors "
     "(also at /checkpoint); submit the same request again to get the folder"
 )
+JOB_ID = re.compile(r"[0-9A-Za-z_-]{1,64}")  # what a cursor may name (ids are uuid4 hex)
+
+Statuses = Annotated[
+    list[JobStatus] | None,
+    Query(alias="status", description="only jobs in one of these statuses; repeat for several (?status=a&status=b)"),
+]
+ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def iso_only(value: Any) -> Any:
+    """pydantic would also take a number of seconds (or milliseconds) since 1970 for a time; here only ISO 8601 is
+    meant, so a bare number is refused rather than guessed at."""
+    if not (isinstance(value, str) and ISO_DATE.match(value)):
+        raise ValueError("expected an ISO 8601 date and time with a timezone, like 2026-12-02T10:38:33Z")
+    return value
+
+
+CreatedAfter = Annotated[
+    Annotated[AwareDatetime, BeforeValidator(iso_only)] | None,
+    Query(description="only jobs created strictly after this time: ISO 8601 with a timezone (2026-12-02T10:38:33Z)"),
+]
 
 
 def stored_files(job: Job) -> dict[str, dict]:
@@ -68,11 +94,49 @@ def job_view(job: Job, request: Request, route_name: str) -> JobView:
     )
     # The checkpoint is shown as `checkpoint` (with its download links); its path on the worker stays internal.
     result = None if job.result is None else {k: v for k, v in job.result.items() if k not in ("checkpoint", "files")}
+    progress = None if job.progress is None else job.progress.model_dump()  # its `updated_at` shown as a time
     return JobView(
         id=job.id, kind=job.kind, status=job.status, attempts=job.attempts, max_attempts=job.max_attempts,
-        template_set=job.template_set, warnings=job.warnings, request=job.request, progress=job.progress,
+        template_set=job.template_set, warnings=job.warnings, request=job.request, progress=progress,
         timings=timings, result=result, checkpoint=checkpoint, error=job.error, links=links,
     )  # fmt: skip
+
+
+def job_list(
+    request: Request,
+    jobs: JobStore,
+    query: JobQuery,
+    *,
+    limit: int,
+    cursor: str | None,
+    list_route: str,
+    filters: dict[str, Any],
+    view_route: Callable[[JobKind], str],
+) -> JobList:
+    """One page of jobs, newest first, and the link to the next (the same filters and limit) while there is one."""
+    page = jobs.page(query, limit, job_position(cursor))
+    after = None if page.next is None else encode_cursor(page.next.created_at, page.next.id)
+    return JobList(
+        items=[job_view(job, request, view_route(job.kind)) for job in page.jobs],
+        next=next_link(request, list_route, {**filters, "limit": limit}, after),
+    )
+
+
+def job_position(cursor: str | None) -> Position | None:
+    if cursor is None:
+        return None
+    created_at, job_id = decode_cursor(cursor, (float, str))
+    if not JOB_ID.fullmatch(job_id):
+        raise invalid("cursor", "not a cursor of this list: pass the `next` link's cursor unchanged")
+    return Position(created_at, job_id)
+
+
+def list_filters(statuses: list[JobStatus] | None, created_after: AwareDatetime | None) -> dict[str, Any]:
+    """The filters as the query parameters of a `next` link."""
+    return {
+        "status": [s.value for s in statuses] if statuses else None,
+        "created_after": created_after.isoformat() if created_after else None,
+    }
 
 
 def accepted(job: Job, created: bool, request: Request, response: Response, route_name: str) -> JobView:
@@ -107,10 +171,24 @@ def job_routes(kind: JobKind, route_name: str) -> APIRouter:
         return job
 
     @router.get("", name=f"{route_name}.list", response_model=JobList)
-    def list_jobs(request: Request, jobs: JobsDep, limit: int = 50, client: str | None = owner) -> JobList:
-        found = jobs.list(kind, min(max(limit, 1), 500))
-        mine = [j for j in found if client is None or j.client == client]
-        return JobList(items=[job_view(j, request, route_name) for j in mine])
+    def list_jobs(
+        request: Request,
+        jobs: JobsDep,
+        limit: Limit = 50,
+        cursor: Cursor = None,
+        statuses: Statuses = None,
+        created_after: CreatedAfter = None,
+        client: str | None = owner,
+    ) -> JobList:
+        """Jobs newest first, a page at a time: follow `next` (null on the last page) for the rest."""
+        query = JobQuery(
+            kinds=frozenset({kind}), statuses=frozenset(statuses) if statuses else None, client=client,
+            created_after=created_after.timestamp() if created_after else None,
+        )  # fmt: skip
+        return job_list(
+            request, jobs, query, limit=limit, cursor=cursor, list_route=f"{route_name}.list",
+            filters=list_filters(statuses, created_after), view_route=lambda _: route_name,
+        )  # fmt: skip
 
     @router.get("/{job_id}", name=f"{route_name}.get", response_model=JobView)
     def get_job(job_id: str, request: Request, jobs: JobsDep, client: str | None = owner) -> JobView:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Request, Response
 
 from jobs.card_views import card_png, card_readme
 from learngene.card import QualityCard
 from service.api.deps import StoreDep, current_client
+from service.api.pages import Cursor, Limit, decode_cursor, encode_cursor, invalid, next_link
 from service.api.schemas import TemplateSetList, TemplateSetView
 from templates_store import NotFoundError, ResolvedRef, TemplateStore
 
@@ -14,9 +15,22 @@ router = APIRouter(prefix="/v1/template-sets", tags=["template sets"], dependenc
 
 
 @router.get("", response_model=TemplateSetList)
-def list_template_sets(store: StoreDep, name: str | None = None) -> TemplateSetList:
-    """Every version with its input domain and, when it has a quality card, its best and worst card accuracy."""
-    return TemplateSetList(items=store.list(name))
+def list_template_sets(
+    request: Request, store: StoreDep, name: str | None = None, limit: Limit = 50, cursor: Cursor = None
+) -> TemplateSetList:
+    """Every version with its input domain and, when it has a quality card, its best and worst card accuracy; by
+    name, then version, a page at a time: follow `next` (null on the last page)."""
+    after = None
+    if cursor is not None:
+        after = tuple(decode_cursor(cursor, (str, int)))
+        if after[1] < 1:
+            raise invalid("cursor", "not a cursor of this list: pass the `next` link's cursor unchanged")
+    found = store.list(name, after=after, limit=limit + 1)
+    shown = found[:limit]
+    more = encode_cursor(shown[-1].name, shown[-1].version) if len(found) > limit else None
+    return TemplateSetList(
+        items=shown, next=next_link(request, "list_template_sets", {"name": name, "limit": limit}, more)
+    )
 
 
 @router.get("/{ref}", response_model=TemplateSetView)
