@@ -12,7 +12,16 @@ import time
 from pathlib import Path
 
 from jobs.settings import Settings
-from tests.harness import REPO, TEST_REDIS_URL, flush_test_redis, service_env, start_worker
+from tests.harness import (
+    REPO,
+    TEST_REDIS_URL,
+    flush_test_redis,
+    free_port,
+    kill_group,
+    service_env,
+    start_redis,
+    start_worker,
+)
 from workers.celery_app import create_celery
 
 INTERVAL_S = 0.5
@@ -74,6 +83,28 @@ def test_heartbeat_of_a_real_worker(tmp_path):
     assert not heartbeat.exists()  # a worker that stopped leaves no heartbeat behind
     gone = check(heartbeat)
     assert gone.returncode == 1 and "no heartbeat" in gone.stdout
+
+
+def test_no_heartbeat_while_the_broker_is_unreachable(tmp_path):
+    """The beats stop while the worker cannot reach Redis (its main loop sits in the consumer's reconnect), and come
+    back once Redis does: unhealthy means "not consuming", as `celery inspect ping` would say, without the ping."""
+    port = free_port()
+    redis_proc, redis_url = start_redis(tmp_path / "redis", port)
+    heartbeat = tmp_path / "worker.heartbeat"
+    env = service_env(
+        tmp_path, redis_url=redis_url, data_roots=[tmp_path],
+        LEARNGENE_WORKER_HEARTBEAT_FILE=str(heartbeat), LEARNGENE_WORKER_HEARTBEAT_INTERVAL_S=str(INTERVAL_S),
+    )  # fmt: skip
+    worker = start_worker(env, tmp_path / "worker.log")
+    try:
+        wait_until(lambda: check(heartbeat, 2).returncode == 0, timeout=10, what="healthy")
+        kill_group(redis_proc)
+        wait_until(lambda: check(heartbeat, 2).returncode == 1, timeout=20, what="stale with Redis down")
+        redis_proc, _ = start_redis(tmp_path / "redis", port)
+        wait_until(lambda: check(heartbeat, 2).returncode == 0, timeout=30, what="healthy again with Redis back")
+    finally:
+        worker.stop()
+        kill_group(redis_proc)
 
 
 def test_no_heartbeat_step_unless_a_file_is_configured(tmp_path):

@@ -3,7 +3,10 @@
 The worker's main process touches a heartbeat file on its timer (`workers.celery_app.Heartbeat`, a bootstep, as in
 Celery's "worker liveness probe" recipe), every `LEARNGENE_WORKER_HEARTBEAT_INTERVAL_S` seconds; the images'
 HEALTHCHECK runs `python -m workers.heartbeat`, which exits 0 when the file is fresh and 1 when it is missing or older
-than `--max-age`. A stopped, hung or dead main process stops the beats.
+than `--max-age`. A stopped, hung or dead main process stops the beats, and so does a broker out of reach: the main
+loop then sits in the consumer's reconnect until Redis answers again, so "unhealthy" reads "not consuming". (A
+Kubernetes liveness probe built on it should tolerate the Redis outages it means to ride out: running jobs go on
+meanwhile.)
 
 Why not `celery inspect ping`: it imports the application (torch included) into a new client, broadcasts through
 Redis and waits for replies, every interval: seconds of CPU, and an answer that depends on the broker as much as on
