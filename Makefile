@@ -3,17 +3,35 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# Every package of every extra pinned (made by `make lock`): installs here, in CI and in both images take it as
+# pip's constraints file, so they all get the same versions.
+LOCK   := requirements.lock
 
-.PHONY: install tools test lint format run init-demo worker demo-templates validate-docker bench bench-quick clean
+.PHONY: install lock tools test lint format run init-demo worker demo-templates validate-docker bench bench-quick clean
 
 install: $(STAMP)
 
-# Reinstall only when the dependency list changes; an existing venv is reused.
-$(STAMP): pyproject.toml
+# Reinstall only when the dependency list or the lock changes; an existing venv is reused.
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[service,worker,dev]'
+	$(BIN)/python -m pip install --quiet -c $(LOCK) -e '.[service,worker,dev]'
 	touch $(STAMP)
+
+# Regenerate requirements.lock after editing the dependencies in pyproject.toml (tests/test_lock.py fails until
+# then): a universal resolution (every platform and Python the project supports) from PyPI, of the core and every
+# extra. Versions already in the lock are kept where they still fit; `make lock LOCK_FLAGS=--upgrade` takes the
+# newest. The lock must install wherever `make install` runs: on a machine whose pip is capped by a constraints file
+# (here /etc/xdg/pip/constraints.txt: torch and torchvision no newer than the releases on its disk), the lock is
+# compiled under the same cap. uv comes with the dev extra, or is installed into the venv here.
+LOCK_CONSTRAINTS ?= $(wildcard /etc/xdg/pip/constraints.txt)
+LOCK_FLAGS       ?=
+lock:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	test -x $(BIN)/uv || $(BIN)/python -m pip install --quiet 'uv>=0.5'
+	$(BIN)/uv pip compile pyproject.toml --all-extras --universal --quiet --output-file $(LOCK) \
+	  --custom-compile-command 'make lock' \
+	  $(addprefix --constraint ,$(LOCK_CONSTRAINTS)) $(LOCK_FLAGS)
 
 # System tools the tests use beyond Python packages: docker-compose validates docker-compose.yml statically.
 tools:
@@ -60,7 +78,7 @@ validate-docker: install tools
 # Every benchmark, one after the other (about two hours on 2 CPU cores); each prints a table and writes its JSON
 # under bench/results/; the method comparison also writes BENCHMARKS.md and its plots.
 bench: install
-	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python -m pip install --quiet -c $(LOCK) -e '.[bench]'
 	$(BIN)/python bench/inheritance_smoke.py
 	$(BIN)/python bench/learngene_benchmark.py
 	$(BIN)/python bench/service_load.py
@@ -70,7 +88,7 @@ bench: install
 
 # The method comparison at a development scale (a few minutes; writes *_quick files, not BENCHMARKS.md).
 bench-quick: install
-	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python -m pip install --quiet -c $(LOCK) -e '.[bench]'
 	$(BIN)/python bench/learngene_benchmark.py --quick
 
 clean:

@@ -1,26 +1,34 @@
 # syntax=docker/dockerfile:1
 # HTTP API image: FastAPI + uvicorn. Specs are validated with timm (which imports torch), but no model ever runs
-# here on a GPU, so the image carries the CPU-only torch wheels (under 1 GB installed, instead of several GB with CUDA).
+# here on a GPU, so the image carries PyTorch's CPU-only build of torch and torchvision: no nvidia-*/cuda-* wheels.
+# Every version comes from requirements.lock (`make lock`), as in `make install` and the worker image.
 #   docker build -f docker/api.Dockerfile -t learngene/api .
 FROM python:3.11.13-slim-bookworm AS builder
-ARG TORCH_VERSION=2.8.0
-ARG TORCHVISION_VERSION=0.23.0
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_INPUT=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
-# torch first, from the CPU index: the project's `torch>=2.4` requirement is then already satisfied.
-RUN pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cpu \
-        "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}"
 WORKDIR /src
+COPY requirements.lock ./
+# torch and torchvision first, from PyTorch's CPU index, at the lock's versions: the lock's `torch==X` admits the
+# CPU build `X+cpu`, whose metadata requires no nvidia-*, cuda-* or triton package (PyPI's Linux build of X requires
+# them). --no-deps: that index serves only these two; their own requirements (filelock, sympy, numpy, pillow, ...)
+# come from PyPI in the next step, pinned by the lock like everything else.
+RUN pip install --no-cache-dir --no-deps --index-url https://download.pytorch.org/whl/cpu \
+        -c requirements.lock torch torchvision
 COPY pyproject.toml README.md ./
 COPY learngene/ learngene/
 COPY service/ service/
 COPY jobs/ jobs/
 COPY workers/ workers/
 COPY templates_store/ templates_store/
+COPY storage/ storage/
 # A regular (non-editable) install: the package data learngene/assets/demo/* goes into site-packages with the code.
-RUN pip install --no-cache-dir '.[service]' \
+# The installed CPU torch satisfies the lock's pin, so pip keeps it; the checks fail the build if a CUDA package
+# slipped in or a requirement is missing.
+RUN pip install --no-cache-dir -c requirements.lock '.[service]' \
+    && pip check \
+    && python -c "import importlib.metadata as m; cuda = sorted(d.metadata['Name'] for d in m.distributions() if d.metadata['Name'].lower().startswith(('nvidia-', 'cuda-', 'triton'))); assert not cuda, cuda" \
     && python -c "import importlib.resources as r; assert r.files('learngene').joinpath('assets/demo/manifest.json').is_file()"
 
 FROM python:3.11.13-slim-bookworm
@@ -39,7 +47,9 @@ WORKDIR /home/learngene
 # Numeric, so that runtimes enforcing runAsNonRoot (Kubernetes) can verify it: 10001 is `learngene`.
 USER 10001:10001
 EXPOSE 8000
-# Slim images have no curl: probe /healthz with the standard library (urlopen raises on a non-2xx answer).
+# Readiness, not mere liveness: /readyz answers 200 only when Redis and the store answer (503 otherwise), so
+# `depends_on: condition: service_healthy` and load balancers send traffic only to an API that can take it.
+# Slim images have no curl: the standard library's urlopen raises on a non-2xx answer.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4)"]
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/readyz', timeout=4)"]
 CMD ["learngene", "serve", "--host", "0.0.0.0", "--port", "8000"]

@@ -141,6 +141,11 @@ class Settings(BaseSettings):
     worker_soft_shutdown_s: float = Field(
         default=120.0, ge=0, description="on SIGTERM, time running jobs get to finish before they are requeued"
     )
+    worker_heartbeat_file: Path | None = Field(
+        default=None, description="a Celery worker's main process touches this file on its timer; "
+        "`python -m workers.heartbeat` checks it is fresh (the images' HEALTHCHECK); unset: no heartbeat",
+    )  # fmt: skip
+    worker_heartbeat_interval_s: float = Field(default=5.0, gt=0, description="seconds between heartbeats")
 
     # API
     admin_token: SecretStr | None = Field(default=None, description="bearer token of the admin endpoints")

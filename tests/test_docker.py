@@ -1,6 +1,7 @@
 """Static guarantees of the Docker deployment: docker-compose.yml structure, Dockerfile users and bases, and
 docker/validate.sh (hadolint + `docker-compose config`), which needs no Docker engine but does need docker-compose."""
 
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -9,8 +10,10 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-SERVICES = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+SERVICES = COMPOSE["services"]
 DOCKERFILES = {name: ROOT / "docker" / f"{name}.Dockerfile" for name in ("api", "worker")}
+GPU_SERVICES = ("worker", "worker-condense", "condense")
 
 
 def seconds(duration: str) -> float:
@@ -42,10 +45,74 @@ def test_long_running_services_have_healthchecks(service):
     assert SERVICES[service]["restart"] == "unless-stopped"
 
 
-@pytest.mark.parametrize("service", ["worker", "worker-condense", "condense"])
+def gpu_devices(service: str) -> list[dict]:
+    return SERVICES[service]["deploy"]["resources"]["reservations"]["devices"]
+
+
+def env_default(value: str) -> tuple[str, str]:
+    """(variable, default) of a `${VARIABLE:-default}` interpolation."""
+    match = re.fullmatch(r"\$\{(\w+):-([^}]*)\}", value)
+    assert match, f"not an interpolation with a default: {value!r}"
+    return match[1], match[2]
+
+
+@pytest.mark.parametrize("service", GPU_SERVICES)
 def test_gpu_reservation(service):
-    devices = SERVICES[service]["deploy"]["resources"]["reservations"]["devices"]
+    devices = gpu_devices(service)
     assert any(d["driver"] == "nvidia" and "gpu" in d["capabilities"] for d in devices)
+    assert all("count" not in d for d in devices)  # a named device, not "any one GPU"
+
+
+def test_each_gpu_worker_reserves_its_own_device():
+    """The initialization and the condensation workers reserve different GPUs by default, each set by a variable of
+    its own; the one-shot condensation takes the condensation worker's."""
+    ids = {s: [env_default(i) for i in gpu_devices(s)[0]["device_ids"]] for s in GPU_SERVICES}
+    assert ids["worker"] == [("LEARNGENE_INHERIT_GPU", "0")]
+    assert ids["worker-condense"] == [("LEARNGENE_CONDENSE_GPU", "1")]
+    assert ids["condense"] == ids["worker-condense"]
+
+
+def test_compose_has_no_version_key():
+    assert "version" not in COMPOSE  # obsolete in the Compose Specification; Compose v2 warns about it
+    assert not re.search(r"^version\s*:", (ROOT / "docker-compose.yml").read_text(), re.MULTILINE)
+
+
+def test_api_healthcheck_is_readiness():
+    dockerfile = DOCKERFILES["api"].read_text()
+    assert "http://127.0.0.1:8000/readyz" in SERVICES["api"]["healthcheck"]["test"][-1]
+    assert re.search(r"^HEALTHCHECK .*\n\s+CMD .*http://127\.0\.0\.1:8000/readyz", dockerfile, re.MULTILINE)
+    assert "/healthz" not in dockerfile
+
+
+@pytest.mark.parametrize("service", ["worker", "worker-condense"])
+def test_worker_healthcheck_is_the_heartbeat(service):
+    """Cheap: the heartbeat file's age (tests/test_worker_heartbeat.py runs it against a real worker), never a
+    Celery client round trip through the broker."""
+    check = ["python", "-m", "workers.heartbeat", "--max-age", "30"]
+    assert SERVICES[service]["healthcheck"]["test"] == ["CMD", *check]
+    dockerfile = DOCKERFILES["worker"].read_text()
+    assert f"CMD {check}".replace("'", '"') in dockerfile
+    assert re.search(r"LEARNGENE_WORKER_HEARTBEAT_FILE=/tmp/\S+", dockerfile)
+    assert "inspect ping" not in dockerfile + (ROOT / "docker-compose.yml").read_text()
+    assert SERVICES["condense"]["healthcheck"] == {"disable": True}  # a one-shot run has no heartbeat
+
+
+def test_flower_is_on_loopback_and_needs_a_password(tmp_path):
+    """The port is published on 127.0.0.1 unless FLOWER_BIND says otherwise, and the container's command refuses to
+    start Flower without FLOWER_BASIC_AUTH: run here with a stand-in `celery` that records its arguments."""
+    flower = SERVICES["flower"]
+    assert flower["ports"] == ["${FLOWER_BIND:-127.0.0.1}:5555:5555"]
+    assert flower["environment"]["FLOWER_BASIC_AUTH"] == "${FLOWER_BASIC_AUTH:-}"
+    argv = [part.replace("$$", "$") for part in flower["command"]]  # Compose's escape of a literal $
+    (tmp_path / "celery").write_text('#!/bin/sh\necho "celery $*"\n')
+    (tmp_path / "celery").chmod(0o755)
+    path = f"{tmp_path}:{os.environ['PATH']}"
+    refused = subprocess.run(argv, env={"PATH": path, "FLOWER_BASIC_AUTH": ""}, capture_output=True, text=True)
+    assert refused.returncode == 1 and "set FLOWER_BASIC_AUTH" in refused.stderr and not refused.stdout
+    started = subprocess.run(
+        argv, env={"PATH": path, "FLOWER_BASIC_AUTH": "ops:secret"}, capture_output=True, text=True
+    )
+    assert started.returncode == 0 and started.stdout == "celery flower\n"
 
 
 def test_condensations_never_hold_up_initializations():
@@ -97,9 +164,44 @@ def test_dockerfiles_run_as_non_root(name):
     assert users[-1].split(":")[0] not in ("root", "0")
 
 
-def test_worker_image_is_cuda_runtime():
-    bases = re.findall(r"^FROM\s+(\S+)", DOCKERFILES["worker"].read_text(), re.MULTILINE)
-    assert re.fullmatch(r"nvidia/cuda:[\w.]+-(cudnn-)?runtime-[\w.]+", bases[-1]), bases[-1]
+@pytest.mark.parametrize("name", DOCKERFILES)
+def test_images_are_slim_python(name):
+    """Both stages of both images on the same pinned slim Python: no nvidia/cuda base, so the worker carries CUDA
+    once, in torch's own nvidia-* wheels."""
+    bases = re.findall(r"^FROM\s+(\S+)", DOCKERFILES[name].read_text(), re.MULTILINE)
+    assert len(bases) == 2 and len(set(bases)) == 1, bases
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm", bases[0]), bases[0]
+    assert "nvidia/cuda" not in DOCKERFILES[name].read_text()
+
+
+@pytest.mark.parametrize("name", DOCKERFILES)
+def test_images_install_from_the_lock(name):
+    """Every pip install takes requirements.lock as constraints, as `make install` does."""
+    dockerfile = DOCKERFILES[name].read_text()
+    assert re.search(r"^COPY requirements\.lock\b", dockerfile, re.MULTILINE)
+    commands = re.sub(r"\\\n\s*", " ", dockerfile)  # continuation lines joined
+    installs = re.findall(r"pip install\b[^&\n]*", commands)
+    assert installs and all("-c requirements.lock" in i for i in installs), installs
+    assert "--index-url https://download.pytorch.org/whl/cu" not in dockerfile  # CUDA torch comes from PyPI
+    makefile = (ROOT / "Makefile").read_text()
+    assert "pip install --quiet -c $(LOCK) -e '.[service,worker,dev]'" in makefile
+    assert "make install" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_api_image_takes_cpu_only_torch():
+    """torch and torchvision alone (--no-deps) from PyTorch's CPU index, before the project: its CPU build requires
+    no CUDA package, and the build fails if one was installed anyway."""
+    dockerfile = DOCKERFILES["api"].read_text()
+    cpu = re.search(r"pip install [^\n]*--no-deps --index-url https://download\.pytorch\.org/whl/cpu\s*\\\n\s*"
+                    r"-c requirements\.lock torch torchvision\n", dockerfile)  # fmt: skip
+    project = dockerfile.index("'.[service]'")
+    assert cpu and cpu.end() < project
+    assert "startswith(('nvidia-', 'cuda-', 'triton'))" in dockerfile[project:]
+
+
+def test_hadolint_ignores_no_rule():
+    config = yaml.safe_load((ROOT / "docker" / "hadolint.yaml").read_text())
+    assert not config.get("ignored") and config["failure-threshold"] == "warning"
 
 
 def test_validate_script():

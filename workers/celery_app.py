@@ -15,8 +15,10 @@ Settings for long GPU jobs that must not be lost:
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
+from typing import Any
 
-from celery import Celery
+from celery import Celery, bootsteps
 from celery.signals import worker_ready
 from kombu import Queue
 
@@ -27,6 +29,7 @@ from jobs.redis_store import RedisJobStore
 from jobs.runner import WorkerContext, run_job
 from jobs.settings import Settings, get_settings
 from jobs.storage import artifacts, template_store
+from workers.heartbeat import beat
 
 
 def create_celery(settings: Settings) -> Celery:
@@ -67,7 +70,33 @@ def create_celery(settings: Settings) -> Celery:
     )
     for name in TASKS.values():
         app.task(name=name)(run_task)
+    if settings.worker_heartbeat_file is not None:
+        app.steps["worker"].add(heartbeat_step(settings.worker_heartbeat_file, settings.worker_heartbeat_interval_s))
     return app
+
+
+def heartbeat_step(path: Path, interval_s: float) -> type[bootsteps.StartStopStep]:
+    """A worker bootstep that touches `path` (`workers.heartbeat`) every `interval_s` seconds from the worker's main
+    process, on the worker's own timer: it beats while that process's event loop turns, whatever its pool children
+    are doing. The file is removed when the worker stops."""
+
+    class Heartbeat(bootsteps.StartStopStep):
+        requires = ("celery.worker.components:Timer",)
+
+        def __init__(self, worker: object, **kwargs: object) -> None:
+            super().__init__(worker, **kwargs)
+            self.timer_entry = None
+
+        def start(self, worker: Any) -> None:  # celery.worker.WorkController
+            beat(path)
+            self.timer_entry = worker.timer.call_repeatedly(interval_s, beat, (path,), priority=10)
+
+        def stop(self, worker: Any) -> None:
+            if self.timer_entry is not None:
+                self.timer_entry.cancel()
+            path.unlink(missing_ok=True)
+
+    return Heartbeat
 
 
 def run_task(job_id: str) -> None:
