@@ -23,7 +23,8 @@ from jobs.store import JobStore, bucket_fields
 from jobs.transitions import Move, index_effects
 
 # The fields of `Job` fixed at creation, kept as one JSON document; every other field is a hash field of its own name.
-IMMUTABLE = {"id", "kind", "request", "template_set", "warnings", "created_at", "idempotency_key"}
+# A field added later (request_id) is simply absent from older records' documents: it takes its default.
+IMMUTABLE = {"id", "kind", "request", "template_set", "warnings", "created_at", "idempotency_key", "request_id"}
 
 
 def encode(value: Any) -> str | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 import platformdirs
 from pydantic import BaseModel, Field, SecretStr
@@ -154,6 +155,12 @@ class Settings(BaseSettings):
     limits: Limits = Field(default_factory=Limits)
     api_url: str = Field(default="http://127.0.0.1:8000", description="where the client reaches the API")
     api_token: SecretStr | None = Field(default=None, description="the bearer token the CLI's client commands send")
+
+    # logs (API and workers; see jobs.logs)
+    log_format: Literal["auto", "json", "text"] = Field(
+        default="auto", description="json: one JSON object per line; text: for people; auto: text when stderr is a "
+        "terminal, else json",
+    )  # fmt: skip
 
     @property
     def folder_roots(self) -> list[Path]:
