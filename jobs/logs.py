@@ -105,6 +105,12 @@ class JsonLines(JsonFormatter):
             reserved_attrs=[*RESERVED_ATTRS, "color_message"],  # uvicorn's ANSI-coloured copy of the message
         )
 
+    def add_fields(self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]) -> None:
+        super().add_fields(log_data, record, message_dict)
+        if record.name == "uvicorn.access" and isinstance(record.args, tuple) and len(record.args) == 5:
+            client, method, path, version, status = record.args  # uvicorn's access line, as fields to query by
+            log_data["http"] = {"client": client, "method": method, "path": path, "version": version, "status": status}
+
     def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
         for name in IDS:
             if log_data.get(name) is None:
@@ -130,11 +136,7 @@ def logging_config(fmt: LogFormat = "auto", level: str | int = "INFO", filename:
     filter and the chosen formatter; the uvicorn loggers hand their records to it. The format is decided here,
     once, so that every process started with this document (uvicorn's workers) writes the same."""
     resolved = resolve_format(fmt)
-    handler: dict[str, Any] = {"formatter": resolved, "filters": ["ids"]}
-    if filename:
-        handler.update({"class": "logging.FileHandler", "filename": filename})
-    else:
-        handler.update({"class": "logging.StreamHandler", "stream": "ext://sys.stderr"})
+    handler = {"()": f"{__name__}.log_handler", "filename": filename, "formatter": resolved, "filters": ["ids"]}
     level = logging.getLevelName(level) if isinstance(level, int) else level.upper()
     return {
         "version": 1,
@@ -145,6 +147,13 @@ def logging_config(fmt: LogFormat = "auto", level: str | int = "INFO", filename:
         "root": {"handlers": ["default"], "level": level},
         "loggers": {name: {"handlers": [], "propagate": True, "level": level} for name in SERVER_LOGGERS},
     }
+
+
+def log_handler(filename: str | None = None) -> logging.Handler:
+    """The process's one handler (stderr, or a file). Python's warnings become log lines through it too, rather
+    than text on stderr among the JSON lines."""
+    logging.captureWarnings(True)
+    return logging.FileHandler(filename) if filename else logging.StreamHandler(sys.stderr)
 
 
 def configure_logging(fmt: LogFormat = "auto", level: str | int = "INFO", filename: str | None = None) -> None:
