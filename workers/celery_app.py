@@ -112,8 +112,11 @@ def use_learngene_logging(loglevel: int | str | None = None, logfile: str | None
 
 
 @celeryd_init.connect
-def no_banner_in_json(sender: str | None = None, instance: object = None, **_: object) -> None:
-    """Celery prints its start-up banner as text on stdout: with JSON logs it becomes one log line instead."""
+def early_logging_and_no_text_banner(sender: str | None = None, instance: object = None, options=None, **_) -> None:
+    """Logging from the start: Celery's start-up checks warn (running as root, say) before `setup_logging`. And
+    Celery prints its banner as text on stdout: with JSON logs it becomes one log line instead."""
+    options = options or {}
+    use_learngene_logging(options.get("loglevel"), options.get("logfile"))
     if instance is not None and resolve_format(get_settings().log_format) == "json":
         instance.quiet = True
 
