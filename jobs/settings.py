@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
 
 import platformdirs
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from jobs.logs import LogFormat
 from learngene.data import DecodeLimits
 from storage.objects import is_url
 
@@ -157,7 +157,7 @@ class Settings(BaseSettings):
     api_token: SecretStr | None = Field(default=None, description="the bearer token the CLI's client commands send")
 
     # logs (API and workers; see jobs.logs)
-    log_format: Literal["auto", "json", "text"] = Field(
+    log_format: LogFormat = Field(
         default="auto", description="json: one JSON object per line; text: for people; auto: text when stderr is a "
         "terminal, else json",
     )  # fmt: skip
