@@ -23,6 +23,7 @@ from safetensors import SafetensorError, safe_open
 from jobs.contracts import CardRequest, CondensationRequest, InitializationRequest, describe
 from jobs.dispatch import Dispatcher
 from jobs.initialization import current_card
+from jobs.logs import log_context, request_id_var
 from jobs.model import Job, JobKind
 from jobs.remote_data import check_data
 from jobs.settings import Limits, Settings
@@ -307,6 +308,7 @@ def _accept(kind, request, template_set, idempotency_key, jobs, dispatcher, sett
         idempotency_key=idempotency_key,
         client=client,
         warnings=list(warnings),
+        request_id=request_id_var.get(),  # the submission's (set by the API for the whole request)
     )
     scoped = None
     if idempotency_key is not None:
@@ -322,12 +324,15 @@ def _accept(kind, request, template_set, idempotency_key, jobs, dispatcher, sett
             with contextlib.suppress(Exception):
                 jobs.forget_idempotency_key(scoped, job.id)
         raise
-    try:
-        dispatcher.submit(job)
-    except Exception:  # the job is recorded, so it is accepted: the reaper sends it once the broker answers
-        log.warning("job %s recorded but not yet handed to the broker; the reaper will send it", job.id, exc_info=True)
-    else:
-        jobs.mark_dispatched(job.id)
+    with log_context(job_id=job.id):
+        try:
+            dispatcher.submit(job)
+        except Exception:  # the job is recorded, so it is accepted: the reaper sends it once the broker answers
+            log.warning("job %s recorded but not yet handed to the broker; the reaper will send it", job.id,
+                        exc_info=True)  # fmt: skip
+        else:
+            jobs.mark_dispatched(job.id)
+            log.info("job %s (%s) accepted", job.id, kind.value)
     return job, True
 
 

@@ -8,6 +8,7 @@ import abc
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
+from jobs.logs import log_context
 from jobs.model import Job, JobKind
 from jobs.runner import WorkerContext, run_job
 
@@ -45,10 +46,11 @@ class EmbeddedDispatcher(Dispatcher):
         self._pool.submit(self._run, job.id)
 
     def _run(self, job_id: str) -> None:
-        try:
-            run_job(job_id, self._context)
-        except Exception:  # already recorded on the job; keep the thread alive for the next one
-            log.exception("embedded job %s crashed", job_id)
+        with log_context(job_id=job_id):
+            try:
+                run_job(job_id, self._context)
+            except Exception:  # already recorded on the job; keep the thread alive for the next one
+                log.exception("embedded job %s crashed", job_id)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

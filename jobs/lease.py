@@ -8,6 +8,7 @@ and answers "stop?" (cancelled, lease lost, deadline passed) between training st
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import os
 import socket
@@ -88,7 +89,9 @@ class Lease:
         self.lost = False
         self._renewed = time.monotonic()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._renew, name=f"lease-{job_id[:8]}", daemon=True)
+        context = contextvars.copy_context()  # its log lines carry the job's ids (jobs.logs) too
+        self._thread = threading.Thread(target=context.run, args=(self._renew,), name=f"lease-{job_id[:8]}",
+                                        daemon=True)  # fmt: skip
 
     def __enter__(self) -> Lease:
         self._thread.start()

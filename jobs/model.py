@@ -74,6 +74,7 @@ class Job(BaseModel):
     dispatched: bool = False  # handed to the broker (or reserved for a redelivery): the reaper need not send it
     idempotency_key: str | None = None
     client: str | None = None  # the client token's name (never the token) when client tokens are configured
+    request_id: str | None = None  # the X-Request-ID of the submission: the job's log lines carry it (jobs.logs)
     lease_owner: str | None = None
     lease_until: float | None = None
 

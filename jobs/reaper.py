@@ -14,6 +14,7 @@ import threading
 import time
 
 from jobs.dispatch import Dispatcher
+from jobs.logs import log_context
 from jobs.model import TRANSIENT_ERRORS
 from jobs.settings import Settings
 from jobs.store import JobStore
@@ -29,7 +30,9 @@ def reap(jobs: JobStore, dispatcher: Dispatcher, settings: Settings, now: float 
         if not jobs.take_redelivery(job_id, now, settings.redelivery_grace_s):
             continue
         job = jobs.get(job_id)
-        if job is not None:
+        if job is None:
+            continue
+        with log_context(job_id=job_id, request_id=job.request_id):
             dispatcher.submit(job)
             sent.append(job_id)
             log.warning(

@@ -27,7 +27,8 @@ from jobs.transitions import Move, index_effects
 # Ids read from a kind's index per round trip while a list is filtered.
 INDEX_CHUNK = 200
 # The fields of `Job` fixed at creation, kept as one JSON document; every other field is a hash field of its own name.
-IMMUTABLE = {"id", "kind", "request", "template_set", "warnings", "created_at", "idempotency_key"}
+# A field added later (request_id) is simply absent from older records' documents: it takes its default.
+IMMUTABLE = {"id", "kind", "request", "template_set", "warnings", "created_at", "idempotency_key", "request_id"}
 
 
 def encode(value: Any) -> str | None:

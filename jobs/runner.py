@@ -23,6 +23,7 @@ from jobs.cards import card_summary, measure_card
 from jobs.contracts import CondensationRequest, InitializationRequest
 from jobs.initialization import load_inputs, run_request
 from jobs.lease import Lease, LeaseLost, Reporter, owner_dead, worker_identity
+from jobs.logs import log_context
 from jobs.model import TRANSIENT_ERRORS, Job, JobError, JobKind, JobStatus
 from jobs.remote_data import localize
 from jobs.settings import Settings
@@ -119,6 +120,8 @@ def through_outages(call, reporter: Reporter, settings: Settings, what: str):
 
 
 def run_job(job_id: str, context: WorkerContext) -> None:
+    """Claim the job and run it, every log line on the way carrying its `job_id` and, once its record is read, the
+    `request_id` of the request that submitted it."""
     jobs, settings = context.jobs, context.settings
     owner = worker_identity()
 
@@ -127,13 +130,19 @@ def run_job(job_id: str, context: WorkerContext) -> None:
         takeover = previous is not None and owner_dead(previous.lease_owner)
         return jobs.claim(job_id, owner, settings.lease_s, takeover=takeover)
 
-    claim = _until_redis_answers(claim_it, f"claiming job {job_id}")
-    if claim.outcome != "claimed":
-        log.info("job %s not run: %s", job_id, claim.outcome)
-        if claim.outcome in ("cancelled", "exhausted"):  # ended now, by this claim
-            shutil.rmtree(condensation_state(settings, job_id), ignore_errors=True)
-        return
-    job = claim.job
+    with log_context(job_id=job_id):
+        claim = _until_redis_answers(claim_it, f"claiming job {job_id}")
+        with log_context(request_id=claim.job.request_id if claim.job else None):
+            if claim.outcome != "claimed":
+                log.info("job %s not run: %s", job_id, claim.outcome)
+                if claim.outcome in ("cancelled", "exhausted"):  # ended now, by this claim
+                    shutil.rmtree(condensation_state(settings, job_id), ignore_errors=True)
+                return
+            _run_claimed(claim.job, owner, context)
+
+
+def _run_claimed(job: Job, owner: str, context: WorkerContext) -> None:
+    jobs, settings = context.jobs, context.settings
     log.info("job %s (%s) attempt %d/%d by %s", job.id, job.kind.value, job.attempts, job.max_attempts, owner)
     lease = Lease(jobs, job.id, owner, settings.lease_s)
     reporter = Reporter(jobs, job.id, lease, time_limit_s=time_limit_s(settings, job.kind))

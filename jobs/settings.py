@@ -9,6 +9,7 @@ import platformdirs
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from jobs.logs import LogFormat
 from learngene.data import DecodeLimits
 from storage.objects import is_url
 
@@ -159,6 +160,12 @@ class Settings(BaseSettings):
     limits: Limits = Field(default_factory=Limits)
     api_url: str = Field(default="http://127.0.0.1:8000", description="where the client reaches the API")
     api_token: SecretStr | None = Field(default=None, description="the bearer token the CLI's client commands send")
+
+    # logs (API and workers; see jobs.logs)
+    log_format: LogFormat = Field(
+        default="auto", description="json: one JSON object per line; text: for people; auto: text when stderr is a "
+        "terminal, else json",
+    )  # fmt: skip
 
     @property
     def folder_roots(self) -> list[Path]:

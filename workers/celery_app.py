@@ -14,15 +14,18 @@ Settings for long GPU jobs that must not be lost:
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from celery import Celery, bootsteps
-from celery.signals import worker_ready
+from celery.signals import celeryd_after_setup, celeryd_init, setup_logging, task_postrun, task_prerun, worker_ready
 from kombu import Queue
 
 from jobs.dispatch import QUEUES, TASKS, Dispatcher
+from jobs.logs import configure_logging, log_context, resolve_format
 from jobs.model import Job, JobKind
 from jobs.reaper import Reaper
 from jobs.redis_store import RedisJobStore
@@ -30,6 +33,10 @@ from jobs.runner import WorkerContext, run_job
 from jobs.settings import Settings, get_settings
 from jobs.storage import artifacts, template_store
 from workers.heartbeat import beat
+
+log = logging.getLogger(__name__)
+# The message header that carries the submitting request's id to the worker (the job id is the task's argument).
+REQUEST_ID_HEADER = "learngene_request_id"
 
 
 def create_celery(settings: Settings) -> Celery:
@@ -119,7 +126,56 @@ class CeleryDispatcher(Dispatcher):
         self._app = app
 
     def submit(self, job: Job) -> None:
-        self._app.send_task(TASKS[job.kind], args=[job.id], queue=QUEUES[job.kind])
+        headers = {REQUEST_ID_HEADER: job.request_id} if job.request_id else None
+        self._app.send_task(TASKS[job.kind], args=[job.id], queue=QUEUES[job.kind], headers=headers)
+
+
+# Logging. Celery's own set-up is replaced by `jobs.logs` (a `setup_logging` receiver turns it off), so the worker's
+# lines, Celery's included, are JSON or text like the API's.
+
+
+@setup_logging.connect
+def use_learngene_logging(loglevel: int | str | None = None, logfile: str | None = None, **_: object) -> None:
+    """Runs in the worker's main process and again in each pool process."""
+    configure_logging(get_settings().log_format, loglevel or "INFO", filename=logfile or None)
+
+
+@celeryd_init.connect
+def early_logging_and_no_text_banner(sender: str | None = None, instance: object = None, options=None, **_) -> None:
+    """Logging from the start: Celery's start-up checks warn (running as root, say) before `setup_logging`. And
+    Celery prints its banner as text on stdout: with JSON logs it becomes one log line instead."""
+    options = options or {}
+    use_learngene_logging(options.get("loglevel"), options.get("logfile"))
+    if instance is not None and resolve_format(get_settings().log_format) == "json":
+        instance.quiet = True
+
+
+@celeryd_after_setup.connect
+def banner_as_a_line(sender: str | None = None, instance: object = None, **_: object) -> None:
+    if getattr(instance, "quiet", False) and resolve_format(get_settings().log_format) == "json":
+        with contextlib.suppress(Exception):  # best effort, as Celery's own banner
+            log.info("%s starting\n%s", sender, instance.startup_info(artlines=False))
+
+
+_task_log_contexts: dict[str, contextlib.ExitStack] = {}
+
+
+@task_prerun.connect
+def enter_job_context(task_id: str | None = None, task: object = None, args: tuple = (), **_: object) -> None:
+    """Celery's own lines about the task (started, succeeded in N s) carry the job's ids too."""
+    if task_id is None or not args:
+        return
+    stack = contextlib.ExitStack()
+    request_id = getattr(getattr(task, "request", None), REQUEST_ID_HEADER, None)
+    stack.enter_context(log_context(job_id=str(args[0]), request_id=request_id))
+    _task_log_contexts[task_id] = stack
+
+
+@task_postrun.connect
+def leave_job_context(task_id: str | None = None, **_: object) -> None:
+    stack = _task_log_contexts.pop(task_id, None) if task_id is not None else None
+    if stack is not None:
+        stack.close()
 
 
 @worker_ready.connect

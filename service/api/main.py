@@ -24,6 +24,7 @@ from learngene import __version__
 from service.api import error_docs, errors, openapi
 from service.api.limits import BodyLimit
 from service.api.metrics import build_registry
+from service.api.request_ids import RequestIds, wrap_outermost
 from service.api.routes import admin, health, initializations, problems, template_sets
 from storage.artifacts import Artifacts
 from storage.objects import StorageUnavailable
@@ -77,8 +78,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings, app.state.jobs, app.state.store = settings, jobs, store
     app.state.artifacts = checkpoints
     app.state.dispatcher, app.state.registry = dispatcher, registry
-    app.add_middleware(http_metrics)
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
+    wrap_outermost(app, RequestIds, http_metrics)  # around Starlette's error middleware: its 500s too
     errors.install(app)
     for module in (initializations, template_sets, admin, health, problems):
         app.include_router(module.router)

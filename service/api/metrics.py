@@ -1,16 +1,20 @@
 """Prometheus metrics. Job counts, durations and cache hits are kept in the job store (Redis in Celery mode), so
-the numbers cover every worker process, not just this API process; HTTP metrics are this process's own."""
+the numbers cover every worker process, not just this API process; HTTP and process metrics (`process_*`,
+`python_*`) are this process's own."""
 
 from __future__ import annotations
 
+import functools
+import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+import fastapi.routing
+from prometheus_client import CollectorRegistry, Counter, GCCollector, Histogram, PlatformCollector, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
-from starlette.middleware.base import BaseHTTPMiddleware
-from starlette.requests import Request
+from starlette.routing import BaseRoute, Mount, compile_path
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from jobs.model import BUCKETS, STATUSES, JobKind
 from jobs.store import JobStore
@@ -59,20 +63,69 @@ class JobStoreCollector(Collector):
             yield family
 
 
-def build_registry(jobs: JobStore) -> tuple[CollectorRegistry, BaseHTTPMiddleware]:
+UNMATCHED = "unmatched"  # the one route label of every path no route serves: no label per scanned URL
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})  # any other is "other"
+
+
+def route_templates(routes: Sequence[BaseRoute]) -> list[tuple[re.Pattern, str]]:
+    """Each route's full path template (its routers' prefixes included) with the pattern it serves. FastAPI includes
+    routers lazily: the route a request matched (`scope["route"]`) is the router's own, whose path lacks the prefixes
+    it was included under (`/{job_id}` for both `/v1/initializations/{job_id}` and `/v1/admin/cards/{job_id}`), so
+    the templates are read from the application's effective routes instead."""
+    iterate = getattr(fastapi.routing, "iter_route_contexts", None)  # FastAPI before lazy inclusion: routes are flat
+    table = []
+    for route in iterate(routes) if iterate is not None else routes:
+        path = getattr(route, "path", None)
+        if path is None:
+            continue
+        mount = isinstance(getattr(route, "original_route", route), Mount)
+        regex, template, _ = compile_path(path.rstrip("/") + "/{path:path}" if mount else path)
+        table.append((regex, template))
+    return table
+
+
+class HttpMetrics:
+    """Counts and times every answer (pure ASGI, wrapped around the whole application: Starlette's 500s and the
+    body limit's 413s included), labelled by method, route template and status."""
+
+    def __init__(self, app: ASGIApp, requests: Counter, latency: Histogram):
+        self.app, self.requests, self.latency = app, requests, latency
+        self._routes: list[tuple[re.Pattern, str]] | None = None
+
+    def route(self, scope: Scope) -> str:
+        if self._routes is None:  # built on the first request: every route exists by then
+            self._routes = route_templates(scope["app"].routes)
+        path, root = scope["path"], scope.get("root_path", "")
+        path = path[len(root) :] if root and path.startswith(root) else path
+        return next((template for regex, template in self._routes if regex.match(path)), UNMATCHED)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start, status = time.perf_counter(), 500  # an exception before any answer is a 500 to the client
+
+        async def observed(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, observed)
+        finally:
+            method = scope["method"] if scope["method"] in METHODS else "other"
+            route = self.route(scope)
+            self.requests.labels(method, route, str(status)).inc()
+            self.latency.labels(method, route).observe(time.perf_counter() - start)
+
+
+def build_registry(jobs: JobStore) -> tuple[CollectorRegistry, functools.partial[HttpMetrics]]:
+    """The registry /metrics serves, and the HTTP middleware that feeds it (wrap the application with it)."""
     registry = CollectorRegistry()
     registry.register(JobStoreCollector(jobs))
+    ProcessCollector(registry=registry)  # process_cpu_seconds_total, process_resident_memory_bytes, open fds, ...
+    PlatformCollector(registry=registry)  # python_info
+    GCCollector(registry=registry)  # python_gc_*
     requests = Counter("learngene_http_requests", "HTTP requests", ["method", "route", "status"], registry=registry)
     latency = Histogram("learngene_http_request_seconds", "HTTP latency", ["method", "route"], registry=registry)
-
-    class HttpMetrics(BaseHTTPMiddleware):
-        async def dispatch(self, request: Request, call_next):
-            start = time.perf_counter()
-            response = await call_next(request)
-            route = request.scope.get("route")
-            path = getattr(route, "path", "unmatched")
-            requests.labels(request.method, path, str(response.status_code)).inc()
-            latency.labels(request.method, path).observe(time.perf_counter() - start)
-            return response
-
-    return registry, HttpMetrics
+    return registry, functools.partial(HttpMetrics, requests=requests, latency=latency)

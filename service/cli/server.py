@@ -22,6 +22,7 @@ def serve(
     """Run the HTTP API. Without LEARNGENE_REDIS_URL jobs run in this process (embedded mode)."""
     import uvicorn
 
+    from jobs.logs import logging_config
     from jobs.settings import get_settings  # loads torch: imported by the command, not by --help (start-up time)
 
     settings = get_settings()
@@ -33,7 +34,10 @@ def serve(
         roots = [*settings.data_roots, *(str(p.expanduser().resolve()) for p in data_root)]
         os.environ["LEARNGENE_DATA_ROOTS"] = json.dumps(roots)
         get_settings.cache_clear()
-    uvicorn.run("service.api.main:create_app", factory=True, host=host, port=port, workers=workers, log_level="info")
+    uvicorn.run(
+        "service.api.main:create_app", factory=True, host=host, port=port, workers=workers, log_level="info",
+        log_config=logging_config(settings.log_format),  # JSON or text lines, with request ids (jobs.logs)
+    )  # fmt: skip
 
 
 def worker(
