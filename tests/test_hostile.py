@@ -118,7 +118,8 @@ def leaves(value, path=()):
 def test_fuzzed_bodies_with_non_finite_numbers_and_hostile_strings_get_no_server_error(queue_only):
     """Valid bodies drawn by schemathesis for every operation that takes one, with one value replaced by NaN,
     Infinity, 1e309, a huge integer, or a hostile string (NUL bytes, traversal, format strings, bidi controls)."""
-    schema = schemathesis.openapi.from_url(f"{queue_only.url}/openapi.json")
+    # Only the operations that take a JSON body: drawing among every operation, 150 examples could miss one of them.
+    schema = schemathesis.openapi.from_url(f"{queue_only.url}/openapi.json").include(method=["POST", "PUT"])
     seen: set[str] = set()
 
     @given(case=schema.as_strategy(GenerationMode.POSITIVE), choice=st.data())
