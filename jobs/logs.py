@@ -34,7 +34,7 @@ job_id_var: ContextVar[str | None] = ContextVar("learngene_job_id", default=None
 REQUEST_ID_HEADER = "X-Request-ID"
 # A client's request id is kept when it is a token (RFC 9110 tchar) of at most 128 characters: it is then safe in a
 # header, a JSON document and a plain-text log line alike. Anything else is replaced by a new id, never echoed.
-_REQUEST_ID = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}")
+REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}")
 IDS = ("request_id", "job_id")
 
 
@@ -46,7 +46,7 @@ def accepted_request_id(sent: str | bytes | None) -> str:
     """The request id to use: the client's own (`X-Request-ID`) when it is a plain token, else a new one."""
     if isinstance(sent, bytes):
         sent = sent.decode("latin-1")
-    if sent is not None and _REQUEST_ID.fullmatch(sent):
+    if sent is not None and REQUEST_ID_PATTERN.fullmatch(sent):
         return sent
     return new_request_id()
 

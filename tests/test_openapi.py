@@ -131,6 +131,21 @@ def test_the_security_schemes_keep_their_answers(server):
     assert httpx.get(f"{server.url}/readyz").status_code == 200
 
 
+def test_every_answer_documents_the_request_id_header_it_carries(server, document):
+    header = document["components"]["headers"]["RequestId"]
+    reference = {"$ref": "#/components/headers/RequestId"}
+    undocumented = [f"{method} {path} {code}" for method, path, op in operations(document)
+                    for code, response in op["responses"].items()
+                    if response.get("headers", {}).get("X-Request-ID") != reference]  # fmt: skip
+    assert not undocumented
+    pattern = re.compile(header["schema"]["pattern"])
+    made = httpx.get(f"{server.url}/v1/template-sets", headers=ALPHA).headers["x-request-id"]
+    refused = httpx.get(f"{server.url}/v1/initializations/nope", headers={**ALPHA, "X-Request-ID": "trace-42"})
+    assert pattern.fullmatch(made) and len(made) == 32  # a new uuid4, in hex
+    assert refused.status_code == 404 and refused.headers["x-request-id"] == "trace-42"
+    assert not pattern.fullmatch("has space") and not pattern.fullmatch("x" * 129)  # those are replaced, never echoed
+
+
 def keys(value) -> set[str]:
     """The dotted paths of every key in a JSON value: its shape without the values."""
     if isinstance(value, dict):

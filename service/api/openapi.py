@@ -26,6 +26,7 @@ from fastapi.utils import generate_unique_id
 from pydantic import BaseModel
 
 from jobs.contracts import CondensationRequest, InitializationRequest, describe
+from jobs.logs import REQUEST_ID_HEADER, REQUEST_ID_PATTERN
 from jobs.settings import Settings
 from service.api.deps import CLIENT_SCHEME
 from service.api.pages import encode_cursor
@@ -269,12 +270,28 @@ def _examples(operation: dict[str, Any]) -> None:
             operation["responses"][code]["content"][JSON]["examples"] = copy.deepcopy(examples)
 
 
+REQUEST_ID = {
+    "description": f"The request's id: the client's own `{REQUEST_ID_HEADER}` when it is a plain token (1-128 "
+    "characters), else a new one. Every log line of the request, and of the job it creates, carries it.",
+    "schema": {"type": "string", "pattern": f"^{REQUEST_ID_PATTERN.pattern}$"},
+}
+
+
+def _request_id_header(operation: dict[str, Any]) -> None:
+    """Every answer carries the request id (service.api.request_ids wraps the whole application)."""
+    for response in operation.get("responses", {}).values():
+        response.setdefault("headers", {})[REQUEST_ID_HEADER] = {"$ref": "#/components/headers/RequestId"}
+
+
 def refine(document: dict[str, Any], settings: Settings) -> dict[str, Any]:
-    """FastAPI's document, made exact where it cannot know: file bodies, optional tokens, examples."""
+    """FastAPI's document, made exact where it cannot know: file bodies, optional tokens, examples, the request id
+    header."""
+    document.setdefault("components", {}).setdefault("headers", {})["RequestId"] = REQUEST_ID
     for operation in _operations(document):
         _describe_bodies(operation)
         _security(operation, clients_need_tokens=bool(settings.client_tokens))
         _examples(operation)
+        _request_id_header(operation)
     return document
 
 
