@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # pip's constraints file, so they all get the same versions.
 LOCK   := requirements.lock
 
-.PHONY: install lock tools test lint format run init-demo worker demo-templates validate-docker bench bench-quick clean
+.PHONY: install lock tools test test-fast test-full lint format run init-demo worker demo-templates validate-docker bench bench-quick clean
 
 install: $(STAMP)
 
@@ -38,8 +38,21 @@ tools:
 	@command -v docker-compose >/dev/null || apt-get install -y -q docker-compose >/dev/null \
 	  || { echo "install docker-compose (apt-get install docker-compose) to validate docker-compose.yml" >&2; exit 1; }
 
+# The suite on xdist workers: three keep the two cores busy while some of them wait on their servers and
+# subprocesses. A service-tier module runs on one worker (its servers start once); unit tests spread.
+# TEST_ARGS adds pytest arguments (a path, -k, -x).
+TEST_WORKERS ?= 3
+TEST_ARGS    ?=
 test: install tools
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup $(TEST_ARGS)
+
+# The inner loop: the unit tier only (no subprocess, no server of another process).
+test-fast: install
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not service" $(TEST_ARGS)
+
+# Every test at the full scale (the soak's 100 jobs, the fuzzers' full counts): CI runs `make test`.
+test-full: install tools
+	LEARNGENE_TEST_SCALE=full $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup $(TEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

@@ -23,8 +23,8 @@ from pathlib import Path
 import httpx
 from service_common import BENCH_REDIS_URL, RESULTS, SHARED, percentile, print_table, tiny_request, write_report
 
-from tests.harness import service_env, start_api, start_worker
-from tests.s3server import BUCKET, S3Server
+from tests.support.harness import service_env, start_api, start_worker
+from tests.support.s3server import BUCKET, S3Server
 
 
 def wait_all(http: httpx.Client, ids: list[str], timeout: float, poll: float = 0.5) -> dict[str, dict]:

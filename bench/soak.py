@@ -24,7 +24,7 @@ import httpx
 import redis
 from service_common import BENCH_REDIS_URL, RESULTS, SHARED, percentile, print_table, tiny_request, write_report
 
-from tests.harness import kill_group, service_env, start_api, start_worker
+from tests.support.harness import kill_group, service_env, start_api, start_worker
 
 
 def main() -> None:

@@ -27,7 +27,7 @@ from service_common import RESULTS, print_table, write_report
 
 from storage.artifacts import LocalArtifacts, S3Artifacts
 from storage.objects import Bucket
-from tests.s3server import BUCKET, S3Server
+from tests.support.s3server import BUCKET, S3Server
 
 
 def sha256(path: Path) -> str:

@@ -85,25 +85,26 @@ def condensation_state(settings: Settings, job_id: str) -> Path:
     return settings.work_dir / "condense" / job_id
 
 
-def _until_redis_answers(call, what: str):
-    """Retry `call` through a Redis outage (capped backoff). Before its claim a delivered job exists only as this
-    message: giving up here would drop it, so the worker waits, as it could not take new work anyway."""
-    delay = 0.5
+def _until_redis_answers(call, what: str, settings: Settings):
+    """Retry `call` through a Redis outage (backoff capped at `retry_backoff_max_s`). Before its claim a delivered
+    job exists only as this message: giving up here would drop it, so the worker waits, as it could not take new
+    work anyway."""
+    delay = min(0.5, settings.retry_backoff_max_s)
     while True:
         try:
             return call()
         except TRANSIENT_ERRORS:
-            log.warning("%s: Redis unreachable, retrying in %.0f s", what, delay)
+            log.warning("%s: Redis unreachable, retrying in %.1f s", what, delay)
             time.sleep(delay)
-            delay = min(30.0, delay * 2)
+            delay = min(settings.retry_backoff_max_s, delay * 2)
 
 
 def through_outages(call, reporter: Reporter, settings: Settings, what: str):
-    """Retry `call` while object storage is unreachable, with capped backoff, for up to `storage_outage_s`; a cancel,
-    a lost lease or the job's deadline ends the wait (`Stopped`). Past the bound the job fails with
-    `StorageUnavailable`: recorded, with its reason, rather than held forever."""
+    """Retry `call` while object storage is unreachable, with backoff capped at `retry_backoff_max_s`, for up to
+    `storage_outage_s`; a cancel, a lost lease or the job's deadline ends the wait (`Stopped`). Past the bound the
+    job fails with `StorageUnavailable`: recorded, with its reason, rather than held forever."""
     deadline = time.monotonic() + settings.storage_outage_s
-    delay = 0.5
+    delay = min(0.5, settings.retry_backoff_max_s)
     while True:
         try:
             return call()
@@ -116,7 +117,7 @@ def through_outages(call, reporter: Reporter, settings: Settings, what: str):
             if reporter.should_stop():
                 raise Stopped(f"stopped while waiting for object storage ({what})")
             time.sleep(min(0.25, max(0.0, wake - time.monotonic())))
-        delay = min(30.0, delay * 2)
+        delay = min(settings.retry_backoff_max_s, delay * 2)
 
 
 def run_job(job_id: str, context: WorkerContext) -> None:
@@ -131,7 +132,7 @@ def run_job(job_id: str, context: WorkerContext) -> None:
         return jobs.claim(job_id, owner, settings.lease_s, takeover=takeover)
 
     with log_context(job_id=job_id):
-        claim = _until_redis_answers(claim_it, f"claiming job {job_id}")
+        claim = _until_redis_answers(claim_it, f"claiming job {job_id}", settings)
         with log_context(request_id=claim.job.request_id if claim.job else None):
             if claim.outcome != "claimed":
                 log.info("job %s not run: %s", job_id, claim.outcome)

@@ -71,6 +71,10 @@ class Settings(BaseSettings):
         default=600.0, ge=0, description="how long a running job waits out unreachable object storage (capped "
         "backoff) before it fails with StorageUnavailable",
     )  # fmt: skip
+    retry_backoff_max_s: float = Field(
+        default=30.0, gt=0, le=3600, description="the longest wait between two retries of a job step through an "
+        "outage of Redis or object storage (the wait doubles from 0.5 s up to it)",
+    )  # fmt: skip
     artifacts_presign_s: int | None = Field(
         default=None, ge=1, le=7 * 86400, description="with s3:// artifacts, answer a download with a redirect to a "
         "presigned URL valid this long instead of streaming it through the API",

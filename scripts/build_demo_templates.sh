@@ -5,7 +5,8 @@
 #   3. measure its quality card (the set's default fitting at depths 3, 6, 12 and widths 64, 128, next to timm's
 #      init with the same budget; about 5 minutes) and ship it beside the set as card.json.
 # About 35 minutes on 2 CPU cores; deterministic for a given machine and torch version. ANCESTOR_STEPS,
-# CONDENSE_STEPS and CARD_STEPS shorten it (the tests run it that way, into another OUT).
+# CONDENSE_STEPS, CARD_STEPS and CARD_SAMPLES shorten it (the tests run it that way, on a smaller DATA, into another
+# OUT).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
@@ -15,6 +16,7 @@ OUT=${OUT:-learngene/assets/demo}
 ANCESTOR_STEPS=${ANCESTOR_STEPS:-6000}
 CONDENSE_STEPS=${CONDENSE_STEPS:-4000}
 CARD_STEPS=${CARD_STEPS:-}  # unset: the set's default fitting
+CARD_SAMPLES=${CARD_SAMPLES:-}  # images each card size fits on and is measured on; unset: the service's defaults
 mkdir -p "$WORK"
 
 SHAPE=(img_size=28 patch_size=7 in_chans=1 num_classes=10)
@@ -45,7 +47,8 @@ rm -rf "$OUT.new"
 rm -rf "$WORK/card-store" "$WORK/card"
 LEARNGENE_STORE="$WORK/card-store" "$BIN/learngene" templates publish "$OUT.new" --name demo
 LEARNGENE_STORE="$WORK/card-store" "$BIN/learngene" templates card demo@1 --refresh --device cpu \
-  ${CARD_STEPS:+--steps "$CARD_STEPS"} --out "$WORK/card"
+  ${CARD_STEPS:+--steps "$CARD_STEPS"} ${CARD_SAMPLES:+--train-samples "$CARD_SAMPLES" --eval-samples "$CARD_SAMPLES"} \
+  --out "$WORK/card"
 cp "$WORK/card/card.json" "$OUT.new/card.json"
 rm -rf "$OUT" && mv "$OUT.new" "$OUT"
 du -sh "$OUT"

@@ -1,113 +1,50 @@
-"""Shared fixtures: tiny ViT specs, real FashionMNIST data, and a session-wide trained ancestor + condensation."""
+"""The tiers, the scale and the shared fixtures.
+
+- tests/unit/: no subprocess and no server of another process (in-process API tests through uvicorn included);
+  `make test-fast` runs it.
+- tests/service/: real Redis, Celery workers, API processes, SeaweedFS, torchrun, signals; every item there is
+  marked `service` by the hook below.
+- tests/support/: what both share (no test module imports another).
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import re
-import uuid
 from pathlib import Path
 
 import pytest
-import torch
 
-from learngene import CondenseConfig, Normalization, TemplateSet, ViTSpec, condense, load_images
-from learngene.condense import build_auxiliary
-from learngene.data import channel_stats
-from learngene.training import OptimConfig, train_classifier
-from tests.s3server import BUCKET, S3Server
+pytest.register_assert_rewrite("tests.support")  # the contract's tests and the helpers' checks, as in test modules
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
-FMNIST = SHARED_DATA / "FashionMNIST"
-TINY = dict(img_size=28, patch_size=7, in_chans=1, num_classes=10)
+import torch  # noqa: E402
+from hypothesis import settings  # noqa: E402
 
+from tests.support.harness import THREAD_ENV, TORCH_THREADS  # noqa: E402
+from tests.support.scale import SCALE  # noqa: E402
 
-@pytest.fixture(scope="session", autouse=True)
-def isolated_settings(tmp_path_factory):
-    """Every test, and every CLI subprocess it starts, uses a store and work folder of its own."""
-    base = tmp_path_factory.mktemp("learngene-home")
-    os.environ["LEARNGENE_STORE"] = str(base / "store")
-    os.environ["LEARNGENE_WORK_DIR"] = str(base / "work")
-    os.environ.pop("LEARNGENE_DATA_ROOTS", None)
-    return base
+pytest_plugins = ["tests.support.fixtures", "tests.support.store_contract"]
+
+SERVICE_TIER = Path(__file__).parent / "service"
+
+settings.load_profile(SCALE)
+# The cores are shared by the xdist workers and the processes they start (servers, CLI commands, torchrun ranks).
+torch.set_num_threads(TORCH_THREADS)
+os.environ.update(THREAD_ENV)
 
 
-def tiny_spec(**overrides) -> ViTSpec:
-    return ViTSpec(model="vit_tiny_patch16_224", **{**TINY, "embed_dim": 32, "num_heads": 1, "depth": 3, **overrides})
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the service tier. A test that uses a module-scoped fixture (a module's servers, its data) runs on the
+    xdist worker that runs the module's other such tests (`--dist loadgroup`), so that the fixture is made once;
+    every other test goes to whichever worker is free."""
+    for item in items:
+        if SERVICE_TIER in Path(item.path).parents:
+            item.add_marker(pytest.mark.service)
+        if uses_module_fixtures(item):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
 
 
-@pytest.fixture(scope="session")
-def fmnist_train():
-    """6,000 real FashionMNIST training images with their own normalization."""
-    data = load_images(
-        f"idx://{FMNIST}",
-        img_size=(28, 28),
-        in_chans=1,
-        normalization=Normalization(mean=(0.5,), std=(0.5,)),
-        max_samples=6000,
-    )
-    return dataclasses.replace(data, normalization=channel_stats(data.images))
-
-
-@pytest.fixture(scope="session")
-def fmnist_test(fmnist_train):
-    return load_images(
-        f"idx://{FMNIST}?split=test",
-        img_size=(28, 28),
-        in_chans=1,
-        normalization=fmnist_train.normalization,
-        max_samples=2000,
-    )
-
-
-@pytest.fixture(scope="session")
-def ancestor(fmnist_train):
-    """A small ViT trained for a few hundred steps: a real, if modest, ancestor (well above chance)."""
-    torch.manual_seed(0)
-    model = tiny_spec(embed_dim=64, num_heads=2, depth=2).build()
-    train_classifier(
-        model,
-        fmnist_train,
-        steps=500,
-        batch_size=64,
-        cfg=OptimConfig(lr=2e-3, warmup_steps=30),
-        device=torch.device("cpu"),
-    )
-    return model.eval()
-
-
-@pytest.fixture(scope="session")
-def condensed(ancestor, fmnist_train, fmnist_test) -> TemplateSet:
-    config = CondenseConfig(
-        recipe="plain", aux=tiny_spec(depth=2), steps=300, batch_size=64, optim=OptimConfig(lr=2e-3, warmup_steps=20)
-    )
-    return condense(ancestor, fmnist_train, config, name="tiny", eval_data=fmnist_test, device="cpu")
-
-
-def random_template_set(spec: ViTSpec, seed: int = 0, jitter: float = 0.3, **config_kw) -> TemplateSet:
-    """An untrained but non-trivial template set: random templates, scalers and free parameters."""
-    torch.manual_seed(seed)
-    config = CondenseConfig(recipe="plain", aux=spec, steps=1, **config_kw)
-    aux = build_auxiliary(config, torch.Generator().manual_seed(seed))
-    with torch.no_grad():
-        for p in aux.parameters():
-            p.add_(jitter * torch.randn_like(p) * p.std().clamp_min(0.05))
-    return TemplateSet.from_auxiliary(aux, name="random", normalization=Normalization(mean=(0.5,), std=(0.25,)))
-
-
-@pytest.fixture(scope="session")
-def s3_server(tmp_path_factory):
-    """One real S3 server (SeaweedFS) for the session; its AWS_* variables are set for this process and every
-    process it starts, as an operator would set them."""
-    server = S3Server(tmp_path_factory.mktemp("s3"))
-    server.start()
-    os.environ.update(server.env)
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def s3_url(s3_server, request) -> str:
-    """A prefix of its own in the test bucket, for one test."""
-    return f"s3://{BUCKET}/{re.sub(r'[^a-z0-9]+', '-', request.node.name.lower())[:40]}-{uuid.uuid4().hex[:8]}"
+def uses_module_fixtures(item: pytest.Item) -> bool:
+    info = getattr(item, "_fixtureinfo", None)  # pytest's own record of the fixtures a test function closes over
+    if info is None:
+        return False
+    return any(d.scope in ("module", "class", "package") for defs in info.name2fixturedefs.values() for d in defs)

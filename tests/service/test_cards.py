@@ -1,0 +1,137 @@
+"""Quality cards over the service: measured when a condensation publishes a set, served as JSON, PNG, a model card
+(README.md) and a CLI table, refreshed by an admin job as a new revision (tests/unit/test_cards.py: measuring in
+this process; tests.support.store_contract: storage on both backends)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import httpx
+import pytest
+import yaml
+
+from learngene import export_checkpoint
+from templates_store import TemplateStore
+from tests.support.data import FMNIST, REPO, SHARED_DATA
+from tests.support.harness import ADMIN_TOKEN, finished, service_env, start_api, wait_for
+from tests.support.models import random_template_set, tiny_spec
+
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def card_server(tmp_path_factory):
+    home = tmp_path_factory.mktemp("card-home")
+    data_root = tmp_path_factory.mktemp("card-data")
+    env = service_env(home, redis_url=None, data_roots=[SHARED_DATA, data_root], LEARNGENE_EMBEDDED_WORKERS="1",
+                      LEARNGENE_CARD_FIT_STEPS="5", LEARNGENE_CARD_TRAIN_SAMPLES="256",
+                      LEARNGENE_CARD_EVAL_SAMPLES="200")  # fmt: skip
+    api = start_api(env, home / "api.log")
+    yield api, home, data_root
+    api.stop()
+
+
+def test_a_condensation_publishes_its_card_served_as_json_png_readme_and_cli_table(card_server, ancestor, tmp_path):
+    api, home, data_root = card_server
+    anc_spec = tiny_spec(embed_dim=64, num_heads=2, depth=2)
+    export_checkpoint(ancestor, data_root / "ancestor.safetensors", spec=anc_spec)
+    body = {
+        "name": "carded-tiny",
+        "ancestor": {"model": anc_spec.model, "overrides": anc_spec.overrides(),
+                     "checkpoint": str(data_root / "ancestor.safetensors")},
+        "aux": {"model": anc_spec.model, "overrides": tiny_spec(depth=2).overrides()},
+        "data": {"uri": f"idx://{FMNIST}", "max_samples": 2000},
+        "eval_data": f"idx://{FMNIST}?split=test",
+        "training": {"steps": 30, "batch_size": 32, "warmup_steps": 5, "recipe": "plain"},
+    }  # fmt: skip
+    with httpx.Client(base_url=api.url, timeout=30) as http:
+        job = http.post("/v1/admin/condensations", json=body, headers=ADMIN)
+        assert job.status_code == 202, job.text
+        done = wait_for(http, job.headers["location"], finished, timeout=300, headers=ADMIN)
+        assert done["status"] == "succeeded", done
+        assert done["result"]["ref"] == "carded-tiny@1" and done["result"]["card"]["revision"] == 1, done["result"]
+
+        card = http.get("/v1/template-sets/carded-tiny@1/card").json()
+        assert card["template_set"] == "carded-tiny@1" and card["digest"] == done["result"]["template_set"]["digest"]
+        assert card["domain"]["img_size"] == [28, 28] and card["domain"]["in_chans"] == 1
+        assert card["domain"]["num_classes"] == 10 and card["domain"]["eval_data_uri"].endswith("?split=test")
+        assert {(r["depth"], r["embed_dim"], r["num_heads"]) for r in card["rows"]} == {
+            (d, w, w // 32) for d in (1, 2, 4) for w in (32, 64)
+        }  # the ladder around the auxiliary model (depth 2, width 32, 1 head): heads keep the head dimension
+        for row in card["rows"]:
+            for key in ("accuracy", "baseline_accuracy"):
+                assert math.isfinite(row[key]) and 0 <= row[key] <= 1, row
+            assert row["fit_steps"] == 5 and row["params"] > 0 and row["seconds"] >= 0
+        assert card["eval_samples"] == 200 and card["train_samples"] == 256
+
+        png = http.get("/v1/template-sets/carded-tiny@1/card.png")
+        assert png.headers["content-type"] == "image/png" and png.content.startswith(PNG_MAGIC)
+        assert 10_000 < len(png.content) < 1_000_000
+
+        readme = http.get("/v1/template-sets/carded-tiny@1/README.md")
+        assert readme.headers["content-type"].startswith("text/markdown")
+        _, front, body_md = readme.text.split("---\n", 2)
+        meta = yaml.safe_load(front)
+        assert meta["library_name"] == "timm" and meta["base_model"] == anc_spec.model
+        [index] = meta["model-index"]
+        accuracies = [r["metrics"][0]["value"] for r in index["results"]]
+        assert index["name"] == "carded-tiny@1" and accuracies == [round(r["accuracy"], 4) for r in card["rows"]]
+        assert "| depth | width |" in body_md
+
+        [listed] = http.get("/v1/template-sets", params={"name": "carded-tiny"}).json()["items"]
+        assert listed["domain"] == card["domain"]
+        assert listed["card"]["best_accuracy"] == max(r["accuracy"] for r in card["rows"])
+        assert listed["card"]["worst_accuracy"] == min(r["accuracy"] for r in card["rows"])
+
+        # An admin refresh: a job on the condense queue, a new revision; the first card's bytes stay as they were.
+        store = TemplateStore.local(home / "store")
+        [(first, first_sha)] = store.card_revisions("carded-tiny@1")
+        first_bytes = store.backend.read_card("carded-tiny", 1, first, first_sha)
+        assert http.post("/v1/admin/template-sets/carded-tiny@1/card").status_code == 401
+        assert http.post("/v1/admin/template-sets/no-such@1/card", headers=ADMIN).status_code == 404
+        assert http.post("/v1/admin/template-sets/BAD@@/card", headers=ADMIN).json()["errors"][0]["loc"] == [
+            "path", "ref"
+        ]  # fmt: skip
+        refresh = http.post("/v1/admin/template-sets/carded-tiny@1/card", headers=ADMIN)
+        assert refresh.status_code == 202 and refresh.json()["kind"] == "card", refresh.text
+        refreshed = wait_for(http, refresh.headers["location"], finished, timeout=300, headers=ADMIN)
+        assert refreshed["status"] == "succeeded" and refreshed["result"]["card"]["revision"] == 2, refreshed
+        assert refreshed["progress"]["step"] == refreshed["progress"]["total_steps"] == 2 * 6 * 5
+        assert [r for r, _ in store.card_revisions("carded-tiny@1")] == [1, 2]
+        assert store.backend.read_card("carded-tiny", 1, first, first_sha) == first_bytes
+        assert http.get("/v1/template-sets", params={"name": "carded-tiny"}).json()["items"][0]["card"]["revision"] == 2
+
+        uncarded = store.publish(random_template_set(tiny_spec(depth=2)), "uncarded")
+        missing = http.get(f"/v1/template-sets/{uncarded}/card")
+        assert missing.status_code == 404 and "no quality card yet" in missing.json()["detail"]
+        assert http.get(f"/v1/template-sets/{uncarded}/card.png").status_code == 404
+        failing = http.post(f"/v1/admin/template-sets/{uncarded}/card", headers=ADMIN).headers["location"]
+        failed = wait_for(http, failing, finished, timeout=120, headers=ADMIN)  # a set that records no data
+        assert failed["status"] == "failed" and "records no data" in failed["error"]["message"], failed
+        assert store.card(uncarded) is None
+
+    env = {**api.env, "PYTHONPATH": str(REPO)}
+    cli = [sys.executable, "-m", "service.cli", "templates", "card", "carded-tiny@1"]
+    table = subprocess.run(cli, env=env, capture_output=True, text=True, timeout=120)
+    assert table.returncode == 0, table.stderr
+    assert "WAVE acc" in table.stdout and "timm init acc" in table.stdout and "28x28x1" in table.stdout
+    as_json = subprocess.run([*cli, "--json", "--out", str(tmp_path / "card")], env=env, capture_output=True,
+                             text=True, timeout=120)  # fmt: skip
+    assert as_json.returncode == 0, as_json.stderr
+    shown = json.loads(as_json.stdout.strip().splitlines()[-1])
+    assert shown["rows"] == http_rows_of(api, 2)
+    assert (tmp_path / "card" / "card.png").read_bytes().startswith(PNG_MAGIC)
+    assert yaml.safe_load((tmp_path / "card" / "README.md").read_text().split("---\n")[1])["library_name"] == "timm"
+    nothing = subprocess.run([*cli[:-1], "uncarded@1"], env=env, capture_output=True, text=True, timeout=120)
+    assert nothing.returncode == 2 and "no quality card yet" in nothing.stderr
+
+
+def http_rows_of(api, revision: int) -> list[dict]:
+    card = httpx.get(f"{api.url}/v1/template-sets/carded-tiny@1/card").json()
+    listed = httpx.get(f"{api.url}/v1/template-sets", params={"name": "carded-tiny"}).json()["items"][0]
+    assert listed["card"]["revision"] == revision
+    return card["rows"]

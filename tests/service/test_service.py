@@ -1,0 +1,452 @@
+"""The service over real HTTP: Celery mode (real Redis on a dedicated DB, a real worker process) and embedded mode."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+
+import httpx
+import pytest
+import timm
+import torch
+from safetensors.torch import load_file
+
+from jobs.redis_store import RedisJobStore
+from learngene import ViTSpec, export_checkpoint, read_metadata
+from learngene.pretrained import FOLDER_FILES
+from service.client import ApiError, Client
+from tests.support.data import FMNIST, SHARED_DATA
+from tests.support.harness import (
+    ADMIN_TOKEN,
+    TEST_REDIS_URL,
+    finished,
+    flush_test_redis,
+    service_env,
+    start_api,
+    start_worker,
+    wait_for,
+)
+from tests.support.models import tiny_spec
+
+SHAPE = dict(img_size=28, patch_size=7, in_chans=1, num_classes=10)
+BODY = {
+    "model": "vit_tiny_patch16_224",
+    "overrides": dict(depth=2, embed_dim=64, num_heads=1, **SHAPE),
+    "template_set": "demo@prod",
+    "calibration": {"uri": f"idx://{FMNIST}", "max_samples": 256},
+    "fit": {"steps": 20, "batch_size": 32},
+}
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("datasets")
+
+
+@pytest.fixture(scope="module")
+def celery_server(tmp_path_factory, data_root):
+    home = tmp_path_factory.mktemp("celery-home")
+    flush_test_redis()
+    env = service_env(home, redis_url=TEST_REDIS_URL, data_roots=[SHARED_DATA, data_root])
+    worker = start_worker(env, home / "worker.log")
+    try:
+        api = start_api(env, home / "api.log")
+    except Exception:
+        worker.stop()
+        raise
+    yield api
+    api.stop()
+    worker.stop()
+    flush_test_redis()
+
+
+@pytest.fixture(scope="module")
+def embedded_server(tmp_path_factory, data_root):
+    home = tmp_path_factory.mktemp("embedded-home")
+    # One executor thread, as the Celery side has one worker process: the tests that queue behind a busy worker
+    # see the same on both. (The default of two is exercised by test_hostile's slow-loading test.)
+    env = service_env(home, redis_url=None, data_roots=[SHARED_DATA, data_root], LEARNGENE_EMBEDDED_WORKERS="1")
+    api = start_api(env, home / "api.log")
+    yield api
+    api.stop()
+
+
+@pytest.fixture(scope="module", params=["celery", "embedded"])
+def server(request):
+    return request.getfixturevalue(f"{request.param}_server")
+
+
+def with_fit(**fit) -> dict:
+    return {**BODY, "fit": {**BODY["fit"], **fit}}
+
+
+def test_end_to_end_submit_poll_download_load(server, tmp_path):
+    with httpx.Client(base_url=server.url) as http, Client(server.url) as client:
+        response = http.post("/v1/initializations", json=with_fit(seed=1))
+        assert response.status_code == 202, response.text
+        job = response.json()
+        assert response.headers["location"] == f"{server.url}/v1/initializations/{job['id']}"
+        assert job["status"] in ("queued", "running") and job["template_set"]["name"] == "demo"
+        done = client.wait(job["id"], timeout_s=120)
+        assert done["progress"]["step"] == done["progress"]["total_steps"] == 20
+        assert done["result"]["fit"]["calibration_loss_after"] < done["result"]["fit"]["calibration_loss_before"]
+        assert done["timings"]["queued_s"] >= 0 and done["timings"]["running_s"] > 0
+        path = client.download(job["id"], tmp_path / "vit.safetensors")
+        data = path.read_bytes()
+        assert (
+            hashlib.sha256(data).hexdigest() == done["checkpoint"]["sha256"]
+            and len(data) == done["checkpoint"]["bytes"]
+        )
+        head = http.head(done["checkpoint"]["download"])
+        assert head.headers["etag"] == f'"{done["checkpoint"]["sha256"]}"'
+        assert int(head.headers["content-length"]) == len(data)
+        assert (
+            http.get(done["checkpoint"]["download"], headers={"If-None-Match": head.headers["etag"]}).status_code == 304
+        )
+
+    spec = ViTSpec(model=BODY["model"], **BODY["overrides"])
+    model = spec.build()
+    model.load_state_dict(load_file(path), strict=True)
+    assert read_metadata(path)["template_set"] == done["template_set"]  # the pinned (name, version, digest)
+
+
+def test_the_checkpoint_as_a_timm_folder_file_by_file_and_as_one_tar(server, tmp_path):
+    with httpx.Client(base_url=server.url) as http, Client(server.url) as client:
+        job_id = http.post("/v1/initializations", json=with_fit(seed=11, steps=3)).json()["id"]
+        done = client.wait(job_id, timeout_s=120)
+        files = done["checkpoint"]["files"]
+        assert list(files) == list(FOLDER_FILES) and "files" not in done["result"]
+        assert files["model.safetensors"]["sha256"] == done["checkpoint"]["sha256"]
+        for name, entry in files.items():
+            answer = http.get(entry["download"])
+            assert answer.status_code == 200 and answer.headers["etag"] == f'"{entry["sha256"]}"', name
+            assert hashlib.sha256(answer.content).hexdigest() == entry["sha256"]
+            assert len(answer.content) == entry["bytes"]
+            assert http.get(entry["download"], headers={"If-None-Match": answer.headers["etag"]}).status_code == 304
+        assert http.get(files["config.json"]["download"]).headers["content-type"] == "application/json"
+        head = http.head(files["README.md"]["download"])
+        assert head.status_code == 200 and int(head.headers["content-length"]) == files["README.md"]["bytes"]
+        assert head.headers["content-type"].startswith("text/markdown")
+        for name in ("secret.txt", "model.pt", "..%2F..%2Fjobs", "config.JSON"):
+            missing = http.get(f"/v1/initializations/{job_id}/files/{name}")
+            assert missing.status_code == 404, name
+        assert "a checkpoint folder holds model.safetensors, config.json, README.md" in missing.json()["detail"]
+
+        tar = http.get(done["links"]["folder"])
+        assert tar.status_code == 200 and tar.headers["content-type"] == "application/x-tar"
+        assert int(tar.headers["content-length"]) == len(tar.content)
+        assert http.get(done["links"]["folder"], headers={"If-None-Match": tar.headers["etag"]}).status_code == 304
+        with tarfile.open(fileobj=io.BytesIO(tar.content)) as archive:
+            assert archive.getnames() == [job_id, *(f"{job_id}/{name}" for name in FOLDER_FILES)]
+            for name, entry in files.items():
+                data = archive.extractfile(f"{job_id}/{name}").read()
+                assert hashlib.sha256(data).hexdigest() == entry["sha256"], name
+            archive.extractall(tmp_path / "untarred", filter="data")
+        folder = client.download_folder(job_id, tmp_path / "folder")
+    for name, entry in files.items():
+        assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == entry["sha256"]
+
+    spec = ViTSpec(model=BODY["model"], **BODY["overrides"])
+    strict = spec.build().eval()
+    strict.load_state_dict(load_file(folder / "model.safetensors"), strict=True)
+    x = torch.randn(2, 1, 28, 28)
+    for root in (folder, tmp_path / "untarred" / job_id):
+        model = timm.create_model(f"local-dir:{root}", pretrained=True).eval()
+        assert torch.equal(model(x), strict(x))
+
+
+def test_a_job_recorded_before_folders_still_serves_its_checkpoint(celery_server):
+    """A result stored by an earlier version names no `files`: its weights are served (by /checkpoint and as
+    model.safetensors), config.json, README.md and the tar answer 404 saying why and what to do."""
+    with httpx.Client(base_url=celery_server.url) as http, Client(celery_server.url) as client:
+        job_id = http.post("/v1/initializations", json=with_fit(seed=12, steps=2)).json()["id"]
+        done = client.wait(job_id, timeout_s=120)
+        store = RedisJobStore.from_url(TEST_REDIS_URL)
+        old = {k: v for k, v in store.get(job_id).result.items() if k != "files"}
+        store.r.hset(f"{store.p}:job:{job_id}", "result", json.dumps(old))  # as an earlier worker wrote it
+        shown = client.get(job_id)["checkpoint"]
+        assert list(shown["files"]) == ["model.safetensors"] and shown["folder"] is None
+        weights = http.get(shown["files"]["model.safetensors"]["download"])
+        assert hashlib.sha256(weights.content).hexdigest() == done["checkpoint"]["sha256"]
+        assert http.get(shown["download"]).content == weights.content
+        for url in (f"/v1/initializations/{job_id}/files/config.json", done["links"]["folder"]):
+            answer = http.get(url)
+            assert answer.status_code == 404 and "before checkpoints were stored as timm" in answer.json()["detail"]
+            assert "submit the same request again" in answer.json()["detail"]
+        with pytest.raises(ApiError, match="submit the request again"):
+            client.download_folder(job_id, "unused")
+
+
+def test_idempotent_retries_and_identical_requests_reuse_the_checkpoint(server):
+    with httpx.Client(base_url=server.url) as http, Client(server.url) as client:
+        body = with_fit(seed=2)
+        first = http.post("/v1/initializations", json=body, headers={"Idempotency-Key": "retry-me"})
+        again = http.post("/v1/initializations", json=body, headers={"Idempotency-Key": "retry-me"})
+        assert (first.status_code, again.status_code) == (202, 200)
+        assert again.json()["id"] == first.json()["id"]
+        other = http.post("/v1/initializations", json=with_fit(seed=3), headers={"Idempotency-Key": "retry-me"})
+        assert other.status_code == 422
+        assert other.json()["errors"][0]["loc"] == ["header", "Idempotency-Key"]
+
+        original = client.wait(first.json()["id"], timeout_s=120)
+        assert original["result"]["cached"] is False
+        identical = client.wait(http.post("/v1/initializations", json=body).json()["id"], timeout_s=120)
+        assert identical["id"] != original["id"] and identical["result"]["cached"] is True
+        assert identical["checkpoint"]["sha256"] == original["checkpoint"]["sha256"]
+        metrics = http.get("/metrics").text
+        assert "learngene_checkpoint_cache_hits_total 1.0" in metrics
+
+
+def test_cancel_a_queued_and_a_running_job(server):
+    with httpx.Client(base_url=server.url) as http:
+        running = http.post("/v1/initializations", json=with_fit(steps=20_000, seed=4)).json()
+        url = f"/v1/initializations/{running['id']}"
+        wait_for(http, url, lambda j: j["status"] == "running" and j["progress"] is not None)
+        queued = http.post("/v1/initializations", json=with_fit(seed=5)).json()  # the only worker is busy
+        cancelled = http.delete(f"/v1/initializations/{queued['id']}").json()
+        assert cancelled["status"] == "cancelled"  # immediately: it never starts
+
+        assert http.delete(url).json()["status"] == "running"  # flagged; it stops at its next step
+        stopped = wait_for(http, url, finished, timeout=30)
+        assert stopped["status"] == "cancelled" and stopped["progress"]["step"] < 20_000
+        assert http.get(f"{url}/checkpoint").status_code == 409
+
+        after = wait_for(http, f"/v1/initializations/{queued['id']}", finished)
+        assert after["status"] == "cancelled" and after["attempts"] == 0 and after["timings"]["started_at"] is None
+
+
+def test_bad_requests_are_refused_with_the_field_named(celery_server):
+    with httpx.Client(base_url=celery_server.url) as http:
+
+        def post(body, **kw):
+            return http.post("/v1/initializations", json=body, **kw)
+
+        def first_error(response):
+            return response.json()["errors"][0]
+
+        r = post({**BODY, "overrides": {**BODY["overrides"], "embed_dim": 201, "num_heads": 2}})
+        assert r.status_code == 422 and first_error(r)["loc"] == ["body", "overrides", "num_heads"]
+        assert "embed_dim=201 is not divisible by num_heads=2" in first_error(r)["msg"]
+        r = post({**BODY, "model": "resnet50"})
+        assert r.status_code == 422 and first_error(r)["loc"] == ["body", "model"]
+        r = post({**BODY, "colour": "blue"})
+        assert r.status_code == 422 and first_error(r)["loc"] == ["body", "colour"]
+        r = post({**BODY, "fit": {"steps": -1}})
+        assert r.status_code == 422 and first_error(r)["loc"] == ["body", "fit", "steps"]
+        r = post({**BODY, "template_set": "../etc"})
+        assert r.status_code == 422 and first_error(r)["loc"] == ["body", "template_set"]
+        r = post({**BODY, "template_set": "nope"})
+        assert r.status_code == 404 and "template set 'nope' does not exist" in r.json()["detail"]
+        r = post({**BODY, "calibration": {"uri": "idx:///etc"}})
+        assert r.status_code == 400 and "outside the allowed data roots" in r.json()["detail"]
+        r = post({**BODY, "calibration": {"uri": f"idx://{SHARED_DATA}/NoSuchSet"}})
+        assert r.status_code == 400 and "does not exist" in r.json()["detail"]
+        r = post({**BODY, "calibration": {"uri": "ftp://host/x"}})
+        assert r.status_code == 422 and first_error(r)["loc"] == ["body", "calibration", "uri"]
+        r = post({**BODY, "method": "tleg"})
+        assert r.status_code == 422 and first_error(r)["loc"] == ["body", "method"]
+        assert "holds a 'wave' learngene, not a 'tleg' one" in first_error(r)["msg"]
+        r = post({**BODY, "method": "weight_selection"})
+        assert r.status_code == 422 and first_error(r)["loc"] == ["body", "ancestor"]
+        ancestor = {"model": BODY["model"], "overrides": BODY["overrides"], "checkpoint": "/etc/passwd"}
+        r = post({**BODY, "method": "timm", "ancestor": ancestor})
+        assert r.status_code == 422 and "used only by weight_selection" in first_error(r)["msg"]
+        r = post({**BODY, "ancestor": ancestor})  # WAVE's teacher: checked like any ancestor
+        assert r.status_code == 422 and first_error(r)["loc"] == ["body", "ancestor", "checkpoint"]
+        r = post({**BODY, "method": "heru_lg", "ancestor": ancestor})
+        assert r.status_code == 422 and first_error(r)["loc"] == ["body", "ancestor", "checkpoint"]
+        r = post({**BODY, "method": "magic"})
+        assert r.status_code == 422 and first_error(r)["loc"] == ["body", "method"]
+        assert http.get("/v1/initializations/0123").status_code == 404
+        assert http.get("/v1/template-sets/nope@3").status_code == 404
+
+        assert http.post("/v1/admin/condensations", json={}).status_code == 401
+        wrong = http.post("/v1/admin/condensations", json={}, headers={"Authorization": "Bearer wrong"})
+        assert wrong.status_code == 403 and wrong.json()["detail"] == "invalid admin token"
+        assert http.put("/v1/admin/template-sets/demo/aliases/prod", json={"version": 1}).status_code == 401
+
+
+def test_admin_condensation_publishes_a_version_that_initializations_can_use(celery_server, ancestor, data_root):
+    anc_spec = tiny_spec(embed_dim=64, num_heads=2, depth=2)
+    export_checkpoint(ancestor, data_root / "ancestor.safetensors", spec=anc_spec)
+    body = {
+        "name": "fmnist-tiny",
+        "ancestor": {"model": anc_spec.model, "overrides": anc_spec.overrides(),
+                     "checkpoint": str(data_root / "ancestor.safetensors")},
+        "aux": {"model": anc_spec.model, "overrides": tiny_spec(depth=2).overrides()},
+        "data": {"uri": f"idx://{FMNIST}", "max_samples": 3000},
+        "eval_data": f"idx://{FMNIST}?split=test",
+        "training": {"steps": 40, "batch_size": 32, "warmup_steps": 5, "recipe": "plain"},
+        "promote": "prod",
+    }  # fmt: skip
+    with httpx.Client(base_url=celery_server.url, headers=ADMIN) as http:
+        bad = http.post(
+            "/v1/admin/condensations", json={**body, "ancestor": {**body["ancestor"], "checkpoint": "/etc/passwd"}}
+        )  # a folder or file outside the data roots (an ancestor may be a local-dir folder): the no-oracle 400
+        assert bad.status_code == 400 and "outside the allowed data roots" in bad.json()["detail"], bad.text
+        (data_root / "ancestor.pt").write_bytes(b"\x80\x04 a pickle is never read")
+        pickled = http.post(
+            "/v1/admin/condensations",
+            json={**body, "ancestor": {**body["ancestor"], "checkpoint": str(data_root / "ancestor.pt")}},
+        )
+        assert pickled.status_code == 422 and pickled.json()["errors"][0]["loc"] == ["body", "ancestor", "checkpoint"]
+        assert "only .safetensors" in pickled.json()["errors"][0]["msg"]  # fmt: skip
+        response = http.post("/v1/admin/condensations", json=body)
+        assert response.status_code == 202, response.text
+        job = wait_for(http, response.headers["location"], finished, timeout=180)
+        assert job["status"] == "succeeded", job
+        assert job["result"]["ref"] == "fmnist-tiny@1" and job["result"]["metrics"]["aux_accuracy"] > 0.2
+
+        listed = http.get("/v1/template-sets", params={"name": "fmnist-tiny"}).json()["items"]
+        assert [(v["version"], v["aliases"]) for v in listed] == [(1, ["prod"])]
+        shown = http.get("/v1/template-sets/fmnist-tiny@prod").json()
+        assert shown["manifest"]["lineage"]["ancestor_model"] == anc_spec.model and shown["aliases"] == {"prod": 1}
+
+        promoted = http.put("/v1/admin/template-sets/fmnist-tiny/aliases/stable", json={"version": 1})
+        assert promoted.status_code == 200 and promoted.json()["history"] == [1]
+        assert (
+            http.put("/v1/admin/template-sets/fmnist-tiny/aliases/stable", json={"rollback": True}).status_code == 409
+        )
+        assert http.put("/v1/admin/template-sets/fmnist-tiny/aliases/stable", json={"version": 9}).status_code == 404
+        both = http.put("/v1/admin/template-sets/fmnist-tiny/aliases/stable", json={"version": 1, "rollback": True})
+        assert both.status_code == 422
+
+        descendant = {
+            **BODY,
+            "template_set": "fmnist-tiny@prod",
+            "overrides": tiny_spec(depth=3, embed_dim=64, num_heads=2).overrides(),
+        }
+        init = http.post("/v1/initializations", json=descendant).json()
+        done = wait_for(http, f"/v1/initializations/{init['id']}", finished)
+        assert done["status"] == "succeeded" and done["template_set"]["name"] == "fmnist-tiny"
+
+        # The set's own ancestor as WAVE's teacher: the fitting loss carries the KL term, the checkpoint its sha256.
+        taught = http.post("/v1/initializations", json={**descendant, "ancestor": body["ancestor"]}).json()
+        taught = wait_for(http, f"/v1/initializations/{taught['id']}", finished)
+        assert taught["status"] == "succeeded", taught
+        assert taught["result"]["fit"]["calibration_loss_before"] > done["result"]["fit"]["calibration_loss_before"]
+        with Client(celery_server.url) as client:
+            path = client.download(taught["id"], data_root / "taught.safetensors")
+        assert (
+            read_metadata(path)["ancestor_sha256"]
+            == hashlib.sha256((data_root / "ancestor.safetensors").read_bytes()).hexdigest()
+        )
+        stranger = data_root / "stranger.safetensors"
+        export_checkpoint(anc_spec.build(), stranger, spec=anc_spec)
+        wrong = {**descendant, "ancestor": {**body["ancestor"], "checkpoint": str(stranger)}}
+        wrong = wait_for(
+            http, f"/v1/initializations/{http.post('/v1/initializations', json=wrong).json()['id']}", finished
+        )
+        assert (
+            wrong["status"] == "failed"
+            and "is not the one fmnist-tiny@1 was condensed from" in wrong["error"]["message"]
+        )
+
+
+def test_operations_endpoints(celery_server):
+    with httpx.Client(base_url=celery_server.url) as http:
+        assert http.get("/healthz").json() == {"status": "ok", "checks": {}}
+        assert http.get("/readyz").json()["checks"] == {"jobs": "ok", "store": "ok", "artifacts": "ok"}
+        paths = http.get("/openapi.json").json()["paths"]
+        for path in ("/v1/initializations", "/v1/initializations/{job_id}", "/v1/initializations/{job_id}/checkpoint",
+                     "/v1/initializations/{job_id}/files/{name}", "/v1/initializations/{job_id}/files.tar",
+                     "/v1/template-sets", "/v1/template-sets/{ref}", "/v1/admin/condensations",
+                     "/v1/admin/template-sets/{name}/aliases/{alias}", "/healthz", "/readyz", "/metrics"):  # fmt: skip
+            assert path in paths
+        metrics = http.get("/metrics").text
+        for family in ("learngene_jobs", "learngene_job_duration_seconds_bucket", "learngene_queue_wait_seconds_count",
+                       "learngene_fit_steps_per_second_count", "learngene_template_cache_hits_total",
+                       "learngene_http_requests_total"):  # fmt: skip
+            assert family in metrics
+        assert 'learngene_jobs{kind="initialization",status="succeeded"}' in metrics
+
+
+def test_cli_client_submits_waits_and_downloads(embedded_server, tmp_path):
+    from typer.testing import CliRunner
+
+    from service.cli import app
+
+    def cli(*args):
+        result = CliRunner().invoke(app, [*args, "--url", embedded_server.url])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout.strip().splitlines()[-1])
+
+    out = tmp_path / "cli.safetensors"
+    overrides = [x for k, v in BODY["overrides"].items() for x in ("--set", f"{k}={v}")]
+    job = cli("submit", "--model", BODY["model"], *overrides, "--calibration", f"idx://{FMNIST}",
+              "--max-samples", "128", "--steps", "5", "--seed", "7", "--out", str(out))  # fmt: skip
+    assert job["status"] == "succeeded" and job["downloaded_to"] == str(out)
+    assert hashlib.sha256(out.read_bytes()).hexdigest() == job["checkpoint"]["sha256"]
+    assert cli("job", "status", job["id"])["status"] == "succeeded"
+    assert cli("job", "cancel", job["id"])["status"] == "succeeded"  # a finished job stays as it is
+    assert cli("job", "download", job["id"], "--out", str(tmp_path / "again.safetensors"))["job"] == job["id"]
+    assert (tmp_path / "again.safetensors").read_bytes() == out.read_bytes()
+    folder = cli("job", "download", job["id"], "--out", str(tmp_path / "folder"))["path"]
+    model = timm.create_model(f"local-dir:{folder}", pretrained=True)
+    weights, single = model.state_dict(), load_file(out)  # the very weights of the single-file download
+    assert weights.keys() == single.keys() and all(torch.equal(weights[k], single[k]) for k in single)
+    assert sorted(p.name for p in (tmp_path / "folder").iterdir()) == sorted(FOLDER_FILES)
+
+
+def test_baseline_methods_through_the_api(celery_server, ancestor, data_root, tmp_path):
+    anc_spec = tiny_spec(embed_dim=64, num_heads=2, depth=2)
+    path = data_root / "baseline-ancestor.safetensors"
+    export_checkpoint(ancestor, path, spec=anc_spec)
+    ancestor_ref = {"model": anc_spec.model, "overrides": anc_spec.overrides(), "checkpoint": str(path)}
+    with httpx.Client(base_url=celery_server.url) as http, Client(celery_server.url) as client:
+        too_wide = {**BODY, "method": "weight_selection", "ancestor": ancestor_ref,
+                    "overrides": {**BODY["overrides"], "embed_dim": 128, "num_heads": 2}}  # fmt: skip
+        r = http.post("/v1/initializations", json=too_wide)
+        assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["body", "overrides", "embed_dim"]
+        for method, extra in (("timm", {}), ("mimetic", {}), ("weight_selection", {"ancestor": ancestor_ref}),
+                              ("auto_lg", {"ancestor": ancestor_ref})):  # fmt: skip
+            overrides = {**BODY["overrides"], "embed_dim": 64, "num_heads": 2, "depth": 3}
+            if method == "weight_selection":
+                overrides["depth"] = 2
+            job = client.wait(
+                client.submit({**BODY, "method": method, "overrides": overrides, **extra})["id"], timeout_s=120
+            )
+            assert (
+                job["template_set"] is None and job["result"]["method"] == method and job["result"]["fit"]["steps"] == 0
+            )
+            out = client.download(job["id"], tmp_path / f"{method}.safetensors")
+            meta = read_metadata(out)
+            assert meta["method"] == method and meta["provenance"]["method"] == method
+            model = ViTSpec(model=BODY["model"], **overrides).build()
+            model.load_state_dict(load_file(out), strict=True)
+
+
+def test_an_admin_condensation_on_two_processes_reports_progress_cancels_and_publishes(
+    celery_server, ancestor, data_root
+):
+    """`"nproc": 2`: the condense worker runs the job under torchrun; progress comes through from rank 0, a cancel
+    stops every rank at the same step, and a finished run publishes one set whose lineage records the world size."""
+    anc_spec = tiny_spec(embed_dim=64, num_heads=2, depth=2)
+    export_checkpoint(ancestor, data_root / "ancestor-ddp.safetensors", spec=anc_spec)
+    body = {
+        "name": "ddp-tiny", "nproc": 2,
+        "ancestor": {"model": anc_spec.model, "overrides": anc_spec.overrides(),
+                     "checkpoint": str(data_root / "ancestor-ddp.safetensors")},
+        "aux": {"model": anc_spec.model, "overrides": tiny_spec(depth=2).overrides()},
+        "data": {"uri": f"idx://{FMNIST}", "max_samples": 2000},
+        "training": {"steps": 5000, "batch_size": 32, "warmup_steps": 5, "recipe": "plain"},
+    }  # fmt: skip
+    with httpx.Client(base_url=celery_server.url, headers=ADMIN) as http:
+        assert http.post("/v1/admin/condensations", json={**body, "nproc": 99}).json()["errors"][0]["loc"] == [
+            "body", "nproc"
+        ]  # fmt: skip
+        url = http.post("/v1/admin/condensations", json=body).headers["location"]
+        running = wait_for(http, url, lambda j: (j.get("progress") or {}).get("step", 0) >= 20, timeout=120)
+        assert running["status"] == "running" and running["progress"]["total_steps"] == 5000
+        assert http.delete(url).json()["status"] == "running"
+        cancelled = wait_for(http, url, finished, timeout=60)
+        assert cancelled["status"] == "cancelled" and cancelled["progress"]["step"] < 5000, cancelled
+        short = {**body, "training": {**body["training"], "steps": 30}}
+        done = wait_for(http, http.post("/v1/admin/condensations", json=short).headers["location"], finished, 180)
+        assert done["status"] == "succeeded" and done["result"]["ref"] == "ddp-tiny@1", done
+        shown = http.get("/v1/template-sets/ddp-tiny@1").json()
+        assert shown["manifest"]["lineage"]["condensation"]["world_size"] == 2
+        assert [v["version"] for v in http.get("/v1/template-sets", params={"name": "ddp-tiny"}).json()["items"]] == [1]

@@ -1,0 +1,146 @@
+"""Data references: every format, resizing, seeded subsets, and clear refusals."""
+
+from __future__ import annotations
+
+import gzip
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+from learngene import DataRefError, Normalization, load_images
+from learngene.data import DataRef
+from tests.support.data import FMNIST
+
+NORM = Normalization(mean=(0.5,), std=(0.5,))
+
+
+def load(uri, **kw):
+    return load_images(uri, **{"img_size": (28, 28), "in_chans": 1, "normalization": NORM, **kw})
+
+
+def test_idx_reads_the_real_files():
+    data = load(f"idx://{FMNIST}?split=test")
+    assert data.images.shape == (10_000, 1, 28, 28) and data.images.dtype == torch.uint8
+    assert data.labels.bincount().tolist() == [1000] * 10  # FashionMNIST's test split is balanced
+    x, _ = data.batch(torch.arange(4))
+    assert x.dtype == torch.float32 and x.min() >= -1 and x.max() <= 1  # (v/255 - 0.5) / 0.5
+
+
+def test_max_samples_is_a_seeded_deterministic_subset():
+    a = load(f"idx://{FMNIST}", max_samples=500, seed=1)
+    b = load(f"idx://{FMNIST}", max_samples=500, seed=1)
+    c = load(f"idx://{FMNIST}", max_samples=500, seed=2)
+    assert len(a) == 500 and torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
+    assert a.digest() == b.digest() != c.digest()
+
+
+def test_resizing_and_channels_follow_the_spec():
+    data = load(f"idx://{FMNIST}?split=test", img_size=(32, 32), in_chans=3, max_samples=10)
+    assert data.images.shape == (10, 3, 32, 32)
+    assert torch.equal(data.images[:, 0], data.images[:, 2])  # grey replicated
+
+
+def test_relative_paths_and_bare_paths_infer_the_format(monkeypatch):
+    monkeypatch.chdir(FMNIST.parent)
+    assert len(load("idx://FashionMNIST?split=test", max_samples=3)) == 3
+    assert len(load(str(FMNIST), max_samples=3)) == 3
+
+
+def test_safetensors_and_npz_bundles(tmp_path):
+    images = torch.randint(0, 256, (20, 14, 14), dtype=torch.uint8)
+    labels = torch.arange(20) % 5
+    save_file({"images": images, "labels": labels}, tmp_path / "b.safetensors")
+    np.savez(tmp_path / "b.npz", images=(images.float() / 255).numpy(), labels=labels.numpy())
+    a = load(f"bundle://{tmp_path / 'b.safetensors'}", max_samples=8)
+    b = load(str(tmp_path / "b.npz"), max_samples=8)
+    assert a.images.shape == (8, 1, 28, 28) and torch.equal(a.labels, b.labels)
+    assert (a.images.int() - b.images.int()).abs().max() <= 1
+    save_file({"images": images}, tmp_path / "unlabelled.safetensors")
+    assert load(str(tmp_path / "unlabelled.safetensors")).labels is None
+
+
+def test_imagefolder(tmp_path):
+    rng = np.random.default_rng(0)
+    for cls in ("cat", "dog"):
+        (tmp_path / cls).mkdir()
+        for i in range(3):
+            Image.fromarray(rng.integers(0, 255, (40, 30, 3), dtype=np.uint8)).save(tmp_path / cls / f"{i}.png")
+    (tmp_path / "dog" / "notes.txt").write_text("not an image")
+    data = load(f"imagefolder://{tmp_path}", img_size=(16, 16), in_chans=3)
+    assert data.images.shape == (6, 3, 16, 16) and data.labels.tolist() == [0, 0, 0, 1, 1, 1]
+
+
+def test_pickled_npz_is_refused(tmp_path):
+    np.savez(tmp_path / "evil.npz", images=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(DataRefError, match="plain arrays"):
+        load(str(tmp_path / "evil.npz"))
+
+
+@pytest.mark.parametrize(
+    ("uri", "needle", "reason"),
+    [
+        ("idx:///no/such/folder", "does not exist or lies outside the allowed data roots", "unavailable"),
+        ("ftp://host/data", "unknown scheme", "invalid"),
+        (f"idx://{FMNIST}?split=validation", "split='validation'", "invalid"),
+        (f"idx://{FMNIST}?colour=red", "unknown query parameters", "invalid"),
+        ("", "empty", "invalid"),
+    ],
+)
+def test_bad_references_say_why(uri, needle, reason):
+    with pytest.raises(DataRefError) as info:
+        load(uri)
+    assert needle in str(info.value) and info.value.reason == reason
+
+
+def test_allowed_roots_and_symlink_escapes(tmp_path):
+    inside = tmp_path / "inside"
+    inside.mkdir()
+    save_file({"images": torch.zeros(2, 8, 8, dtype=torch.uint8)}, tmp_path / "secret.safetensors")
+    os.symlink(tmp_path / "secret.safetensors", inside / "link.safetensors")
+    with pytest.raises(DataRefError, match="outside the allowed data roots") as outside:
+        load(f"idx://{FMNIST}", allowed_roots=[inside])
+    with pytest.raises(DataRefError) as missing:
+        load(f"idx://{inside}/missing", allowed_roots=[inside])
+    # No existence oracle: outside the roots and missing read the same, and neither names a server path.
+    assert outside.value.reason == missing.value.reason == "unavailable"
+    assert str(outside.value).replace(f"idx://{FMNIST}", "U") == str(missing.value).replace(
+        f"idx://{inside}/missing", "U"
+    )
+    assert str(inside) not in str(outside.value)
+    with pytest.raises(DataRefError, match="outside the allowed data roots"):
+        load(str(inside / "link.safetensors"), allowed_roots=[inside])
+    with pytest.raises(DataRefError, match="outside"):
+        load(f"{inside}/../secret.safetensors", allowed_roots=[inside])
+    assert len(load(str(tmp_path / "secret.safetensors"), allowed_roots=[tmp_path])) == 2
+
+
+def test_corrupt_and_inconsistent_files(tmp_path):
+    raw = tmp_path / "Broken" / "raw"
+    raw.mkdir(parents=True)
+    good = gzip.decompress((FMNIST / "raw" / "t10k-images-idx3-ubyte.gz").read_bytes())
+    (raw / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(good[: len(good) // 2]))
+    (raw / "train-labels-idx1-ubyte.gz").write_bytes((FMNIST / "raw" / "t10k-labels-idx1-ubyte.gz").read_bytes())
+    with pytest.raises(DataRefError, match="header promises"):
+        load(f"idx://{tmp_path / 'Broken'}")
+    (tmp_path / "trunc.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{garbage")
+    with pytest.raises(DataRefError, match="not a readable safetensors"):
+        load(str(tmp_path / "trunc.safetensors"))
+    save_file(
+        {"images": torch.zeros(3, 8, 8, dtype=torch.uint8), "labels": torch.tensor([0, 1, 12])},
+        tmp_path / "l.safetensors",
+    )
+    with pytest.raises(DataRefError, match="labels go up to 12 but the model has num_classes=10"):
+        load(str(tmp_path / "l.safetensors"), num_classes=10)
+    save_file({"pixels": torch.zeros(3, 8, 8)}, tmp_path / "p.safetensors")
+    with pytest.raises(DataRefError, match="no 'images' tensor"):
+        load(str(tmp_path / "p.safetensors"))
+
+
+def test_parse_keeps_paths_verbatim():
+    assert DataRef.parse("idx://../shared/data/MNIST?split=test").path.as_posix() == "../shared/data/MNIST"
+    assert DataRef.parse("idx:///abs/MNIST").path.as_posix() == "/abs/MNIST"
+    assert DataRef.parse("/abs/x.npz").format is None

@@ -1,0 +1,93 @@
+"""Target specs: what timm builds, and errors that name the field."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from learngene import SpecError, ViTSpec, check_compatible
+from tests.support.models import TINY, random_template_set, tiny_spec
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    heads=st.integers(1, 4),
+    head_dim=st.sampled_from([8, 16, 32]),
+    depth=st.integers(1, 14),
+    grid=st.integers(1, 6),
+    patch=st.sampled_from([2, 4, 7, 16]),
+    classes=st.integers(0, 50),
+    chans=st.sampled_from([1, 3, 4]),
+    mlp=st.sampled_from([1.0, 2.0, 4.0]),
+    token=st.booleans(),
+)
+def test_resolve_reports_what_timm_builds(heads, head_dim, depth, grid, patch, classes, chans, mlp, token):
+    spec = ViTSpec(
+        model="vit_small_patch16_224",
+        embed_dim=heads * head_dim,
+        num_heads=heads,
+        depth=depth,
+        img_size=grid * patch,
+        patch_size=patch,
+        num_classes=classes,
+        in_chans=chans,
+        mlp_ratio=mlp,
+        class_token=token,
+        global_pool="token" if token else "avg",
+    )
+    arch = spec.resolve()
+    model = spec.build()
+    assert (arch.embed_dim, arch.depth, arch.num_heads) == (heads * head_dim, depth, heads)
+    assert arch.mlp_hidden == model.blocks[0].mlp.fc1.out_features == int(heads * head_dim * mlp)
+    assert arch.grid_size == (grid, grid) and arch.in_chans == chans and arch.num_classes == classes
+    assert arch.num_prefix_tokens == (1 if token else 0)
+    assert model.pos_embed.shape == (1, grid * grid + arch.pos_embed_prefix, heads * head_dim)
+
+
+def test_defaults_come_from_the_timm_name():
+    arch = ViTSpec(model="deit_small_patch16_224").resolve()
+    assert (arch.embed_dim, arch.depth, arch.num_heads, arch.mlp_hidden) == (384, 12, 6, 1536)
+    assert arch.img_size == (224, 224) and arch.patch_size == (16, 16) and arch.num_classes == 1000
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field", "needle"),
+    [
+        ({"model": "resnet50"}, "model", "not of the VisionTransformer family"),
+        ({"model": "vit_does_not_exist"}, "model", "not a timm model name"),
+        ({"model": "deit_tiny_distilled_patch16_224"}, "model", "distillation token"),
+        ({"model": "vit_tiny_patch16_224", "depth": 0}, "depth", "greater than or equal to 1"),
+        ({"model": "vit_tiny_patch16_224", "global_pool": "map"}, "global_pool", "Input should be"),
+        ({"model": "vit_tiny_patch16_224", "colour": "blue"}, "colour", "Extra inputs"),
+    ],
+)
+def test_invalid_specs_name_the_field(kwargs, field, needle):
+    with pytest.raises(ValidationError) as info:
+        ViTSpec(**kwargs)
+    error = info.value.errors()[0]
+    assert error["loc"] == (field,)
+    assert needle in error["msg"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field", "message"),
+    [
+        ({"embed_dim": 97, "num_heads": 2}, "num_heads", "embed_dim=97 is not divisible by num_heads=2"),
+        ({"embed_dim": 97}, "embed_dim", "embed_dim=97 is not divisible by num_heads=3"),
+    ],
+)
+def test_template_set_limits_name_the_field(overrides, field, message):
+    ts = random_template_set(tiny_spec())
+    spec = ViTSpec(model="vit_tiny_patch16_224", **{**TINY, **overrides})  # vit_tiny's own 3 heads unless given
+    with pytest.raises(SpecError) as info:
+        check_compatible(ts.config, spec)
+    assert info.value.field == field and message in str(info.value)
+
+
+@pytest.mark.parametrize(("embed_dim", "num_heads", "mlp_ratio"), [(48, 1, 4.0), (200, 2, 4.0), (64, 2, 2.0)])
+def test_any_width_timm_builds_is_served(embed_dim, num_heads, mlp_ratio):
+    ts = random_template_set(tiny_spec(embed_dim=32), template_size=16)
+    spec = tiny_spec(embed_dim=embed_dim, num_heads=num_heads, mlp_ratio=mlp_ratio)
+    assert check_compatible(ts.config, spec).embed_dim == embed_dim
