@@ -328,6 +328,7 @@ def _evaluation_data(
         sample = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.seed))[:EVAL_SAMPLES]
         eval_data = SubsetSource(train, sample.tolist(), f"{train.uri} (training sample)")
     arch = config.aux.resolve()
+    workers = 0 if eval_data.in_memory else workers  # no decoding to spread: loader processes would only copy
     return Stream(eval_data, eval_transform(arch.img_size, arch.in_chans, normalization), workers)
 
 

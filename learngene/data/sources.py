@@ -50,6 +50,9 @@ class ImageSource(abc.ABC):
 
     uri: str
     _labels: np.ndarray  # int64, one per image
+    # Decoded images held in this process: reading one is a copy, so evaluation reads them here rather than through
+    # loader worker processes (which would cost a fork and a pickle per batch for nothing).
+    in_memory: bool = False
 
     @abc.abstractmethod
     def __len__(self) -> int: ...
@@ -113,6 +116,8 @@ def _decoded(uri: str, name: str, data: bytes | Path, limits: DecodeLimits) -> I
 class MemorySource(ImageSource):
     """Images already decoded (an `ImageData`: uint8 tensors at the model's size) as a source."""
 
+    in_memory = True
+
     def __init__(self, data: ImageData):
         self.uri, self._data, self._labels = data.uri, data, _label_array(data.labels, len(data))
 
@@ -131,6 +136,7 @@ class SubsetSource(ImageSource):
 
     def __init__(self, source: ImageSource, index: list[int], uri: str | None = None):
         self.uri, self._source, self._index = uri or source.uri, source, index
+        self.in_memory = source.in_memory
         self._labels = source._labels[np.asarray(index, dtype=np.int64)]
 
     def __len__(self) -> int:
@@ -187,6 +193,8 @@ class IdxSource(ImageSource):
 
 
 class BundleSource(ImageSource):
+    in_memory = True  # a bundle is decoded whole, within the decode limits
+
     def __init__(self, uri: str, path: Path, limits: DecodeLimits):
         self.uri, self._path = uri, path
         self._images, labels = Reader(uri, limits).bundle(path, torch.arange)  # within the decode limits
