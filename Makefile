@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml $(LOCK)
 	$(BIN)/python -m pip install --quiet -c $(LOCK) -e '.[service,worker,dev]'
 	touch $(STAMP)
 
-# Regenerate requirements.lock after editing the dependencies in pyproject.toml (tests/test_lock.py fails until
+# Regenerate requirements.lock after editing the dependencies in pyproject.toml (tests/unit/test_lock.py fails until
 # then): a universal resolution (every platform and Python the project supports) from PyPI, of the core and every
 # extra. Versions already in the lock are kept where they still fit; `make lock LOCK_FLAGS=--upgrade` takes the
 # newest. The lock must install wherever `make install` runs: on a machine whose pip is capped by a constraints file
@@ -38,21 +38,20 @@ tools:
 	@command -v docker-compose >/dev/null || apt-get install -y -q docker-compose >/dev/null \
 	  || { echo "install docker-compose (apt-get install docker-compose) to validate docker-compose.yml" >&2; exit 1; }
 
-# The suite on xdist workers: three keep the two cores busy while some of them wait on their servers and
-# subprocesses. A service-tier module runs on one worker (its servers start once); unit tests spread.
-# TEST_ARGS adds pytest arguments (a path, -k, -x).
-TEST_WORKERS ?= 3
+# The suite on xdist workers: four keep the two cores busy while some of them wait on their servers and
+# subprocesses. A module runs whole on one worker (its servers start once). TEST_ARGS adds pytest arguments.
+TEST_WORKERS ?= 4
 TEST_ARGS    ?=
 test: install tools
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup $(TEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope $(TEST_ARGS)
 
 # The inner loop: the unit tier only (no subprocess, no server of another process).
 test-fast: install
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not service" $(TEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope -m "not service" $(TEST_ARGS)
 
 # Every test at the full scale (the soak's 100 jobs, the fuzzers' full counts): CI runs `make test`.
 test-full: install tools
-	LEARNGENE_TEST_SCALE=full $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup $(TEST_ARGS)
+	LEARNGENE_TEST_SCALE=full $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope $(TEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

@@ -5,7 +5,7 @@ an outcome and the fields to change; it never writes. Each store applies a move 
 memory store under its lock, the Redis store in a WATCH/MULTI transaction that re-runs the function if the record
 changed meanwhile), and keeps its indexes (status counts, the running set, a client's active set) from the status
 change alone (`index_effects`). So the two stores cannot drift: there is one set of rules, and
-`tests/test_job_stores.py` runs the same scenarios against both.
+`tests/service/test_job_stores.py` runs the same scenarios against both.
 """
 
 from __future__ import annotations

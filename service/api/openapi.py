@@ -92,7 +92,7 @@ TAGS: list[dict[str, str]] = [
 def operation_id(route: APIRoute) -> str:
     """FastAPI's `generate_unique_id_function`: the route's id from `OPERATION_IDS`. A route missing there keeps
     FastAPI's generated id (FastAPI builds included routes lazily, so raising here would fail its requests, not the
-    start); tests/test_openapi.py refuses any such id and names the route."""
+    start); tests/service/test_openapi.py refuses any such id and names the route."""
     return OPERATION_IDS.get(route.name) or generate_unique_id(route)
 
 

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 class Deferred:
     name: str
     target: str  # "package.module:function"
-    summary: str  # the first sentence of the function's docstring (tests/test_cli_startup.py checks they agree)
+    summary: str  # the first sentence of the function's docstring (tests/service/test_cli_startup.py checks they agree)
 
     def load(self) -> _click.Command:
         module, _, function = self.target.partition(":")
