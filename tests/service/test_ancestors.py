@@ -18,6 +18,7 @@ from learngene.checkpoint import export_checkpoint
 from learngene.data import DataRefError
 from tests.support.data import FMNIST
 from tests.support.models import tiny_spec
+from tests.support.scale import PROCESS_TIMEOUT_S
 
 SPEC = tiny_spec(embed_dim=64, num_heads=2, depth=2)
 MEAN, STD = [0.2860], [0.3530]
@@ -76,7 +77,7 @@ def condense_from(reference: str, out: Path, env: dict[str, str]) -> subprocess.
             *[a for k, v in tiny_spec(depth=2).overrides().items() for a in ("--aux-set", f"{k}={v}")],
             "--data", f"idx://{FMNIST}", "--steps", "3", "--batch-size", "16", "--recipe", "plain", "--workers", "0",
             "--out", str(out)]  # fmt: skip
-    return subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run(args, capture_output=True, text=True, env=env, timeout=PROCESS_TIMEOUT_S)
 
 
 def test_condense_takes_a_local_dir_and_a_cached_hub_model_offline(local_dir, tmp_path):

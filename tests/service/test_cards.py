@@ -18,6 +18,7 @@ from templates_store import TemplateStore
 from tests.support.data import FMNIST, REPO, SHARED_DATA
 from tests.support.harness import ADMIN_TOKEN, finished, service_env, start_api, wait_for
 from tests.support.models import random_template_set, tiny_spec
+from tests.support.scale import PROCESS_TIMEOUT_S
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -116,17 +117,19 @@ def test_a_condensation_publishes_its_card_served_as_json_png_readme_and_cli_tab
 
     env = {**api.env, "PYTHONPATH": str(REPO)}
     cli = [sys.executable, "-m", "service.cli", "templates", "card", "carded-tiny@1"]
-    table = subprocess.run(cli, env=env, capture_output=True, text=True, timeout=120)
+    table = subprocess.run(cli, env=env, capture_output=True, text=True, timeout=PROCESS_TIMEOUT_S)
     assert table.returncode == 0, table.stderr
     assert "WAVE acc" in table.stdout and "timm init acc" in table.stdout and "28x28x1" in table.stdout
     as_json = subprocess.run([*cli, "--json", "--out", str(tmp_path / "card")], env=env, capture_output=True,
-                             text=True, timeout=120)  # fmt: skip
+                             text=True, timeout=PROCESS_TIMEOUT_S)  # fmt: skip
     assert as_json.returncode == 0, as_json.stderr
     shown = json.loads(as_json.stdout.strip().splitlines()[-1])
     assert shown["rows"] == http_rows_of(api, 2)
     assert (tmp_path / "card" / "card.png").read_bytes().startswith(PNG_MAGIC)
     assert yaml.safe_load((tmp_path / "card" / "README.md").read_text().split("---\n")[1])["library_name"] == "timm"
-    nothing = subprocess.run([*cli[:-1], "uncarded@1"], env=env, capture_output=True, text=True, timeout=120)
+    nothing = subprocess.run(
+        [*cli[:-1], "uncarded@1"], env=env, capture_output=True, text=True, timeout=PROCESS_TIMEOUT_S
+    )
     assert nothing.returncode == 2 and "no quality card yet" in nothing.stderr
 
 

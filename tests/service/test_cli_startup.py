@@ -12,6 +12,7 @@ import pytest
 
 from learngene.version import __version__
 from tests.support.data import REPO
+from tests.support.scale import PROCESS_TIMEOUT_S
 
 # Runs the command line as `python -m service.cli ARGS` does, then reports which heavy modules it imported.
 PROBE = """
@@ -26,7 +27,7 @@ print("LOADED", ",".join(m for m in ("torch", "timm") if m in sys.modules) or "-
 
 def probe(*args: str, **env: str) -> tuple[list[str], str]:
     run = subprocess.run([sys.executable, "-c", PROBE, *args], cwd=REPO, capture_output=True, text=True,
-                         env={**os.environ, **env}, timeout=300)  # fmt: skip
+                         env={**os.environ, **env}, timeout=PROCESS_TIMEOUT_S)  # fmt: skip
     line = next(line for line in run.stdout.splitlines() if line.startswith("LOADED "))
     _, loaded, code = line.split(" ", 2)
     assert code in ("0", "None"), run.stdout + run.stderr

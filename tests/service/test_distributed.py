@@ -22,6 +22,7 @@ from learngene.pipeline import AncestorRef, run_condensation
 from learngene.training import OptimConfig
 from tests.support.data import FMNIST
 from tests.support.models import tiny_spec
+from tests.support.scale import PROCESS_TIMEOUT_S
 
 ANCESTOR_SPEC = tiny_spec(embed_dim=64, num_heads=2, depth=2)
 NORM = Normalization(mean=(0.2860,), std=(0.3530,))
@@ -84,7 +85,7 @@ def test_a_killed_rank_restarts_the_group_which_resumes_and_publishes_once(ances
             raise AssertionError("no snapshot at step 40 within 120 s")
         killed = rank_pids(psutil.Process(cli.pid))[-1]
         os.kill(killed, signal.SIGKILL)
-        out, err = cli.communicate(timeout=300)
+        out, err = cli.communicate(timeout=PROCESS_TIMEOUT_S)
     finally:
         if cli.poll() is None:
             cli.kill()

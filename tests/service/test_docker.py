@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.support.scale import PROCESS_TIMEOUT_S
+
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
@@ -207,6 +209,10 @@ def test_hadolint_ignores_no_rule():
 def test_validate_script():
     """Fails (never skips) where hadolint or docker-compose is missing: the script exits 1 and says so."""
     result = subprocess.run(
-        ["bash", str(ROOT / "docker" / "validate.sh")], cwd=ROOT, capture_output=True, text=True, timeout=120
+        ["bash", str(ROOT / "docker" / "validate.sh")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=PROCESS_TIMEOUT_S,
     )
     assert result.returncode == 0, result.stdout + result.stderr

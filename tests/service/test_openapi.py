@@ -23,6 +23,7 @@ from service.api.main import create_app
 from service.api.openapi import OPERATION_IDS, REQUEST_EXAMPLES
 from tests.support.data import FMNIST, SHARED_DATA
 from tests.support.harness import ADMIN_TOKEN, service_env, start_api
+from tests.support.scale import PROCESS_TIMEOUT_S
 
 CLIENTS = {"alpha": "alpha-token-0123456789"}
 ALPHA = {"Authorization": f"Bearer {CLIENTS['alpha']}"}
@@ -215,7 +216,7 @@ def generate_client(server, where: Path):
     run = subprocess.run(
         [sys.executable, "-m", "openapi_python_client", "generate", "--path", str(spec), "--config", str(config),
          "--meta", "none", "--output-path", str(where / "learngene_api_client")],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, timeout=PROCESS_TIMEOUT_S,
     )  # fmt: skip
     output = (run.stdout + run.stderr).replace(str(where), "<tmp>")
     assert run.returncode == 0, output

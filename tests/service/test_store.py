@@ -19,6 +19,7 @@ from learngene.template_set import MANIFEST, TENSORS
 from templates_store import BrokenVersion, ConflictError, NotFoundError, RefError, StoreError, TemplateStore, parse_ref
 from tests.support.data import REPO
 from tests.support.models import random_template_set, tiny_spec
+from tests.support.scale import PROCESS_TIMEOUT_S
 
 
 @pytest.fixture
@@ -35,6 +36,7 @@ KILLED_PUBLISHER = """
 import os, sys, time
 from templates_store import TemplateStore, backend
 from tests.support.models import random_template_set, tiny_spec
+from tests.support.scale import PROCESS_TIMEOUT_S
 
 def stall(*args):  # stop between writing the tensors and the rename that makes the version visible
     print("staged", flush=True)
@@ -245,7 +247,7 @@ def test_broken_versions_are_skipped_reported_and_refused(store, template_set):
     assert [p.split(":")[0] for p in problems] == ["b@2", "b@3"] and str(store.backend.root) not in " ".join(problems)
     env = {**os.environ, "LEARNGENE_STORE": str(store.backend.root)}
     gc = subprocess.run([sys.executable, "-m", "service.cli", "templates", "gc", "--json"], cwd=REPO, env=env,
-                        capture_output=True, text=True, timeout=120)  # fmt: skip
+                        capture_output=True, text=True, timeout=PROCESS_TIMEOUT_S)  # fmt: skip
     assert gc.returncode == 0, gc.stderr
     assert json.loads(gc.stdout.splitlines()[-1])["damaged"] == problems
     assert (store.backend.root / "b" / "3").is_dir()  # reported, not deleted

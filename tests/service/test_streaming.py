@@ -5,6 +5,7 @@ not grow with the data set."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +22,7 @@ from learngene.data.transforms import Augment, eval_transform, train_transform
 from learngene.training import OptimConfig, Stopped
 from tests.support.data import RGB64_NORM, RGB64_SIZE, fmnist_rgb64, write_folder, write_shards
 from tests.support.models import tiny_spec
+from tests.support.scale import PROCESS_TIMEOUT_S
 
 SIZE, NORM = RGB64_SIZE, RGB64_NORM
 RGB64 = dict(img_size=SIZE, patch_size=16, in_chans=3, num_classes=10)
@@ -115,7 +117,11 @@ def peak_rss_mib(args: list[str]) -> float:
              "sys.stderr.write(run.stderr); sys.exit(run.returncode) if run.returncode else "
              "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")  # fmt: skip
     learngene = str(Path(sys.executable).parent / "learngene")
-    done = subprocess.run([sys.executable, "-c", probe, learngene, *args], capture_output=True, text=True, timeout=600)
+    # Two malloc arenas, as many as the command has busy threads: more (glibc's default is 8 per core) add their own
+    # slack to a peak, whichever threads happened to allocate at once, which is noise here, not data.
+    env = {**os.environ, "MALLOC_ARENA_MAX": "2"}
+    done = subprocess.run([sys.executable, "-c", probe, learngene, *args], capture_output=True, text=True, env=env,
+                          timeout=PROCESS_TIMEOUT_S)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     return int(done.stdout.split()[-1]) / 1024
 
@@ -135,8 +141,9 @@ def test_memory_does_not_grow_with_the_number_of_images(ancestor64, datasets, tm
             "--checkpoint-dir", str(tmp_path / f"state-{size}-{run}"),
         ]) for run in range(2))  # fmt: skip
     # Decoding every image would add 8,000 x 3 x 64 x 64 bytes (94 MiB) to the 8k run and 23 MiB to the 2k one: a
-    # difference of 70 MiB on a base of about 1.1 GiB (torch and timm), so the bound is on the difference itself.
-    assert rss["large"] - rss["small"] < 16, rss
+    # difference of 70 MiB on a base of about 1.2 GiB (torch and timm), so the bound is on the difference itself, at
+    # half of it (seen with four test workers on two cores: 18 MiB once, besides the file list's few MiB).
+    assert rss["large"] - rss["small"] < 35, rss
 
 
 @pytest.mark.parametrize("kind", ["folder", "shards"])
@@ -147,7 +154,7 @@ def test_learngene_train_streams_from_folders_and_shards(datasets, tmp_path, kin
     sets = [a for k, v in spec.overrides().items() for a in ("--set", f"{k}={v}")]
     run = subprocess.run([sys.executable, "-m", "service.cli", "train", "--model", spec.model, *sets, "--data", data,
                           "--steps", "4", "--batch-size", "16", "--warmup", "1", "--recipe", "deit", "--workers", "1",
-                          "--out", str(out)], capture_output=True, text=True, timeout=300)  # fmt: skip
+                          "--out", str(out)], capture_output=True, text=True, timeout=PROCESS_TIMEOUT_S)  # fmt: skip
     assert run.returncode == 0, run.stderr[-2000:]
     train = json.loads(run.stdout.strip().splitlines()[-1])["checkpoint"]
     assert train["bytes"] > 0 and out.is_file()

@@ -6,11 +6,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from learngene import TemplatedViT, WeightScalers, WeightTemplates
 from learngene.checkpoint import export_checkpoint
 from learngene.inherit import inherit  # not `from learngene import inherit`: the submodule of that name shadows it
 from learngene.templates import DEFAULT_COUNTS, SLOTS
-from tests.support.models import random_template_set, tiny_spec
+from tests.support.models import aux_logits, random_template_set, tiny_spec
 
 AUX = tiny_spec(embed_dim=32, num_heads=2, depth=3)
 
@@ -32,20 +31,6 @@ def partly_templated():
 @pytest.fixture(scope="module")
 def images():
     return torch.randn(6, 1, 28, 28, generator=torch.Generator().manual_seed(1))
-
-
-def aux_logits(template_set, images):
-    """The auxiliary model rebuilt straight from the stored tensors, not through `inherit`."""
-    config = template_set.config
-    templates, scalers = WeightTemplates(config.templates), WeightScalers(config.templates, config.arch)
-    with torch.no_grad():
-        for module, stored in ((templates, template_set.templates), (scalers, template_set.scalers)):
-            for kind, tensor in module.tensors.items():
-                tensor.copy_(stored[kind])
-    aux = TemplatedViT(config.aux, templates, scalers)
-    aux.vit.load_state_dict(template_set.free, strict=True)
-    with torch.no_grad():
-        return aux.eval()(images)
 
 
 @pytest.mark.parametrize("k", [1, 2, 3])
