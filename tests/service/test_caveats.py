@@ -15,7 +15,7 @@ from learngene.template_set import BUILTIN_TEMPLATE_SETS
 from service.client import Client
 from tests.support.cli import last_json, learngene
 from tests.support.data import FMNIST, SHARED_DATA
-from tests.support.harness import service_env, start_api
+from tests.support.served import served, settings_for
 
 DEIT_224_RGB = {
     "model": "deit_tiny_patch16_224",
@@ -27,10 +27,10 @@ TINY_GREY = {"img_size": 28, "patch_size": 7, "in_chans": 1}
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory):
+    """The embedded service in this process (its jobs run in its executor threads here)."""
     home = tmp_path_factory.mktemp("caveats-home")
-    server = start_api(service_env(home, redis_url=None, data_roots=[SHARED_DATA]), home / "api.log")
-    yield server
-    server.stop()
+    with served(settings_for(home, redis_url=None, data_roots=[SHARED_DATA])) as api:
+        yield api
 
 
 def codes(caveats: list[dict]) -> list[str]:

@@ -12,25 +12,24 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
-import threading
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 import redis
-import uvicorn
 
 from jobs.model import Job, JobKind, JobProgress, JobStatus
 from jobs.settings import Settings
 from jobs.store import JobQuery, JobStore, Position
-from service.api.main import create_app
 from service.client import Client
 from templates_store import TemplateStore
-from tests.support.harness import ADMIN_TOKEN, TEST_REDIS_URL, free_port
+from tests.support.harness import ADMIN_TOKEN, TEST_REDIS_URL
 from tests.support.models import random_template_set, tiny_spec
+from tests.support.served import served
 from tests.support.stores import stored_jobs
 
 START = 1_700_000_000.0  # the first stored job's creation time (epoch seconds)
@@ -40,13 +39,18 @@ BETA = {"Authorization": "Bearer beta-token"}
 PATHS = {"initialization": "/v1/initializations", "condensation": "/v1/admin/condensations", "card": "/v1/admin/cards"}
 
 
-class Served:
-    def __init__(self, url: str, jobs: JobStore, made: list[Job], store: TemplateStore):
-        self.url, self.jobs, self.made, self.store = url, jobs, made, store
+@dataclass
+class Listed:
+    """The served API with the job records written into its store."""
+
+    url: str
+    jobs: JobStore
+    made: list[Job]
+    store: TemplateStore
 
 
 @pytest.fixture(scope="module", params=["memory", "redis"])
-def api(request, tmp_path_factory) -> Iterator[Served]:
+def api(request, tmp_path_factory) -> Iterator[Listed]:
     home = tmp_path_factory.mktemp(f"pages-{request.param}")
     prefix = f"pages-{uuid.uuid4().hex[:8]}"
     settings = Settings(
@@ -54,27 +58,18 @@ def api(request, tmp_path_factory) -> Iterator[Served]:
         admin_token=ADMIN_TOKEN, client_tokens={"alpha": "alpha-token", "beta": "beta-token"},
         redis_url=TEST_REDIS_URL if request.param == "redis" else None, redis_prefix=prefix,
     )  # fmt: skip
-    app = create_app(settings)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the API did not start"
-        time.sleep(0.05)
-    made = stored_jobs(app.state.jobs, 250, start=START)
     try:
-        yield Served(f"http://127.0.0.1:{server.config.port}", app.state.jobs, made, app.state.store)
+        with served(settings) as api:
+            made = stored_jobs(api.app.state.jobs, 250, start=START)
+            yield Listed(api.url, api.app.state.jobs, made, api.app.state.store)
     finally:
-        server.should_exit = True
-        thread.join(30)
         if request.param == "redis":
             client = redis.Redis.from_url(TEST_REDIS_URL)
             for key in client.scan_iter(match=f"{prefix}:*", count=500):
                 client.delete(key)
 
 
-def walk(api: Served, path: str, headers: dict[str, str], **params) -> list[list[dict]]:
+def walk(api: Listed, path: str, headers: dict[str, str], **params) -> list[list[dict]]:
     """Follow `next` from the first page to the last; every link is absolute and keeps the filters and the limit."""
     pages, url = [], f"{api.url}{path}"
     while url is not None:
@@ -92,7 +87,7 @@ def walk(api: Served, path: str, headers: dict[str, str], **params) -> list[list
     return pages
 
 
-def expected(api: Served, query: JobQuery) -> list[str]:
+def expected(api: Listed, query: JobQuery) -> list[str]:
     return [j.id for j in sorted((j for j in api.made if query.matches(j)), key=Position.of, reverse=True)]
 
 
