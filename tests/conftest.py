@@ -37,7 +37,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     module's fixtures (its servers, its data) are made once, on the one worker that runs all its tests. The service
     modules, the longest units of work, go first; the unit tier fills the end (a stable sort: every module keeps
     its own order)."""
-    items.sort(key=lambda item: SERVICE_TIER not in Path(item.path).parents)
+    service = {item: SERVICE_TIER in Path(item.path).parents for item in items}
+    items.sort(key=lambda item: not service[item])
     for item in items:
-        if SERVICE_TIER in Path(item.path).parents:
+        if service[item]:
             item.add_marker(pytest.mark.service)

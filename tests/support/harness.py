@@ -48,10 +48,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def lost_port_race(log: Path) -> bool:
-    """The server exited because another process took its port between `free_port()` and its bind."""
-    text = log.read_text(errors="replace") if log.exists() else ""
-    return "address already in use" in text.lower() or "[errno 98]" in text.lower()
+def log_size(log: Path) -> int:
+    """Where the lines of a server about to start will begin in its (appended) log."""
+    return log.stat().st_size if log.exists() else 0
+
+
+def lost_port_race(log: Path, since: int = 0) -> bool:
+    """The server logging from byte `since` on could not bind: another process took its port between `free_port()`
+    and its bind."""
+    if not log.exists():
+        return False
+    with open(log, "rb") as f:
+        f.seek(since)
+        text = f.read().decode(errors="replace").lower()
+    return "address already in use" in text or "[errno 98]" in text
 
 
 def flush_test_redis() -> None:
@@ -128,21 +138,21 @@ def start_api(env: dict[str, str], log: Path, timeout: float = 90, args: tuple[s
     """`learngene serve` on a free port, once it answers /readyz; on another port if it lost the one it was given
     to another process."""
     for _ in range(5):
-        log.unlink(missing_ok=True)
-        port = free_port()
+        port, since = free_port(), log_size(log)
         argv = [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(port), *args]
         proc = Process("api", _spawn("api", argv, env, log), log, url=f"http://127.0.0.1:{port}", env=env)
-        if _until_ready(proc, patient(timeout)):
+        if _until_ready(proc, patient(timeout), since):
             return proc
     raise RuntimeError(f"api lost five port races in a row:\n{proc.tail()}")
 
 
-def _until_ready(proc: Process, timeout: float) -> bool:
-    """True once the API answers /readyz; False if it lost its port; raises if it failed otherwise."""
+def _until_ready(proc: Process, timeout: float, since: int) -> bool:
+    """True once the API answers /readyz; False if it lost its port (its lines start at `since`); raises if it
+    failed otherwise."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.popen.poll() is not None:
-            if lost_port_race(proc.log):
+            if lost_port_race(proc.log, since):
                 return False
             raise RuntimeError(f"api exited:\n{proc.tail()}")
         try:

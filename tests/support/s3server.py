@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -21,16 +20,11 @@ import obstore.exceptions
 from obstore.store import S3Store
 
 from storage.objects import Bucket
+from tests.support.harness import free_port, log_size, lost_port_race
 from tests.support.scale import patient
 
 ACCESS_KEY, SECRET_KEY = "learngene-test", "learngene-test-secret"
 BUCKET = "learngene-tests"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class S3Server:
@@ -45,7 +39,7 @@ class S3Server:
         (home / "s3.json").write_text(json.dumps({"identities": [identity]}))
 
     def _pick_ports(self) -> None:
-        self.ports = {f"{k}{g}": _free_port() for k in ("master", "volume", "filer", "s3") for g in ("", ".grpc")}
+        self.ports = {f"{k}{g}": free_port() for k in ("master", "volume", "filer", "s3") for g in ("", ".grpc")}
         self.endpoint = f"http://127.0.0.1:{self.ports['s3']}"
 
     @property
@@ -83,14 +77,13 @@ class S3Server:
             "-master.telemetry=false", "-master.electionTimeout=1s", "-volume.preStopSeconds=0",
             "-master.volumeSizeLimitMB=256", "-volume.max=16",
         ]  # fmt: skip
-        if not self.started_once:  # a lost race's lines are not this server's
-            (self.home / "weed.log").unlink(missing_ok=True)
+        since = log_size(self.home / "weed.log")
         log = open(self.home / "weed.log", "ab")  # noqa: SIM115 - the server's lifetime, closed in stop()
         self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self._log = log
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if "address already in use" in self.log_tail(200).lower():
+            if lost_port_race(self.home / "weed.log", since):
                 self.stop()
                 return False
             if self.process.poll() is not None:
