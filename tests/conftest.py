@@ -22,7 +22,7 @@ from hypothesis import settings  # noqa: E402
 from tests.support.harness import THREAD_ENV, TORCH_THREADS  # noqa: E402
 from tests.support.scale import SCALE  # noqa: E402
 
-pytest_plugins = ["tests.support.fixtures", "tests.support.store_contract"]
+pytest_plugins = ["tests.support.fixtures", "tests.support.stacks", "tests.support.store_contract"]
 
 SERVICE_TIER = Path(__file__).parent / "service"
 

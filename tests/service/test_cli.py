@@ -17,7 +17,6 @@ from safetensors.torch import load_file
 from learngene import TemplateSet, ViTSpec, export_checkpoint, read_metadata
 from tests.support.cli import cli, last_json, learngene
 from tests.support.data import FMNIST, REPO, write_idx_subset
-from tests.support.harness import service_env, start_api
 from tests.support.models import tiny_spec
 from tests.support.scale import PROCESS_TIMEOUT_S
 
@@ -193,19 +192,16 @@ def test_an_unreachable_api_is_one_line_on_stderr_and_exit_3():
             assert run.stderr.splitlines() == [f"error: cannot reach the API at {url} (connection refused)"]
 
 
-def test_api_error_answers_are_one_line_and_request_logs_only_with_verbose(tmp_path):
-    api = start_api(service_env(tmp_path, redis_url=None, data_roots=[FMNIST]), tmp_path / "api.log")
-    try:
-        missing = learngene("job", "status", "no-such-job", "--url", api.url)
-        assert missing.returncode == 2
-        assert missing.stderr.splitlines() == [
-            "error: the API answered 404: initialization job 'no-such-job' does not exist"
-        ]
-        refused = learngene("submit", "--model", "vit_tiny_patch16_224", "--set", "depth=0", "--url", api.url)
-        assert refused.returncode == 2 and len(refused.stderr.splitlines()) == 1
-        assert refused.stderr.startswith("error: the API answered 422: ") and "depth" in refused.stderr
-        assert "HTTP Request" not in missing.stderr + refused.stderr  # httpx's INFO line per request
-        verbose = learngene("--verbose", "job", "status", "no-such-job", "--url", api.url)
-        assert f'HTTP Request: GET {api.url}/v1/initializations/no-such-job "HTTP/1.1 404 Not Found"' in verbose.stderr
-    finally:
-        api.stop()
+def test_api_error_answers_are_one_line_and_request_logs_only_with_verbose(embedded_stack):
+    missing = learngene("job", "status", "no-such-job", "--url", embedded_stack.url)
+    assert missing.returncode == 2
+    assert missing.stderr.splitlines() == [
+        "error: the API answered 404: initialization job 'no-such-job' does not exist"
+    ]
+    refused = learngene("submit", "--model", "vit_tiny_patch16_224", "--set", "depth=0", "--url", embedded_stack.url)
+    assert refused.returncode == 2 and len(refused.stderr.splitlines()) == 1
+    assert refused.stderr.startswith("error: the API answered 422: ") and "depth" in refused.stderr
+    assert "HTTP Request" not in missing.stderr + refused.stderr  # httpx's INFO line per request
+    verbose = learngene("--verbose", "job", "status", "no-such-job", "--url", embedded_stack.url)
+    request_line = f'HTTP Request: GET {embedded_stack.url}/v1/initializations/no-such-job "HTTP/1.1 404 Not Found"'
+    assert request_line in verbose.stderr

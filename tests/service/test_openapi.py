@@ -21,11 +21,12 @@ from jobs.settings import Settings
 from learngene import ViTSpec
 from service.api.main import create_app
 from service.api.openapi import OPERATION_IDS, REQUEST_EXAMPLES
-from tests.support.data import FMNIST, SHARED_DATA
-from tests.support.harness import ADMIN_TOKEN, service_env, start_api
+from tests.support.data import FMNIST
+from tests.support.harness import ADMIN_TOKEN
 from tests.support.scale import PROCESS_TIMEOUT_S
+from tests.support.stacks import STACK_CLIENTS
 
-CLIENTS = {"alpha": "alpha-token-0123456789"}
+CLIENTS = {"alpha": STACK_CLIENTS["alpha"]}
 ALPHA = {"Authorization": f"Bearer {CLIENTS['alpha']}"}
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
@@ -48,13 +49,9 @@ GENERATOR_CONFIG = {
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(guarded_stack):
     """Embedded mode (jobs run in the API process) with client tokens: the client scheme is required."""
-    home = tmp_path_factory.mktemp("openapi-home")
-    env = service_env(home, redis_url=None, data_roots=[SHARED_DATA], LEARNGENE_CLIENT_TOKENS=json.dumps(CLIENTS))
-    api = start_api(env, home / "api.log")
-    yield api
-    api.stop()
+    return guarded_stack
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,12 @@
-"""The service over real HTTP: Celery mode (real Redis on a dedicated DB, a real worker process) and embedded mode."""
+"""The service over real HTTP: Celery mode (a real redis-server and worker process) and embedded mode, on the
+session's shared stacks (tests.support.stacks)."""
 
 from __future__ import annotations
 
 import hashlib
 import io
 import json
+import re
 import tarfile
 
 import httpx
@@ -18,16 +20,7 @@ from learngene import ViTSpec, export_checkpoint, read_metadata
 from learngene.pretrained import FOLDER_FILES
 from service.client import ApiError, Client
 from tests.support.data import FMNIST, SHARED_DATA
-from tests.support.harness import (
-    ADMIN_TOKEN,
-    TEST_REDIS_URL,
-    finished,
-    flush_test_redis,
-    service_env,
-    start_api,
-    start_worker,
-    wait_for,
-)
+from tests.support.harness import ADMIN_TOKEN, finished, wait_for
 from tests.support.models import tiny_spec
 
 SHAPE = dict(img_size=28, patch_size=7, in_chans=1, num_classes=10)
@@ -42,45 +35,21 @@ ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 @pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    return tmp_path_factory.mktemp("datasets")
-
-
-@pytest.fixture(scope="module")
-def celery_server(tmp_path_factory, data_root):
-    home = tmp_path_factory.mktemp("celery-home")
-    flush_test_redis()
-    env = service_env(home, redis_url=TEST_REDIS_URL, data_roots=[SHARED_DATA, data_root])
-    worker = start_worker(env, home / "worker.log")
-    try:
-        api = start_api(env, home / "api.log")
-    except Exception:
-        worker.stop()
-        raise
-    yield api
-    api.stop()
-    worker.stop()
-    flush_test_redis()
-
-
-@pytest.fixture(scope="module")
-def embedded_server(tmp_path_factory, data_root):
-    home = tmp_path_factory.mktemp("embedded-home")
-    # One executor thread, as the Celery side has one worker process: the tests that queue behind a busy worker
-    # see the same on both. (The default of two is exercised by test_hostile's slow-loading test.)
-    env = service_env(home, redis_url=None, data_roots=[SHARED_DATA, data_root], LEARNGENE_EMBEDDED_WORKERS="1")
-    api = start_api(env, home / "api.log")
-    yield api
-    api.stop()
+def data_root(request, celery_stack):
+    return celery_stack.folder(request)
 
 
 @pytest.fixture(scope="module", params=["celery", "embedded"])
 def server(request):
-    return request.getfixturevalue(f"{request.param}_server")
+    return request.getfixturevalue(f"{request.param}_stack")
 
 
 def with_fit(**fit) -> dict:
     return {**BODY, "fit": {**BODY["fit"], **fit}}
+
+
+def cache_hits(http: httpx.Client) -> float:
+    return float(re.search(r"^learngene_checkpoint_cache_hits_total (\S+)$", http.get("/metrics").text, re.M)[1])
 
 
 def test_end_to_end_submit_poll_download_load(server, tmp_path):
@@ -158,13 +127,13 @@ def test_the_checkpoint_as_a_timm_folder_file_by_file_and_as_one_tar(server, tmp
         assert torch.equal(model(x), strict(x))
 
 
-def test_a_job_recorded_before_folders_still_serves_its_checkpoint(celery_server):
+def test_a_job_recorded_before_folders_still_serves_its_checkpoint(celery_stack):
     """A result stored by an earlier version names no `files`: its weights are served (by /checkpoint and as
     model.safetensors), config.json, README.md and the tar answer 404 saying why and what to do."""
-    with httpx.Client(base_url=celery_server.url) as http, Client(celery_server.url) as client:
+    with httpx.Client(base_url=celery_stack.url) as http, Client(celery_stack.url) as client:
         job_id = http.post("/v1/initializations", json=with_fit(seed=12, steps=2)).json()["id"]
         done = client.wait(job_id, timeout_s=120)
-        store = RedisJobStore.from_url(TEST_REDIS_URL)
+        store = RedisJobStore.from_url(celery_stack.redis_url)
         old = {k: v for k, v in store.get(job_id).result.items() if k != "files"}
         store.r.hset(f"{store.p}:job:{job_id}", "result", json.dumps(old))  # as an earlier worker wrote it
         shown = client.get(job_id)["checkpoint"]
@@ -191,13 +160,13 @@ def test_idempotent_retries_and_identical_requests_reuse_the_checkpoint(server):
         assert other.status_code == 422
         assert other.json()["errors"][0]["loc"] == ["header", "Idempotency-Key"]
 
+        hits = cache_hits(http)  # the stack is shared: earlier tests' hits count too
         original = client.wait(first.json()["id"], timeout_s=120)
         assert original["result"]["cached"] is False
         identical = client.wait(http.post("/v1/initializations", json=body).json()["id"], timeout_s=120)
         assert identical["id"] != original["id"] and identical["result"]["cached"] is True
         assert identical["checkpoint"]["sha256"] == original["checkpoint"]["sha256"]
-        metrics = http.get("/metrics").text
-        assert "learngene_checkpoint_cache_hits_total 1.0" in metrics
+        assert cache_hits(http) == hits + 1
 
 
 def test_cancel_a_queued_and_a_running_job(server):
@@ -218,8 +187,8 @@ def test_cancel_a_queued_and_a_running_job(server):
         assert after["status"] == "cancelled" and after["attempts"] == 0 and after["timings"]["started_at"] is None
 
 
-def test_bad_requests_are_refused_with_the_field_named(celery_server):
-    with httpx.Client(base_url=celery_server.url) as http:
+def test_bad_requests_are_refused_with_the_field_named(celery_stack):
+    with httpx.Client(base_url=celery_stack.url) as http:
 
         def post(body, **kw):
             return http.post("/v1/initializations", json=body, **kw)
@@ -269,7 +238,7 @@ def test_bad_requests_are_refused_with_the_field_named(celery_server):
         assert http.put("/v1/admin/template-sets/demo/aliases/prod", json={"version": 1}).status_code == 401
 
 
-def test_admin_condensation_publishes_a_version_that_initializations_can_use(celery_server, ancestor, data_root):
+def test_admin_condensation_publishes_a_version_that_initializations_can_use(celery_stack, ancestor, data_root):
     anc_spec = tiny_spec(embed_dim=64, num_heads=2, depth=2)
     export_checkpoint(ancestor, data_root / "ancestor.safetensors", spec=anc_spec)
     body = {
@@ -282,7 +251,7 @@ def test_admin_condensation_publishes_a_version_that_initializations_can_use(cel
         "training": {"steps": 40, "batch_size": 32, "warmup_steps": 5, "recipe": "plain"},
         "promote": "prod",
     }  # fmt: skip
-    with httpx.Client(base_url=celery_server.url, headers=ADMIN) as http:
+    with httpx.Client(base_url=celery_stack.url, headers=ADMIN) as http:
         bad = http.post(
             "/v1/admin/condensations", json={**body, "ancestor": {**body["ancestor"], "checkpoint": "/etc/passwd"}}
         )  # a folder or file outside the data roots (an ancestor may be a local-dir folder): the no-oracle 400
@@ -328,7 +297,7 @@ def test_admin_condensation_publishes_a_version_that_initializations_can_use(cel
         taught = wait_for(http, f"/v1/initializations/{taught['id']}", finished)
         assert taught["status"] == "succeeded", taught
         assert taught["result"]["fit"]["calibration_loss_before"] > done["result"]["fit"]["calibration_loss_before"]
-        with Client(celery_server.url) as client:
+        with Client(celery_stack.url) as client:
             path = client.download(taught["id"], data_root / "taught.safetensors")
         assert (
             read_metadata(path)["ancestor_sha256"]
@@ -346,8 +315,8 @@ def test_admin_condensation_publishes_a_version_that_initializations_can_use(cel
         )
 
 
-def test_operations_endpoints(celery_server):
-    with httpx.Client(base_url=celery_server.url) as http:
+def test_operations_endpoints(celery_stack):
+    with httpx.Client(base_url=celery_stack.url) as http:
         assert http.get("/healthz").json() == {"status": "ok", "checks": {}}
         assert http.get("/readyz").json()["checks"] == {"jobs": "ok", "store": "ok", "artifacts": "ok"}
         paths = http.get("/openapi.json").json()["paths"]
@@ -364,13 +333,13 @@ def test_operations_endpoints(celery_server):
         assert 'learngene_jobs{kind="initialization",status="succeeded"}' in metrics
 
 
-def test_cli_client_submits_waits_and_downloads(embedded_server, tmp_path):
+def test_cli_client_submits_waits_and_downloads(embedded_stack, tmp_path):
     from typer.testing import CliRunner
 
     from service.cli import app
 
     def cli(*args):
-        result = CliRunner().invoke(app, [*args, "--url", embedded_server.url])
+        result = CliRunner().invoke(app, [*args, "--url", embedded_stack.url])
         assert result.exit_code == 0, result.output
         return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -391,12 +360,12 @@ def test_cli_client_submits_waits_and_downloads(embedded_server, tmp_path):
     assert sorted(p.name for p in (tmp_path / "folder").iterdir()) == sorted(FOLDER_FILES)
 
 
-def test_baseline_methods_through_the_api(celery_server, ancestor, data_root, tmp_path):
+def test_baseline_methods_through_the_api(celery_stack, ancestor, data_root, tmp_path):
     anc_spec = tiny_spec(embed_dim=64, num_heads=2, depth=2)
     path = data_root / "baseline-ancestor.safetensors"
     export_checkpoint(ancestor, path, spec=anc_spec)
     ancestor_ref = {"model": anc_spec.model, "overrides": anc_spec.overrides(), "checkpoint": str(path)}
-    with httpx.Client(base_url=celery_server.url) as http, Client(celery_server.url) as client:
+    with httpx.Client(base_url=celery_stack.url) as http, Client(celery_stack.url) as client:
         too_wide = {**BODY, "method": "weight_selection", "ancestor": ancestor_ref,
                     "overrides": {**BODY["overrides"], "embed_dim": 128, "num_heads": 2}}  # fmt: skip
         r = http.post("/v1/initializations", json=too_wide)
@@ -420,7 +389,7 @@ def test_baseline_methods_through_the_api(celery_server, ancestor, data_root, tm
 
 
 def test_an_admin_condensation_on_two_processes_reports_progress_cancels_and_publishes(
-    celery_server, ancestor, data_root
+    celery_stack, ancestor, data_root
 ):
     """`"nproc": 2`: the condense worker runs the job under torchrun; progress comes through from rank 0, a cancel
     stops every rank at the same step, and a finished run publishes one set whose lineage records the world size."""
@@ -434,7 +403,7 @@ def test_an_admin_condensation_on_two_processes_reports_progress_cancels_and_pub
         "data": {"uri": f"idx://{FMNIST}", "max_samples": 2000},
         "training": {"steps": 5000, "batch_size": 32, "warmup_steps": 5, "recipe": "plain"},
     }  # fmt: skip
-    with httpx.Client(base_url=celery_server.url, headers=ADMIN) as http:
+    with httpx.Client(base_url=celery_stack.url, headers=ADMIN) as http:
         assert http.post("/v1/admin/condensations", json={**body, "nproc": 99}).json()["errors"][0]["loc"] == [
             "body", "nproc"
         ]  # fmt: skip

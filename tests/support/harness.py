@@ -181,22 +181,22 @@ def finished(job: dict) -> bool:
     return job["status"] in ("succeeded", "failed", "cancelled")
 
 
-def start_redis(directory: Path, port: int | None = None) -> tuple[subprocess.Popen, str]:
-    """A redis-server of the test's own with append-only persistence (fsync always), for restart tests. `port`
-    restarts one on the port it had; without it, a free port, and another one if that was taken meanwhile."""
+def start_redis(directory: Path, port: int | None = None, durable: bool = True) -> tuple[subprocess.Popen, str]:
+    """A redis-server of the test's own; `durable`: with append-only persistence (fsync always), for restart tests.
+    `port` restarts one on the port it had; without it, a free port, and another one if that was taken meanwhile."""
     for _ in range(1 if port else 5):
         chosen = port or free_port()
-        started = _redis_server(directory, chosen)
+        started = _redis_server(directory, chosen, durable)
         if started is not None:
             return started
     raise RuntimeError(f"redis-server did not start:\n{(directory / 'redis.log').read_text(errors='replace')[-2000:]}")
 
 
-def _redis_server(directory: Path, port: int) -> tuple[subprocess.Popen, str] | None:
+def _redis_server(directory: Path, port: int, durable: bool) -> tuple[subprocess.Popen, str] | None:
     directory.mkdir(parents=True, exist_ok=True)
-    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
-            "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--daemonize", "no",
-            "--logfile", str(directory / "redis.log")]  # fmt: skip
+    persistence = ["--appendonly", "yes", "--appendfsync", "always"] if durable else ["--appendonly", "no"]
+    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory), *persistence,
+            "--save", "", "--daemonize", "no", "--logfile", str(directory / "redis.log")]  # fmt: skip
     proc = subprocess.Popen(argv, start_new_session=True)
     url = f"redis://127.0.0.1:{port}/0"
     deadline = time.monotonic() + patient(20)
