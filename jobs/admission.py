@@ -16,7 +16,6 @@ import logging
 import time
 from collections.abc import Iterator
 
-import torch
 from pydantic import ValidationError
 from safetensors import SafetensorError, safe_open
 
@@ -31,6 +30,7 @@ from jobs.store import JobStore
 from learngene import DataRefError, SpecError
 from learngene.ancestors import resolve_ancestor
 from learngene.caveats import architecture_caveats, no_fitting_caveat
+from learngene.cost import estimate
 from learngene.data import resolve_file
 from learngene.methods import ANCESTOR_METHODS, check_method, get_method
 from learngene.spec import Architecture, ViTSpec
@@ -106,9 +106,12 @@ def submit_initialization(
     """Returns the job and whether it was created now (False: an idempotent replay of an earlier submission)."""
     if problem := request.fitting_without_data():
         raise FieldError([(("body", "calibration"), problem)])
+    fits = request.calibration is not None and request.fit.steps > 0 and get_method(request.method).fits_scalers
+    batch_size = request.fit.batch_size if fits else 1  # without fitting: one forward pass at a time
     with located("body"):
         spec = request.spec()
         check_overrides(settings.limits, spec)
+        check_cost(settings.limits, spec, batch_size=batch_size)
         arch = spec.resolve()
     check_limits(settings.limits, arch, spec, fit_steps=request.fit.steps, batch_size=request.fit.batch_size,
                  samples=request.calibration.max_samples if request.calibration else 0)  # fmt: skip
@@ -125,6 +128,9 @@ def submit_initialization(
             raise FieldError([(("body", "ancestor"), f"an ancestor is used only by {users} and as WAVE's teacher")])
         with located("body", "ancestor"):
             check_overrides(settings.limits, request.ancestor.spec(), prefix=("body", "ancestor"))
+            check_cost(settings.limits, request.ancestor.spec(), batch_size=1, prefix=("body", "ancestor"))
+            if fits:  # the ancestor teaches while the scalers are fitted
+                check_cost(settings.limits, spec, batch_size=batch_size, teacher=request.ancestor.spec())
             ancestor = request.ancestor.spec().resolve()
         with located("body", "ancestor", "checkpoint"):
             _check_safetensors(request.ancestor.checkpoint, settings)
@@ -173,12 +179,6 @@ def check_limits(limits: Limits, arch: Architecture, spec: ViTSpec, *, fit_steps
             over.append(
                 ((*prefix, "overrides", field), f"{field}={value} is over the limit of {getattr(limits, field)}")
             )
-    if not over:  # counting parameters builds the model on the meta device: only for sane sizes
-        with torch.device("meta"):
-            parameters = sum(p.numel() for p in spec.build().parameters())
-        if parameters > limits.parameters:
-            message = f"the model has {parameters:,} parameters, the limit is {limits.parameters:,}"
-            over.append(((*prefix, "overrides"), message))
     for loc, value, limit in ((("fit", "steps"), fit_steps, limits.fit_steps),
                               (("fit", "batch_size"), batch_size, limits.batch_size)):  # fmt: skip
         if value > limit:
@@ -190,6 +190,32 @@ def check_limits(limits: Limits, arch: Architecture, spec: ViTSpec, *, fit_steps
         size = f"{samples} x {arch.in_chans} x {arch.img_size[0]} x {arch.img_size[1]}"
         message = f"{size} images take more than {limits.calibration_bytes:,} bytes; ask for fewer samples"
         over.append(((*prefix, "calibration", "max_samples"), message))
+    if over:
+        raise FieldError(over)
+
+
+def check_cost(limits: Limits, spec: ViTSpec, *, batch_size: int, teacher: ViTSpec | None = None,
+               prefix: tuple[str, ...] = ("body",), batch_loc: tuple[str, ...] | None = None) -> None:  # fmt: skip
+    """Tokens, parameters and the work of one step, estimated from the numbers of the request before any model is
+    built; `teacher` (an ancestor that distils into the model) adds its forward pass to the step. A step over the
+    limit is reported at `batch_loc` (the fit's batch size unless said)."""
+    cost = estimate(spec)
+    over = []
+    if cost.tokens > limits.tokens:
+        message = (f"{cost.tokens:,} tokens per image ((img_size / patch_size)^2 and the class token) is over the "
+                   f"limit of {limits.tokens:,}")  # fmt: skip
+        over.append(((*prefix, "overrides", "patch_size" if spec.patch_size else "img_size"), message))
+    if cost.parameters > limits.parameters:
+        message = f"the model has about {cost.parameters:,} parameters, the limit is {limits.parameters:,}"
+        over.append(((*prefix, "overrides"), message))
+    if not over:
+        flops = cost.step_flops(batch_size)
+        if teacher is not None:
+            flops += estimate(teacher).step_flops(batch_size, training=False)
+        if flops > limits.step_flops:
+            message = (f"one step of batch_size={batch_size} is about {flops:.2g} FLOPs, over the limit of "
+                       f"{limits.step_flops:.2g}; ask for a smaller batch or model")  # fmt: skip
+            over.append((batch_loc or (*prefix, "fit", "batch_size"), message))
     if over:
         raise FieldError(over)
 
@@ -249,6 +275,7 @@ def submit_condensation(
     with located("body", "aux"):
         aux = request.aux.spec()
         check_overrides(settings.limits, aux, prefix=("body", "aux"))
+        check_cost(settings.limits, aux, batch_size=1, prefix=("body", "aux"))
         arch = aux.resolve()
         request.condense_config()  # the templates must tile the auxiliary model
     check_limits(settings.limits, arch, aux, fit_steps=0, batch_size=request.training.batch_size,
@@ -268,6 +295,8 @@ def submit_condensation(
                  weight_decay=t.weight_decay, warmup_steps=t.warmup_steps)  # fmt: skip
     with located("body", "ancestor"):
         check_overrides(settings.limits, request.ancestor.spec(), prefix=("body", "ancestor"))
+        check_cost(settings.limits, aux, batch_size=request.training.batch_size, teacher=request.ancestor.spec(),
+                   prefix=("body", "aux"), batch_loc=("body", "training", "batch_size"))  # fmt: skip
         request.ancestor.spec().resolve()
     with located("body", "ancestor", "checkpoint"):
         _check_safetensors(request.ancestor.checkpoint, settings, model=request.ancestor.model)

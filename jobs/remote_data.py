@@ -2,7 +2,7 @@
 
     s3://bucket/dir/calibration.safetensors | .npz    a bundle
     s3://bucket/dir/train/                            an ImageFolder tree (class folders of images)
-    s3://bucket/dir/train-{000000..000127}.tar        WebDataset shards (brace-expanded by the webdataset library)
+    s3://bucket/dir/train-{000000..000127}.tar        WebDataset shards (learngene.data.refs.shard_names)
 
 A reference must lie under one of the data roots that are URL prefixes (`LEARNGENE_DATA_ROOTS` may mix folders and
 `s3://bucket/prefix/`); a missing object and one outside the roots get the same answer, so no answer tells a client
@@ -15,22 +15,24 @@ the same decode limits as to any local file. Ancestor checkpoints stay local (or
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-from webdataset.shardlists import expand_urls
 
 from jobs.settings import Settings
 from learngene.control import Stopped
 from learngene.data import DataRefError, check_data_ref
 from learngene.data.readers import IMAGE_SUFFIXES
-from learngene.data.refs import UNAVAILABLE
+from learngene.data.refs import UNAVAILABLE, shard_names
 from learngene.training import StopFn
 from storage.cache import cached_entry
 from storage.objects import Bucket, ObjectInfo, is_url, parse_s3_url
 
 BUNDLE_SUFFIXES = (".safetensors", ".npz")
+# Shard sets up to this many are checked by one HEAD request per shard; larger ones from a listing of the folder
+# that holds them (a thousand keys per request), not tens of thousands of requests in series.
+MAX_HEAD_REQUESTS = 32
 
 
 @dataclass(frozen=True)
@@ -66,9 +68,17 @@ class RemoteData:
         bucket = Bucket(f"s3://{self.bucket}")
         if self.format == "imagefolder":
             found = [i for i in bucket.list(self.key) if Path(i.key).suffix.lower() in IMAGE_SUFFIXES]
+        elif self.format == "bundle":
+            found = [bucket.head(self.key)]
         else:
-            keys = [self.key] if self.format == "bundle" else expand_urls(self.key)
-            found = [bucket.head(k) for k in keys]
+            keys = shard_names(self.uri, self.key)
+            if len(keys) <= MAX_HEAD_REQUESTS:
+                found = [bucket.head(k) for k in keys]
+            else:
+                # object_store lists whole path segments: the folder that holds every shard
+                folder = os.path.commonprefix(keys).rpartition("/")[0]  # noqa: RUF071 - text, then its folder
+                listed = {i.key: i for i in bucket.list(folder)}
+                found = [listed.get(k) for k in keys]
         if not found or any(info is None for info in found):
             raise DataRefError(self.uri, UNAVAILABLE, "unavailable")
         return found

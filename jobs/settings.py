@@ -21,6 +21,14 @@ class Limits(BaseModel):
     embed_dim: int = Field(default=4096, ge=1)
     mlp_ratio: float = Field(default=16.0, gt=0)
     parameters: int = Field(default=1_000_000_000, ge=1, description="of the requested model")
+    # The work of one step, estimated from the architecture before anything is built (learngene.cost): a step
+    # is where a job cannot stop, so its length bounds how long a cancel waits.
+    tokens: int = Field(default=8192, ge=1, description="sequence length of one image (patches and class token)")
+    step_flops: float = Field(
+        default=2e14, gt=0, description="one training step (forward and backward over a batch, a teacher's forward "
+        "included); 2e14 is a ViT-B/16 at 224 px with a batch of 1024 x 3.7, about a second on one H100 and many "
+        "minutes on a CPU: lower it for CPU workers",
+    )  # fmt: skip
     img_size: int = Field(default=1024, ge=1)
     in_chans: int = Field(default=64, ge=1)
     num_classes: int = Field(default=100_000, ge=1)
@@ -43,9 +51,11 @@ class Limits(BaseModel):
         default=1 << 30, ge=1, description="what one data file (IDX, .npz or safetensors bundle) may decode to"
     )
     image_pixels: int = Field(default=4096 * 4096, ge=1, description="width x height of one image of an ImageFolder")
+    image_aspect: float = Field(default=16.0, ge=1, description="one image's longer side over its shorter one")
 
     def decode(self) -> DecodeLimits:
-        return DecodeLimits(decoded_bytes=self.decoded_bytes, image_pixels=self.image_pixels)
+        return DecodeLimits(decoded_bytes=self.decoded_bytes, image_pixels=self.image_pixels,
+                            image_aspect=self.image_aspect)  # fmt: skip
 
 
 class Settings(BaseSettings):

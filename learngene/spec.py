@@ -131,6 +131,8 @@ def _check_structure(name: str, model: nn.Module) -> None:
         raise SpecError("model", f"model={name!r} builds a {type(model).__name__}, not a plain VisionTransformer")
     if getattr(model, "attn_pool", None) is not None:
         raise SpecError("global_pool", "attention pooling ('map') is not supported")
+    if not isinstance(getattr(model.patch_embed, "proj", None), nn.Conv2d):  # e.g. vit_base_mci_224's conv stem
+        raise SpecError("model", f"model={name!r} is not supported: a patch embedding other than one convolution")
     block = model.blocks[0]
     unsupported = []
     if type(block) is not Block:

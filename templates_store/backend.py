@@ -32,7 +32,7 @@ from typing import Any
 
 from learngene.files import fsync_dir, write_json_atomic
 from learngene.template_set import MANIFEST, IntegrityError, Manifest
-from templates_store.refs import ConflictError, NotFoundError, check_name
+from templates_store.refs import ConflictError, NotFoundError, check_name, is_number
 
 ALIASES = "aliases.json"
 RETIRED = ".retired"
@@ -155,7 +155,7 @@ class LocalBackend(StorageBackend):
         d = self._dir(name)
         if not d.is_dir():
             return []
-        return sorted(int(p.name) for p in d.iterdir() if p.name.isdigit() and p.is_dir())
+        return sorted(int(p.name) for p in d.iterdir() if is_number(p.name) and p.is_dir())
 
     def _retired(self, name: str) -> list[int]:
         path = self._dir(name) / RETIRED

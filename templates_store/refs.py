@@ -34,6 +34,12 @@ class BrokenVersion(ConflictError):
     """A version folder that exists but cannot be used (empty, or its manifest missing or unreadable)."""
 
 
+def is_number(text: str) -> bool:
+    """ASCII digits only: `str.isdigit()` holds for '²' and '①' too, which `int()` refuses, and `int()` reads '１'
+    (a full-width one) as 1."""
+    return text.isascii() and text.isdigit()
+
+
 def check_name(name: str, what: str = "name") -> str:
     if not NAME_RE.match(name or "") or ".." in name:
         raise RefError(f"{what} {name!r} must be 1-64 characters of a-z, 0-9, '.', '_', '-', starting alphanumeric")
@@ -42,7 +48,7 @@ def check_name(name: str, what: str = "name") -> str:
 
 def check_alias(alias: str) -> str:
     check_name(alias, "alias")
-    if alias.isdigit():
+    if is_number(alias):
         raise RefError(f"alias {alias!r} must not be a number (numbers are versions)")
     if alias == LATEST:
         raise RefError(f"alias {LATEST!r} is reserved: it always means the highest version")
@@ -57,7 +63,7 @@ def parse_ref(ref: str) -> tuple[str, int | str]:
     check_name(name)
     if not sep:
         return name, LATEST
-    if selector.isdigit():
+    if is_number(selector):
         version = int(selector)
         if version < 1:
             raise RefError(f"version in {ref!r} must be >= 1")

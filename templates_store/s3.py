@@ -34,7 +34,7 @@ from learngene.template_set import MANIFEST, IntegrityError, Manifest, parse_man
 from storage.cache import cached_entry
 from storage.objects import Bucket, ObjectChanged, ObjectExists, ObjectMismatch, ObjectMissing
 from templates_store.backend import ALIASES, CARDS, StorageBackend, card_file, card_revisions
-from templates_store.refs import ConflictError, NotFoundError, StoreError, check_name
+from templates_store.refs import ConflictError, NotFoundError, StoreError, check_name, is_number
 
 OBJECTS = ".objects"
 LOCK_TTL_S = 30.0  # a lock holder that died is replaced after this long; every operation under it takes milliseconds
@@ -70,11 +70,11 @@ class S3Backend(StorageBackend):
     def versions(self, name: str) -> list[int]:
         # From the manifests' keys, not from "folders": a filer-backed server (SeaweedFS) keeps empty ones.
         keys = (info.key.split("/") for info in self.bucket.list(f"{check_name(name)}/versions/"))
-        return sorted(int(k[2]) for k in keys if len(k) == 4 and k[2].isdigit() and k[3] == MANIFEST)
+        return sorted(int(k[2]) for k in keys if len(k) == 4 and is_number(k[2]) and k[3] == MANIFEST)
 
     def _retired(self, name: str) -> list[int]:
         keys = (info.key.rpartition("/")[2] for info in self.bucket.list(f"{name}/retired/"))
-        return [int(k) for k in keys if k.isdigit()]
+        return [int(k) for k in keys if is_number(k)]
 
     def manifest(self, name: str, version: int) -> bytes:
         try:
@@ -216,7 +216,7 @@ class S3Backend(StorageBackend):
             live = self.versions(name)
             for info in self.bucket.list(f"{name}/versions/"):  # cards left by a deletion interrupted midway
                 parts = info.key.split("/")
-                dead = len(parts) == 5 and parts[3] == CARDS and parts[2].isdigit() and int(parts[2]) not in live
+                dead = len(parts) == 5 and parts[3] == CARDS and is_number(parts[2]) and int(parts[2]) not in live
                 if dead and info.modified <= cutoff:
                     self.bucket.delete(info.key)
                     removed.append(f"{self.bucket.url}/{info.key}")

@@ -20,6 +20,9 @@ from torch import Tensor
 from learngene.control import StopFn, check_stop
 from learngene.data.refs import DataRefError, resolve_inside
 
+# The decoders PIL may choose from, by content: never format detection over every plugin (a PostScript file named
+# .png would reach Ghostscript wherever it is installed).
+IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF", "PPM")  # PPM reads .pgm too
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 
 
@@ -29,6 +32,7 @@ class DecodeLimits:
 
     decoded_bytes: int = 1 << 30  # what one IDX, .npz or safetensors file may decode to
     image_pixels: int = 4096 * 4096  # width x height of one image file
+    image_aspect: float = 16.0  # its longer side over its shorter one: resizing a 1 x 100000 strip costs 100000 x
 
 
 DEFAULT_LIMITS = DecodeLimits()

@@ -6,11 +6,14 @@ file exists; messages name the reference as the client wrote it, never a resolve
 
 from __future__ import annotations
 
+import itertools
+import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
-from urllib.parse import parse_qs
+from urllib.parse import parse_qsl
 
 Format = Literal["idx", "imagefolder", "bundle", "wds"]
 
@@ -53,7 +56,10 @@ class DataRef:
         if not sep:
             scheme, rest = "", uri
         rest, _, query = rest.partition("?")
-        params = {k: v[-1] for k, v in parse_qs(query, strict_parsing=bool(query)).items()} if query else {}
+        pairs = parse_qsl(query, strict_parsing=True) if query else []
+        params = dict(pairs)
+        if len(params) < len(pairs):
+            raise DataRefError(uri, "names a query parameter twice")
         formats: dict[str, Format | None] = {
             "idx": "idx",
             "imagefolder": "imagefolder",
@@ -96,16 +102,91 @@ def resolve_file(uri: str, allowed_roots: Sequence[str | Path] | None = None) ->
 
 def resolve_inside(uri: str, path: Path, roots: Sequence[str | Path] | None) -> Path:
     """The real path (symlinks followed), which must exist under one of `roots`. A missing file and one outside
-    the roots get the same answer, so the answer says nothing about the server's files."""
+    the roots get the same answer, so the answer says nothing about the server's files.
+
+    Where roots confine the reference, nothing is looked up before the path as written is seen to lie under a
+    root: no `..` segment (the OS applies `..` after looking up the component before it, so
+    `<root>/../../etc/x/../..<root>` would answer differently as /etc/x exists or not), no `~` (it would look up
+    the server's users) and no relative path (the server's working directory is no data root)."""
+    if roots is not None:
+        if ".." in path.parts:
+            raise DataRefError(uri, "has a '..' segment; name the file by its path under a data root")
+        if not path.is_absolute():
+            raise DataRefError(uri, "is not an absolute path; name the file by its path under a data root")
+        written = Path(os.path.normpath(path))
+        resolved_roots = [Path(r).expanduser().resolve() for r in roots]
+        named_roots = [Path(os.path.normpath(Path(r).expanduser().absolute())) for r in roots]
+        if not any(written.is_relative_to(r) for r in [*named_roots, *resolved_roots]):
+            raise DataRefError(uri, UNAVAILABLE, "unavailable")
     try:
-        real = path.expanduser().resolve(strict=True)
+        real = (path if roots is not None else path.expanduser()).resolve(strict=True)
     except (OSError, RuntimeError):  # missing, a symlink loop, no permission
         raise DataRefError(uri, UNAVAILABLE, "unavailable") from None
-    if roots is not None:
-        resolved_roots = [Path(r).expanduser().resolve() for r in roots]
-        if not any(real == r or real.is_relative_to(r) for r in resolved_roots):
-            raise DataRefError(uri, UNAVAILABLE, "unavailable")
+    if roots is not None and not any(real.is_relative_to(r) for r in resolved_roots):
+        raise DataRefError(uri, UNAVAILABLE, "unavailable")  # a symlink under a root that leads outside
     return real
+
+
+# WebDataset's shard patterns, a subset of bash's braces (the one practice uses): `{000..127}` ranges of ASCII
+# digits and `{a,b,c}` lists, not nested; `::` separates patterns. The count is known before any name is made,
+# so a short pattern that names more shards than memory holds is refused from its text.
+MAX_SHARDS = 100_000
+_BRACES = re.compile(r"\{([^{}]*)\}")
+_RANGE = re.compile(r"([0-9]{1,18})\.\.([0-9]{1,18})")
+
+
+def shard_names(uri: str, pattern: str, limit: int = MAX_SHARDS) -> list[str]:
+    """The names a shard pattern stands for, in order; refused past `limit` names before one is made. Unlike
+    WebDataset's `expand_urls`, no environment variable is substituted into a client's pattern."""
+    parts = [_pattern_choices(uri, part) for part in pattern.split("::")]
+    count = sum(_count(choices) for choices in parts)
+    if count > limit:
+        raise DataRefError(uri, f"names {count:,} shards, more than {limit:,}")
+    return ["".join(name) for choices in parts for name in itertools.product(*(list(c) for c in choices))]
+
+
+def _count(choices: list[Sequence[str]]) -> int:
+    count = 1
+    for choice in choices:
+        count *= len(choice)
+    return count
+
+
+def _pattern_choices(uri: str, pattern: str) -> list[Sequence[str]]:
+    """A pattern as a product of choices: literal text is a choice of one; ranges stay lazy until counted."""
+    choices: list[Sequence[str]] = []
+    position = 0
+    for group in _BRACES.finditer(pattern):
+        choices.append([pattern[position : group.start()]])
+        body, position = group[1], group.end()
+        if numbers := _RANGE.fullmatch(body):
+            first, last = numbers[1], numbers[2]
+            width = max(len(first), len(last)) if first[0] == "0" or last[0] == "0" else 0
+            step = 1 if int(last) >= int(first) else -1
+            choices.append(_Formatted(range(int(first), int(last) + step, step), width))
+        elif "," in body:
+            choices.append(body.split(","))
+        else:
+            raise DataRefError(uri, f"the shard pattern's {{{body}}} is neither a range like {{000..127}} nor a list "
+                               "like {a,b}")  # fmt: skip
+    choices.append([pattern[position:]])
+    if any("{" in text or "}" in text for choice in choices if isinstance(choice, list) for text in choice):
+        raise DataRefError(uri, "the shard pattern has nested or unbalanced braces")
+    return choices
+
+
+@dataclass(frozen=True)
+class _Formatted(Sequence[str]):
+    """A range of shard numbers as zero-padded text, without making the text of a range that is refused."""
+
+    numbers: range
+    width: int
+
+    def __len__(self) -> int:
+        return len(self.numbers)
+
+    def __getitem__(self, index):  # Sequence's protocol; iteration goes through it
+        return f"{self.numbers[index]:0{self.width}d}"
 
 
 def infer_format(uri: str, path: Path) -> Format:

@@ -24,20 +24,28 @@ import functools
 import gzip
 import hashlib
 import io
+import struct
 import tarfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
-from webdataset.shardlists import expand_urls
+from PIL import Image
 from webdataset.tariterators import base_plus_ext
 
 from learngene.control import StopFn, check_stop
 from learngene.data.images import ImageData, channel_stats
-from learngene.data.readers import DEFAULT_LIMITS, IDX_PARTS, IMAGE_SUFFIXES, DecodeLimits, Reader, idx_file
-from learngene.data.refs import DataRef, DataRefError, infer_format, resolve_inside
+from learngene.data.readers import (
+    DEFAULT_LIMITS,
+    IDX_PARTS,
+    IMAGE_FORMATS,
+    IMAGE_SUFFIXES,
+    DecodeLimits,
+    Reader,
+    idx_file,
+)
+from learngene.data.refs import DataRef, DataRefError, infer_format, resolve_inside, shard_names
 from learngene.files import sha256_file
 from learngene.template_set import Normalization
 
@@ -100,17 +108,28 @@ def _pil(image: torch.Tensor) -> Image.Image:
     return Image.fromarray(array[..., 0], mode="L") if array.shape[-1] == 1 else Image.fromarray(array, "RGB")
 
 
+# What PIL's decoders raise on hostile bytes (UnidentifiedImageError is an OSError).
+DECODE_ERRORS = (OSError, ValueError, OverflowError, MemoryError, EOFError, SyntaxError, struct.error,
+                 Image.DecompressionBombError)  # fmt: skip
+
+
 def _decoded(uri: str, name: str, data: bytes | Path, limits: DecodeLimits) -> Image.Image:
-    """One image file decoded, its pixel count checked from the header first."""
+    """One image file decoded, by one of IMAGE_FORMATS, its size and shape checked from the header first."""
     try:
-        image = Image.open(io.BytesIO(data) if isinstance(data, bytes) else data)
-        if image.width * image.height > limits.image_pixels:
-            raise DataRefError(uri, f"{name} has {image.width} x {image.height} pixels, over the limit of "
-                                    f"{limits.image_pixels:,}")  # fmt: skip
-        image.load()
-        return image
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+        image = Image.open(io.BytesIO(data) if isinstance(data, bytes) else data, formats=IMAGE_FORMATS)
+    except DECODE_ERRORS as exc:
         raise DataRefError(uri, f"{name} is not a readable image ({type(exc).__name__})") from None
+    width, height = image.size
+    if width * height > limits.image_pixels:
+        raise DataRefError(uri, f"{name} has {width} x {height} pixels, over the limit of {limits.image_pixels:,}")
+    if max(width, height) > limits.image_aspect * max(min(width, height), 1):
+        raise DataRefError(uri, f"{name} is {width} x {height} pixels, an aspect ratio over the limit of "
+                                f"{limits.image_aspect:g}")  # fmt: skip
+    try:
+        image.load()
+    except DECODE_ERRORS as exc:
+        raise DataRefError(uri, f"{name} is not a readable image ({type(exc).__name__})") from None
+    return image
 
 
 class MemorySource(ImageSource):
@@ -241,14 +260,10 @@ class FolderSource(ImageSource):
         return h.hexdigest()
 
 
-MAX_SHARDS = 1_000_000
-
-
 def shard_paths(uri: str, pattern: str, roots: Sequence[str | Path] | None) -> list[Path]:
-    """The shards a brace pattern names (WebDataset's expansion), each resolved inside the roots; no shard read."""
-    names = expand_urls(pattern)
-    if len(names) > MAX_SHARDS:
-        raise DataRefError(uri, f"names {len(names):,} shards, more than {MAX_SHARDS:,}")
+    """The shards a brace pattern names (counted before they are named), each resolved inside the roots; no shard
+    read."""
+    names = shard_names(uri, pattern)
     paths = [resolve_inside(uri, Path(name), roots) for name in names]
     for path in paths:
         if not path.is_file() or path.suffix != ".tar":
@@ -288,10 +303,12 @@ class ShardSource(ImageSource):
                     self._samples.append((number, image.offset_data, image.size, key))
                     if "cls" in members:
                         raw = tar.extractfile(members["cls"]).read(32).decode(errors="replace").strip()
-                        if not raw.isdigit():
+                        if not (raw.isascii() and raw.isdigit() and len(raw) <= 9):  # a class index, not 10^31
                             raise DataRefError(self.uri, f"{key}.cls of shard {number} is not a label >= 0")
                         labels.append(int(raw))
-        except (tarfile.TarError, OSError) as exc:
+        except DataRefError:
+            raise
+        except (tarfile.TarError, OSError, ValueError, OverflowError, MemoryError, EOFError) as exc:  # hostile headers
             raise DataRefError(self.uri, f"shard {number} is not a readable tar file ({type(exc).__name__})") from None
 
     def __len__(self) -> int:

@@ -17,7 +17,8 @@ from fastapi.responses import FileResponse, RedirectResponse, Response, Streamin
 
 from storage.artifacts import SUFFIX, Artifacts, LocalArtifacts, S3Artifacts
 
-RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+# ASCII digits (`\d` is any script's), at most 19: no file has more bytes, and int() refuses 4300 digits
+RANGE = re.compile(r"^bytes=([0-9]{0,19})-([0-9]{0,19})$")
 
 
 def byte_range(header: str | None, size: int) -> tuple[int, int] | None:

@@ -19,7 +19,7 @@ class BodyLimit:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+        if declared is not None and declared.isdigit() and (len(declared) > 19 or int(declared) > self.max_bytes):
             return await self._refuse(scope, receive, send)
         chunks, seen, more = [], 0, True
         while more:

@@ -47,11 +47,17 @@ def decode_cursor(cursor: str, types: Sequence[type]) -> list[Any]:
         raise invalid("cursor", "not a cursor of this list: pass the `next` link's cursor unchanged") from None
     if not (isinstance(values, list) and len(values) == len(types)):
         raise invalid("cursor", "not a cursor of this list: pass the `next` link's cursor unchanged")
+    decoded = []
     for value, kind in zip(values, types, strict=True):
-        ok = isinstance(value, int | float) and not isinstance(value, bool) if kind is float else type(value) is kind
-        if not ok or (kind is float and not math.isfinite(value)):
+        if kind is float and isinstance(value, int | float) and not isinstance(value, bool):
+            value = float(value) if abs(value) < 1e300 else math.inf  # a 310-digit int overflows float()
+            ok = math.isfinite(value)
+        else:
+            ok = type(value) is kind
+        if not ok:
             raise invalid("cursor", "not a cursor of this list: pass the `next` link's cursor unchanged")
-    return [float(v) if kind is float else v for v, kind in zip(values, types, strict=True)]
+        decoded.append(value)
+    return decoded
 
 
 def invalid(field: str, message: str) -> RequestValidationError:

@@ -1,6 +1,7 @@
-"""Issue 9's guarantees, each against a real `learngene serve` over HTTP: what a hostile client meets with the
-default settings (data roots, no existence oracle, non-finite numbers, never a broken checkpoint, bounded decoding,
-cancellable loading, a store that never answers 500, and the small holes)."""
+"""Issues 9 and 23's guarantees, each against a real `learngene serve` over HTTP: what a hostile client meets with
+the default settings (data roots, no existence oracle, non-finite numbers, never a broken checkpoint, bounded
+decoding, cancellable loading, a store that never answers 500, shard patterns bounded from their text, and the small
+holes)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import numpy as np
 import psutil
 import pytest
 import torch
+import webdataset as wds
 from PIL import Image
 
 from jobs.runner import redact_paths
@@ -105,6 +107,96 @@ def test_default_roots_confine_every_reference_and_answer_without_an_oracle(defa
         f"{datasets}/missing.npz", "X"
     )
     assert calibration(f"bundle://{datasets}/calib.npz").status_code == 202  # the default data folder is usable
+
+
+def test_dot_dot_segments_are_refused_from_the_text_on_every_reference_kind(defaults):
+    """`..` after a component is applied by the OS only once that component was looked up: a probe through
+    /etc/passwd (present) and one through a missing file must get the same answer, from the text alone."""
+    api, _, datasets = defaults
+    climb = "/.." * len(datasets.parts)
+
+    def probe(via: str) -> str:
+        return f"{datasets}{climb}{via}/../..{datasets}/calib.npz"
+
+    def answers(uri: str) -> list[httpx.Response]:
+        checkpoint = uri.removesuffix(".npz") + ".safetensors"
+        ancestor = {"model": BODY["model"], "overrides": BODY["overrides"], "checkpoint": checkpoint}
+        return [
+            *(post(api, {**BODY, "calibration": {"uri": f"{scheme}{uri}", "max_samples": 8}})
+              for scheme in ("", "file://", "bundle://", "idx://", "imagefolder://", "wds://")),
+            post(api, {**BODY, "method": "weight_selection", "ancestor": ancestor}),
+        ]  # fmt: skip
+
+    assert Path("/etc/passwd").is_file() and not Path("/etc/no-such-file-7f3a").exists()
+    jobs = len(jobs_of(api))
+    present, missing = answers(probe("/etc/passwd")), answers(probe("/etc/no-such-file-7f3a"))
+    for seen, unseen in zip(present, missing, strict=True):
+        assert seen.status_code == unseen.status_code == 422, seen.text
+        assert "has a '..' segment" in seen.json()["detail"]
+        assert seen.json()["errors"][0]["loc"] == unseen.json()["errors"][0]["loc"]
+        assert seen.json()["errors"][0]["loc"][1] in ("calibration", "ancestor")
+        assert seen.text.replace("passwd", "X") == unseen.text.replace("no-such-file-7f3a", "X")
+    for uri, why in (("calib.npz", "is not an absolute path"), ("~root/calib.npz", "is not an absolute path"),
+                     (f"idx://{FMNIST}?split=test&split=train", "names a query parameter twice")):  # fmt: skip
+        response = post(api, {**BODY, "calibration": {"uri": uri, "max_samples": 8}})
+        assert response.status_code == 422 and why in response.json()["detail"], response.text
+    assert len(jobs_of(api)) == jobs  # no job was created
+
+
+def test_shard_patterns_are_counted_from_their_text_before_any_name_is_made(defaults):
+    """Nine `{0..9}` groups name a billion shards in a 300-byte body: refused from the count, with the API's memory
+    as it was; the grammar is ranges of ASCII digits and flat lists, nothing else."""
+    api, _, datasets = defaults
+    before, jobs = rss_mib(api.popen.pid), len(jobs_of(api))
+    for pattern, why in (("{0..9}" * 9, "names 1,000,000,000 shards, more than 100,000"),
+                         ("{0..999999999999999999}", "more than 100,000"),
+                         ("{a..z}", "is neither a range like {000..127} nor a list"),
+                         ("{0..\uff11}", "is neither a range"), ("{{0,1},2}", "nested or unbalanced braces"),
+                         ("{0..9", "nested or unbalanced braces")):  # fmt: skip
+        response = post(api, {**BODY, "calibration": {"uri": f"wds://{datasets}/s-{pattern}.tar", "max_samples": 8}})
+        assert response.status_code == 422 and why in response.json()["detail"], (pattern, response.text)
+    assert rss_mib(api.popen.pid) - before < 30  # nothing was expanded
+    assert len(jobs_of(api)) == jobs
+    unavailable = post(api, {**BODY, "calibration": {"uri": f"wds://{datasets}/s-{{0..99999}}.tar"}})
+    assert unavailable.status_code == 400 and "does not exist" in unavailable.json()["detail"]
+
+    shard = datasets / "labels-0.tar"
+    images = np.zeros((2, 28, 28), dtype=np.uint8)
+    with wds.TarWriter(str(shard)) as sink:
+        for key, label in (("a", "1"), ("b", "\u00b2")):  # a superscript two is a digit to str.isdigit, not a label
+            sink.write({"__key__": key, "png": Image.fromarray(images[0]), "cls": label.encode()})
+    odd = post(api, {**BODY, "calibration": {"uri": f"wds://{datasets}/labels-{{0..0}}.tar", "max_samples": 2}})
+    assert odd.status_code == 202, odd.text  # labels are read by the job, not at submission
+    with httpx.Client() as http:
+        failed = wait_for(http, f"{api.url}/v1/initializations/{odd.json()['id']}", finished)
+    assert failed["status"] == "failed" and "b.cls of shard 0 is not a label" in failed["error"]["message"], failed
+
+
+def test_thin_images_postscript_and_hostile_labels_fail_their_jobs_with_a_data_error(defaults):
+    """Read by the job (an ImageFolder and shards are listed, not decoded, at submission): a 1 x 2000 strip is
+    refused from its header (resizing it would cost 2000 x its bytes), a PostScript file named .png never reaches
+    a PostScript decoder, and a 20-digit label is no class index; each says why, none is a raw exception."""
+    api, _, datasets = defaults
+    cases = {"thin": "is 1 x 2000 pixels, an aspect ratio over the limit of 16",
+             "postscript": "is not a readable image (UnidentifiedImageError)",
+             "huge-label": "a.cls of shard 0 is not a label"}  # fmt: skip
+    for name in ("thin", "postscript"):
+        (datasets / name / "0").mkdir(parents=True)
+    Image.fromarray(np.zeros((2000, 1), dtype=np.uint8)).save(datasets / "thin" / "0" / "strip.png")
+    (datasets / "postscript" / "0" / "page.png").write_bytes(
+        b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 28 28\nnewpath 0 0 moveto 28 28 lineto stroke\n%%EOF\n"
+    )
+    with wds.TarWriter(str(datasets / "huge-label-0.tar")) as sink:
+        sink.write({"__key__": "a", "png": Image.fromarray(np.zeros((28, 28), dtype=np.uint8)), "cls": b"9" * 20})
+    uris = {"thin": f"imagefolder://{datasets}/thin", "postscript": f"imagefolder://{datasets}/postscript",
+            "huge-label": f"wds://{datasets}/huge-label-{{0..0}}.tar"}  # fmt: skip
+    with httpx.Client() as http:
+        for name, uri in uris.items():
+            accepted = post(api, {**BODY, "calibration": {"uri": uri, "max_samples": 1}})
+            assert accepted.status_code == 202, accepted.text
+            job = wait_for(http, f"{api.url}/v1/initializations/{accepted.json()['id']}", finished)
+            assert job["status"] == "failed" and job["error"]["type"] == "DataRefError", (name, job)
+            assert cases[name] in job["error"]["message"], (name, job["error"])
 
 
 def test_serve_data_root_adds_a_root_as_make_run_does(tmp_path):

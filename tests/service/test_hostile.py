@@ -3,10 +3,12 @@ admission control and per-client quotas, and secrets that never reach logs or jo
 
 from __future__ import annotations
 
+import base64
 import hmac
 import json
 import os
 import pickle
+import socket
 
 import httpx
 import numpy as np
@@ -181,6 +183,25 @@ def first_error(response: httpx.Response) -> dict:
         ({"template_set": "demo;rm -rf /"}, 422, ["body", "template_set"]),
         ({"template_set": "démo"}, 422, ["body", "template_set"]),
         ({"template_set": "d" * 300}, 422, ["body", "template_set"]),
+        ({"template_set": "demo@\u00b2"}, 422, ["body", "template_set"]),  # superscript two: isdigit(), not int()
+        ({"template_set": "demo@\u2460"}, 422, ["body", "template_set"]),  # circled one
+        ({"template_set": "demo@\uff11"}, 422, ["body", "template_set"]),  # full-width one: int() reads it as 1
+        # 262,145 tokens per image: one step would take most of an hour here, and nothing could stop it
+        (
+            {"overrides": {**BODY["overrides"], "img_size": 1024, "patch_size": 2}},
+            422,
+            ["body", "overrides", "patch_size"],
+        ),
+        (
+            {
+                "model": "vit_large_patch16_224",
+                "overrides": {"num_classes": 10, "in_chans": 1},
+                "fit": {"steps": 5, "batch_size": 1024},
+            },
+            422,
+            ["body", "fit", "batch_size"],
+        ),  # about 3.8e14 FLOPs a step
+        ({"model": "vit_base_mci_224", "overrides": {}}, 422, ["body", "model"]),  # no convolutional patch embedding
         (
             {
                 "overrides": {**BODY["overrides"], "img_size": 1024, "patch_size": 16, "in_chans": 3},
@@ -196,6 +217,30 @@ def test_catalogue_of_out_of_bounds_requests(queue_only, change, status, loc):
     response = post(queue_only, {**BODY, **change})
     assert response.status_code == status, response.text
     assert first_error(response)["loc"] == loc and first_error(response)["msg"]
+
+
+def test_odd_digits_and_huge_numbers_in_paths_queries_and_headers_get_a_4xx(queue_only):
+    """Every route that takes a template reference reads ASCII digits only, and numbers too large for a float or
+    for int() (4300 digits) are refused, not a 500."""
+    for selector in ("\u00b2", "\u2460", "\uff11", "9" * 5000):
+        for method, path, body in (
+            ("GET", f"/v1/template-sets/demo@{selector}", None),
+            ("GET", f"/v1/template-sets/demo@{selector}/card", None),
+            ("PUT", f"/v1/admin/template-sets/demo/aliases/{selector}", {"version": 1}),
+            ("PUT", "/v1/admin/template-sets/demo/aliases/odd", {"version": selector}),
+        ):
+            response = httpx.request(method, f"{queue_only.url}{path}", json=body, headers=ADMIN, timeout=30)
+            assert response.status_code in (404, 422), (method, path, response.status_code, response.text[:300])
+    for values in ([10**310, "abc"], [-(10**400), "x"], ["1", "x"]):
+        cursor = base64.urlsafe_b64encode(json.dumps(values).encode()).decode().rstrip("=")
+        response = httpx.get(f"{queue_only.url}/v1/initializations", params={"cursor": cursor}, timeout=30)
+        assert response.status_code == 422 and first_error(response)["loc"] == ["query", "cursor"], response.text
+    host, port = queue_only.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as raw:  # httpx will not send such a header
+        raw.sendall(b"POST /v1/initializations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: " + b"9" * 5000 + b"\r\n\r\n{}")  # fmt: skip
+        status_line = raw.recv(4096).split(b"\r\n", 1)[0]
+    assert status_line.startswith(b"HTTP/1.1 4"), status_line
 
 
 def test_data_and_checkpoint_references_cannot_escape_or_smuggle_pickles(queue_only, data_root, tmp_path):
@@ -219,8 +264,8 @@ def test_data_and_checkpoint_references_cannot_escape_or_smuggle_pickles(queue_o
         spec = {"model": BODY["model"], "overrides": BODY["overrides"], "checkpoint": str(path)}
         return post(queue_only, {**BODY, "method": "weight_selection", "ancestor": spec})
 
-    traversal = calibration(f"idx://{data_root}/../../../../etc")
-    assert traversal.status_code == 400 and "outside the allowed data roots" in traversal.json()["detail"]
+    traversal = calibration(f"idx://{data_root}/../../../../etc")  # refused from its text: nothing is looked up
+    assert traversal.status_code == 422 and "has a '..' segment" in first_error(traversal)["msg"]
     escape = calibration(f"imagefolder://{data_root}/escape")
     assert escape.status_code == 400 and "outside the allowed data roots" in escape.json()["detail"]
     pkl = calibration(f"{data_root}/data.pkl")

@@ -19,6 +19,7 @@ import pytest
 import torch
 from safetensors.torch import load, load_file, save_file
 
+from jobs.remote_data import MAX_HEAD_REQUESTS
 from learngene import ViTSpec, export_checkpoint
 from service.client import Client
 from storage.objects import Bucket
@@ -195,6 +196,33 @@ def test_object_storage_references_are_confined_and_answer_without_an_oracle(hos
         answer = submit(uri)
         assert answer.status_code in (400, 422) and answer.status_code < 500, (uri, answer.text)
         assert "calibration" in answer.text or "data reference" in answer.text
+
+
+def test_large_shard_sets_on_object_storage_are_checked_from_a_listing_and_bounded_from_their_text(hosts, tmp_path):
+    """40 shards (more than MAX_HEAD_REQUESTS) are found by one listing, not 40 HEAD requests; a pattern naming a
+    shard that is not there is unavailable, and one naming a billion is refused before any request."""
+    api, datasets = hosts["api"], hosts["datasets"]
+    images, labels = fmnist_rgb64(40)
+    write_shards(tmp_path / "many", images, labels, shards=40)
+    upload_tree(tmp_path / "many", f"{datasets}/many")
+    assert MAX_HEAD_REQUESTS < 40
+
+    def submit(pattern: str) -> httpx.Response:
+        body = {**BODY, "calibration": {"uri": f"{datasets}/many/{pattern}", "max_samples": 20},
+                "fit": {"steps": 2, "batch_size": 10}}  # fmt: skip
+        return httpx.post(f"{api.url}/v1/initializations", json=body, timeout=60)
+
+    one_more, billion = (
+        submit("train-{0000..0040}.tar"),
+        submit("train-{0..9}{0..9}{0..9}{0..9}{0..9}{0..9}{0..9}{0..9}{0..9}.tar"),
+    )
+    assert one_more.status_code == 400 and "does not exist" in one_more.json()["detail"], one_more.text
+    assert billion.status_code == 422 and "more than 100,000" in billion.json()["detail"], billion.text
+    accepted = submit("train-{0000..0039}.tar")
+    assert accepted.status_code == 202, accepted.text
+    with httpx.Client(base_url=api.url, timeout=60) as http:  # waited for: later tests count the worker's copies
+        done = wait_for(http, f"/v1/initializations/{accepted.json()['id']}", finished, timeout=180)
+    assert done["status"] == "succeeded", done
 
 
 def safe_header(data: bytes) -> dict:

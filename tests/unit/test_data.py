@@ -13,6 +13,7 @@ from safetensors.torch import save_file
 
 from learngene import DataRefError, Normalization, load_images
 from learngene.data import DataRef
+from learngene.data.refs import shard_names
 from tests.support.data import FMNIST
 
 NORM = Normalization(mean=(0.5,), std=(0.5,))
@@ -113,8 +114,12 @@ def test_allowed_roots_and_symlink_escapes(tmp_path):
     assert str(inside) not in str(outside.value)
     with pytest.raises(DataRefError, match="outside the allowed data roots"):
         load(str(inside / "link.safetensors"), allowed_roots=[inside])
-    with pytest.raises(DataRefError, match="outside"):
+    with pytest.raises(DataRefError, match=r"has a '\.\.' segment") as climbed:
         load(f"{inside}/../secret.safetensors", allowed_roots=[inside])
+    assert climbed.value.reason == "invalid"  # refused from the text: the same whether the file exists or not
+    for relative in ("secret.safetensors", "~/secret.safetensors"):
+        with pytest.raises(DataRefError, match="is not an absolute path"):
+            load(relative, allowed_roots=[inside])
     assert len(load(str(tmp_path / "secret.safetensors"), allowed_roots=[tmp_path])) == 2
 
 
@@ -144,3 +149,21 @@ def test_parse_keeps_paths_verbatim():
     assert DataRef.parse("idx://../shared/data/MNIST?split=test").path.as_posix() == "../shared/data/MNIST"
     assert DataRef.parse("idx:///abs/MNIST").path.as_posix() == "/abs/MNIST"
     assert DataRef.parse("/abs/x.npz").format is None
+
+
+def test_shard_patterns_are_counted_before_a_name_is_made():
+    assert shard_names("u", "/d/train-{000..002}.tar::/e/x-{a,b}-{9..10}.tar") == [
+        "/d/train-000.tar", "/d/train-001.tar", "/d/train-002.tar",
+        "/e/x-a-9.tar", "/e/x-a-10.tar", "/e/x-b-9.tar", "/e/x-b-10.tar",
+    ]  # fmt: skip
+    assert shard_names("u", "/d/{3..1}.tar") == ["/d/3.tar", "/d/2.tar", "/d/1.tar"]
+    assert shard_names("u", "/d/$WDS_HOME.tar") == ["/d/$WDS_HOME.tar"]  # no environment variable is read
+    with pytest.raises(DataRefError, match="names 1,000,000,000,000,000,000 shards, more than 100,000"):
+        shard_names("u", "/d/{0..999999999999999999}.tar")  # refused from the count: a range is never listed
+    assert len(shard_names("u", "/d/{0..9}{0..9}{0..9}{0..9}{0..9}.tar")) == 100_000
+    with pytest.raises(DataRefError, match="more than 100,000"):
+        shard_names("u", "/d/{0..9}{0..9}{0..9}{0..9}{0..9}.tar::/e/{0,1}.tar")
+    for pattern, why in (("{a..z}", "neither a range"), ("{0..\uff11}", "neither a range"), ("{{0,1},2}", "nested"),
+                         ("{0..9", "unbalanced"), ("0..9}", "unbalanced")):  # fmt: skip
+        with pytest.raises(DataRefError, match=why):
+            shard_names("u", f"/d/{pattern}.tar")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from learngene import SpecError, ViTSpec, check_compatible
+from learngene.cost import estimate
 from tests.support.models import TINY, random_template_set, tiny_spec
 
 
@@ -91,3 +93,34 @@ def test_any_width_timm_builds_is_served(embed_dim, num_heads, mlp_ratio):
     ts = random_template_set(tiny_spec(embed_dim=32), template_size=16)
     spec = tiny_spec(embed_dim=embed_dim, num_heads=num_heads, mlp_ratio=mlp_ratio)
     assert check_compatible(ts.config, spec).embed_dim == embed_dim
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        ViTSpec(model="vit_tiny_patch16_224"),
+        ViTSpec(model="vit_base_patch16_224"),
+        ViTSpec(model="vit_small_patch16_224", mlp_ratio=3.0, class_token=False, global_pool="avg"),
+        ViTSpec(
+            model="vit_tiny_patch16_224",
+            depth=2,
+            embed_dim=64,
+            num_heads=1,
+            img_size=28,
+            patch_size=7,
+            in_chans=1,
+            num_classes=10,
+        ),
+    ],
+    ids=str,
+)
+def test_the_cost_estimate_counts_what_timm_builds(spec):
+    """Limits are checked from `estimate` before any model is built: its counts are those of the built model."""
+    cost = estimate(spec)
+    with torch.device("meta"):
+        model = spec.build()
+    assert cost.parameters == sum(p.numel() for p in model.parameters())
+    assert cost.tokens == model.patch_embed.num_patches + model.num_prefix_tokens
+    if spec == ViTSpec(model="vit_base_patch16_224"):
+        assert cost.forward_flops == pytest.approx(2 * 17.56e9, rel=0.01)  # timm's 17.6 GMACs for ViT-B/16
+        assert cost.step_flops(1024) == pytest.approx(3 * 1024 * cost.forward_flops)

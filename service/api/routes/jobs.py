@@ -34,7 +34,7 @@ Statuses = Annotated[
     list[JobStatus] | None,
     Query(alias="status", description="only jobs in one of these statuses; repeat for several (?status=a&status=b)"),
 ]
-ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 def iso_only(value: Any) -> Any:
