@@ -33,8 +33,22 @@ Overrides = create_model(
 )
 
 
+MAX_UNKNOWN_FIELDS = 8
+
+
+def few_unknown_fields(model: type[BaseModel], data: Any) -> Any:
+    """Many unknown keys are one error, not one each: building 80,000 errors costs seconds of the API's CPU."""
+    if isinstance(data, dict):
+        unknown = [key for key in data if key not in model.model_fields]
+        if len(unknown) > MAX_UNKNOWN_FIELDS:
+            raise ValueError(f"{len(unknown):,} unknown fields (the first: {str(unknown[0])[:40]!r})")
+    return data
+
+
 class Architecture(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    _few_unknown = model_validator(mode="before")(classmethod(few_unknown_fields))
 
     model: str = Field(description="timm model name of the ViT/DeiT family", examples=["vit_tiny_patch16_224"])
     overrides: Overrides = Field(default_factory=Overrides)
@@ -136,6 +150,7 @@ class CondensationRequest(BaseModel):
     """POST /v1/admin/condensations."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    _few_unknown = model_validator(mode="before")(classmethod(few_unknown_fields))
 
     name: str = Field(description="template-set name to publish the result under")
     method: LearngeneName = Field(default="wave", description="the learngene to condense")

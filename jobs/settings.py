@@ -35,7 +35,8 @@ class Limits(BaseModel):
     fit_steps: int = Field(default=20_000, ge=0)
     batch_size: int = Field(default=1024, ge=1)
     calibration_samples: int = Field(default=100_000, ge=1)
-    calibration_bytes: int = Field(default=4 << 30, ge=1, description="samples x channels x height x width, as uint8")
+    calibration_bytes: int = Field(default=4 << 30, ge=1, description="samples x channels x height x width, as uint8 "
+                                   "(turned into floats 64 MiB at a time: this bounds the peak)")  # fmt: skip
     condense_steps: int = Field(default=2_000_000, ge=1)
     condense_epochs: float = Field(default=1000.0, gt=0)
     condense_nproc: int = Field(default=8, ge=1, description="processes one condensation may ask for")
@@ -171,6 +172,8 @@ class Settings(BaseSettings):
     client_max_active_jobs: int = Field(default=50, ge=1, description="queued + running jobs per client token")
     max_queued_jobs: int = Field(default=1000, ge=1, description="past it, submissions get 429 with Retry-After")
     max_request_bytes: int = Field(default=1 << 20, ge=1024, description="larger request bodies get 413")
+    body_timeout_s: float = Field(default=30.0, gt=0, description="a request body that has not arrived this long "
+                                  "after the headers gets 408: a slow sender holds no API task")  # fmt: skip
     limits: Limits = Field(default_factory=Limits)
     api_url: str = Field(default="http://127.0.0.1:8000", description="where the client reaches the API")
     api_token: SecretStr | None = Field(default=None, description="the bearer token the CLI's client commands send")

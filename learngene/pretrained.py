@@ -11,6 +11,7 @@ bytes, so they are content-addressed like the checkpoint itself.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +76,8 @@ def model_card(meta: dict[str, Any]) -> str:
         "license": None,  # the ancestor's and the data's terms decide: for the owner to fill in
     }
     lines = ["---", yaml.safe_dump(front, sort_keys=False).strip(), "---", ""]
-    source = f"template set `{template['name']}@{template['version']}`" if template else f"method `{method}`"
+    ref = f"{template['name']}@{template['version']}" if template else None
+    source = f"template set {_code(ref)}" if template else f"method {_code(method)}"
     lines += [
         f"# {spec.model} ({_overrides_text(spec)})",
         "",
@@ -84,7 +86,7 @@ def model_card(meta: dict[str, Any]) -> str:
         "the template set was condensed from (set `license` above before sharing).",
     ]
     if warnings:  # first: what the user should know before using it
-        lines += ["", "## Warnings", ""] + [f"- {w['message']} (`{w['code']}`)" for w in warnings]
+        lines += ["", "## Warnings", ""] + [f"- {_text(w['message'])} ({_code(w['code'])})" for w in warnings]
     lines += [
         "",
         "## Usage",
@@ -98,13 +100,13 @@ def model_card(meta: dict[str, Any]) -> str:
         "",
         "## Lineage",
         "",
-        f"- method: `{method}`",
+        f"- method: {_code(method)}",
     ]
     if template:
-        digest = f" (digest `{template['digest']}`)" if template.get("digest") else ""
-        lines.append(f"- template set: `{template['name']}@{template['version']}`{digest}")
+        digest = f" (digest {_code(template['digest'])})" if template.get("digest") else ""
+        lines.append(f"- template set: {_code(ref)}{digest}")
     if meta.get("ancestor_sha256"):
-        lines.append(f"- ancestor (weights sha256): `{meta['ancestor_sha256']}`")
+        lines.append(f"- ancestor (weights sha256): {_code(meta['ancestor_sha256'])}")
     if "width_factor" in provenance:
         depth = provenance.get("depth") or {}
         fresh = ", ".join(provenance.get("fresh_parameters") or []) or "none"
@@ -112,7 +114,7 @@ def model_card(meta: dict[str, Any]) -> str:
             f"- inherited at width factor {provenance['width_factor']}, depth {depth.get('auxiliary')} -> "
             f"{depth.get('descendant')}; parameters drawn fresh by timm: {fresh}"
         )
-    lines.append(f"- code version: `{meta.get('code_version', 'unknown')}`")
+    lines.append(f"- code version: {_code(meta.get('code_version', 'unknown'))}")
     lines += ["", "## Fitting (calibration-set metrics)", ""]
     lines += _fit_lines(meta.get("fit") or {}, meta.get("calibration"))
     lines += [
@@ -180,10 +182,27 @@ def _fit_lines(fit: dict[str, Any], calibration: dict[str, Any] | None) -> list[
         lines.append(f"- held-out accuracy: {_cell(fit['heldout_accuracy'])} on {fit.get('heldout_samples')} images")
     if calibration:
         lines.append(
-            f"- calibration data: `{calibration.get('uri')}`, {calibration.get('samples')} images "
-            f"(digest `{calibration.get('digest')}`)"
+            f"- calibration data: {_code(calibration.get('uri'))}, {calibration.get('samples')} images "
+            f"(digest {_code(calibration.get('digest'))})"
         )
     return lines
+
+
+def _code(value: Any) -> str:
+    """`value` as a Markdown code span that none of its characters can leave (a calibration URI is the client's
+    text): control characters shown as escapes (a newline could end the paragraph), and a fence longer than any
+    run of backticks inside."""
+    text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in str(value))
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def _text(value: Any) -> str:
+    """`value` as literal Markdown text: its punctuation escaped, so that no link, image, HTML or emphasis comes of
+    it."""
+    text = "".join(c if c.isprintable() else " " for c in str(value))
+    return re.sub(r"([\\`*_\[\]{}()<>#+!|~&-])", r"\\\1", text)
 
 
 def _cell(value: Any) -> str:

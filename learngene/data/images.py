@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -57,12 +59,24 @@ class ImageData:
         return self._digest
 
 
-def fit_images(images: Tensor, img_size: tuple[int, int], in_chans: int, chunk: int = 4096) -> Tensor:
+# Images are converted to floating point a chunk at a time, a chunk holding at most this many bytes of floats: the
+# uint8 images (what the calibration limit counts) stay the largest thing in memory.
+FLOAT_CHUNK_BYTES = 64 << 20
+
+
+def images_per_chunk(image_shape: Sequence[int], element_bytes: int, budget: int = FLOAT_CHUNK_BYTES) -> int:
+    """How many images of `image_shape` (C, H, W) fit the float budget at `element_bytes` per value (at least 1)."""
+    return max(1, budget // (math.prod(image_shape) * element_bytes))
+
+
+def fit_images(images: Tensor, img_size: tuple[int, int], in_chans: int, budget: int = FLOAT_CHUNK_BYTES) -> Tensor:
     """uint8 (N, C0, H0, W0) -> uint8 (N, in_chans, *img_size): grey<->RGB conversion and antialiased resize."""
     if images.shape[1] == in_chans and tuple(images.shape[2:]) == tuple(img_size):
         return images
     out = torch.empty((images.shape[0], in_chans, *img_size), dtype=torch.uint8)
     luma = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)  # ITU-R 601, as PIL's convert("L")
+    largest = (max(images.shape[1], in_chans), max(images.shape[2], img_size[0]), max(images.shape[3], img_size[1]))
+    chunk = images_per_chunk(largest, 4, budget)
     for start in range(0, images.shape[0], chunk):
         x = images[start : start + chunk].float()
         if x.shape[1] != in_chans:
@@ -73,10 +87,11 @@ def fit_images(images: Tensor, img_size: tuple[int, int], in_chans: int, chunk: 
     return out
 
 
-def channel_stats(images: Tensor, chunk: int = 8192) -> Normalization:
+def channel_stats(images: Tensor, budget: int = FLOAT_CHUNK_BYTES) -> Normalization:
     """Per-channel mean and std of uint8 images in [0, 1] units: the normalization a new model is trained with."""
     total = torch.zeros(images.shape[1], dtype=torch.float64)
     squares = torch.zeros_like(total)
+    chunk = images_per_chunk(images.shape[1:], 8, budget)
     for start in range(0, len(images), chunk):
         x = images[start : start + chunk].double().div(255.0)
         total += x.sum(dim=(0, 2, 3))

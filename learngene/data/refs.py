@@ -7,7 +7,6 @@ file exists; messages name the reference as the client wrote it, never a resolve
 from __future__ import annotations
 
 import itertools
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -104,26 +103,23 @@ def resolve_inside(uri: str, path: Path, roots: Sequence[str | Path] | None) -> 
     """The real path (symlinks followed), which must exist under one of `roots`. A missing file and one outside
     the roots get the same answer, so the answer says nothing about the server's files.
 
-    Where roots confine the reference, nothing is looked up before the path as written is seen to lie under a
-    root: no `..` segment (the OS applies `..` after looking up the component before it, so
-    `<root>/../../etc/x/../..<root>` would answer differently as /etc/x exists or not), no `~` (it would look up
-    the server's users) and no relative path (the server's working directory is no data root)."""
+    Where roots confine the reference, a `..` segment is refused from the text: the OS applies `..` only once the
+    component before it was looked up, so `<root>/../../etc/x/../..<root>` would answer differently as /etc/x
+    exists or not. So are `~` (it would look up the server's users) and relative paths (the server's working
+    directory is no data root)."""
     if roots is not None:
         if ".." in path.parts:
             raise DataRefError(uri, "has a '..' segment; name the file by its path under a data root")
         if not path.is_absolute():
             raise DataRefError(uri, "is not an absolute path; name the file by its path under a data root")
-        written = Path(os.path.normpath(path))
-        resolved_roots = [Path(r).expanduser().resolve() for r in roots]
-        named_roots = [Path(os.path.normpath(Path(r).expanduser().absolute())) for r in roots]
-        if not any(written.is_relative_to(r) for r in [*named_roots, *resolved_roots]):
-            raise DataRefError(uri, UNAVAILABLE, "unavailable")
     try:
         real = (path if roots is not None else path.expanduser()).resolve(strict=True)
     except (OSError, RuntimeError):  # missing, a symlink loop, no permission
         raise DataRefError(uri, UNAVAILABLE, "unavailable") from None
-    if roots is not None and not any(real.is_relative_to(r) for r in resolved_roots):
-        raise DataRefError(uri, UNAVAILABLE, "unavailable")  # a symlink under a root that leads outside
+    if roots is not None:
+        resolved_roots = [Path(r).expanduser().resolve() for r in roots]
+        if not any(real.is_relative_to(r) for r in resolved_roots):
+            raise DataRefError(uri, UNAVAILABLE, "unavailable")
     return real
 
 

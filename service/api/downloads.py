@@ -13,9 +13,9 @@ from collections.abc import Iterator
 from pathlib import PurePath
 
 from fastapi import HTTPException, status
-from fastapi.responses import FileResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.responses import RedirectResponse, Response, StreamingResponse
 
-from storage.artifacts import SUFFIX, Artifacts, LocalArtifacts, S3Artifacts
+from storage.artifacts import SUFFIX, Artifacts, S3Artifacts
 
 # ASCII digits (`\d` is any script's), at most 19: no file has more bytes, and int() refuses 4300 digits
 RANGE = re.compile(r"^bytes=([0-9]{0,19})-([0-9]{0,19})$")
@@ -53,28 +53,23 @@ def file_response(
     artifacts: Artifacts, sha256: str, *, filename: str, method: str, if_none_match: str | None,
     range_header: str | None, presign_s: int | None, suffix: str = SUFFIX,
 ) -> Response:  # fmt: skip
-    """A stored file by its sha256 (its ETag): 304 when the client has it, else the file, a range of it, or a
-    redirect to a presigned URL."""
+    """A stored file by its sha256 (its ETag): 304 when the client has it, else the file, a range of it, or (from
+    object storage, when presigning is on) a redirect to a presigned URL."""
     etag = f'"{sha256}"'
     if if_none_match is not None and etag_matches(if_none_match, etag):
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag})
     what = "the checkpoint" if suffix == SUFFIX else filename
-    gone = HTTPException(status.HTTP_410_GONE, f"{what} is no longer stored")
     headers = {"ETag": etag}
     media_type = MEDIA_TYPES[suffix]
-    if isinstance(artifacts, LocalArtifacts):
-        path = artifacts.path(sha256, suffix)
-        if not path.is_file():
-            raise gone
-        return FileResponse(path, media_type=media_type, filename=filename, headers=headers)
-    assert isinstance(artifacts, S3Artifacts)
-    if presign_s is not None:
+    if presign_s is not None and isinstance(artifacts, S3Artifacts):
         return RedirectResponse(
             artifacts.sign(sha256, presign_s, suffix), status.HTTP_307_TEMPORARY_REDIRECT, headers=headers
         )
+    # Local files and objects alike: one reading of Range (a single range; anything else is the whole file), one
+    # 416, both as problems.
     size = artifacts.size(sha256, suffix)
     if size is None:
-        raise gone
+        raise HTTPException(status.HTTP_410_GONE, f"{what} is no longer stored")
     span = byte_range(range_header, size)
     start, end = span or (0, size)
     headers.update({

@@ -20,16 +20,26 @@ from storage.objects import StorageUnavailable
 from templates_store import BrokenVersion, ConflictError, NotFoundError, RefError
 
 RETRY_SOON = {"Retry-After": "5"}
-MAX_LISTED = 3  # fields named in `detail` (all of them are in `errors`)
+MAX_LISTED = 3  # fields named in `detail`
+# What a refusal may echo: 80,000 unknown keys, or a 900 KB reference named in a message, would otherwise come back
+# several times their size.
+MAX_ERRORS = 20  # entries of `errors`; `detail` says how many there were
+MAX_TEXT = 300  # characters of any message or field name
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= MAX_TEXT else f"{text[: MAX_TEXT - 40]}... ({len(text):,} characters)"
 
 
 def invalid(request: Request, errors: list[dict]) -> JSONResponse:
     """422 with `errors[]`; `detail` names the first fields, so that a one-line reader (the CLI) still says which."""
-    named = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors[:MAX_LISTED])
+    shown = [{**e, "loc": [_short(p) if isinstance(p, str) else p for p in e["loc"]], "msg": _short(e["msg"])}
+             for e in errors[:MAX_ERRORS]]  # fmt: skip
+    named = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in shown[:MAX_LISTED])
     more = f" (and {len(errors) - MAX_LISTED} more)" if len(errors) > MAX_LISTED else ""
     detail = f"invalid request: {named}{more}" if errors else "invalid request"
     return problem(request.scope, status.HTTP_422_UNPROCESSABLE_CONTENT, detail, kind=KINDS["invalid-request"],
-                   errors=errors)  # fmt: skip
+                   errors=shown)  # fmt: skip
 
 
 async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -59,7 +69,7 @@ def _of_kind(kind: str, headers: dict[str, str] | None = None):
     """A domain error whose message is the problem's detail."""
 
     async def handle(request: Request, exc: Exception) -> JSONResponse:
-        return problem(request.scope, KINDS[kind].status, str(exc), kind=KINDS[kind], headers=headers)
+        return problem(request.scope, KINDS[kind].status, _short(str(exc)), kind=KINDS[kind], headers=headers)
 
     return handle
 

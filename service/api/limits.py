@@ -1,4 +1,5 @@
-"""A bound on request bodies (pure ASGI, so it also stops a chunked upload without a Content-Length).
+"""Bounds on request bodies, their size and the time they take to arrive (pure ASGI, so it also stops a chunked
+upload without a Content-Length).
 
 The body is read here, up to the bound, before the application sees it: an application that reads the body itself
 would turn an exception raised mid-read into its own 400 ("error parsing the body") instead of a 413.
@@ -6,14 +7,16 @@ would turn an exception raised mid-read into its own 400 ("error parsing the bod
 
 from __future__ import annotations
 
+import asyncio
+
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.api.problems import problem
+from service.api.problems import KINDS, problem
 
 
 class BodyLimit:
-    def __init__(self, app: ASGIApp, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float = 30.0):
+        self.app, self.max_bytes, self.timeout_s = app, max_bytes, timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -22,8 +25,14 @@ class BodyLimit:
         if declared is not None and declared.isdigit() and (len(declared) > 19 or int(declared) > self.max_bytes):
             return await self._refuse(scope, receive, send)
         chunks, seen, more = [], 0, True
+        deadline = asyncio.get_running_loop().time() + self.timeout_s
         while more:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), deadline - asyncio.get_running_loop().time())
+            except TimeoutError:
+                detail = f"the request body did not arrive within {self.timeout_s:g} s"
+                refusal = problem(scope, 408, detail, kind=KINDS["request-timeout"])
+                return await refusal(scope, receive, send)
             if message["type"] != "http.request":  # the client went away
                 return None
             chunks.append(message.get("body", b""))

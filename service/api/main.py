@@ -78,7 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings, app.state.jobs, app.state.store = settings, jobs, store
     app.state.artifacts = checkpoints
     app.state.dispatcher, app.state.registry = dispatcher, registry
-    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes, timeout_s=settings.body_timeout_s)
     wrap_outermost(app, RequestIds, http_metrics)  # around Starlette's error middleware: its 500s too
     errors.install(app)
     for module in (initializations, template_sets, admin, health, problems):

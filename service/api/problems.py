@@ -51,6 +51,8 @@ KINDS = _kinds(
     ("damaged", 409, "Stored data damaged",
      "A stored file failed its checksum or a version cannot be read: the store, not the request, is at fault."),
     ("gone", 410, "Gone", "The job finished, but its checkpoint file is no longer stored."),
+    ("request-timeout", 408, "Request Timeout",
+     "The request body did not arrive within LEARNGENE_BODY_TIMEOUT_S of its headers."),
     ("content-too-large", 413, "Content Too Large", "The request body is larger than LEARNGENE_MAX_REQUEST_BYTES."),
     ("range-not-satisfiable", 416, "Range Not Satisfiable",
      "The Range does not overlap the file (Content-Range gives its size)."),

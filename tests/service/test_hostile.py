@@ -8,6 +8,7 @@ import hmac
 import json
 import os
 import pickle
+import re
 import socket
 
 import httpx
@@ -217,6 +218,21 @@ def test_catalogue_of_out_of_bounds_requests(queue_only, change, status, loc):
     response = post(queue_only, {**BODY, **change})
     assert response.status_code == status, response.text
     assert first_error(response)["loc"] == loc and first_error(response)["msg"]
+
+
+def test_refusals_echo_a_bounded_amount_of_the_input(queue_only):
+    """40,000 unknown keys are one error; a 500 KB reference is named in 300 characters: a refusal is a few KB."""
+    many = post(queue_only, {**BODY, **{f"unknown-{i}": i for i in range(40_000)}})
+    assert many.status_code == 422 and len(many.content) < 2_000, len(many.content)
+    assert first_error(many)["msg"].endswith("40,000 unknown fields (the first: 'unknown-0')")
+    uri = f"{SHARED_DATA}/{'x' * 500_000}.npz"
+    long = post(queue_only, {**BODY, "calibration": {"uri": uri, "max_samples": 8}})
+    assert long.status_code in (400, 422) and len(long.content) < 2_000, (long.status_code, len(long.content))
+    assert re.search(r"\(500,\d{3} characters\)", long.text), long.text
+    fields = {"overrides": {f"bad{i}": 1 for i in range(8)}, "fit": {f"odd{i}": 1 for i in range(30)}}
+    listed = post(queue_only, {**BODY, **fields})
+    assert listed.status_code == 422 and len(listed.json()["errors"]) == 20  # 38 refused fields, 20 listed
+    assert "(and 35 more)" in listed.json()["detail"]
 
 
 def test_odd_digits_and_huge_numbers_in_paths_queries_and_headers_get_a_4xx(queue_only):

@@ -75,9 +75,18 @@ def test_end_to_end_submit_poll_download_load(server, tmp_path):
         assert (
             http.get(done["checkpoint"]["download"], headers={"If-None-Match": head.headers["etag"]}).status_code == 304
         )
-        # A Range of 4400 digits (int() refuses more than 4300) is no range at all: the whole file, not a 500.
-        huge = http.get(done["checkpoint"]["download"], headers={"Range": f"bytes={'9' * 4400}-"})
-        assert huge.status_code == 200 and huge.content == data
+        # Ranges read as on object storage: one range is a 206, several or 4400 digits (int() refuses 4300) are
+        # the whole file, past the end is a 416 problem.
+        url = done["checkpoint"]["download"]
+        part = http.get(url, headers={"Range": "bytes=0-9"})
+        assert part.status_code == 206 and part.content == data[:10]
+        assert part.headers["content-range"] == f"bytes 0-9/{len(data)}"
+        for whole in ("bytes=0-1,5-6", f"bytes={'9' * 4400}-"):
+            answer = http.get(url, headers={"Range": whole})
+            assert answer.status_code == 200 and answer.content == data, whole
+        past = http.get(url, headers={"Range": f"bytes={len(data)}-"})
+        assert past.status_code == 416 and past.headers["content-type"] == "application/problem+json"
+        assert past.headers["content-range"] == f"bytes */{len(data)}"
 
     spec = ViTSpec(model=BODY["model"], **BODY["overrides"])
     model = spec.build()

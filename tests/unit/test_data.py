@@ -13,6 +13,7 @@ from safetensors.torch import save_file
 
 from learngene import DataRefError, Normalization, load_images
 from learngene.data import DataRef
+from learngene.data.images import channel_stats, fit_images, images_per_chunk
 from learngene.data.refs import shard_names
 from tests.support.data import FMNIST
 
@@ -167,3 +168,16 @@ def test_shard_patterns_are_counted_before_a_name_is_made():
                          ("{0..9", "unbalanced"), ("0..9}", "unbalanced")):  # fmt: skip
         with pytest.raises(DataRefError, match=why):
             shard_names("u", f"/d/{pattern}.tar")
+
+
+def test_images_become_floats_a_bounded_chunk_at_a_time():
+    """The calibration limit counts uint8 images; converting them to float32 all at once would take 4x that (16 GiB
+    at the 4 GiB limit): chunks hold at most FLOAT_CHUNK_BYTES of floats, and the result does not depend on them."""
+    assert images_per_chunk((3, 1024, 1024), 4) == 5  # 64 MiB / 12 MiB
+    assert images_per_chunk((3, 8192, 8192), 4) == 1  # one image over the budget is still read, alone
+    assert images_per_chunk((1, 28, 28), 8) == (64 << 20) // (28 * 28 * 8)
+    images = torch.randint(0, 256, (37, 3, 40, 40), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    whole = fit_images(images, (28, 28), 1)
+    one_by_one = fit_images(images, (28, 28), 1, budget=1)
+    assert whole.shape == (37, 1, 28, 28) and torch.equal(whole, one_by_one)
+    assert channel_stats(images, budget=1) == channel_stats(images)

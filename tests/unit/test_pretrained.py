@@ -107,6 +107,24 @@ def test_the_model_card_has_hub_metadata_and_states_what_the_numbers_are(templat
     assert "timm's default for the architecture" in bare
 
 
+def test_client_text_cannot_escape_its_place_in_the_model_card():
+    """The calibration URI is the client's text: backticks, newlines and HTML in it stay inside one code span on
+    one line; a warning's text is escaped Markdown (no link, image or HTML comes of it)."""
+    hostile = "idx:///d/x``\n\n<script>alert(1)</script>\n# Owned\n[click](http://evil)"
+    meta = {
+        "spec": tiny_spec(depth=2).model_dump(mode="json", exclude_none=True), "method": "wave",
+        "fit": {"steps": 2, "lr": 0.1, "batch_size": 8, "seed": 0},
+        "calibration": {"uri": hostile, "samples": 8, "digest": "c" * 64},
+        "warnings": [{"code": "x", "message": "see <img src=x onerror=alert(1)> and [this](http://evil)"}],
+    }  # fmt: skip
+    card = model_card(meta)
+    line = next(line for line in card.splitlines() if line.startswith("- calibration data: "))
+    assert line.startswith("- calibration data: ```idx:///d/x``\\n\\n<script>") and line.count("```") == 2
+    assert not any(line.startswith(("<script", "# Owned", "[click]")) for line in card.splitlines())
+    assert "see \\<img src=x onerror=alert\\(1\\)\\> and \\[this\\]\\(http://evil\\)" in card
+    assert ModelCard(card).data.library_name == "timm"
+
+
 def test_a_cached_result_without_the_folder_is_not_reused(tmp_path):
     """Results cached before checkpoints came as folders name no `files`: the job runs again and stores them."""
     from jobs.runner import stored_whole

@@ -124,3 +124,28 @@ def test_the_cost_estimate_counts_what_timm_builds(spec):
     if spec == ViTSpec(model="vit_base_patch16_224"):
         assert cost.forward_flops == pytest.approx(2 * 17.56e9, rel=0.01)  # timm's 17.6 GMACs for ViT-B/16
         assert cost.step_flops(1024) == pytest.approx(3 * 1024 * cost.forward_flops)
+
+
+def test_a_request_over_the_limits_is_refused_before_any_model_of_its_size_is_built():
+    """The largest request the field limits allow (64 blocks of width 4096) would take seconds to build even on
+    the meta device: its cost is estimated from its numbers and refused, and only the bare name is ever built."""
+    from jobs.admission import FieldError, check_cost
+    from jobs.settings import Limits
+    from learngene.spec import _resolve_cached
+
+    huge = ViTSpec(model="vit_tiny_patch16_224", depth=64, embed_dim=4096, num_heads=64)
+    ViTSpec(model="vit_tiny_patch16_224").resolve()  # the bare name: resolved once, cached
+    before = _resolve_cached.cache_info()
+    with pytest.raises(FieldError) as refused:
+        check_cost(Limits(), huge, batch_size=32)
+    assert refused.value.errors[0][0] == ("body", "overrides")
+    assert (
+        "about 12,896,375,784 parameters" in refused.value.errors[0][1]
+        and "the limit is 1,000,000,000" in refused.value.errors[0][1]
+    )
+    after = _resolve_cached.cache_info()
+    assert (after.misses, after.currsize) == (before.misses, before.currsize)  # nothing new was built
+    with pytest.raises(FieldError) as too_long:
+        check_cost(Limits(), ViTSpec(model="vit_tiny_patch16_224", img_size=1024, patch_size=2), batch_size=1)
+    assert too_long.value.errors[0][0] == ("body", "overrides", "patch_size")
+    assert "262,145 tokens per image" in too_long.value.errors[0][1]

@@ -1,0 +1,29 @@
+"""What one connection may hold of the API: a body that does not arrive in time gets 408 and frees its task (real
+HTTP through an in-process uvicorn)."""
+
+from __future__ import annotations
+
+import socket
+
+import httpx
+
+from tests.support.data import SHARED_DATA
+from tests.support.served import served, settings_for
+
+
+def test_a_body_that_does_not_arrive_gets_408_and_other_requests_go_on(tmp_path):
+    settings = settings_for(tmp_path, redis_url=None, data_roots=[SHARED_DATA], LEARNGENE_BODY_TIMEOUT_S="1")
+    with served(settings) as api:
+        host, port = api.url.removeprefix("http://").split(":")
+        slow = []
+        for _ in range(3):  # three slow senders: headers promise 100 bytes, the body never comes
+            conn = socket.create_connection((host, int(port)), timeout=60)  # a hang fails the recv below
+            conn.sendall(b"POST /v1/initializations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 100\r\n\r\n{")  # fmt: skip
+            slow.append(conn)
+        assert httpx.get(f"{api.url}/healthz", timeout=30).status_code == 200  # meanwhile, others are served
+        for conn in slow:
+            answer = conn.recv(65536).decode()
+            conn.close()
+            assert answer.startswith("HTTP/1.1 408"), answer[:200]
+            assert "application/problem+json" in answer and "did not arrive within 1 s" in answer
