@@ -28,7 +28,7 @@ from jobs.remote_data import check_data
 from jobs.settings import Limits, Settings
 from jobs.store import JobStore
 from learngene import DataRefError, SpecError
-from learngene.ancestors import resolve_ancestor
+from learngene.ancestors import ResolvedAncestor, resolve_ancestor
 from learngene.caveats import architecture_caveats, no_fitting_caveat
 from learngene.cost import estimate
 from learngene.data import resolve_file
@@ -243,11 +243,15 @@ def admit(jobs: JobStore, settings: Settings, kind: JobKind, client: str | None)
         raise Overloaded(f"client {client!r} has {limit} queued or running jobs, its limit; retry later", 10)
 
 
-def _check_safetensors(uri: str, settings: Settings, *, model: str | None = None) -> None:
+def _check_safetensors(uri: str, settings: Settings, *, ancestor: ViTSpec | None = None) -> ResolvedAncestor | None:
     """Only safetensors are loaded from outside: the suffix, and a header that parses, are checked up front. Given
-    the `model` (a condensation's ancestor), a timm local-dir folder or a cached hf-hub model is accepted too."""
-    if model is not None:
-        path = resolve_ancestor(uri, model=model, allowed_roots=settings.folder_roots).checkpoint
+    the `ancestor` (a condensation's), a timm local-dir folder or a cached hf-hub model is accepted too, and what
+    it is (what its files record, under the request's overrides) is returned."""
+    found = None
+    if ancestor is not None:
+        found = resolve_ancestor(uri, model=ancestor.model, overrides=ancestor.overrides(),
+                                 allowed_roots=settings.folder_roots)  # fmt: skip
+        path = found.checkpoint
     elif not uri.endswith(".safetensors"):
         raise DataRefError(uri, "only .safetensors files are accepted")
     else:
@@ -257,6 +261,7 @@ def _check_safetensors(uri: str, settings: Settings, *, model: str | None = None
             f.keys()
     except (SafetensorError, OSError, ValueError) as exc:  # the type only: an OSError's text names the path
         raise DataRefError(uri, f"not a readable safetensors file ({type(exc).__name__})") from None
+    return found
 
 
 def submit_condensation(
@@ -295,11 +300,14 @@ def submit_condensation(
                  weight_decay=t.weight_decay, warmup_steps=t.warmup_steps)  # fmt: skip
     with located("body", "ancestor"):
         check_overrides(settings.limits, request.ancestor.spec(), prefix=("body", "ancestor"))
-        check_cost(settings.limits, aux, batch_size=request.training.batch_size, teacher=request.ancestor.spec(),
-                   prefix=("body", "aux"), batch_loc=("body", "training", "batch_size"))  # fmt: skip
-        request.ancestor.spec().resolve()
     with located("body", "ancestor", "checkpoint"):
-        _check_safetensors(request.ancestor.checkpoint, settings, model=request.ancestor.model)
+        found = _check_safetensors(request.ancestor.checkpoint, settings, ancestor=request.ancestor.spec())
+    with located("body", "ancestor"):  # what its files say it is, within the same limits as what a request says
+        ancestor = ViTSpec(model=found.model, **found.overrides)
+        check_overrides(settings.limits, ancestor, prefix=("body", "ancestor"))
+        check_cost(settings.limits, aux, batch_size=request.training.batch_size, teacher=ancestor,
+                   prefix=("body", "aux"), batch_loc=("body", "training", "batch_size"))  # fmt: skip
+        ancestor.resolve()
     with located("body", "data", "uri"):
         check_data(request.data.uri, settings)
     if request.eval_data:

@@ -40,9 +40,10 @@ class InitInputs:
     eval_data: ImageData | None = None
     card: QualityCard | None = None  # the template set's quality card, when it has a readable one
 
-    def cache_key(self, request: InitializationRequest) -> str:
+    def cache_key(self, request: InitializationRequest, client: str | None = None) -> str:
         """Identical requests give identical checkpoints: same method, template version or ancestor weights, spec,
-        calibration data and fit settings (seed included)."""
+        calibration data and fit settings (seed included). Per client (when client tokens are configured): a
+        cached answer would tell one client that another ran the same request, and how long it took."""
         payload = {
             "method": request.method,
             "template_digest": self.template.digest if self.template else None,
@@ -55,6 +56,8 @@ class InitInputs:
             "card_digest": hashlib.sha256(self.card.model_dump_json().encode()).hexdigest() if self.card else None,
             "fit": request.fit.model_dump(),
         }
+        if client is not None:  # keys of deployments without client tokens stay as they were
+            payload["client"] = client
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 

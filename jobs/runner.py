@@ -197,16 +197,24 @@ ABSOLUTE_PATH = re.compile(r"(?<![\w.~])/[^\s'\"(),;]+")
 
 
 def redact_paths(message: str, request: dict[str, Any]) -> str:
-    """A job's error as its client may see it: absolute paths are kept only where they extend a path the client
-    sent itself; any other server path (a store, a cache, a resolved symlink) becomes `<server path>`."""
+    """A job's error as its client may see it: absolute paths are kept only where they are, or lie under, a path
+    the client sent itself (a shard pattern's names included); any other server path (a store, a cache, a resolved
+    symlink) becomes `<server path>`."""
     sent = [_path_of(v) for v in _strings(request)]
     sent = [p for p in sent if p.startswith("/")]
 
     def keep(match: re.Match) -> str:
         path = match.group(0)
-        return path if any(path.startswith(p) for p in sent) else "<server path>"
+        bare = "/" + path.lstrip("/")  # 'wds:///data/x' is matched from its first slash
+        return path if any(_under(bare, p) for p in sent) else "<server path>"
 
     return ABSOLUTE_PATH.sub(keep, message)
+
+
+def _under(path: str, sent: str) -> bool:
+    if sent.endswith("{"):  # a shard pattern: any name it may stand for, by the text before its first brace
+        return path.startswith(sent[:-1])
+    return path == sent or path.startswith(sent.rstrip("/") + "/")
 
 
 def _strings(value: Any) -> list[str]:
@@ -220,8 +228,12 @@ def _strings(value: Any) -> list[str]:
 
 
 def _path_of(uri: str) -> str:
+    """The path a reference names (`idx://`, `wds://`, `file://`, `local-dir:` or bare), up to its query; a shard
+    pattern up to and including its first brace."""
     _, sep, rest = uri.partition("://")
-    return (rest if sep else uri).partition("?")[0]
+    path = (rest if sep else uri.removeprefix("local-dir:")).partition("?")[0]
+    before, brace, _ = path.partition("{")
+    return before + brace
 
 
 def run_initialization(job: Job, context: WorkerContext, reporter: Reporter) -> dict[str, Any]:
@@ -247,7 +259,7 @@ def run_initialization(job: Job, context: WorkerContext, reporter: Reporter) -> 
     ), reporter, settings, "reading the inputs")  # fmt: skip  # the exact pinned version
     if inputs.data is not None and local is not request:  # lineage names the data as sent, not the local copy
         inputs = dataclasses.replace(inputs, data=dataclasses.replace(inputs.data, uri=request.calibration.uri))
-    key = inputs.cache_key(request)  # the request as sent: the same key on every host
+    key = inputs.cache_key(request, job.client)  # the request as sent: the same key on every host
     cached = jobs.cached_result(key)
     if cached and through_outages(lambda: stored_whole(context.artifacts, cached), reporter, settings,
                                   "looking up the cached checkpoint"):  # fmt: skip

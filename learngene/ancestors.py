@@ -11,6 +11,7 @@ normalization from that config.json's `pretrained_cfg`. What the caller gives ex
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,9 +22,11 @@ from safetensors import SafetensorError
 
 from learngene.checkpoint import read_metadata
 from learngene.data.refs import DataRefError, file_uri_path, resolve_inside
+from learngene.spec import ViTSpec
 from learngene.template_set import Normalization
 
 HUB_PREFIX, LOCAL_DIR_PREFIX = "hf-hub:", "local-dir:"
+HUB_REPO = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}")  # the Hub's own rule
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
 
 
@@ -75,7 +78,8 @@ def resolve_ancestor(
     normalization = None
     if pretrained.get("mean") and pretrained.get("std"):
         normalization = Normalization(mean=tuple(pretrained["mean"]), std=tuple(pretrained["std"]))
-    return ResolvedAncestor(weights, architecture, {**recorded, **(overrides or {})}, normalization)
+    return ResolvedAncestor(weights, architecture, {**_checked_overrides(ref, recorded), **(overrides or {})},
+                            normalization)  # fmt: skip
 
 
 def _recorded_spec(ref: str, weights: Path) -> tuple[str, dict[str, Any]] | None:
@@ -89,12 +93,27 @@ def _recorded_spec(ref: str, weights: Path) -> tuple[str, dict[str, Any]] | None
     return spec["model"], {k: v for k, v in spec.items() if k != "model"}
 
 
+# What a file may say about the ancestor's architecture: the overrides a request may give (ViTSpec's fields). Any
+# other `model_args` key goes to timm.create_model unchecked (`checkpoint_path` would make timm read a file outside
+# the roots; `pretrained_cfg_overlay` and the like are no architecture), so it is refused.
+ARCHITECTURE_KEYS = frozenset(ViTSpec.model_fields) - {"model"}
+
+
 def _config_spec(config: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
     """The timm name and overrides of a timm config.json (None and {} when there is none)."""
     overrides = dict(config.get("model_args") or {})
     if "num_classes" in config:
         overrides["num_classes"] = config["num_classes"]
     return config.get("architecture"), overrides
+
+
+def _checked_overrides(ref: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    unknown = sorted(str(key)[:40] for key in overrides if key not in ARCHITECTURE_KEYS)
+    if unknown:
+        accepted = ", ".join(sorted(ARCHITECTURE_KEYS))
+        raise DataRefError(ref, f"its config.json or header gives model arguments learngene does not accept: "
+                                f"{', '.join(unknown[:8])} (accepted: {accepted})")  # fmt: skip
+    return overrides
 
 
 def _read_config(ref: str, path: Path, allowed_roots: Sequence[str | Path] | None) -> dict[str, Any]:
@@ -115,8 +134,8 @@ def _read_config(ref: str, path: Path, allowed_roots: Sequence[str | Path] | Non
 
 def _cached_hub_folder(ref: str, repo_id: str) -> Path:
     """The snapshot folder of a hub model in the local cache, found without any network access."""
-    if repo_id.count("/") != 1 or not all(repo_id.split("/")):
-        raise DataRefError(ref, "expected hf-hub:<owner>/<name>")
+    if not HUB_REPO.fullmatch(repo_id) or ".." in repo_id:
+        raise DataRefError(ref, "expected hf-hub:<owner>/<name> (letters, digits, '.', '_', '-')")
     found = {name: try_to_load_from_cache(repo_id, name) for name in (CONFIG, WEIGHTS)}
     missing = [name for name, path in found.items() if not isinstance(path, str)]
     if missing:

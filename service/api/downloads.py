@@ -61,15 +61,15 @@ def file_response(
     what = "the checkpoint" if suffix == SUFFIX else filename
     headers = {"ETag": etag}
     media_type = MEDIA_TYPES[suffix]
+    size = artifacts.size(sha256, suffix)
+    if size is None:  # before any redirect too: a presigned URL to a deleted object would answer 404, not 410
+        raise HTTPException(status.HTTP_410_GONE, f"{what} is no longer stored")
     if presign_s is not None and isinstance(artifacts, S3Artifacts):
         return RedirectResponse(
             artifacts.sign(sha256, presign_s, suffix), status.HTTP_307_TEMPORARY_REDIRECT, headers=headers
         )
     # Local files and objects alike: one reading of Range (a single range; anything else is the whole file), one
     # 416, both as problems.
-    size = artifacts.size(sha256, suffix)
-    if size is None:
-        raise HTTPException(status.HTTP_410_GONE, f"{what} is no longer stored")
     span = byte_range(range_header, size)
     start, end = span or (0, size)
     headers.update({

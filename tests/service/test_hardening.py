@@ -227,6 +227,11 @@ def test_job_errors_show_only_the_paths_the_client_sent():
     assert redact_paths(message, request) == (
         "cannot read /data/mine/raw/x.gz after <server path> and <server path> (or '<server path>')"
     )
+    assert redact_paths("/data/minesecret/x and /data/mine", request) == "<server path> and /data/mine"
+    shards = {"calibration": {"uri": "wds:///data/train-{0000..0009}.tar"}, "ancestor": {"checkpoint": "local-dir:/m"}}
+    message = ("data reference 'wds:///data/train-{0000..0009}.tar': shard /data/train-0003.tar is not a .tar file; "
+               "/m/config.json is not JSON; /data/other.tar")  # fmt: skip
+    assert redact_paths(message, shards) == message.replace("/data/other.tar", "<server path>")
 
 
 # --- 3: non-finite and absurd numbers ------------------------------------------------------------------------

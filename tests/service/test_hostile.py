@@ -19,6 +19,7 @@ import schemathesis
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+from safetensors.torch import load_file, save_file
 from schemathesis import GenerationMode
 
 from learngene import export_checkpoint
@@ -312,6 +313,20 @@ def test_data_and_checkpoint_references_cannot_escape_or_smuggle_pickles(queue_o
     assert alias.status_code == 422 and first_error(alias)["loc"] == ["body", "promote"]
     assert condensation().status_code == 202
     assert not (tmp_path / "unpickled").exists()
+
+    # A local-dir ancestor's config.json says what it is, within what a request may say: no `checkpoint_path`
+    # (timm would read that file, outside the roots), no size beyond the limits; hf-hub names are the Hub's.
+    for name, model_args, needle in (("reads-a-file", {"checkpoint_path": "/etc/passwd"}, "checkpoint_path"),
+                                     ("too-deep", {"depth": 100_000}, "depth=100000 is over the limit")):  # fmt: skip
+        folder = data_root / name
+        folder.mkdir()
+        save_file(load_file(good), folder / "model.safetensors")  # no recorded spec: config.json says what it is
+        (folder / "config.json").write_text(json.dumps({"architecture": BODY["model"], "model_args": model_args}))
+        refused = condensation(ancestor={"model": BODY["model"], "checkpoint": f"local-dir:{folder}"})
+        assert refused.status_code == 422 and needle in refused.text, refused.text
+    for hub in ("hf-hub:a/..", "hf-hub:../x", "hf-hub:a/b/c", "hf-hub:a/" + "b" * 200):
+        refused = condensation(ancestor={"model": BODY["model"], "checkpoint": hub})
+        assert refused.status_code == 422 and "expected hf-hub:<owner>/<name>" in refused.text, refused.text
 
 
 def test_pickled_arrays_are_refused_from_their_header_without_being_unpickled(queue_only, tmp_path, data_root):

@@ -22,6 +22,7 @@ from safetensors.torch import load, load_file, save_file
 from jobs.remote_data import MAX_HEAD_REQUESTS
 from learngene import ViTSpec, export_checkpoint
 from service.client import Client
+from storage.artifacts import artifact_key
 from storage.objects import Bucket
 from templates_store import TemplateStore
 from tests.support.data import FMNIST, SHARED_DATA, fmnist_rgb64, write_folder, write_shards
@@ -143,6 +144,10 @@ def test_downloads_can_redirect_to_a_presigned_url(hosts, tmp_path):
             location = answer.headers["location"]
             assert "X-Amz-Signature=" in location and "X-Amz-Expires=60" in location
             assert httpx.get(location, timeout=60).content == streamed
+            # Deleted from the bucket: 410 as documented, not a redirect to a 404.
+            Bucket(api_env["LEARNGENE_ARTIFACTS"]).delete(artifact_key(done["checkpoint"]["sha256"]))
+            gone = http.get(done["checkpoint"]["download"].replace(api.url, presigning.url))
+            assert gone.status_code == 410 and gone.headers["content-type"] == "application/problem+json"
     finally:
         presigning.stop()
 

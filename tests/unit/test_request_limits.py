@@ -11,6 +11,23 @@ from tests.support.data import SHARED_DATA
 from tests.support.served import served, settings_for
 
 
+def read_response(conn: socket.socket) -> str:
+    """One whole HTTP/1.1 response: its head, then as many body bytes as its Content-Length says (TCP may deliver
+    them apart)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += conn.recv(65536) or b"\r\n\r\n"
+    head, _, body = data.partition(b"\r\n\r\n")
+    lengths = [int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")]
+    length = lengths[0] if lengths else 0
+    while len(body) < length:
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return (head + b"\r\n\r\n" + body).decode()
+
+
 def test_a_body_that_does_not_arrive_gets_408_and_other_requests_go_on(tmp_path):
     settings = settings_for(tmp_path, redis_url=None, data_roots=[SHARED_DATA], LEARNGENE_BODY_TIMEOUT_S="1")
     with served(settings) as api:
@@ -23,7 +40,7 @@ def test_a_body_that_does_not_arrive_gets_408_and_other_requests_go_on(tmp_path)
             slow.append(conn)
         assert httpx.get(f"{api.url}/healthz", timeout=30).status_code == 200  # meanwhile, others are served
         for conn in slow:
-            answer = conn.recv(65536).decode()
+            answer = read_response(conn)
             conn.close()
             assert answer.startswith("HTTP/1.1 408"), answer[:200]
             assert "application/problem+json" in answer and "did not arrive within 1 s" in answer
