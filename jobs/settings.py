@@ -172,6 +172,14 @@ class Settings(BaseSettings):
     client_max_active_jobs: int = Field(default=50, ge=1, description="queued + running jobs per client token")
     max_queued_jobs: int = Field(default=1000, ge=1, description="past it, submissions get 429 with Retry-After")
     max_request_bytes: int = Field(default=1 << 20, ge=1024, description="larger request bodies get 413")
+    public_url: str | None = Field(
+        default=None, pattern=r"^https?://[^/?#\s]+(/[^?#\s]*)?$", description="the API's address as clients reach "
+        "it (https://learngene.example.com): links, Location and next are built from it, not from a client's Host",
+    )  # fmt: skip
+    forwarded_allow_ips: str = Field(
+        default="", description="comma-separated addresses of the proxies whose X-Forwarded-For and -Proto are "
+        "trusted (uvicorn's forwarded_allow_ips); none by default",
+    )  # fmt: skip
     body_timeout_s: float = Field(default=30.0, gt=0, description="a request body that has not arrived this long "
                                   "after the headers gets 408: a slow sender holds no API task")  # fmt: skip
     limits: Limits = Field(default_factory=Limits)

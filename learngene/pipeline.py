@@ -188,14 +188,17 @@ def run_condensation(
     resolved = resolve_ancestor(ancestor.checkpoint, ancestor.model, ancestor.overrides, allowed_roots)
     checkpoint = resolved.checkpoint
     anc = load_ancestor(resolved.model, checkpoint, resolved.overrides)
-    source = sample_source(open_source(data_uri, allowed_roots=allowed_roots, limits=limits), max_samples, config.seed)
+    opened = open_source(data_uri, allowed_roots=allowed_roots, limits=limits, should_stop=should_stop)
+    source = sample_source(opened, max_samples, config.seed)
     stored = read_metadata(checkpoint).get("normalization")
     normalization = (
         normalization or resolved.normalization or (Normalization.model_validate(stored) if stored else None)
     )
     if normalization is None:  # the ancestor's convention is unknown: the data's own statistics, from a sample
         normalization = source_stats(source, arch.img_size, arch.in_chans, seed=config.seed)
-    eval_source = open_source(eval_uri, allowed_roots=allowed_roots, limits=limits) if eval_uri else None
+    eval_source = (
+        open_source(eval_uri, allowed_roots=allowed_roots, limits=limits, should_stop=should_stop) if eval_uri else None
+    )
     lineage = Lineage(
         ancestor_model=resolved.model,
         ancestor_overrides=resolved.overrides,

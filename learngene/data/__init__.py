@@ -83,7 +83,7 @@ def load_images(
     elif fmt == "bundle":
         images, labels = reader.bundle(path, choose)
     else:
-        source = open_source(uri, allowed_roots=allowed_roots, limits=limits)
+        source = open_source(uri, allowed_roots=allowed_roots, limits=limits, should_stop=should_stop)
         images, labels = decode_images(source, choose(len(source)), img_size, in_chans, should_stop)
     if len(images) == 0:
         raise DataRefError(uri, "contains no images")

@@ -87,19 +87,21 @@ def _label_array(labels: torch.Tensor | None, count: int) -> np.ndarray:
 
 
 def open_source(
-    uri: str, *, allowed_roots: Sequence[str | Path] | None = None, limits: DecodeLimits = DEFAULT_LIMITS
-) -> ImageSource:
-    """The source behind `uri` (the same references as `load_images`, plus `wds://` shard patterns)."""
+    uri: str, *, allowed_roots: Sequence[str | Path] | None = None, limits: DecodeLimits = DEFAULT_LIMITS,
+    should_stop: StopFn | None = None,
+) -> ImageSource:  # fmt: skip
+    """The source behind `uri` (the same references as `load_images`, plus `wds://` shard patterns). Listing a
+    large ImageFolder or indexing many shards asks `should_stop` as it goes."""
     ref = DataRef.parse(uri)
     if ref.format == "wds":
-        return ShardSource(uri, ref.shards(), allowed_roots)
+        return ShardSource(uri, ref.shards(), allowed_roots, limits, should_stop)
     path = resolve_inside(uri, ref.path, allowed_roots)
     fmt = ref.format or infer_format(uri, path)
     if fmt == "idx":
         return IdxSource(uri, path, ref.split, allowed_roots, limits)
     if fmt == "bundle":
         return BundleSource(uri, path, limits)
-    return FolderSource(uri, path, allowed_roots, limits)
+    return FolderSource(uri, path, allowed_roots, limits, should_stop)
 
 
 def _pil(image: torch.Tensor) -> Image.Image:
@@ -230,17 +232,20 @@ class BundleSource(ImageSource):
 
 
 class FolderSource(ImageSource):
-    def __init__(self, uri: str, folder: Path, roots, limits: DecodeLimits):
+    def __init__(self, uri: str, folder: Path, roots, limits: DecodeLimits, should_stop: StopFn | None = None):
         self.uri, self._folder, self._roots, self._limits = uri, folder, roots, limits
         classes = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
         if not classes:
             raise DataRefError(uri, "has no class sub-folders")
-        self._samples = [
-            (str(f.relative_to(folder)), label)
-            for label, name in enumerate(classes)
-            for f in sorted((folder / name).rglob("*"))
-            if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()
-        ]
+        self._samples = []
+        for label, name in enumerate(classes):
+            found = []
+            for count, f in enumerate((folder / name).rglob("*")):  # a million files take a while to list
+                if count % 1000 == 0:
+                    check_stop(should_stop, "while listing the image folder")
+                if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file():
+                    found.append(str(f.relative_to(folder)))
+            self._samples += [(path, label) for path in sorted(found)]
         if not self._samples:
             raise DataRefError(uri, f"has no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
         self._labels = np.asarray([label for _, label in self._samples], dtype=np.int64)
@@ -272,12 +277,14 @@ def shard_paths(uri: str, pattern: str, roots: Sequence[str | Path] | None) -> l
 
 
 class ShardSource(ImageSource):
-    def __init__(self, uri: str, pattern: str, roots, limits: DecodeLimits = DEFAULT_LIMITS):
+    def __init__(self, uri: str, pattern: str, roots, limits: DecodeLimits = DEFAULT_LIMITS,
+                 should_stop: StopFn | None = None):  # fmt: skip
         self.uri, self._limits = uri, limits
         self._shards = shard_paths(uri, pattern, roots)
         self._samples: list[tuple[int, int, int, str]] = []  # shard, offset, size, key
         labels: list[int] = []
         for number, shard in enumerate(self._shards):
+            check_stop(should_stop, "while indexing the shards")
             self._index(number, shard, labels)
         if not self._samples:
             raise DataRefError(uri, "holds no samples with an image member")

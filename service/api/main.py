@@ -24,6 +24,7 @@ from learngene import __version__
 from service.api import error_docs, errors, openapi
 from service.api.limits import BodyLimit
 from service.api.metrics import build_registry
+from service.api.public_url import PublicUrl
 from service.api.request_ids import RequestIds, wrap_outermost
 from service.api.routes import admin, health, initializations, problems, template_sets
 from storage.artifacts import Artifacts
@@ -80,6 +81,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.dispatcher, app.state.registry = dispatcher, registry
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes, timeout_s=settings.body_timeout_s)
     wrap_outermost(app, RequestIds, http_metrics)  # around Starlette's error middleware: its 500s too
+    if settings.public_url:
+        wrap_outermost(app, lambda inner: PublicUrl(inner, settings.public_url))
     errors.install(app)
     for module in (initializations, template_sets, admin, health, problems):
         app.include_router(module.router)

@@ -37,6 +37,8 @@ def serve(
     uvicorn.run(
         "service.api.main:create_app", factory=True, host=host, port=port, workers=workers, log_level="info",
         log_config=logging_config(settings.log_format),  # JSON or text lines, with request ids (jobs.logs)
+        # X-Forwarded-* only from the configured proxies (uvicorn trusts 127.0.0.1 unless told otherwise)
+        proxy_headers=bool(settings.forwarded_allow_ips), forwarded_allow_ips=settings.forwarded_allow_ips or None,
     )  # fmt: skip
 
 

@@ -72,6 +72,9 @@ def test_a_condensation_publishes_its_card_served_as_json_png_readme_and_cli_tab
         png = http.get("/v1/template-sets/carded-tiny@1/card.png")
         assert png.headers["content-type"] == "image/png" and png.content.startswith(PNG_MAGIC)
         assert 10_000 < len(png.content) < 1_000_000
+        cached = http.get("/v1/template-sets/carded-tiny@1/card.png", headers={"If-None-Match": png.headers["etag"]})
+        assert cached.status_code == 304 and cached.content == b"" and cached.headers["etag"] == png.headers["etag"]
+        assert http.get("/v1/template-sets/carded-tiny@1/card.png").content == png.content  # the same plot
 
         readme = http.get("/v1/template-sets/carded-tiny@1/README.md")
         assert readme.headers["content-type"].startswith("text/markdown")

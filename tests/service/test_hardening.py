@@ -199,6 +199,17 @@ def test_thin_images_postscript_and_hostile_labels_fail_their_jobs_with_a_data_e
             assert cases[name] in job["error"]["message"], (name, job["error"])
 
 
+def test_forwarded_headers_are_not_trusted_by_default(defaults):
+    """`learngene serve` with default settings trusts no proxy: X-Forwarded-Proto from a client (even one on
+    127.0.0.1, which uvicorn would trust) changes no link."""
+    api, _, datasets = defaults
+    forged = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.9"}
+    accepted = post(api, {**BODY, "calibration": {"uri": f"bundle://{datasets}/calib.npz", "max_samples": 8}},
+                    headers=forged)  # fmt: skip
+    assert accepted.status_code == 202, accepted.text
+    assert accepted.headers["location"].startswith(f"{api.url}/v1/initializations/")  # http, as connected
+
+
 def test_serve_data_root_adds_a_root_as_make_run_does(tmp_path):
     """`make run` serves with `--data-root ../shared/data`: the README's example is accepted, nothing else is."""
     api = start_api(default_env(tmp_path), tmp_path / "api.log", args=("--data-root", str(SHARED_DATA)))

@@ -94,9 +94,14 @@ def test_fuzzed_requests_get_no_server_error_and_every_refusal_says_why(queue_on
     assert len(seen) >= 10, seen  # the draw reached (nearly) every operation
 
 
-HOSTILE_NUMBERS = ["NaN", "Infinity", "-Infinity", "1e309", "-1e309", "1e308", "-0.0", str(2**64), str(-(2**63))]
+HOSTILE_NUMBERS = ["NaN", "Infinity", "-Infinity", "1e309", "-1e309", "1e308", "-0.0", str(2**64), str(-(2**63)),
+                   "9" * 5000, str(10**310)]  # fmt: skip
 HOSTILE_STRINGS = ["\x00", "../../../../etc/passwd", "file://host/etc/passwd", "idx:///proc/self/environ",
-                   "%s%n%x", "' OR 1=1 --", "\u202e\ufeff", "a" * 5000, "{{7*7}}", "$(reboot)"]  # fmt: skip
+                   "%s%n%x", "' OR 1=1 --", "\u202e\ufeff", "a" * 5000, "{{7*7}}", "$(reboot)",
+                   # issue 23's shapes: digits of other scripts, '..' through a file, brace patterns, huge numbers
+                   "demo@\u00b2", "demo@\u2460", "demo@\uff11", "\u0663",
+                   f"{SHARED_DATA}/../../etc/passwd/../..{SHARED_DATA}",
+                   f"wds://{SHARED_DATA}/s-" + "{0..9}" * 9 + ".tar", "{0..999999999999999999}", "9" * 400]  # fmt: skip
 
 
 def mutate(body, path: list, literal: str):

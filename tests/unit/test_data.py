@@ -12,10 +12,11 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from learngene import DataRefError, Normalization, load_images
-from learngene.data import DataRef
+from learngene.control import Stopped
+from learngene.data import DataRef, open_source
 from learngene.data.images import channel_stats, fit_images, images_per_chunk
 from learngene.data.refs import shard_names
-from tests.support.data import FMNIST
+from tests.support.data import FMNIST, write_folder, write_shards
 
 NORM = Normalization(mean=(0.5,), std=(0.5,))
 
@@ -181,3 +182,15 @@ def test_images_become_floats_a_bounded_chunk_at_a_time():
     one_by_one = fit_images(images, (28, 28), 1, budget=1)
     assert whole.shape == (37, 1, 28, 28) and torch.equal(whole, one_by_one)
     assert channel_stats(images, budget=1) == channel_stats(images)
+
+
+def test_listing_a_folder_and_indexing_shards_stop_when_asked(tmp_path):
+    """A million-file ImageFolder takes minutes to list: a cancelled job stops while it is listed, not after."""
+    images = np.zeros((4, 8, 8, 3), dtype=np.uint8)
+    write_folder(tmp_path / "folder", images[..., 0], np.array([0, 1, 0, 1]))
+    shards = write_shards(tmp_path / "shards", images, np.array([0, 1, 0, 1]), shards=2)
+    for uri, where in ((f"imagefolder://{tmp_path}/folder", "listing the image folder"),
+                       (shards, "indexing the shards")):  # fmt: skip
+        assert len(open_source(uri, should_stop=lambda: False)) == 4
+        with pytest.raises(Stopped, match=where):
+            open_source(uri, should_stop=lambda: True)

@@ -1,5 +1,5 @@
-"""What one connection may hold of the API: a body that does not arrive in time gets 408 and frees its task (real
-HTTP through an in-process uvicorn)."""
+"""What one connection may hold or shape of the API: a body that does not arrive in time gets 408 and frees its task;
+links come from the configured public URL, not from a client's Host (real HTTP through an in-process uvicorn)."""
 
 from __future__ import annotations
 
@@ -44,3 +44,21 @@ def test_a_body_that_does_not_arrive_gets_408_and_other_requests_go_on(tmp_path)
             conn.close()
             assert answer.startswith("HTTP/1.1 408"), answer[:200]
             assert "application/problem+json" in answer and "did not arrive within 1 s" in answer
+
+
+def test_links_come_from_the_public_url_not_from_the_clients_host_header(tmp_path):
+    public = "https://learngene.example.com/api"
+    settings = settings_for(tmp_path, redis_url=None, data_roots=[SHARED_DATA], LEARNGENE_PUBLIC_URL=public)
+    body = {"model": "vit_tiny_patch16_224", "template_set": "demo@prod",
+            "overrides": {"depth": 2, "embed_dim": 32, "num_heads": 1, "img_size": 28, "patch_size": 7, "in_chans": 1,
+                          "num_classes": 10}}  # fmt: skip
+    with served(settings) as api, httpx.Client(base_url=api.url, timeout=60) as http:
+        forged = {"Host": "evil.example", "X-Forwarded-Host": "evil.example", "X-Forwarded-Proto": "http"}
+        accepted = http.post("/v1/initializations", json=body, headers=forged)
+        assert accepted.status_code == 202, accepted.text
+        job = accepted.json()
+        assert accepted.headers["location"] == f"{public}/v1/initializations/{job['id']}"
+        assert job["links"]["self"] == accepted.headers["location"] and "evil" not in accepted.text
+        http.post("/v1/initializations", json=body, headers=forged)
+        listed = http.get("/v1/initializations", params={"limit": 1}, headers=forged).json()
+        assert listed["next"].startswith(f"{public}/v1/initializations?")
