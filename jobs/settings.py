@@ -90,6 +90,11 @@ class Settings(BaseSettings):
         default=None, ge=1, le=7 * 86400, description="with s3:// artifacts, answer a download with a redirect to a "
         "presigned URL valid this long instead of streaming it through the API",
     )  # fmt: skip
+    artifacts_public_endpoint: str | None = Field(
+        default=None, pattern=r"^https?://[^/?#\s]+/?$", description="the object store's endpoint as clients reach "
+        "it: presigned URLs name it instead of the internal AWS_ENDPOINT_URL (they still carry the access key id, "
+        "as every S3 presigned URL does: give the API a key that can only read the checkpoints)",
+    )  # fmt: skip
     work_dir: Path = Field(
         default_factory=lambda: Path(platformdirs.user_cache_dir("learngene")),
         description="resumable condensation states and other scratch files",

@@ -15,4 +15,4 @@ def template_store(settings: Settings) -> TemplateStore:
 
 
 def artifacts(settings: Settings) -> Artifacts:
-    return open_artifacts(settings.artifacts)
+    return open_artifacts(settings.artifacts, sign_endpoint=settings.artifacts_public_endpoint)

@@ -105,9 +105,10 @@ class S3Artifacts(Artifacts):
         return self.bucket.problem()
 
 
-def open_artifacts(location: str | Path) -> Artifacts:
-    """A path or `file://` URL: a local folder; `s3://bucket/prefix`: object storage."""
+def open_artifacts(location: str | Path, *, sign_endpoint: str | None = None) -> Artifacts:
+    """A path or `file://` URL: a local folder; `s3://bucket/prefix`: object storage (presigned URLs naming
+    `sign_endpoint` when given)."""
     text = str(location)
     if is_url(text):
-        return S3Artifacts(Bucket(text))
+        return S3Artifacts(Bucket(text, sign_endpoint=sign_endpoint))
     return LocalArtifacts(text.removeprefix("file://"))

@@ -87,29 +87,38 @@ def parse_s3_url(url: str) -> tuple[str, str]:
 class Bucket:
     """Objects under one `s3://bucket/prefix`; keys are relative to the prefix."""
 
-    def __init__(self, url: str, *, connect_timeout_s: float = 5, timeout_s: float = 120, retries: int = 3):
+    def __init__(self, url: str, *, connect_timeout_s: float = 5, timeout_s: float = 120, retries: int = 3,
+                 sign_endpoint: str | None = None):  # fmt: skip
+        """`sign_endpoint`: the endpoint presigned URLs name (the store as clients reach it, e.g. a public host
+        name), where it differs from the one this process reaches it by (AWS_ENDPOINT_URL)."""
         self.bucket, self.prefix = parse_s3_url(url)
         self.url = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
         endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-        self._store = S3Store(
+        timeouts = {
+            "connect_timeout": dt.timedelta(seconds=connect_timeout_s),
+            "timeout": dt.timedelta(seconds=timeout_s),
+        }
+        retry = {
+            "max_retries": retries,
+            "retry_timeout": dt.timedelta(seconds=max(10.0, 3 * connect_timeout_s)),
+            "backoff": {
+                "init_backoff": dt.timedelta(milliseconds=100),
+                "max_backoff": dt.timedelta(seconds=2),
+                "base": 2,
+            },
+        }
+        self._store = self._s3(endpoint, timeouts, retry)
+        # Signing is done here, offline, for whatever host the URL names: a store of its own for that host.
+        self._signer = self._s3(sign_endpoint, timeouts, retry) if sign_endpoint else self._store
+
+    def _s3(self, endpoint: str | None, timeouts: dict, retry: dict) -> S3Store:
+        return S3Store(
             self.bucket,
             prefix=self.prefix or None,
             # Path-style requests: what MinIO, SeaweedFS and Ceph expect behind a custom endpoint.
             virtual_hosted_style_request=endpoint is None,
-            client_options={
-                "allow_http": bool(endpoint and endpoint.startswith("http://")),
-                "connect_timeout": dt.timedelta(seconds=connect_timeout_s),
-                "timeout": dt.timedelta(seconds=timeout_s),
-            },
-            retry_config={
-                "max_retries": retries,
-                "retry_timeout": dt.timedelta(seconds=max(10.0, 3 * connect_timeout_s)),
-                "backoff": {
-                    "init_backoff": dt.timedelta(milliseconds=100),
-                    "max_backoff": dt.timedelta(seconds=2),
-                    "base": 2,
-                },
-            },
+            client_options={"allow_http": bool(endpoint and endpoint.startswith("http://")), **timeouts},
+            retry_config=retry,
             **({"endpoint": endpoint} if endpoint else {}),
         )
 
@@ -174,7 +183,7 @@ class Bucket:
 
     def sign(self, key: str, seconds: int) -> str:
         """A presigned GET URL valid for `seconds`."""
-        return self._call(key, obstore.sign, self._store, "GET", key, dt.timedelta(seconds=seconds))
+        return self._call(key, obstore.sign, self._signer, "GET", key, dt.timedelta(seconds=seconds))
 
     # --- writing ---------------------------------------------------------------------------------------------
 

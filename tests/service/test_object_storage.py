@@ -136,13 +136,18 @@ def test_downloads_can_redirect_to_a_presigned_url(hosts, tmp_path):
         done = wait_for(http, f"/v1/initializations/{job['id']}", finished, timeout=180)
         assert done["status"] == "succeeded", done
         streamed = client.download(job["id"], tmp_path / "streamed.safetensors").read_bytes()
-    presigning = start_api({**api_env, "LEARNGENE_ARTIFACTS_PRESIGN_S": "60"}, api_home / "api-presign.log")
+    # Clients reach the store by another name than the API does: the presigned URL names theirs, and its
+    # signature holds there.
+    public = api_env["AWS_ENDPOINT_URL"].replace("127.0.0.1", "localhost")
+    presigning = start_api({**api_env, "LEARNGENE_ARTIFACTS_PRESIGN_S": "60",
+                            "LEARNGENE_ARTIFACTS_PUBLIC_ENDPOINT": public}, api_home / "api-presign.log")  # fmt: skip
     try:
         with httpx.Client(base_url=presigning.url, timeout=60) as http:
             answer = http.get(done["checkpoint"]["download"].replace(api.url, presigning.url))
             assert answer.status_code == 307 and answer.headers["etag"] == f'"{done["checkpoint"]["sha256"]}"'
             location = answer.headers["location"]
             assert "X-Amz-Signature=" in location and "X-Amz-Expires=60" in location
+            assert location.startswith(f"{public}/") and api_env["AWS_ENDPOINT_URL"] not in location
             assert httpx.get(location, timeout=60).content == streamed
             # Deleted from the bucket: 410 as documented, not a redirect to a 404.
             Bucket(api_env["LEARNGENE_ARTIFACTS"]).delete(artifact_key(done["checkpoint"]["sha256"]))

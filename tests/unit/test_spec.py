@@ -101,16 +101,7 @@ def test_any_width_timm_builds_is_served(embed_dim, num_heads, mlp_ratio):
         ViTSpec(model="vit_tiny_patch16_224"),
         ViTSpec(model="vit_base_patch16_224"),
         ViTSpec(model="vit_small_patch16_224", mlp_ratio=3.0, class_token=False, global_pool="avg"),
-        ViTSpec(
-            model="vit_tiny_patch16_224",
-            depth=2,
-            embed_dim=64,
-            num_heads=1,
-            img_size=28,
-            patch_size=7,
-            in_chans=1,
-            num_classes=10,
-        ),
+        tiny_spec(depth=2, embed_dim=64, num_heads=1),
     ],
     ids=str,
 )
