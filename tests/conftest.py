@@ -32,13 +32,24 @@ torch.set_num_threads(TORCH_THREADS)
 os.environ.update(THREAD_ENV)
 
 
+# The service modules that take longest (minutes of subprocess training each, from `--durations`): handed out
+# first, so that no worker starts one of them when the others are nearly done.
+LONGEST_FIRST = ("test_cli_store.py", "test_streaming_memory.py", "test_distributed.py", "test_streaming.py",
+                 "test_cli.py", "test_cards.py", "test_ancestors.py")  # fmt: skip
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark the service tier, and hand it out first. `make test` distributes by module (`--dist loadscope`): a
     module's fixtures (its servers, its data) are made once, on the one worker that runs all its tests. The service
-    modules, the longest units of work, go first; the unit tier fills the end (a stable sort: every module keeps
-    its own order)."""
+    modules, the longest units of work, go first (the longest of them before the rest); the unit tier fills the
+    end (a stable sort: every module keeps its own order)."""
     service = {item: SERVICE_TIER in Path(item.path).parents for item in items}
-    items.sort(key=lambda item: not service[item])
+
+    def order(item: pytest.Item) -> tuple[bool, int]:
+        name = Path(item.path).name
+        return not service[item], LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=order)
     for item in items:
         if service[item]:
             item.add_marker(pytest.mark.service)

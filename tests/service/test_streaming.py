@@ -1,11 +1,10 @@
 """Streaming data: ImageFolder trees and WebDataset shards of 64 px RGB images (written here from FashionMNIST),
 read lazily by DataLoader workers; the DeiT recipe's transforms and Mixup; exact mid-epoch resume; memory that does
-not grow with the data set."""
+not grow with the data set (tests/service/test_streaming_memory.py, beside this module on another test worker)."""
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,17 +14,15 @@ import pytest
 import torch
 
 from learngene import CondenseConfig, condense, read_metadata
-from learngene.checkpoint import export_checkpoint
 from learngene.data import DataRefError, open_source
 from learngene.data.loader import StepBatches, Stream, step_batches
 from learngene.data.transforms import Augment, eval_transform, train_transform
 from learngene.training import OptimConfig, Stopped
-from tests.support.data import RGB64_NORM, RGB64_SIZE, fmnist_rgb64, write_folder, write_shards
+from tests.support.data import RGB64_NORM, RGB64_SHAPE, RGB64_SIZE, fmnist_rgb64, write_folder, write_shards
 from tests.support.models import tiny_spec
 from tests.support.scale import PROCESS_TIMEOUT_S
 
 SIZE, NORM = RGB64_SIZE, RGB64_NORM
-RGB64 = dict(img_size=SIZE, patch_size=16, in_chans=3, num_classes=10)
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +80,7 @@ def test_deit_transforms_and_mixup_change_the_batches_deterministically(datasets
 
 
 def test_condensation_streams_from_shards_and_resumes_mid_epoch_exactly(ancestor64, datasets, tmp_path):
-    config = CondenseConfig(aux=tiny_spec(**RGB64, embed_dim=64, num_heads=2, depth=2), steps=6, batch_size=16,
+    config = CondenseConfig(aux=tiny_spec(**RGB64_SHAPE, embed_dim=64, num_heads=2, depth=2), steps=6, batch_size=16,
                             optim=OptimConfig(lr=1e-3, warmup_steps=1))  # fmt: skip  # the DeiT recipe
     source = open_source(datasets["shards"])
     whole = condense(ancestor64, source, config, normalization=NORM, workers=2, device="cpu")
@@ -108,48 +105,13 @@ def test_condensation_streams_from_shards_and_resumes_mid_epoch_exactly(ancestor
 @pytest.fixture(scope="module")
 def ancestor64():
     torch.manual_seed(0)
-    return tiny_spec(**RGB64, embed_dim=64, num_heads=2, depth=2).build().eval()
-
-
-def peak_rss_mib(args: list[str]) -> float:
-    """Peak RSS of the largest process of one `learngene` command (its own, or a loader worker's)."""
-    probe = ("import resource, subprocess, sys; run = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
-             "sys.stderr.write(run.stderr); sys.exit(run.returncode) if run.returncode else "
-             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")  # fmt: skip
-    learngene = str(Path(sys.executable).parent / "learngene")
-    # Two malloc arenas, as many as the command has busy threads: more (glibc's default is 8 per core) add their own
-    # slack to a peak, whichever threads happened to allocate at once, which is noise here, not data.
-    env = {**os.environ, "MALLOC_ARENA_MAX": "2"}
-    done = subprocess.run([sys.executable, "-c", probe, learngene, *args], capture_output=True, text=True, env=env,
-                          timeout=PROCESS_TIMEOUT_S)  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    return int(done.stdout.split()[-1]) / 1024
-
-
-def test_memory_does_not_grow_with_the_number_of_images(ancestor64, datasets, tmp_path):
-    ancestor = tmp_path / "ancestor.safetensors"
-    spec = tiny_spec(**RGB64, embed_dim=64, num_heads=2, depth=2)
-    export_checkpoint(ancestor64, ancestor, spec=spec, metadata={"normalization": NORM.model_dump()})
-    sets = [f"{k}={v}" for k, v in spec.overrides().items()]
-    rss = {}
-    for size in ("small", "large"):  # the lower of two fresh runs: a peak only ever errs upwards (seen: +39 MiB once)
-        rss[size] = min(peak_rss_mib([
-            "condense", "--ancestor-model", spec.model, "--ancestor", str(ancestor),
-            *[a for s in sets for a in ("--ancestor-set", s)], "--aux-model", spec.model,
-            *[a for s in sets for a in ("--aux-set", s)], "--data", f"imagefolder://{datasets[size]}",
-            "--steps", "3", "--batch-size", "16", "--workers", "1", "--out", str(tmp_path / f"set-{size}-{run}"),
-            "--checkpoint-dir", str(tmp_path / f"state-{size}-{run}"),
-        ]) for run in range(2))  # fmt: skip
-    # Decoding every image would add 8,000 x 3 x 64 x 64 bytes (94 MiB) to the 8k run and 23 MiB to the 2k one: a
-    # difference of 70 MiB on a base of about 1.2 GiB (torch and timm), so the bound is on the difference itself, at
-    # half of it (seen with four test workers on two cores: 18 MiB once, besides the file list's few MiB).
-    assert rss["large"] - rss["small"] < 35, rss
+    return tiny_spec(**RGB64_SHAPE, embed_dim=64, num_heads=2, depth=2).build().eval()
 
 
 @pytest.mark.parametrize("kind", ["folder", "shards"])
 def test_learngene_train_streams_from_folders_and_shards(datasets, tmp_path, kind):
     data = f"imagefolder://{datasets['small']}" if kind == "folder" else datasets["shards"]
-    spec = tiny_spec(**RGB64, embed_dim=32, num_heads=1, depth=1)
+    spec = tiny_spec(**RGB64_SHAPE, embed_dim=32, num_heads=1, depth=1)
     out = tmp_path / "model.safetensors"
     sets = [a for k, v in spec.overrides().items() for a in ("--set", f"{k}={v}")]
     run = subprocess.run([sys.executable, "-m", "service.cli", "train", "--model", spec.model, *sets, "--data", data,

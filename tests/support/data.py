@@ -19,6 +19,7 @@ FMNIST = SHARED_DATA / "FashionMNIST"
 
 RGB64_SIZE = 64
 RGB64_NORM = Normalization(mean=(0.29, 0.29, 0.29), std=(0.35, 0.35, 0.35))
+RGB64_SHAPE = dict(img_size=RGB64_SIZE, patch_size=16, in_chans=3, num_classes=10)  # a model's overrides for them
 
 
 def fmnist_rgb64(count: int) -> tuple[np.ndarray, np.ndarray]:
