@@ -7,7 +7,7 @@
 A reference must lie under one of the data roots that are URL prefixes (`LEARNGENE_DATA_ROOTS` may mix folders and
 `s3://bucket/prefix/`); a missing object and one outside the roots get the same answer, so no answer tells a client
 what the bucket holds. The API checks a reference from listings and object sizes only. A worker mirrors the objects
-into a local cache entry (named by the URL and the objects' ETags, so a changed object is fetched again; bounded by
+into a local cache entry (named by the objects' keys and ETags, so a changed object is fetched again; bounded by
 `LEARNGENE_DATA_CACHE_BYTES`, least recently used first) and reads that copy with the local readers, which apply
 the same decode limits as to any local file. Ancestor checkpoints stay local (or on a shared mount).
 """
@@ -113,7 +113,10 @@ def mirror(
     the entry's folder (the root the local readers are confined to)."""
     ref = RemoteData.parse(uri, roots)
     objects = check(uri, roots, max_file_bytes=max_file_bytes, max_total_bytes=max_total_bytes)
-    name = hashlib.sha256("\n".join([uri, *(f"{o.key} {o.etag} {o.size}" for o in objects)]).encode()).hexdigest()
+    # Named by the objects (bucket, keys, ETags), not by the URL's spelling: two references to the same objects
+    # share one copy, and a changed object is fetched again.
+    listing = [ref.bucket, *(f"{o.key} {o.etag} {o.size}" for o in sorted(objects, key=lambda o: o.key))]
+    name = hashlib.sha256("\n".join(listing).encode()).hexdigest()
     bucket = Bucket(f"s3://{ref.bucket}")
 
     def download(folder: Path) -> None:

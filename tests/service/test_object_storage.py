@@ -165,6 +165,7 @@ def test_calibration_data_is_read_from_object_storage(hosts):
         "s3-bundle": f"{datasets}/fmnist.safetensors",
         "s3-folder": f"{datasets}/folder/",
         "s3-shards": f"{datasets}/shards/train-{{0000..0001}}.tar",
+        "s3-shards-listed": f"{datasets}/shards/train-{{0000,0001}}.tar",  # the same objects, spelt otherwise
     }
     with httpx.Client(base_url=api.url, timeout=60) as http:
         jobs = {}
@@ -185,7 +186,7 @@ def test_calibration_data_is_read_from_object_storage(hosts):
     assert lineage["s3-bundle"]["digest"] == lineage["local"]["digest"]  # from the very same images
     assert lineage["s3-bundle"]["uri"] == uris["s3-bundle"]  # named as sent, never by the worker's local copy
     mirrored = [p for p in hosts["worker_home"].rglob("*") if "data-cache" in p.parts and p.is_file()]
-    assert len(mirrored) == 1 + 120 + 2  # the bundle, the tree's images, the shards: each copied once
+    assert len(mirrored) == 1 + 120 + 2  # the bundle, the tree's images, the shards: each copied once (both spellings)
 
 
 def test_object_storage_references_are_confined_and_answer_without_an_oracle(hosts):
