@@ -305,6 +305,7 @@ def submit_condensation(
     with located("body", "ancestor"):  # what its files say it is, within the same limits as what a request says
         ancestor = ViTSpec(model=found.model, **found.overrides)
         check_overrides(settings.limits, ancestor, prefix=("body", "ancestor"))
+        check_cost(settings.limits, ancestor, batch_size=1, prefix=("body", "ancestor"))  # its size, alone
         check_cost(settings.limits, aux, batch_size=request.training.batch_size, teacher=ancestor,
                    prefix=("body", "aux"), batch_loc=("body", "training", "batch_size"))  # fmt: skip
         ancestor.resolve()

@@ -24,15 +24,6 @@ from learngene.training import OptimConfig
 DEFAULT_TEMPLATE_SET = "demo@prod"
 
 
-# The overrides are exactly ViTSpec's fields other than the model name: one definition, two shapes.
-Overrides = create_model(
-    "Overrides",
-    __config__=ConfigDict(extra="forbid", allow_inf_nan=False),
-    __doc__="Architecture overrides passed to `timm.create_model`; unset ones keep the named model's defaults.",
-    **{name: (field.annotation, field) for name, field in ViTSpec.model_fields.items() if name != "model"},
-)
-
-
 MAX_UNKNOWN_FIELDS = 8
 
 
@@ -43,6 +34,16 @@ def few_unknown_fields(model: type[BaseModel], data: Any) -> Any:
         if len(unknown) > MAX_UNKNOWN_FIELDS:
             raise ValueError(f"{len(unknown):,} unknown fields (the first: {str(unknown[0])[:40]!r})")
     return data
+
+
+# The overrides are exactly ViTSpec's fields other than the model name: one definition, two shapes.
+Overrides = create_model(
+    "Overrides",
+    __config__=ConfigDict(extra="forbid", allow_inf_nan=False),
+    __doc__="Architecture overrides passed to `timm.create_model`; unset ones keep the named model's defaults.",
+    __validators__={"_few_unknown": model_validator(mode="before")(classmethod(few_unknown_fields))},
+    **{name: (field.annotation, field) for name, field in ViTSpec.model_fields.items() if name != "model"},
+)
 
 
 class Architecture(BaseModel):
@@ -110,6 +111,7 @@ class InitializationRequest(Architecture):
 
 class DataSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    _few_unknown = model_validator(mode="before")(classmethod(few_unknown_fields))
 
     uri: str
     max_samples: int | None = Field(default=None, ge=1)
@@ -117,6 +119,7 @@ class DataSpec(BaseModel):
 
 class TemplatesSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    _few_unknown = model_validator(mode="before")(classmethod(few_unknown_fields))
 
     size: int | None = Field(default=None, ge=1, description="template side; default: the auxiliary width")
     counts: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_COUNTS))
@@ -128,6 +131,7 @@ _OPTIM: OptimConfig = _CONDENSE["optim"].default
 
 class TrainingSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    _few_unknown = model_validator(mode="before")(classmethod(few_unknown_fields))
 
     steps: int = Field(default=_CONDENSE["steps"].default, ge=1)
     batch_size: int = Field(default=_CONDENSE["batch_size"].default, ge=1)

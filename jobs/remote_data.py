@@ -15,7 +15,6 @@ the same decode limits as to any local file. Ancestor checkpoints stay local (or
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,13 @@ BUNDLE_SUFFIXES = (".safetensors", ".npz")
 MAX_HEAD_REQUESTS = 32
 
 
+def _check_key(uri: str, key: str) -> None:
+    if not key or any(part in ("", ".", "..") for part in key.rstrip("/").split("/")) or "\\" in key:
+        raise DataRefError(uri, "names no object, or has empty, '.' or '..' path segments")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in key):
+        raise DataRefError(uri, "has a control character in its key")
+
+
 @dataclass(frozen=True)
 class RemoteData:
     uri: str
@@ -49,8 +55,9 @@ class RemoteData:
         except ValueError as exc:
             raise DataRefError(uri, str(exc)) from None
         key = uri.removeprefix(f"s3://{bucket}/") if uri.startswith(f"s3://{bucket}/") else ""
-        if not key or any(part in ("", ".", "..") for part in key.rstrip("/").split("/")) or "\\" in key:
-            raise DataRefError(uri, "names no object, or has empty, '.' or '..' path segments")
+        _check_key(uri, key)
+        if "::" in key:  # a second pattern would be a key anywhere in the bucket, past the root checked below
+            raise DataRefError(uri, "joins shard patterns with '::'; give one pattern per reference on object storage")
         if not any(uri.startswith(root if root.endswith("/") else f"{root}/") for root in roots):
             raise DataRefError(uri, UNAVAILABLE, "unavailable")
         if key.endswith(BUNDLE_SUFFIXES):
@@ -72,12 +79,14 @@ class RemoteData:
             found = [bucket.head(self.key)]
         else:
             keys = shard_names(self.uri, self.key)
+            for key in keys:  # a brace may stand for an empty or '..' segment
+                _check_key(self.uri, key)
             if len(keys) <= MAX_HEAD_REQUESTS:
                 found = [bucket.head(k) for k in keys]
-            else:
-                # object_store lists whole path segments: the folder that holds every shard
-                folder = os.path.commonprefix(keys).rpartition("/")[0]  # noqa: RUF071 - text, then its folder
-                listed = {i.key: i for i in bucket.list(folder)}
+            else:  # one level of each folder that holds shards, a thousand keys a request: never the whole bucket
+                listed = {}
+                for folder in sorted({k.rpartition("/")[0] for k in keys}):
+                    listed.update((i.key, i) for i in bucket.objects_in(folder))
                 found = [listed.get(k) for k in keys]
         if not found or any(info is None for info in found):
             raise DataRefError(self.uri, UNAVAILABLE, "unavailable")

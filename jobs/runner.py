@@ -212,8 +212,9 @@ def redact_paths(message: str, request: dict[str, Any]) -> str:
 
 
 def _under(path: str, sent: str) -> bool:
-    if sent.endswith("{"):  # a shard pattern: any name it may stand for, by the text before its first brace
-        return path.startswith(sent[:-1])
+    if sent.endswith("{"):  # a shard pattern: any name it may stand for, by the text before its first brace...
+        folder = sent[:-1].rpartition("/")[0]
+        return bool(folder) and path.startswith(sent[:-1])  # ...which must name a folder: '/{a,b}/x' keeps nothing
     return path == sent or path.startswith(sent.rstrip("/") + "/")
 
 

@@ -101,7 +101,7 @@ ARCHITECTURE_KEYS = frozenset(ViTSpec.model_fields) - {"model"}
 
 def _config_spec(config: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
     """The timm name and overrides of a timm config.json (None and {} when there is none)."""
-    overrides = dict(config.get("model_args") or {})
+    overrides = dict(config.get("model_args") or {})  # a dict: _read_config checked the shape
     if "num_classes" in config:
         overrides["num_classes"] = config["num_classes"]
     return config.get("architecture"), overrides
@@ -129,7 +129,22 @@ def _read_config(ref: str, path: Path, allowed_roots: Sequence[str | Path] | Non
         raise DataRefError(ref, f"config.json is not JSON ({type(exc).__name__})") from None
     if not isinstance(config, dict):
         raise DataRefError(ref, "config.json is not a JSON object")
+    shapes = {"architecture": str, "model_args": dict, "pretrained_cfg": dict}
+    wrong = [key for key, kind in shapes.items() if config.get(key) is not None and not isinstance(config[key], kind)]
+    pretrained = config.get("pretrained_cfg") or {}
+    if any(not _numbers(pretrained.get(key)) for key in ("mean", "std") if pretrained.get(key) is not None):
+        wrong.append("pretrained_cfg.mean/std")
+    if wrong:
+        raise DataRefError(ref, f"config.json has {', '.join(wrong)} of the wrong type")
     return config
+
+
+def _numbers(value: Any) -> bool:
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+    )
 
 
 def _cached_hub_folder(ref: str, repo_id: str) -> Path:

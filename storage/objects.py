@@ -175,6 +175,12 @@ class Bucket:
         stream = obstore.list(self._store, prefix=prefix or None, chunk_size=1000)
         return [_info(meta) for chunk in self._call(prefix, list, stream) for meta in chunk]
 
+    def objects_in(self, folder: str) -> list[ObjectInfo]:
+        """The objects directly in `folder` (one level, as S3's delimiter listing gives them)."""
+        prefix = f"{folder.rstrip('/')}/" if folder else ""
+        result = self._call(prefix, obstore.list_with_delimiter, self._store, prefix or None)
+        return [_info(meta) for meta in result["objects"]]
+
     def folders(self, prefix: str = "") -> list[str]:
         """The names one level below `prefix` (S3's common prefixes)."""
         prefix = f"{prefix.rstrip('/')}/" if prefix else ""

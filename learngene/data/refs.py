@@ -127,6 +127,7 @@ def resolve_inside(uri: str, path: Path, roots: Sequence[str | Path] | None) -> 
 # digits and `{a,b,c}` lists, not nested; `::` separates patterns. The count is known before any name is made,
 # so a short pattern that names more shards than memory holds is refused from its text.
 MAX_SHARDS = 100_000
+MAX_PATTERN_CHARS = 4096  # PATH_MAX
 _BRACES = re.compile(r"\{([^{}]*)\}")
 _RANGE = re.compile(r"([0-9]{1,18})\.\.([0-9]{1,18})")
 
@@ -134,6 +135,8 @@ _RANGE = re.compile(r"([0-9]{1,18})\.\.([0-9]{1,18})")
 def shard_names(uri: str, pattern: str, limit: int = MAX_SHARDS) -> list[str]:
     """The names a shard pattern stands for, in order; refused past `limit` names before one is made. Unlike
     WebDataset's `expand_urls`, no environment variable is substituted into a client's pattern."""
+    if len(pattern) > MAX_PATTERN_CHARS:  # 100,000 names each as long as the pattern: the names' bytes matter too
+        raise DataRefError(uri, f"the shard pattern has {len(pattern):,} characters, more than {MAX_PATTERN_CHARS:,}")
     parts = [_pattern_choices(uri, part) for part in pattern.split("::")]
     count = sum(_count(choices) for choices in parts)
     if count > limit:
@@ -157,7 +160,9 @@ def _pattern_choices(uri: str, pattern: str) -> list[Sequence[str]]:
         body, position = group[1], group.end()
         if numbers := _RANGE.fullmatch(body):
             first, last = numbers[1], numbers[2]
-            width = max(len(first), len(last)) if first[0] == "0" or last[0] == "0" else 0
+            # bash's rule (and braceexpand's): a bound written with a leading zero pads; a bare 0 does not
+            padded = any(len(bound) > 1 and bound[0] == "0" for bound in (first, last))
+            width = max(len(first), len(last)) if padded else 0
             step = 1 if int(last) >= int(first) else -1
             choices.append(_Formatted(range(int(first), int(last) + step, step), width))
         elif "," in body:

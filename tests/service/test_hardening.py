@@ -10,6 +10,7 @@ import json
 import math
 import os
 import re
+import subprocess
 import threading
 import time
 import zipfile
@@ -27,7 +28,7 @@ from jobs.runner import redact_paths
 from learngene import export_checkpoint
 from learngene.template_set import TemplateSet
 from templates_store import TemplateStore
-from tests.support.data import FMNIST, SHARED_DATA
+from tests.support.data import FMNIST, REPO, SHARED_DATA
 from tests.support.harness import ADMIN_TOKEN, finished, service_env, start_api, wait_for
 from tests.support.models import random_template_set, tiny_spec
 
@@ -210,11 +211,22 @@ def test_forwarded_headers_are_not_trusted_by_default(defaults):
     assert accepted.headers["location"].startswith(f"{api.url}/v1/initializations/")  # http, as connected
 
 
+def readme_request() -> dict:
+    """The body of the README's first curl, as the shell in the checkout sends it."""
+    text = (REPO / "README.md").read_text()
+    argument = text.split("/v1/initializations -H 'Content-Type: application/json' -d ", 1)[1]
+    argument = argument.split("#", 1)[0].strip()  # up to the comment after the closing quote
+    sent = subprocess.run(["bash", "-c", f"printf %s {argument}"], cwd=REPO, capture_output=True, text=True, check=True)
+    return json.loads(sent.stdout)
+
+
 def test_serve_data_root_adds_a_root_as_make_run_does(tmp_path):
     """`make run` serves with `--data-root ../shared/data`: the README's example is accepted, nothing else is."""
     api = start_api(default_env(tmp_path), tmp_path / "api.log", args=("--data-root", str(SHARED_DATA)))
     try:
-        readme = post(api, {**BODY, "calibration": {"uri": f"idx://{FMNIST}", "max_samples": 2048}})
+        body = readme_request()
+        assert body["calibration"]["uri"].startswith("idx:///") and ".." not in body["calibration"]["uri"]
+        readme = post(api, {**body, "fit": {"steps": 2}})
         assert readme.status_code == 202, readme.text
         assert post(api, {**BODY, "calibration": {"uri": "imagefolder:///usr/share"}}).status_code == 400
     finally:
@@ -243,6 +255,8 @@ def test_job_errors_show_only_the_paths_the_client_sent():
     message = ("data reference 'wds:///data/train-{0000..0009}.tar': shard /data/train-0003.tar is not a .tar file; "
                "/m/config.json is not JSON; /data/other.tar")  # fmt: skip
     assert redact_paths(message, shards) == message.replace("/data/other.tar", "<server path>")
+    opened = {"calibration": {"uri": "wds:///{srv,srv}/data/a.tar"}}  # a brace right after the root names no folder
+    assert redact_paths("cannot read /srv/learngene/store/x", opened) == "cannot read <server path>"
 
 
 # --- 3: non-finite and absurd numbers ------------------------------------------------------------------------

@@ -235,6 +235,8 @@ def test_refusals_echo_a_bounded_amount_of_the_input(queue_only):
     long = post(queue_only, {**BODY, "calibration": {"uri": uri, "max_samples": 8}})
     assert long.status_code in (400, 422) and len(long.content) < 2_000, (long.status_code, len(long.content))
     assert re.search(r"\(500,\d{3} characters\)", long.text), long.text
+    nested = post(queue_only, {**BODY, "overrides": {f"unknown-{i}": i for i in range(40_000)}})
+    assert nested.status_code == 422 and first_error(nested)["loc"] == ["body", "overrides"], nested.text[:300]
     fields = {"overrides": {f"bad{i}": 1 for i in range(8)}, "fit": {f"odd{i}": 1 for i in range(30)}}
     listed = post(queue_only, {**BODY, **fields})
     assert listed.status_code == 422 and len(listed.json()["errors"]) == 20  # 38 refused fields, 20 listed
@@ -321,12 +323,18 @@ def test_data_and_checkpoint_references_cannot_escape_or_smuggle_pickles(queue_o
 
     # A local-dir ancestor's config.json says what it is, within what a request may say: no `checkpoint_path`
     # (timm would read that file, outside the roots), no size beyond the limits; hf-hub names are the Hub's.
-    for name, model_args, needle in (("reads-a-file", {"checkpoint_path": "/etc/passwd"}, "checkpoint_path"),
-                                     ("too-deep", {"depth": 100_000}, "depth=100000 is over the limit")):  # fmt: skip
+    huge = {"depth": 64, "embed_dim": 4096, "num_heads": 64, "mlp_ratio": 16}  # each field within its limit
+    for name, config, needle in (
+        ("reads-a-file", {"model_args": {"checkpoint_path": "/etc/passwd"}}, "checkpoint_path"),
+        ("too-deep", {"model_args": {"depth": 100_000}}, "depth=100000 is over the limit"),
+        ("too-large", {"model_args": huge}, "parameters, the limit is 1,000,000,000"),
+        ("odd-args", {"model_args": "x"}, "model_args of the wrong type"),
+        ("odd-mean", {"pretrained_cfg": {"mean": 1, "std": [1]}}, "pretrained_cfg.mean/std of the wrong type"),
+    ):
         folder = data_root / name
         folder.mkdir()
         save_file(load_file(good), folder / "model.safetensors")  # no recorded spec: config.json says what it is
-        (folder / "config.json").write_text(json.dumps({"architecture": BODY["model"], "model_args": model_args}))
+        (folder / "config.json").write_text(json.dumps({"architecture": BODY["model"], **config}))
         refused = condensation(ancestor={"model": BODY["model"], "checkpoint": f"local-dir:{folder}"})
         assert refused.status_code == 422 and needle in refused.text, refused.text
     for hub in ("hf-hub:a/..", "hf-hub:../x", "hf-hub:a/b/c", "hf-hub:a/" + "b" * 200):

@@ -203,7 +203,9 @@ def test_object_storage_references_are_confined_and_answer_without_an_oracle(hos
     assert outside.text.replace(outside_uri, "<uri>") == missing.text.replace(missing_uri, "<uri>")  # no oracle
     assert "does not exist or lies outside the allowed data roots" in outside.text
     for uri in (f"{datasets}/../elsewhere/secret.safetensors", f"{datasets}/model.pkl",
-                f"s3://{bucket}/x?versionId=1", "s3://ab/x.safetensors"):  # fmt: skip
+                f"s3://{bucket}/x?versionId=1", "s3://ab/x.safetensors",
+                f"{datasets}/a.tar::elsewhere/secret.tar",  # a second pattern would be a key past the root
+                f"{datasets}/{{,x}}/a.tar", f"{datasets}/{{..,x}}/a.tar", f"{datasets}/a\x01.safetensors"):  # fmt: skip
         answer = submit(uri)
         assert answer.status_code in (400, 422) and answer.status_code < 500, (uri, answer.text)
         assert "calibration" in answer.text or "data reference" in answer.text

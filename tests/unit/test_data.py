@@ -159,6 +159,10 @@ def test_shard_patterns_are_counted_before_a_name_is_made():
         "/e/x-a-9.tar", "/e/x-a-10.tar", "/e/x-b-9.tar", "/e/x-b-10.tar",
     ]  # fmt: skip
     assert shard_names("u", "/d/{3..1}.tar") == ["/d/3.tar", "/d/2.tar", "/d/1.tar"]
+    assert shard_names("u", "/d/{0..10}.tar")[:2] == ["/d/0.tar", "/d/1.tar"]  # a bare 0 pads nothing (bash)
+    assert shard_names("u", "/d/{00..10}.tar")[:2] == ["/d/00.tar", "/d/01.tar"]
+    with pytest.raises(DataRefError, match="more than 4,096"):
+        shard_names("u", "/d/" + "a" * 5000 + "{0..9}.tar")  # 100,000 names of 5 KB each would be 500 MB
     assert shard_names("u", "/d/$WDS_HOME.tar") == ["/d/$WDS_HOME.tar"]  # no environment variable is read
     with pytest.raises(DataRefError, match="names 1,000,000,000,000,000,000 shards, more than 100,000"):
         shard_names("u", "/d/{0..999999999999999999}.tar")  # refused from the count: a range is never listed
