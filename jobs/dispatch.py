@@ -8,9 +8,10 @@ import abc
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
+from jobs.job_processes import JobProcesses
 from jobs.logs import log_context
 from jobs.model import Job, JobKind
-from jobs.runner import WorkerContext, run_job
+from jobs.runner import WorkerContext
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +36,16 @@ class Dispatcher(abc.ABC):
 
 
 class EmbeddedDispatcher(Dispatcher):
-    """Runs jobs in background threads of the API process, through the same `run_job` as the Celery workers.
-    For a single machine and development: jobs do not survive a restart of the process."""
+    """Runs jobs beside the API, through the same `run_job` as the Celery workers, each in a process of its own
+    (`jobs.job_processes`) so that a cancel or a deadline ends it within `stop_grace_s`; `threads` jobs at once.
+    For a single machine and development: jobs do not survive a restart of the API.
+
+    A job process that dies before recording an outcome (killed, out of memory) is run again, as a Celery worker
+    lost would be; its attempts count, up to `max_attempts`."""
 
     def __init__(self, context: WorkerContext, threads: int = 1):
-        self._context = context
+        self._jobs, self._runs = context.jobs, context.settings.max_attempts + 1  # the last claim records exhaustion
+        self._processes = JobProcesses(context.settings, context.jobs)
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="learngene-job")
 
     def submit(self, job: Job) -> None:
@@ -48,9 +54,16 @@ class EmbeddedDispatcher(Dispatcher):
     def _run(self, job_id: str) -> None:
         with log_context(job_id=job_id):
             try:
-                run_job(job_id, self._context)
-            except Exception:  # already recorded on the job; keep the thread alive for the next one
-                log.exception("embedded job %s crashed", job_id)
+                for _ in range(self._runs):
+                    status = self._processes.run(job_id)
+                    job = self._jobs.get(job_id)
+                    if status == 0 or job is None or job.terminal:
+                        return
+                    log.warning("job %s: its process ended (exit %s) before the job did; running it again",
+                                job_id, status)  # fmt: skip
+            except Exception:  # keep the thread alive for the next one
+                log.exception("embedded job %s could not be run", job_id)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._processes.close()

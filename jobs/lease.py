@@ -14,6 +14,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from jobs.model import TRANSIENT_ERRORS, JobProgress
@@ -70,6 +71,53 @@ class Reporter:
             with contextlib.suppress(*TRANSIENT_ERRORS):
                 self._cancelled = self.jobs.cancel_requested(self.job_id)
         return self._cancelled
+
+
+class StopWatchdog:
+    """Ends the job's process when the job was told to stop (cancelled, past its deadline, its lease lost) and has
+    not come back to a stop check within `grace_s`: a training step that runs for minutes, a read that hangs. Stop
+    checks are only polled between steps and chunks; this thread looks on its own. `on_stuck` records the outcome,
+    then the process exits (`os._exit`: nothing of the stuck job runs on), and what runs jobs starts another (Celery
+    replaces its pool process and requeues the message, whose redelivery finds the job ended; the embedded executor
+    starts a process per job). Only for a job in a process of its own."""
+
+    def __init__(self, reporter: Reporter, grace_s: float, on_stuck: Callable[[], object], *, poll_s: float = 0.25):
+        self.reporter, self.grace_s, self.on_stuck, self.poll_s = reporter, grace_s, on_stuck, poll_s
+        self._done = threading.Event()
+        context = contextvars.copy_context()  # its log lines carry the job's ids
+        self._thread = threading.Thread(target=context.run, args=(self._watch,), daemon=True,
+                                        name=f"stop-watchdog-{reporter.job_id[:8]}")  # fmt: skip
+
+    def __enter__(self) -> StopWatchdog:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _watch(self) -> None:
+        told = None
+        while not self._done.wait(self.poll_s):
+            if not self.reporter.should_stop():
+                told = None
+                continue
+            told = told if told is not None else time.monotonic()
+            if time.monotonic() - told < self.grace_s:
+                continue
+            log.error("job %s did not stop within %.3g s of being told to: ending its process (pid %d)",
+                      self.reporter.job_id, self.grace_s, os.getpid())  # fmt: skip
+            try:
+                self.on_stuck()
+            except Exception:
+                log.exception("job %s: recording its stop failed; its lease will lapse", self.reporter.job_id)
+            finally:
+                logging.shutdown()  # the line above reaches its handler before the process goes
+                os._exit(EXIT_STUCK)
+
+
+# The exit status of a process ended by its StopWatchdog (EX_TEMPFAIL: a supervisor may start another).
+EXIT_STUCK = 75
 
 
 class LeaseLost(Exception):

@@ -22,7 +22,7 @@ from typing import Any
 from jobs.cards import card_summary, measure_card
 from jobs.contracts import CondensationRequest, InitializationRequest
 from jobs.initialization import load_inputs, run_request
-from jobs.lease import Lease, LeaseLost, Reporter, owner_dead, worker_identity
+from jobs.lease import Lease, LeaseLost, Reporter, StopWatchdog, owner_dead, worker_identity
 from jobs.logs import log_context
 from jobs.model import TRANSIENT_ERRORS, Job, JobError, JobKind, JobStatus
 from jobs.remote_data import localize
@@ -53,6 +53,9 @@ class WorkerContext:
     jobs: JobStore
     store: TemplateStore
     artifacts: Artifacts
+    # The job runs in a process of its own (a Celery pool process, an embedded job's process): one that does not
+    # stop within `settings.stop_grace_s` of being told to is ended with its process (jobs.lease.StopWatchdog).
+    own_process: bool = False
     _template_hits_reported: int = field(default=0, repr=False)
 
     def report_store_cache(self) -> None:
@@ -148,8 +151,17 @@ def _run_claimed(job: Job, owner: str, context: WorkerContext) -> None:
     lease = Lease(jobs, job.id, owner, settings.lease_s)
     reporter = Reporter(jobs, job.id, lease, time_limit_s=time_limit_s(settings, job.kind))
     ended = False  # recorded as finished by this worker: nothing of its working state is needed any more
+
+    def record_stop() -> bool:
+        stopped = _record_stop(jobs, job, owner, reporter)
+        if stopped and job.kind == JobKind.condensation:
+            shutil.rmtree(condensation_state(settings, job.id), ignore_errors=True)
+        return stopped
+
+    watchdog = (StopWatchdog(reporter, settings.stop_grace_s, record_stop) if context.own_process
+                else contextlib.nullcontext())  # fmt: skip
     try:
-        with lease:
+        with lease, watchdog:
             if job.kind == JobKind.initialization:
                 result = run_initialization(job, context, reporter)
             elif job.kind == JobKind.card:
@@ -157,14 +169,7 @@ def _run_claimed(job: Job, owner: str, context: WorkerContext) -> None:
             else:
                 result = run_condensation_job(job, context, reporter)
     except (Stopped, LeaseLost):
-        if lease.lost:  # another worker has the job: leave it and its state alone, publish nothing
-            log.warning("job %s: its lease moved to another worker; stopped without publishing", job.id)
-        elif reporter.timed_out:
-            message = f"the job ran past its time limit of {reporter.time_limit_s:g} s"
-            ended = _finish(jobs, job.id, owner, JobStatus.failed, error=JobError(type="TimeLimitExceeded",
-                                                                                  message=message))  # fmt: skip
-        else:
-            ended = _finish(jobs, job.id, owner, JobStatus.cancelled)
+        ended = record_stop()
     except TRANSIENT_ERRORS:
         # Redis went away mid-job. The job is not failed: its lease lapses and the reaper delivers it again once
         # Redis is back; the rerun reuses whatever this run finished (checkpoint by content, cached result).
@@ -184,6 +189,17 @@ def _run_claimed(job: Job, owner: str, context: WorkerContext) -> None:
             shutil.rmtree(condensation_state(settings, job.id), ignore_errors=True)
         with contextlib.suppress(*TRANSIENT_ERRORS):
             context.report_store_cache()
+
+
+def _record_stop(jobs: JobStore, job: Job, owner: str, reporter: Reporter) -> bool:
+    """The outcome of a job that stopped before its end (at a stop check, or ended by its watchdog)."""
+    if reporter.lease is not None and reporter.lease.lost:  # another worker has the job: record nothing
+        log.warning("job %s: its lease moved to another worker; stopped without publishing", job.id)
+        return False
+    if reporter.timed_out:
+        message = f"the job ran past its time limit of {reporter.time_limit_s:g} s"
+        return _finish(jobs, job.id, owner, JobStatus.failed, error=JobError(type="TimeLimitExceeded", message=message))
+    return _finish(jobs, job.id, owner, JobStatus.cancelled)
 
 
 def time_limit_s(settings: Settings, kind: JobKind) -> float:

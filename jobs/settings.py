@@ -149,8 +149,14 @@ class Settings(BaseSettings):
     card_train_samples: int = Field(default=2048, ge=1, description="images a card fits and trains on")
     card_eval_samples: int = Field(default=2000, ge=1, description="held-out images a card measures")
     embedded_workers: int = Field(
-        default=2, ge=1, description="threads of the embedded executor: a slow job does not hold up the next one"
-    )
+        default=2, ge=1, description="jobs the embedded executor runs at once, each in a process of its own: a slow "
+        "job does not hold up the next one",
+    )  # fmt: skip
+    stop_grace_s: float = Field(
+        default=10.0, gt=0, description="a job told to stop (cancelled, past its time limit) that has not reached a "
+        "stop check this long after is ended with its process: a cancel takes effect within it, whatever one "
+        "training step costs",
+    )  # fmt: skip
 
     # worker reliability (Celery)
     inherit_soft_time_limit_s: int = Field(default=900, ge=1)

@@ -7,6 +7,7 @@ says whether fitting helped.
 
 from __future__ import annotations
 
+import logging
 import time
 
 import torch
@@ -27,6 +28,8 @@ from learngene.training import (
     evaluate,
     train_steps,
 )
+
+log = logging.getLogger(__name__)
 
 
 class FitReport(BaseModel):
@@ -79,6 +82,7 @@ def fit_scalers(
 
     held = data.subset(torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:eval_samples])
     report.calibration_samples = len(held)
+    log.info("measuring the descendant on %d calibration images before %d fitting steps", len(held), steps)
     before = evaluate(model, held, device=device, teacher=teacher, lam=lam, tau=tau)
     report.calibration_loss_before, report.calibration_accuracy_before = before["loss"], before.get("accuracy")
     if steps == 0:

@@ -16,12 +16,21 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from celery import Celery, bootsteps
-from celery.signals import celeryd_after_setup, celeryd_init, setup_logging, task_postrun, task_prerun, worker_ready
+from celery.signals import (
+    celeryd_after_setup,
+    celeryd_init,
+    setup_logging,
+    task_postrun,
+    task_prerun,
+    worker_process_init,
+    worker_ready,
+)
 from kombu import Queue
 
 from jobs.dispatch import QUEUES, TASKS, Dispatcher
@@ -113,10 +122,22 @@ def run_task(job_id: str) -> None:
 
 @lru_cache(maxsize=1)
 def worker_context() -> WorkerContext:
-    """Built on first use inside the worker process: Redis connections and caches are never shared across a fork."""
+    """Built on first use inside the worker process: Redis connections and caches are never shared across a fork.
+    In a prefork pool process a job that does not stop when told to ends its process (Celery starts another); in
+    the main process of a solo or threads pool it must not."""
     settings = get_settings()
     jobs = RedisJobStore.from_settings(settings)
-    return WorkerContext(settings=settings, jobs=jobs, store=template_store(settings), artifacts=artifacts(settings))
+    return WorkerContext(settings=settings, jobs=jobs, store=template_store(settings), artifacts=artifacts(settings),
+                         own_process=_pool_process.is_set())  # fmt: skip
+
+
+_pool_process = threading.Event()
+
+
+@worker_process_init.connect
+def mark_pool_process(**_: object) -> None:
+    """Sent in each prefork pool process only, after the fork."""
+    _pool_process.set()
 
 
 class CeleryDispatcher(Dispatcher):

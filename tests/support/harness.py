@@ -83,6 +83,8 @@ def service_env(home: Path, *, redis_url: str | None, data_roots: list[Path], **
         LEARNGENE_CARD_EVAL_SAMPLES="64",
         # A job waiting out an outage the test made retries every 2 s at most: it goes on soon after the outage.
         LEARNGENE_RETRY_BACKOFF_MAX_S="2",
+        # A job told to stop that does not reach a stop check is ended with its process after 2 s.
+        LEARNGENE_STOP_GRACE_S="2",
         PYTHONUNBUFFERED="1",
         **THREAD_ENV,
     )
