@@ -25,6 +25,7 @@ from jobs.initialization import current_card
 from jobs.logs import log_context, request_id_var
 from jobs.model import Job, JobKind
 from jobs.remote_data import check_data
+from jobs.retention import usage_bytes
 from jobs.settings import Limits, Settings
 from jobs.store import JobStore
 from learngene import DataRefError, SpecError
@@ -152,8 +153,18 @@ def submit_initialization(
         if request.calibration is None and get_method(request.method).fits_scalers:
             caveats.append(no_fitting_caveat(fresh_head=arch.num_classes != config.arch.num_classes))
         warnings = [c.model_dump() for c in caveats]
-    return _accept(JobKind.initialization, request, template, idempotency_key, jobs, dispatcher, settings, client,
-                   warnings=warnings)  # fmt: skip
+    return _accept(
+        JobKind.initialization,
+        request,
+        template,
+        idempotency_key,
+        jobs,
+        dispatcher,
+        settings,
+        client,
+        warnings=warnings,
+        checkpoint_bytes=estimate(spec).parameters * CHECKPOINT_BYTES_PER_PARAMETER,
+    )
 
 
 def check_overrides(limits: Limits, spec: ViTSpec, prefix: tuple[str, ...] = ("body",)) -> None:
@@ -231,6 +242,22 @@ def check_bounds(limits: Limits, prefix: tuple[str, ...], **values: float | dict
                 over.append(((*prefix, field), f"{field}={value:g} is over the limit of {limit:g}"))
     if over:
         raise FieldError(over)
+
+
+# An exported checkpoint holds float32 tensors (as timm's state dict): its size, estimated before anything is built.
+CHECKPOINT_BYTES_PER_PARAMETER = 4
+
+
+def check_quota(jobs: JobStore, settings: Settings, client: str | None, *, checkpoint_bytes: int) -> None:
+    """The client's checkpoints (`jobs.retention`), this one's estimate included, against its byte quota: past it,
+    429 until checkpoints are released or expire (the next sweep frees their bytes)."""
+    used, quota = usage_bytes(jobs, client), settings.client_max_artifact_bytes
+    if used + checkpoint_bytes > quota:
+        who = f"client {client!r}" if client is not None else "this service's clients"
+        message = (f"{who} hold {used:,} bytes of checkpoints and this one needs about {checkpoint_bytes:,}: over the "
+                   f"quota of {quota:,} bytes; release checkpoints you have downloaded (DELETE "
+                   "/v1/initializations/{id}/checkpoint)")  # fmt: skip
+        raise Overloaded(message, int(settings.artifacts_sweep_interval_s))
 
 
 def admit(jobs: JobStore, settings: Settings, kind: JobKind, client: str | None) -> None:
@@ -336,7 +363,7 @@ def submit_card(
 
 
 def _accept(kind, request, template_set, idempotency_key, jobs, dispatcher, settings, client=None,
-            warnings=()) -> tuple[Job, bool]:  # fmt: skip
+            warnings=(), checkpoint_bytes: int = 0) -> tuple[Job, bool]:  # fmt: skip
     document = describe(request)
     job = Job.new(
         kind,
@@ -356,6 +383,8 @@ def _accept(kind, request, template_set, idempotency_key, jobs, dispatcher, sett
             return existing, False
     try:
         admit(jobs, settings, kind, client)
+        if checkpoint_bytes:  # a job that writes a checkpoint
+            check_quota(jobs, settings, client, checkpoint_bytes=checkpoint_bytes)
         jobs.create(job)
     except BaseException:
         if scoped is not None:  # refused or failed: the key must not point at a job that was never recorded

@@ -95,6 +95,18 @@ class Settings(BaseSettings):
         "it: presigned URLs name it instead of the internal AWS_ENDPOINT_URL (they still carry the access key id, "
         "as every S3 presigned URL does: give the API a key that can only read the checkpoints)",
     )  # fmt: skip
+    artifacts_sweep_interval_s: float = Field(
+        default=3600.0, gt=0, description="how often the API removes checkpoint files that no kept, unreleased job "
+        "names (jobs.retention)",
+    )  # fmt: skip
+    artifacts_sweep_grace_s: float = Field(
+        default=3600.0, ge=0, description="an unreferenced checkpoint file younger than this is kept (its job may not "
+        "have recorded its success yet)",
+    )  # fmt: skip
+    client_max_artifact_bytes: int = Field(
+        default=50 << 30, ge=1, description="bytes of checkpoints one client's kept, unreleased jobs may name; past "
+        "it, submissions get 429 until the client releases some (DELETE .../checkpoint) or their records expire",
+    )  # fmt: skip
     work_dir: Path = Field(
         default_factory=lambda: Path(platformdirs.user_cache_dir("learngene")),
         description="resumable condensation states and other scratch files",

@@ -141,6 +141,11 @@ class JobStore(abc.ABC):
         )
         return move.outcome == "finished"
 
+    def release_files(self, job_id: str) -> tuple[str, Job | None]:
+        """`jobs.transitions.release_files`: its outcome (released | not_succeeded | missing) and the job after it."""
+        move, job = self._move(job_id, transitions.release_files, now=time.time())
+        return move.outcome, job
+
     def take_redelivery(self, job_id: str, now: float, grace_s: float) -> bool:
         """Atomically reserve a redelivery (one reaper wins); the job gets `grace_s` to be claimed again."""
         return self._move(job_id, transitions.take_redelivery, now=now, grace_s=grace_s)[0].outcome == "reserved"

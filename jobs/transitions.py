@@ -88,6 +88,18 @@ def finish(
     return Move("finished", {"status": JobStatus(status), "finished_at": now, "result": result, "error": error})
 
 
+def release_files(job: Job | None, *, now: float) -> Move:
+    """A succeeded job's client is done with its files: they stop counting against its quota, downloads answer 410,
+    and the retention sweep removes each file no other job still names. Releasing twice changes nothing."""
+    if job is None:
+        return Move("missing")
+    if job.status != JobStatus.succeeded or not job.result:
+        return Move("not_succeeded")
+    if job.result.get("released_at") is not None:
+        return Move("released")
+    return Move("released", {"result": {**job.result, "released_at": now}})
+
+
 def take_redelivery(job: Job | None, *, now: float, grace_s: float) -> Move:
     """Reserve one redelivery (one reaper wins): a running job whose lease ran out gets `grace_s` to be claimed by
     whoever receives it; a queued job never handed to the broker is marked handed."""

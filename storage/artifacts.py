@@ -12,6 +12,7 @@ from __future__ import annotations
 import abc
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from storage.objects import Bucket, is_url
@@ -26,6 +27,24 @@ def artifact_key(sha256: str, suffix: str = SUFFIX) -> str:
     if suffix not in SUFFIXES:
         raise ValueError(f"not a stored kind of file: {suffix!r}")
     return f"{sha256}{suffix}"
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    sha256: str
+    suffix: str
+    bytes: int
+    modified: float  # epoch seconds
+
+
+def _parsed(name: str, size: int, modified: float) -> StoredFile | None:
+    """A stored file's entry, or None for anything else in the folder (a partial upload, a stranger's file)."""
+    sha256, dot, rest = name.partition(".")
+    try:
+        artifact_key(sha256, dot + rest)
+    except ValueError:
+        return None
+    return StoredFile(sha256, dot + rest, size, modified)
 
 
 class Artifacts(abc.ABC):
@@ -46,6 +65,14 @@ class Artifacts(abc.ABC):
     @abc.abstractmethod
     def problem(self) -> str | None:
         """Why checkpoints cannot be stored right now (for readiness checks), or None."""
+
+    @abc.abstractmethod
+    def files(self) -> Iterator[StoredFile]:
+        """Every stored file (for the retention sweep, `jobs.retention`)."""
+
+    @abc.abstractmethod
+    def remove(self, sha256: str, suffix: str = SUFFIX) -> None:
+        """Delete the stored file; a file already gone is no error."""
 
 
 class LocalArtifacts(Artifacts):
@@ -82,6 +109,19 @@ class LocalArtifacts(Artifacts):
             return f"the checkpoint folder cannot be created ({exc.strerror})"
         return None if os.access(self.root, os.W_OK) else "the checkpoint folder is not writable"
 
+    def files(self) -> Iterator[StoredFile]:
+        if not self.root.is_dir():
+            return
+        with os.scandir(self.root) as entries:
+            for entry in entries:
+                if entry.is_file(follow_symlinks=False):
+                    stat = entry.stat(follow_symlinks=False)
+                    if (found := _parsed(entry.name, stat.st_size, stat.st_mtime)) is not None:
+                        yield found
+
+    def remove(self, sha256: str, suffix: str = SUFFIX) -> None:
+        self.path(sha256, suffix).unlink(missing_ok=True)
+
 
 class S3Artifacts(Artifacts):
     def __init__(self, bucket: Bucket):
@@ -103,6 +143,14 @@ class S3Artifacts(Artifacts):
 
     def problem(self) -> str | None:
         return self.bucket.problem()
+
+    def files(self) -> Iterator[StoredFile]:
+        for info in self.bucket.objects_in(""):
+            if (found := _parsed(info.key, info.size, info.modified.timestamp())) is not None:
+                yield found
+
+    def remove(self, sha256: str, suffix: str = SUFFIX) -> None:
+        self.bucket.delete(artifact_key(sha256, suffix))
 
 
 def open_artifacts(location: str | Path, *, sign_endpoint: str | None = None) -> Artifacts:

@@ -35,6 +35,7 @@ RAISES: dict[str, tuple[int, ...]] = {
     "GET /v1/initializations/{job_id}/files/{name}": DOWNLOAD,
     "HEAD /v1/initializations/{job_id}/files/{name}": DOWNLOAD,
     "GET /v1/initializations/{job_id}/files.tar": (409, 410),
+    "DELETE /v1/initializations/{job_id}/checkpoint": (409,),  # not succeeded
     "GET /metrics": (503,),  # job counts come from the job store
 }
 STATUSES = {400: "bad-request", 401: "unauthorized", 403: "forbidden", 404: "not-found", 409: "conflict",

@@ -16,6 +16,7 @@ from jobs.dispatch import Dispatcher, EmbeddedDispatcher
 from jobs.memory_store import MemoryJobStore
 from jobs.reaper import Reaper
 from jobs.redis_store import RedisJobStore
+from jobs.retention import Sweeper
 from jobs.runner import WorkerContext
 from jobs.settings import Settings, get_settings
 from jobs.storage import artifacts, template_store
@@ -60,10 +61,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         reaper = Reaper(jobs, dispatcher, settings) if settings.redis_url else None  # embedded jobs die with us
         if reaper is not None:
             reaper.start()
+        sweeper = Sweeper(jobs, checkpoints, interval_s=settings.artifacts_sweep_interval_s,
+                          grace_s=settings.artifacts_sweep_grace_s)  # fmt: skip
+        sweeper.start()
         log.info("learngene API %s ready (%s), store %s", __version__, mode, settings.store)
         yield
         if reaper is not None:
             reaper.stop()
+        sweeper.stop()
         dispatcher.close()
 
     app = FastAPI(

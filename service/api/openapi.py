@@ -45,6 +45,7 @@ OPERATION_IDS: dict[str, str] = {
     "initializations.file": "downloadCheckpointFile",
     "initializations.file_head": "headCheckpointFile",
     "initializations.folder": "downloadCheckpointFolder",
+    "initializations.release": "releaseCheckpoint",
     # template sets
     "list_template_sets": "listTemplateSets",
     "get_template_set": "getTemplateSet",

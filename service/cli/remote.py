@@ -1,4 +1,5 @@
-"""Client commands against a running API: `learngene submit`, `learngene job list|status|wait|cancel|download`."""
+"""Client commands against a running API: `learngene submit`, `learngene job list|status|wait|cancel|release|
+download`."""
 
 from __future__ import annotations
 
@@ -224,8 +225,14 @@ def _warned(job: dict[str, Any]) -> dict[str, Any]:
 
 @app.command()
 def cancel(job_id: str, url: UrlOption = None) -> None:
-    """Cancel a job (a running one stops at its next step)."""
+    """Cancel a job (a running one stops at its next step, or within LEARNGENE_STOP_GRACE_S)."""
     _run(lambda: _client(url).cancel(job_id))
+
+
+@app.command()
+def release(job_id: str, url: UrlOption = None) -> None:
+    """Release a finished job's checkpoint once downloaded: its bytes leave your quota, its files may be removed."""
+    _run(lambda: _client(url).release(job_id))
 
 
 def _download(client: Client, job_id: str, out: Path) -> Path:

@@ -168,6 +168,8 @@ def job_routes(kind: JobKind, route_name: str) -> APIRouter:
         job = load(jobs, job_id, client)
         if job.status != JobStatus.succeeded:
             raise HTTPException(status.HTTP_409_CONFLICT, f"job {job_id} is {job.status.value}, not succeeded")
+        if (job.result or {}).get("released_at") is not None:
+            raise HTTPException(status.HTTP_410_GONE, f"job {job_id}'s checkpoint was released by its client")
         return job
 
     @router.get("", name=f"{route_name}.list", response_model=JobList)
@@ -225,6 +227,17 @@ def job_routes(kind: JobKind, route_name: str) -> APIRouter:
                 response_class=FileResponse,
                 responses={200: {"content": {"application/octet-stream": {}}}, **{code: {} for code in DOWNLOAD_CODES}},
             )  # fmt: skip
+
+        @router.delete("/{job_id}/checkpoint", name=f"{route_name}.release", response_model=JobView)
+        def release_checkpoint(job_id: str, request: Request, jobs: JobsDep, client: str | None = owner) -> JobView:
+            """Release a succeeded job's checkpoint (all its files) once you have it: it no longer counts against
+            your quota, its downloads answer 410, and the retention sweep removes each file no other kept job
+            names. Releasing again changes nothing."""
+            load(jobs, job_id, client)
+            outcome, job = jobs.release_files(job_id)
+            if outcome == "not_succeeded":
+                raise HTTPException(status.HTTP_409_CONFLICT, f"job {job_id} is {job.status.value}, not succeeded")
+            return job_view(job, request, route_name)
 
         def download_file(
             job_id: str,
