@@ -24,6 +24,7 @@ from learngene.control import Stopped
 from learngene.data import DataRefError, check_data_ref
 from learngene.data.readers import IMAGE_SUFFIXES
 from learngene.data.refs import UNAVAILABLE, shard_names
+from learngene.data.sources import sample_indices
 from learngene.training import StopFn
 from storage.cache import cached_entry
 from storage.objects import Bucket, ObjectInfo, is_url, parse_s3_url
@@ -114,21 +115,53 @@ def check(uri: str, roots: Sequence[str], *, max_file_bytes: int, max_total_byte
     return objects
 
 
+@dataclass(frozen=True)
+class Sample:
+    """The images a job will read of a reference: `max_samples` of them, chosen by `seed`."""
+
+    max_samples: int | None
+    seed: int
+
+
+def read_by_sample(ref: RemoteData, objects: list[ObjectInfo], sample: Sample) -> tuple[list[ObjectInfo], list[str]]:
+    """Of an ImageFolder's images, those a read of `sample` takes, and every class folder. The local reader orders
+    images by class folder, then path (`learngene.data.sources.FolderSource`), and numbers classes in the order of
+    their names: a copy of the chosen images in every class folder (empty ones too) reads as the same images with
+    the same labels as the whole would."""
+    images = []
+    for info in objects:
+        relative = info.key[len(ref.key) :]
+        label, slash, _ = relative.partition("/")
+        if slash and not label.startswith("."):  # what the reader takes: images inside a class folder
+            images.append((label, relative, info))
+    images.sort(key=lambda entry: (entry[0], entry[1]))
+    chosen = sample_indices(len(images), sample.max_samples, sample.seed).tolist()
+    return [images[i][2] for i in chosen], sorted({label for label, _, _ in images})
+
+
 def mirror(
     uri: str, roots: Sequence[str], cache: Path, *, max_file_bytes: int, max_total_bytes: int,
-    should_stop: StopFn | None = None,
+    should_stop: StopFn | None = None, sample: Sample | None = None,
 ) -> tuple[str, Path]:  # fmt: skip
-    """Copy the objects of `uri` into a local cache entry (once per URL and ETags); returns the local reference and
-    the entry's folder (the root the local readers are confined to)."""
+    """Copy the objects of `uri` into a local cache entry (once per set of objects); returns the local reference
+    and the entry's folder (the root the local readers are confined to). With `sample`, an ImageFolder is copied as
+    far as a read of that sample takes it: `max_samples` images, not the whole prefix (bundles are one object;
+    WebDataset shards are copied whole, since how many images a shard holds is known only from its contents)."""
     ref = RemoteData.parse(uri, roots)
     objects = check(uri, roots, max_file_bytes=max_file_bytes, max_total_bytes=max_total_bytes)
-    # Named by the objects (bucket, keys, ETags), not by the URL's spelling: two references to the same objects
-    # share one copy, and a changed object is fetched again.
-    listing = [ref.bucket, *(f"{o.key} {o.etag} {o.size}" for o in sorted(objects, key=lambda o: o.key))]
+    classes: list[str] = []
+    if sample is not None and ref.format == "imagefolder":
+        objects, classes = read_by_sample(ref, objects, sample)
+    # Named by the objects (bucket, keys, ETags) and class folders, not by the URL's spelling: two references to the
+    # same objects share one copy, and a changed object is fetched again.
+    listing = [ref.bucket, *(f"{o.key} {o.etag} {o.size}" for o in sorted(objects, key=lambda o: o.key)),
+               *(f"class {name}" for name in classes)]  # fmt: skip
     name = hashlib.sha256("\n".join(listing).encode()).hexdigest()
     bucket = Bucket(f"s3://{ref.bucket}")
 
     def download(folder: Path) -> None:
+        for label in classes:
+            (folder / ref.key / label).mkdir(parents=True, exist_ok=True)
         for info in objects:
             if should_stop is not None and should_stop():
                 raise Stopped("stopped while copying the data")
@@ -149,13 +182,14 @@ def check_data(uri: str, settings: Settings) -> None:
         check_data_ref(uri, settings.folder_roots, settings.limits.decode())
 
 
-def localize(uri: str, settings: Settings, should_stop: StopFn | None = None) -> tuple[str, list[Path]]:
+def localize(uri: str, settings: Settings, should_stop: StopFn | None = None,
+             sample: Sample | None = None) -> tuple[str, list[Path]]:  # fmt: skip
     """A reference the local readers can open, and the roots to confine them to: a local reference as it is, an
-    object-storage one mirrored into `LEARNGENE_WORK_DIR/data-cache`."""
+    object-storage one mirrored into `LEARNGENE_WORK_DIR/data-cache` (as far as `sample` reads, when given)."""
     if not is_url(uri):
         return uri, settings.folder_roots
     local, entry = mirror(
         uri, settings.object_roots, settings.work_dir / "data-cache", max_file_bytes=settings.limits.decoded_bytes,
-        max_total_bytes=settings.data_cache_bytes, should_stop=should_stop,
+        max_total_bytes=settings.data_cache_bytes, should_stop=should_stop, sample=sample,
     )  # fmt: skip
     return local, [*settings.folder_roots, entry]

@@ -25,7 +25,7 @@ from jobs.initialization import load_inputs, run_request
 from jobs.lease import Lease, LeaseLost, Reporter, StopWatchdog, owner_dead, worker_identity
 from jobs.logs import log_context
 from jobs.model import TRANSIENT_ERRORS, Job, JobError, JobKind, JobStatus
-from jobs.remote_data import localize
+from jobs.remote_data import Sample, localize
 from jobs.settings import Settings
 from jobs.store import JobStore
 from learngene import DataRefError, IntegrityError, SpecError
@@ -260,12 +260,13 @@ def run_initialization(job: Job, context: WorkerContext, reporter: Reporter) -> 
     local, roots = request, settings.folder_roots
     calibration = request.calibration
     if calibration is not None and get_method(request.method).fits_scalers:  # s3:// data: a local copy
-        uri, roots = through_outages(lambda: localize(calibration.uri, settings, reporter.should_stop),
+        read = Sample(calibration.max_samples, request.fit.seed)  # the images the fit reads, not the whole prefix
+        uri, roots = through_outages(lambda: localize(calibration.uri, settings, reporter.should_stop, read),
                                      reporter, settings, "copying the calibration data")  # fmt: skip
         eval_uri = calibration.eval_uri
         if eval_uri is not None:
             eval_uri, eval_roots = through_outages(lambda: localize(calibration.eval_uri, settings,
-                                                                    reporter.should_stop),
+                                                                    reporter.should_stop, read),
                                                    reporter, settings, "copying the held-out data")  # fmt: skip
             roots = list(dict.fromkeys([*roots, *eval_roots]))
         local = request.model_copy(

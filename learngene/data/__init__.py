@@ -17,9 +17,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
-from torch import Tensor
-
 from learngene.control import StopFn
 from learngene.data.images import ImageData, channel_stats, fit_images
 from learngene.data.readers import DEFAULT_LIMITS, IDX_PARTS, DecodeLimits, Reader, idx_file
@@ -32,7 +29,7 @@ from learngene.data.refs import (
     resolve_file,
     resolve_inside,
 )
-from learngene.data.sources import ImageSource, decode_images, open_source, shard_paths
+from learngene.data.sources import ImageSource, decode_images, open_source, sample_indices, shard_paths
 from learngene.template_set import Normalization
 
 __all__ = [
@@ -49,6 +46,7 @@ __all__ = [
     "load_images",
     "open_source",
     "resolve_file",
+    "sample_indices",
 ]
 
 
@@ -77,7 +75,7 @@ def load_images(
     if in_chans not in (1, 3):
         raise DataRefError(uri, f"images convert to 1 or 3 channels; the model takes in_chans={in_chans}")
     reader = Reader(uri, limits, should_stop)
-    choose = lambda n: _subset(n, max_samples, seed)  # noqa: E731
+    choose = lambda n: sample_indices(n, max_samples, seed)  # noqa: E731
     if fmt == "idx":
         images, labels = reader.idx(path, ref.split, allowed_roots, choose)
     elif fmt == "bundle":
@@ -115,10 +113,3 @@ def check_data_ref(
     elif fmt == "idx":
         for part, magic in IDX_PARTS:
             reader.idx_header(idx_file(uri, path, ref.split, part, allowed_roots), magic)
-
-
-def _subset(n: int, max_samples: int | None, seed: int) -> Tensor:
-    if max_samples is None or max_samples >= n:
-        return torch.arange(n)
-    g = torch.Generator().manual_seed(seed)
-    return torch.randperm(n, generator=g)[:max_samples].sort().values

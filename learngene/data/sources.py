@@ -356,12 +356,19 @@ def decode_images(
 STATS_SAMPLES = 2048  # images whose statistics stand for a streamed set's normalization
 
 
+def sample_indices(n: int, max_samples: int | None, seed: int) -> torch.Tensor:
+    """Which of `n` images a read of `max_samples` takes (ascending): every reader, and a worker copying only what
+    will be read from object storage, choose by this one rule."""
+    if max_samples is None or max_samples >= n:
+        return torch.arange(n)
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:max_samples].sort().values
+
+
 def sample_source(source: ImageSource, max_samples: int | None, seed: int) -> ImageSource:
     """A seeded subset of `max_samples` images (the same rule as `load_images`), or the source itself."""
     if max_samples is None or max_samples >= len(source):
         return source
-    index = torch.randperm(len(source), generator=torch.Generator().manual_seed(seed))[:max_samples].sort().values
-    return SubsetSource(source, index.tolist())
+    return SubsetSource(source, sample_indices(len(source), max_samples, seed).tolist())
 
 
 def source_stats(source: ImageSource, img_size: tuple[int, int], in_chans: int, *, seed: int = 0) -> Normalization:

@@ -158,35 +158,41 @@ def test_downloads_can_redirect_to_a_presigned_url(hosts, tmp_path):
 
 
 def test_calibration_data_is_read_from_object_storage(hosts):
-    """A bundle on S3 gives the very checkpoint its local twin gives; ImageFolder trees and shards on S3 work too."""
+    """A bundle on S3 gives the very checkpoint its local twin gives, and so does an ImageFolder tree of which only
+    the images the fit reads are copied (also when they leave classes empty); shards on S3 work too."""
     api, datasets = hosts["api"], hosts["datasets"]
     uris = {
         "local": str(hosts["data"] / "fmnist.safetensors"),
         "s3-bundle": f"{datasets}/fmnist.safetensors",
         "s3-folder": f"{datasets}/folder/",
+        "local-folder": f"imagefolder://{hosts['data'] / 'folder'}",
+        "s3-folder-6": f"{datasets}/folder/",  # six images of ten classes: their labels as in the whole tree
+        "local-folder-6": f"imagefolder://{hosts['data'] / 'folder'}",
         "s3-shards": f"{datasets}/shards/train-{{0000..0001}}.tar",
         "s3-shards-listed": f"{datasets}/shards/train-{{0000,0001}}.tar",  # the same objects, spelt otherwise
     }
     with httpx.Client(base_url=api.url, timeout=60) as http:
         jobs = {}
         for name, uri in uris.items():
-            body = {**BODY, "calibration": {"uri": uri, "max_samples": 100}, "fit": {"steps": 5, "batch_size": 20}}
+            samples = 6 if name.endswith("-6") else 100
+            body = {**BODY, "calibration": {"uri": uri, "max_samples": samples},
+                    "fit": {"steps": 5, "batch_size": min(20, samples), "seed": 7}}  # fmt: skip
             answer = http.post("/v1/initializations", json=body)
             assert answer.status_code == 202, (name, answer.text)
             jobs[name] = answer.json()["id"]
         done = {n: wait_for(http, f"/v1/initializations/{i}", finished, timeout=180) for n, i in jobs.items()}
     assert {n: d["status"] for n, d in done.items()} == dict.fromkeys(uris, "succeeded"), done
     with httpx.Client(base_url=api.url, timeout=60) as http:
-        files = {
-            n: http.get(d["checkpoint"]["download"]).content for n, d in done.items() if n in ("local", "s3-bundle")
-        }
-    twin, remote = (load(files[n]) for n in ("local", "s3-bundle"))
-    assert twin.keys() == remote.keys() and all(torch.equal(twin[k], remote[k]) for k in twin)  # the same weights
-    lineage = {n: json.loads(safe_header(files[n])["learngene"])["calibration"] for n in files}
+        files = {n: http.get(d["checkpoint"]["download"]).content for n, d in done.items() if "shards" not in n}
+    for local, remote in (("local", "s3-bundle"), ("local-folder", "s3-folder"), ("local-folder-6", "s3-folder-6")):
+        twin, copied = load(files[local]), load(files[remote])
+        assert twin.keys() == copied.keys() and all(torch.equal(twin[k], copied[k]) for k in twin), remote
+    lineage = {n: json.loads(safe_header(files[n])["learngene"])["calibration"] for n in ("local", "s3-bundle")}
     assert lineage["s3-bundle"]["digest"] == lineage["local"]["digest"]  # from the very same images
     assert lineage["s3-bundle"]["uri"] == uris["s3-bundle"]  # named as sent, never by the worker's local copy
     mirrored = [p for p in hosts["worker_home"].rglob("*") if "data-cache" in p.parts and p.is_file()]
-    assert len(mirrored) == 1 + 120 + 2  # the bundle, the tree's images, the shards: each copied once (both spellings)
+    # The bundle, the images each fit of the tree reads (100 and 6 of its 120), the shards (once for both spellings).
+    assert len(mirrored) == 1 + 100 + 6 + 2
 
 
 def test_object_storage_references_are_confined_and_answer_without_an_oracle(hosts):
