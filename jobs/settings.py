@@ -203,6 +203,9 @@ class Settings(BaseSettings):
         default="", description="comma-separated addresses of the proxies whose X-Forwarded-For and -Proto are "
         "trusted (uvicorn's forwarded_allow_ips); none by default",
     )  # fmt: skip
+    header_timeout_s: float = Field(default=10.0, gt=0, description="a request's headers not complete this long "
+                                    "after the connection (or its last answer) get 408 and the connection "
+                                    "closed: a slow sender holds no connection")  # fmt: skip
     body_timeout_s: float = Field(default=30.0, gt=0, description="a request body that has not arrived this long "
                                   "after the headers gets 408: a slow sender holds no API task")  # fmt: skip
     limits: Limits = Field(default_factory=Limits)

@@ -24,6 +24,7 @@ def serve(
 
     from jobs.logs import logging_config
     from jobs.settings import get_settings  # loads torch: imported by the command, not by --help (start-up time)
+    from service.api.header_timeout import HeaderTimeoutH11
 
     settings = get_settings()
     if workers > 1 and not settings.redis_url:
@@ -39,6 +40,7 @@ def serve(
         log_config=logging_config(settings.log_format),  # JSON or text lines, with request ids (jobs.logs)
         # X-Forwarded-* only from the configured proxies (uvicorn trusts 127.0.0.1 unless told otherwise)
         proxy_headers=bool(settings.forwarded_allow_ips), forwarded_allow_ips=settings.forwarded_allow_ips or None,
+        http=HeaderTimeoutH11,  # h11, with a deadline for a request's headers (LEARNGENE_HEADER_TIMEOUT_S)
     )  # fmt: skip
 
 

@@ -10,6 +10,7 @@ import json
 import math
 import os
 import re
+import socket
 import subprocess
 import threading
 import time
@@ -31,6 +32,7 @@ from templates_store import TemplateStore
 from tests.support.data import FMNIST, REPO, SHARED_DATA
 from tests.support.harness import ADMIN_TOKEN, finished, service_env, start_api, wait_for
 from tests.support.models import random_template_set, tiny_spec
+from tests.support.scale import patient
 
 SHAPE = dict(img_size=28, patch_size=7, in_chans=1, num_classes=10)
 BODY = {
@@ -573,3 +575,25 @@ def test_idempotency_keys_are_not_echoed_and_if_none_match_star_answers_304(defa
         assert http.get(url, headers={"If-None-Match": "*"}).status_code == 304
         assert http.get(url, headers={"If-None-Match": f'"other", W/{etag}'}).status_code == 304
         assert http.get(url, headers={"If-None-Match": '"other"'}).status_code == 200
+
+
+# --- 20: headers that never end ----------------------------------------------------------------------------------
+
+
+def test_headers_that_never_end_get_a_408_and_the_connection_closed(tmp_path):
+    api = start_api(default_env(tmp_path, LEARNGENE_HEADER_TIMEOUT_S="1"), tmp_path / "api.log")
+    try:
+        host, port = api.url.removeprefix("http://").split(":")
+        slow, idle = socket.create_connection((host, int(port))), socket.create_connection((host, int(port)))
+        slow.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: a")  # and never the blank line
+        for sock in (slow, idle):  # one dribbling its headers, one that sends nothing at all
+            sock.settimeout(patient(30))
+            answer = b""
+            while chunk := sock.recv(4096):
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 408 ") and b"Connection: close" in answer  # then EOF: closed
+            sock.close()
+        with httpx.Client(base_url=api.url) as http:  # a request whose headers arrive in time is served
+            assert [http.get("/healthz").status_code for _ in range(3)] == [200, 200, 200]
+    finally:
+        api.stop()
