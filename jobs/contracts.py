@@ -36,21 +36,24 @@ def few_unknown_fields(model: type[BaseModel], data: Any) -> Any:
     return data
 
 
-# The overrides are exactly ViTSpec's fields other than the model name: one definition, two shapes.
-Overrides = create_model(
-    "Overrides",
-    __config__=ConfigDict(extra="forbid", allow_inf_nan=False),
-    __doc__="Architecture overrides passed to `timm.create_model`; unset ones keep the named model's defaults.",
-    __validators__={"_few_unknown": model_validator(mode="before")(classmethod(few_unknown_fields))},
-    **{name: (field.annotation, field) for name, field in ViTSpec.model_fields.items() if name != "model"},
-)
+class Body(BaseModel):
+    """A request body or a part of one: unknown fields refused (many of them as one error), finite numbers only."""
 
-
-class Architecture(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     _few_unknown = model_validator(mode="before")(classmethod(few_unknown_fields))
 
+
+# The overrides are exactly ViTSpec's fields other than the model name: one definition, two shapes.
+Overrides = create_model(
+    "Overrides",
+    __base__=Body,
+    __doc__="Architecture overrides passed to `timm.create_model`; unset ones keep the named model's defaults.",
+    **{name: (field.annotation, field) for name, field in ViTSpec.model_fields.items() if name != "model"},
+)
+
+
+class Architecture(Body):
     model: str = Field(description="timm model name of the ViT/DeiT family", examples=["vit_tiny_patch16_224"])
     overrides: Overrides = Field(default_factory=Overrides)
 
@@ -109,18 +112,12 @@ class InitializationRequest(Architecture):
         return (self.template_set or DEFAULT_TEMPLATE_SET) if self.method in LEARNGENE_METHODS else None
 
 
-class DataSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-    _few_unknown = model_validator(mode="before")(classmethod(few_unknown_fields))
-
+class DataSpec(Body):
     uri: str
     max_samples: int | None = Field(default=None, ge=1)
 
 
-class TemplatesSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-    _few_unknown = model_validator(mode="before")(classmethod(few_unknown_fields))
-
+class TemplatesSpec(Body):
     size: int | None = Field(default=None, ge=1, description="template side; default: the auxiliary width")
     counts: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_COUNTS))
 
@@ -129,10 +126,7 @@ _CONDENSE = CondenseConfig.model_fields  # the request's defaults are the method
 _OPTIM: OptimConfig = _CONDENSE["optim"].default
 
 
-class TrainingSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-    _few_unknown = model_validator(mode="before")(classmethod(few_unknown_fields))
-
+class TrainingSpec(Body):
     steps: int = Field(default=_CONDENSE["steps"].default, ge=1)
     batch_size: int = Field(default=_CONDENSE["batch_size"].default, ge=1)
     lr: float = Field(default=_OPTIM.lr, gt=0)
@@ -150,11 +144,8 @@ class TrainingSpec(BaseModel):
     warmup_epochs: float | None = Field(default=None, ge=0, description=_CONDENSE["warmup_epochs"].description)
 
 
-class CondensationRequest(BaseModel):
+class CondensationRequest(Body):
     """POST /v1/admin/condensations."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-    _few_unknown = model_validator(mode="before")(classmethod(few_unknown_fields))
 
     name: str = Field(description="template-set name to publish the result under")
     method: LearngeneName = Field(default="wave", description="the learngene to condense")
@@ -195,10 +186,8 @@ class CondensationRequest(BaseModel):
         )
 
 
-class CardRequest(BaseModel):
+class CardRequest(Body):
     """POST /v1/admin/template-sets/{ref}/card: measure the version's quality card again (a new revision)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     template_set: str = Field(description="the reference as sent; the job pins the version it resolved to")
 

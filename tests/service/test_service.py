@@ -370,6 +370,11 @@ def test_cli_client_submits_waits_and_downloads(embedded_stack, tmp_path):
     weights, single = model.state_dict(), load_file(out)  # the very weights of the single-file download
     assert weights.keys() == single.keys() and all(torch.equal(weights[k], single[k]) for k in single)
     assert sorted(p.name for p in (tmp_path / "folder").iterdir()) == sorted(FOLDER_FILES)
+    released = cli("job", "release", job["id"])  # done with it: its bytes leave the quota, its downloads are gone
+    assert released["status"] == "succeeded" and released["result"]["released_at"] > 0
+    late = CliRunner().invoke(app, ["job", "download", job["id"], "--out", str(tmp_path / "late.safetensors"),
+                                    "--url", embedded_stack.url])  # fmt: skip
+    assert late.exit_code == 2 and "released by its client" in late.output
 
 
 def test_baseline_methods_through_the_api(celery_stack, ancestor, data_root, tmp_path):
