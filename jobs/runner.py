@@ -174,10 +174,15 @@ def _run_claimed(job: Job, owner: str, context: WorkerContext) -> None:
         # Redis went away mid-job. The job is not failed: its lease lapses and the reaper delivers it again once
         # Redis is back; the rerun reuses whatever this run finished (checkpoint by content, cached result).
         log.warning("job %s interrupted by an unreachable Redis; it will be redelivered", job.id)
-    except USER_ERRORS as exc:
-        error = JobError(type=type(exc).__name__, message=redact_paths(str(exc), job.request))
-        ended = _finish(jobs, job.id, owner, JobStatus.failed, error=error)
     except Exception as exc:
+        if _lease_gone(lease):  # e.g. a frozen worker that woke to find its job's state removed by the new owner:
+            log.info("job %s: %s after its lease moved on", job.id, type(exc).__name__, exc_info=True)
+            ended = record_stop()  # the job is another worker's: nothing is recorded
+            return
+        if isinstance(exc, USER_ERRORS):
+            error = JobError(type=type(exc).__name__, message=redact_paths(str(exc), job.request))
+            ended = _finish(jobs, job.id, owner, JobStatus.failed, error=error)
+            return
         log.exception("job %s failed", job.id)
         error = JobError(type=type(exc).__name__, message=redact_paths(str(exc), job.request))
         ended = _finish(jobs, job.id, owner, JobStatus.failed, error=error)
@@ -189,6 +194,14 @@ def _run_claimed(job: Job, owner: str, context: WorkerContext) -> None:
             shutil.rmtree(condensation_state(settings, job.id), ignore_errors=True)
         with contextlib.suppress(*TRANSIENT_ERRORS):
             context.report_store_cache()
+
+
+def _lease_gone(lease: Lease) -> bool:
+    """The lease is lost, known already or found now (a worker frozen past its term asks the store)."""
+    try:
+        return lease.lost or not lease.valid()
+    except TRANSIENT_ERRORS:
+        return False
 
 
 def _record_stop(jobs: JobStore, job: Job, owner: str, reporter: Reporter) -> bool:
