@@ -195,7 +195,8 @@ def train_steps(
     batches = step_batches(data, steps, device)
     params = [p for group in optimizer.param_groups for p in group["params"]]
     model.train()
-    window_loss, window_correct, window_seen, window_steps = torch.zeros(()), 0, 0, 0
+    # The window's sums stay on the device: the host waits for it only when the loop reports, not on every step.
+    window_loss, window_correct, window_seen, window_steps = _zeros(device), _zeros(device, torch.long), 0, 0
     t0, last_loss = time.perf_counter(), None
     for step in range(start_step, total_steps):
         if should_stop is not None and should_stop():
@@ -222,11 +223,11 @@ def train_steps(
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         optimizer.step()
 
-        window_loss += loss.detach().float().cpu()
+        window_loss += loss.detach().float()
         window_steps += 1
         window_seen += x.shape[0]
         if y is not None:  # against the dominant class of a mixed target
-            window_correct += int((logits.argmax(-1) == (y.argmax(-1) if y.is_floating_point() else y)).sum())
+            window_correct += (logits.argmax(-1) == (y.argmax(-1) if y.is_floating_point() else y)).sum()
         done = step + 1
         if done % hooks.report_every == 0 or done == total_steps:
             last_loss = float(window_loss) / window_steps
@@ -238,13 +239,13 @@ def train_steps(
                         step=done,
                         total_steps=total_steps,
                         loss=last_loss,
-                        accuracy=window_correct / window_seen if y is not None else None,
+                        accuracy=int(window_correct) / window_seen if y is not None else None,
                         images_per_s=rate,
                         lr=lr,
                         eta_s=(total_steps - done) * batch_size / max(rate, 1e-9),
                     )
                 )
-            window_loss, window_correct, window_seen, window_steps = torch.zeros(()), 0, 0, 0
+            window_loss, window_correct, window_seen, window_steps = _zeros(device), _zeros(device, torch.long), 0, 0
             t0 = time.perf_counter()
         if hooks.checkpoint_every and done % hooks.checkpoint_every == 0 and done < total_steps:
             # Asked on every rank at the same steps (a collective decision under DDP), even where no state is written.
@@ -253,6 +254,10 @@ def train_steps(
             if hooks.checkpoint is not None:
                 hooks.checkpoint(done)
     return last_loss
+
+
+def _zeros(device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    return torch.zeros((), device=device, dtype=dtype)
 
 
 @torch.no_grad()
