@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import abc
 import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from jobs.job_processes import JobProcesses
@@ -47,6 +48,7 @@ class EmbeddedDispatcher(Dispatcher):
         self._jobs, self._runs = context.jobs, context.settings.max_attempts + 1  # the last claim records exhaustion
         self._processes = JobProcesses(context.settings, context.jobs)
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="learngene-job")
+        self._closed = threading.Event()
 
     def submit(self, job: Job) -> None:
         self._pool.submit(self._run, job.id)
@@ -55,6 +57,8 @@ class EmbeddedDispatcher(Dispatcher):
         with log_context(job_id=job_id):
             try:
                 for _ in range(self._runs):
+                    if self._closed.is_set():  # the API is stopping: embedded jobs end with it
+                        return
                     status = self._processes.run(job_id)
                     job = self._jobs.get(job_id)
                     if status == 0 or job is None or job.terminal:
@@ -65,5 +69,6 @@ class EmbeddedDispatcher(Dispatcher):
                 log.exception("embedded job %s could not be run", job_id)
 
     def close(self) -> None:
+        self._closed.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._processes.close()
