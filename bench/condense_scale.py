@@ -32,12 +32,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.sections import replace_section
 from learngene import CondenseConfig, Normalization, ViTSpec, load_images
-from learngene.checkpoint import export_checkpoint
-from learngene.condense import build_auxiliary
 from learngene.data import open_source
 from learngene.data.loader import StepBatches, Stream, default_workers, step_batches
 from learngene.data.transforms import Augment, train_transform
-from learngene.training import LoopConfig, LoopHooks, Objective, OptimConfig, build_optimizer, train_steps
+from learngene.formats.checkpoint import export_checkpoint
+from learngene.train.condense import build_auxiliary
+from learngene.train.loop import LoopConfig, LoopHooks, Objective, OptimConfig, build_optimizer, train_steps
 
 ROOT = Path(__file__).resolve().parents[1]
 FMNIST = ROOT.parent / "shared" / "data" / "FashionMNIST"

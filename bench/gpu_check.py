@@ -26,10 +26,10 @@ from pathlib import Path
 import torch
 
 from learngene import CondenseConfig, ImageData, Normalization, TemplateSet, ViTSpec, export_checkpoint, inherit
-from learngene.condense import build_auxiliary
-from learngene.fit import fit_scalers
-from learngene.templates import compose
-from learngene.training import LoopConfig, LoopHooks, Objective, OptimConfig, build_optimizer, train_steps
+from learngene.layers.templates import compose
+from learngene.methods.wave.fit import fit_scalers
+from learngene.train.condense import build_auxiliary
+from learngene.train.loop import LoopConfig, LoopHooks, Objective, OptimConfig, build_optimizer, train_steps
 
 RESULTS = Path(__file__).resolve().parents[1] / "bench" / "results"
 IMAGENET = Normalization(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))

@@ -29,12 +29,12 @@ from pathlib import Path
 import torch
 
 from learngene import TemplateSet, ViTSpec, fit_scalers, inherit, load_images
+from learngene.formats.template_set import BUILTIN_TEMPLATE_SETS
+from learngene.layers.templates import DEFAULT_COUNTS, TemplateConfig, WeightScalers, WeightTemplates, compose
 from learngene.methods import AncestorWeights
 from learngene.pipeline import check_lineage
 from learngene.spec import Architecture
-from learngene.template_set import BUILTIN_TEMPLATE_SETS
-from learngene.templates import DEFAULT_COUNTS, TemplateConfig, WeightScalers, WeightTemplates, compose
-from learngene.training import OptimConfig, evaluate, train_classifier
+from learngene.train.loop import OptimConfig, evaluate, train_classifier
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"

@@ -35,13 +35,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.sections import owned_sections
 from learngene import CondenseConfig, ImageData, ViTSpec, condense, fit_scalers, load_images
-from learngene.checkpoint import export_checkpoint, read_metadata
 from learngene.data import channel_stats
-from learngene.files import sha256_file
-from learngene.generated import GeneratedViT
+from learngene.formats.checkpoint import export_checkpoint, read_metadata
+from learngene.formats.files import sha256_file
+from learngene.formats.template_set import Lineage, Normalization, TemplateSet
+from learngene.layers.generated import GeneratedViT
 from learngene.methods import AncestorWeights, build_descendant
-from learngene.template_set import Lineage, Normalization, TemplateSet
-from learngene.training import OptimConfig, evaluate, train_classifier
+from learngene.train.loop import OptimConfig, evaluate, train_classifier
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"

@@ -29,11 +29,11 @@ from jobs.retention import usage_bytes
 from jobs.settings import Limits, Settings
 from jobs.store import JobStore
 from learngene import DataRefError, SpecError
-from learngene.ancestors import ResolvedAncestor, resolve_ancestor
-from learngene.caveats import architecture_caveats, no_fitting_caveat
 from learngene.cost import estimate
 from learngene.data import resolve_file
+from learngene.formats.ancestors import ResolvedAncestor, resolve_ancestor
 from learngene.methods import ANCESTOR_METHODS, check_method, get_method
+from learngene.quality.caveats import architecture_caveats, no_fitting_caveat
 from learngene.spec import Architecture, ViTSpec
 from templates_store import TemplateStore
 from templates_store.refs import RefError, check_alias, check_name

@@ -7,8 +7,8 @@ import io
 
 import yaml
 
-from learngene.card import QualityCard
-from learngene.template_set import Manifest
+from learngene.formats.template_set import Manifest
+from learngene.quality.card import QualityCard
 
 
 def card_png(card: QualityCard) -> bytes:

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from jobs.remote_data import localize
 from jobs.settings import Settings
-from learngene.card import CardConfig, QualityCard, compute_card, load_card_data
 from learngene.fit_settings import FitSettings
-from learngene.template_set import TemplateSet
-from learngene.training import ProgressFn, StopFn, pick_device
+from learngene.formats.template_set import TemplateSet
+from learngene.quality.card import CardConfig, QualityCard, compute_card, load_card_data
+from learngene.train.loop import ProgressFn, StopFn, pick_device
 from templates_store import ResolvedRef
 
 

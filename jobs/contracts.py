@@ -11,15 +11,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
 from learngene import ViTSpec
-from learngene.condense import CondenseConfig
 from learngene.data.transforms import Augment
 from learngene.fit_settings import SEED_MAX, Calibration, FitSettings
+from learngene.layers.templates import DEFAULT_COUNTS
 from learngene.methods import LEARNGENE_METHODS, LearngeneName, MethodName, get_method
 from learngene.pipeline import AncestorRef
 from learngene.spec import check_model_name
-from learngene.sws import DEFAULT_STAGES
-from learngene.templates import DEFAULT_COUNTS
-from learngene.training import OptimConfig
+from learngene.train.condense import DEFAULT_STAGES, CondenseConfig
+from learngene.train.loop import OptimConfig
 
 DEFAULT_TEMPLATE_SET = "demo@prod"
 

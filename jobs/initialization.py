@@ -17,13 +17,13 @@ from pathlib import Path
 import torch
 
 from jobs.contracts import InitializationRequest
-from learngene.card import QualityCard
 from learngene.data import DEFAULT_LIMITS, DataRefError, DecodeLimits, ImageData, resolve_file
 from learngene.fit_settings import Calibration
+from learngene.formats.template_set import IntegrityError, TemplateSet
 from learngene.methods import AncestorWeights, get_method
 from learngene.pipeline import InitResult, initialize, load_calibration
-from learngene.template_set import IntegrityError, TemplateSet
-from learngene.training import ProgressFn, StopFn
+from learngene.quality.card import QualityCard
+from learngene.train.loop import ProgressFn, StopFn
 from templates_store import ResolvedRef, TemplateStore
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from jobs.model import TRANSIENT_ERRORS, JobProgress
 from jobs.store import JobStore
-from learngene.training import Progress
+from learngene.train.loop import Progress
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from learngene.data import DataRefError, check_data_ref
 from learngene.data.readers import IMAGE_SUFFIXES
 from learngene.data.refs import UNAVAILABLE, shard_names
 from learngene.data.sources import sample_indices
-from learngene.training import StopFn
+from learngene.train.loop import StopFn
 from storage.cache import cached_entry
 from storage.objects import Bucket, ObjectInfo, is_url, parse_s3_url
 

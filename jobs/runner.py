@@ -30,10 +30,10 @@ from jobs.settings import Settings
 from jobs.store import JobStore
 from learngene import DataRefError, IntegrityError, SpecError
 from learngene.control import Stopped
-from learngene.launch import LaunchSpec, condense_run
+from learngene.formats.pretrained import WEIGHTS, write_companions
 from learngene.methods import get_method
-from learngene.pretrained import WEIGHTS, write_companions
-from learngene.training import pick_device
+from learngene.train.launch import LaunchSpec, condense_run
+from learngene.train.loop import pick_device
 from storage.artifacts import Artifacts
 from storage.objects import StorageUnavailable
 from templates_store import ResolvedRef, StoreError, TemplateStore

@@ -13,22 +13,22 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from learngene.ancestors import resolve_ancestor
-from learngene.card import QualityCard
-from learngene.caveats import Caveat, architecture_caveats, calibration_caveats, no_fitting_caveat
-from learngene.checkpoint import CheckpointInfo, export_checkpoint, load_ancestor, read_metadata
-from learngene.condense import CondenseConfig, condense
 from learngene.data import DEFAULT_LIMITS, DataRefError, DecodeLimits, ImageData, load_images, open_source
 from learngene.data.loader import Stream
 from learngene.data.sources import sample_source, source_stats
 from learngene.data.transforms import Augment, eval_transform, train_transform
-from learngene.files import sha256_file
-from learngene.fit import FitReport, fit_scalers
 from learngene.fit_settings import Calibration, FitSettings
+from learngene.formats.ancestors import resolve_ancestor
+from learngene.formats.checkpoint import CheckpointInfo, export_checkpoint, load_ancestor, read_metadata
+from learngene.formats.files import sha256_file
+from learngene.formats.template_set import Lineage, Normalization, TemplateSet
 from learngene.methods import AncestorWeights, build_descendant, get_method
+from learngene.methods.wave.fit import FitReport, fit_scalers
+from learngene.quality.card import QualityCard
+from learngene.quality.caveats import Caveat, architecture_caveats, calibration_caveats, no_fitting_caveat
 from learngene.spec import ViTSpec
-from learngene.template_set import Lineage, Normalization, TemplateSet
-from learngene.training import OptimConfig, ProgressFn, StopFn, evaluate, train_classifier
+from learngene.train.condense import CondenseConfig, condense
+from learngene.train.loop import OptimConfig, ProgressFn, StopFn, evaluate, train_classifier
 
 PLACEHOLDER = Normalization(mean=(0.5,), std=(0.5,))  # replaced before any batch is drawn
 
@@ -153,8 +153,8 @@ def check_lineage(template_set: TemplateSet, ancestor: AncestorWeights) -> None:
 
 
 class AncestorRef(BaseModel):
-    """An ancestor as named by a user: see `learngene.ancestors.resolve_ancestor` for the forms `checkpoint` takes;
-    `model` may be left to the folder's or hub model's config.json."""
+    """An ancestor as named by a user: see `learngene.formats.ancestors.resolve_ancestor` for the forms `checkpoint`
+    takes; `model` may be left to the folder's or hub model's config.json."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

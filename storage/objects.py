@@ -27,7 +27,7 @@ import obstore
 from obstore.exceptions import AlreadyExistsError, BaseError, NotFoundError, PreconditionError
 from obstore.store import S3Store
 
-from learngene.files import atomic_path
+from learngene.formats.files import atomic_path
 
 log = logging.getLogger(__name__)
 

@@ -30,8 +30,8 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from learngene.files import fsync_dir, write_json_atomic
-from learngene.template_set import MANIFEST, IntegrityError, Manifest
+from learngene.formats.files import fsync_dir, write_json_atomic
+from learngene.formats.template_set import MANIFEST, IntegrityError, Manifest
 from templates_store.refs import ConflictError, NotFoundError, check_name, is_number
 
 ALIASES = "aliases.json"

@@ -13,9 +13,7 @@ from pathlib import Path
 import platformdirs
 from pydantic import BaseModel, ValidationError
 
-from learngene.card import CardDomain, QualityCard
-from learngene.condense import check_template_set
-from learngene.template_set import (
+from learngene.formats.template_set import (
     BUILTIN_TEMPLATE_SETS,
     CARD,
     MANIFEST,
@@ -25,6 +23,8 @@ from learngene.template_set import (
     parse_manifest,
     verify_files,
 )
+from learngene.quality.card import CardDomain, QualityCard
+from learngene.train.condense import check_template_set
 from storage.objects import Bucket
 from templates_store.backend import LocalBackend, StorageBackend
 from templates_store.refs import (

@@ -30,7 +30,7 @@ from learngene.data.refs import (
     resolve_inside,
 )
 from learngene.data.sources import ImageSource, decode_images, open_source, sample_indices, shard_paths
-from learngene.template_set import Normalization
+from learngene.formats.template_set import Normalization
 
 __all__ = [
     "DEFAULT_LIMITS",

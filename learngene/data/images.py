@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from learngene.template_set import Normalization
+from learngene.formats.template_set import Normalization
 
 
 @dataclass

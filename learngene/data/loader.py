@@ -33,7 +33,7 @@ Draw = tuple[int, int]  # (image index, draw number)
 def default_workers() -> int:
     """DataLoader worker processes: one core is left to the training step, at most 8. None in a daemonic process
     (a Celery prefork pool process may not have children): there the training process decodes, and a condensation
-    that needs decoding workers runs under torchrun (`learngene.launch`), whose ranks may have them."""
+    that needs decoding workers runs under torchrun (`learngene.train.launch`), whose ranks may have them."""
     if multiprocessing.current_process().daemon:
         return 0
     return max(1, min(8, (os.cpu_count() or 2) - 1))

@@ -46,8 +46,8 @@ from learngene.data.readers import (
     idx_file,
 )
 from learngene.data.refs import DataRef, DataRefError, infer_format, resolve_inside, shard_names
-from learngene.files import sha256_file
-from learngene.template_set import Normalization
+from learngene.formats.files import sha256_file
+from learngene.formats.template_set import Normalization
 
 SHARD_IMAGE_EXTENSIONS = {suffix.lstrip(".") for suffix in IMAGE_SUFFIXES}
 

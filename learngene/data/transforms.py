@@ -18,7 +18,7 @@ from timm.data import Mixup, create_transform
 from torch import Tensor
 from torchvision.transforms import v2
 
-from learngene.template_set import Normalization
+from learngene.formats.template_set import Normalization
 
 Transform = Callable[[Image.Image], Tensor]
 

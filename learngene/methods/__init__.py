@@ -1,8 +1,11 @@
 """Every way this project can initialize a descendant, selectable by name (the registry in `registry.py`).
 
-    learngenes (need a template set of their method):  wave, tleg, sws                  (learngenes.py)
+    learngenes (need a template set of their method):  wave (wave/), tleg (tleg.py), sws (sws.py)
     baselines with an ancestor (need its weights):      weight_selection, heru_lg, auto_lg (baselines.py)
-    baselines from nothing:                             timm, mimetic                    (baselines.py)
+    baselines from nothing:                             timm, mimetic                      (baselines.py)
+
+Each method is one module (WAVE one folder) holding its tensor code and its registered class; the building blocks
+they share (weight templates, generated ViTs, width selection) are in `learngene.layers`.
 
 `check_method` says whether a method can produce a size (raising `SpecError` naming the field, e.g. TLEG at another
 width); `build_descendant` builds it. WAVE descendants come back in generating form (their scalers are fitted
@@ -16,11 +19,16 @@ from typing import Literal
 import torch
 from torch import nn
 
-from learngene.methods import baselines, learngenes  # noqa: F401 - importing them registers their methods
-from learngene.methods.ancestor import AncestorWeights
+from learngene.formats.template_set import TemplateSet, TemplateSetConfig
+from learngene.methods.ancestor_weights import AncestorWeights
 from learngene.methods.registry import Learngene, Method, get_learngene, get_method, method_names, register_method
 from learngene.spec import Architecture, SpecError, ViTSpec
-from learngene.template_set import TemplateSet, TemplateSetConfig
+
+# Importing a method's module registers it; this order is the one the API, the CLI and the benchmark list them in.
+from learngene.methods.wave import method as wave  # noqa: F401  # isort: skip
+from learngene.methods import tleg  # noqa: F401  # isort: skip
+from learngene.methods import sws  # noqa: F401  # isort: skip
+from learngene.methods import baselines  # noqa: F401  # isort: skip
 
 METHODS = method_names()
 LEARNGENE_METHODS = method_names("template_set")

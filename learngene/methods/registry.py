@@ -13,11 +13,11 @@ from typing import ClassVar, Literal
 import torch
 from torch import nn
 
-from learngene.generated import GeneratedViT
-from learngene.methods.ancestor import AncestorWeights
+from learngene.formats.template_set import TemplateSet, TemplateSetConfig
+from learngene.layers.generated import GeneratedViT
+from learngene.layers.templates import TemplateConfig
+from learngene.methods.ancestor_weights import AncestorWeights
 from learngene.spec import Architecture, SpecError, ViTSpec
-from learngene.template_set import TemplateSet, TemplateSetConfig
-from learngene.templates import TemplateConfig
 
 Needs = Literal["template_set", "ancestor"] | None
 

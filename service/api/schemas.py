@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, Field, PlainSerializer, WithJsonSchema, model_validator
 
 from jobs.model import JobError, JobKind, JobProgress, JobStatus
-from learngene.caveats import Caveat
+from learngene.quality.caveats import Caveat
 from templates_store import AliasRecord, VersionInfo
 
 

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from learngene.fit_settings import Calibration, FitSettings
 
 if TYPE_CHECKING:
-    from learngene.training import Progress
+    from learngene.train.loop import Progress
     from templates_store import TemplateStore
 
 SetOption = Annotated[list[str] | None, typer.Option("--set", help="architecture override key=value (repeatable)")]
@@ -57,7 +57,7 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 def user_errors() -> Iterator[None]:
     """Turn input and store errors into one readable line and exit status 2 (no traceback)."""
     # Imported when a command runs, not with the module: both load torch, which --help never needs (start-up time).
-    from learngene.template_set import IntegrityError
+    from learngene.formats.template_set import IntegrityError
     from templates_store import StoreError
 
     try:
@@ -91,7 +91,7 @@ def progress_bar(total: int, desc: str) -> Iterator[Any]:
 
 
 def show_warnings(warnings: list[dict[str, Any]]) -> None:
-    """A job's caveats (`learngene.caveats`), one line each on stderr, before its JSON summary."""
+    """A job's caveats (`learngene.quality.caveats`), one line each on stderr, before its JSON summary."""
     for caveat in warnings:
         typer.echo(f"warning: {caveat['message']}", err=True)
 

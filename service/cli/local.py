@@ -17,18 +17,18 @@ from jobs.contracts import AncestorSpec, Architecture, InitializationRequest
 from jobs.initialization import load_inputs, run_request
 from jobs.settings import get_settings
 from learngene import CondenseConfig, ViTSpec, load_images, load_model, read_metadata
-from learngene.ancestors import resolve_ancestor
 from learngene.data.transforms import Augment
-from learngene.files import sha256_file, write_json_atomic
 from learngene.fit_settings import Calibration, FitSettings
-from learngene.launch import LaunchSpec, condense_run
+from learngene.formats.ancestors import resolve_ancestor
+from learngene.formats.files import sha256_file, write_json_atomic
+from learngene.formats.pretrained import WEIGHTS, write_companions
+from learngene.formats.template_set import IntegrityError, Normalization, TemplateSet
 from learngene.methods import LEARNGENE_METHODS, METHODS
 from learngene.pipeline import AncestorRef, run_training
-from learngene.pretrained import WEIGHTS, write_companions
 from learngene.spec import parse_overrides
-from learngene.template_set import IntegrityError, Normalization, TemplateSet
-from learngene.training import OptimConfig, pick_device
-from learngene.training import evaluate as evaluate_model
+from learngene.train.launch import LaunchSpec, condense_run
+from learngene.train.loop import OptimConfig, pick_device
+from learngene.train.loop import evaluate as evaluate_model
 from service.cli.common import (
     CALIBRATION_SAMPLES,
     FIT,

@@ -90,7 +90,7 @@ def publish(
     json_: JsonOption = False,
 ):
     """Add a template-set folder to the store as a new version."""
-    from learngene.template_set import TemplateSet  # loads torch: imported by the command (start-up time)
+    from learngene.formats.template_set import TemplateSet  # loads torch: imported by the command (start-up time)
 
     with user_errors():
         resolved = get_store().publish(TemplateSet.load(folder), name)
@@ -162,8 +162,8 @@ def card(
     initialization trained with the same budget."""
     from jobs.card_views import card_png, card_readme  # heavy imports only in the command that needs them
     from jobs.settings import get_settings
-    from learngene.card import CardConfig, compute_card, load_card_data
     from learngene.fit_settings import FitSettings
+    from learngene.quality.card import CardConfig, compute_card, load_card_data
     from service.cli.common import progress_bar
     from service.cli.local import device_option
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file, save_file
 
-from learngene.ancestors import resolve_ancestor
-from learngene.checkpoint import export_checkpoint
 from learngene.data import DataRefError
+from learngene.formats.ancestors import resolve_ancestor
+from learngene.formats.checkpoint import export_checkpoint
 from tests.support.data import FMNIST
 from tests.support.models import tiny_spec
 from tests.support.scale import PROCESS_TIMEOUT_S

@@ -8,10 +8,10 @@ import pytest
 
 from jobs.contracts import InitializationRequest
 from learngene import TemplateSet
-from learngene.card import QualityCard
-from learngene.caveats import architecture_caveats
+from learngene.formats.template_set import BUILTIN_TEMPLATE_SETS
+from learngene.quality.card import QualityCard
+from learngene.quality.caveats import architecture_caveats
 from learngene.spec import ViTSpec
-from learngene.template_set import BUILTIN_TEMPLATE_SETS
 from service.client import Client
 from tests.support.cli import last_json, learngene
 from tests.support.data import FMNIST, SHARED_DATA

@@ -16,10 +16,10 @@ import pytest
 import torch
 
 from learngene import CondenseConfig, Normalization
-from learngene.checkpoint import export_checkpoint
-from learngene.launch import LaunchSpec, launch_condensation
+from learngene.formats.checkpoint import export_checkpoint
 from learngene.pipeline import AncestorRef, run_condensation
-from learngene.training import OptimConfig
+from learngene.train.launch import LaunchSpec, launch_condensation
+from learngene.train.loop import OptimConfig
 from tests.support.data import FMNIST
 from tests.support.models import tiny_spec
 from tests.support.scale import PROCESS_TIMEOUT_S
@@ -56,7 +56,7 @@ def test_two_processes_and_one_give_the_same_parameters(ancestor_file, tmp_path)
 
 
 def rank_pids(launcher: psutil.Process) -> list[int]:
-    return sorted(p.pid for p in launcher.children(recursive=True) if "learngene.launch" in " ".join(p.cmdline()))
+    return sorted(p.pid for p in launcher.children(recursive=True) if "learngene.train.launch" in " ".join(p.cmdline()))
 
 
 def test_a_killed_rank_restarts_the_group_which_resumes_and_publishes_once(ancestor_file, tmp_path):

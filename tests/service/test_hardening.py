@@ -27,7 +27,7 @@ from PIL import Image
 
 from jobs.runner import redact_paths
 from learngene import export_checkpoint
-from learngene.template_set import TemplateSet
+from learngene.formats.template_set import TemplateSet
 from templates_store import TemplateStore
 from tests.support.data import FMNIST, REPO, SHARED_DATA
 from tests.support.harness import ADMIN_TOKEN, finished, service_env, start_api, wait_for

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 from jobs.redis_store import RedisJobStore
 from learngene import ViTSpec, export_checkpoint, read_metadata
-from learngene.pretrained import FOLDER_FILES
+from learngene.formats.pretrained import FOLDER_FILES
 from service.client import ApiError, Client
 from tests.support.data import FMNIST, SHARED_DATA
 from tests.support.harness import ADMIN_TOKEN, finished, wait_for

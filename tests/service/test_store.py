@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from learngene import IntegrityError
-from learngene.checkpoint import NonFiniteWeights
-from learngene.template_set import MANIFEST, TENSORS
+from learngene.formats.checkpoint import NonFiniteWeights
+from learngene.formats.template_set import MANIFEST, TENSORS
 from templates_store import BrokenVersion, ConflictError, NotFoundError, RefError, StoreError, TemplateStore, parse_ref
 from tests.support.data import REPO
 from tests.support.models import random_template_set, tiny_spec

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from learngene.template_set import MANIFEST, TENSORS
+from learngene.formats.template_set import MANIFEST, TENSORS
 from storage.objects import Bucket
 from templates_store import NotFoundError, StoreError, TemplateStore
 from templates_store.s3 import OBJECTS

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from learngene.checkpoint import export_checkpoint
+from learngene.formats.checkpoint import export_checkpoint
 from tests.support.data import RGB64_NORM, RGB64_SHAPE, fmnist_rgb64, write_folder
 from tests.support.models import tiny_spec
 from tests.support.scale import PROCESS_TIMEOUT_S

@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from learngene import CondenseConfig, Normalization, TemplateSet, condense, load_images
 from learngene.data import channel_stats
-from learngene.training import OptimConfig, train_classifier
+from learngene.train.loop import OptimConfig, train_classifier
 from tests.support.data import FMNIST
 from tests.support.models import tiny_spec
 from tests.support.s3server import BUCKET, S3Server

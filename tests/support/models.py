@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from learngene import CondenseConfig, Normalization, TemplatedViT, TemplateSet, ViTSpec, WeightScalers, WeightTemplates
-from learngene.condense import build_auxiliary
+from learngene.train.condense import build_auxiliary
 
 TINY = dict(img_size=28, patch_size=7, in_chans=1, num_classes=10)
 

@@ -13,9 +13,9 @@ import threading
 import pytest
 
 from learngene import IntegrityError
-from learngene.card import CardDomain, CardRow, QualityCard
 from learngene.fit_settings import FitSettings
-from learngene.template_set import MANIFEST, TENSORS
+from learngene.formats.template_set import MANIFEST, TENSORS
+from learngene.quality.card import CardDomain, CardRow, QualityCard
 from templates_store import ConflictError, NotFoundError, TemplateStore
 from templates_store.s3 import OBJECTS, S3Backend
 from tests.support.models import random_template_set, tiny_spec

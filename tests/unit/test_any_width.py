@@ -1,25 +1,21 @@
 """Any width, head count and MLP ratio from a WAVE template set (issue 15): composed at the next multiple of the set's
-width and indexed down inside the fitted graph (`learngene.select`)."""
+width and indexed down inside the fitted graph (`learngene.layers.select`)."""
 
 from __future__ import annotations
-
-import importlib
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from learngene import SpecError
-from learngene.checkpoint import export_checkpoint
-from learngene.fit import fit_scalers
-from learngene.inherit import inherit
+from learngene.formats.checkpoint import export_checkpoint
+from learngene.layers.select import WidthSelection, coverage
+from learngene.layers.templates import DEFAULT_COUNTS, SLOTS
 from learngene.methods import check_method
-from learngene.select import WidthSelection, coverage
-from learngene.templates import DEFAULT_COUNTS, SLOTS
+from learngene.methods.wave import inherit as inheritance
+from learngene.methods.wave.fit import fit_scalers
+from learngene.methods.wave.inherit import inherit
 from tests.support.models import aux_logits, random_template_set, tiny_spec
-
-# The module (the package's attribute of that name is the function `inherit`).
-inheritance = importlib.import_module("learngene.inherit")
 
 AUX = tiny_spec(embed_dim=64, num_heads=2, depth=2)  # D0 = 64, head_dim 32, MLP hidden 256
 

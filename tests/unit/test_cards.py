@@ -3,8 +3,8 @@ card the bundled demo set ships (storage on both backends: tests.support.store_c
 
 from __future__ import annotations
 
-from learngene.card import CardConfig, compute_card, default_depths, load_card_data
 from learngene.fit_settings import FitSettings
+from learngene.quality.card import CardConfig, compute_card, default_depths, load_card_data
 from templates_store import TemplateStore
 from tests.support.data import FMNIST
 from tests.support.models import random_template_set, tiny_spec

@@ -7,8 +7,8 @@ import timm
 import torch
 
 from learngene import CondenseConfig, condense
-from learngene.files import sha256_file
-from learngene.training import OptimConfig, evaluate
+from learngene.formats.files import sha256_file
+from learngene.train.loop import OptimConfig, evaluate
 from tests.support.data import FMNIST
 from tests.support.models import tiny_spec
 
@@ -123,7 +123,7 @@ def test_bad_inputs_are_refused(ancestor, fmnist_train):
 
 
 def test_templates_from_weights_is_a_pca_of_the_tiles():
-    from learngene.templates import SLOTS, compose, templates_from_weights
+    from learngene.layers.templates import SLOTS, compose, templates_from_weights
 
     weights = torch.randn(3, 96, 32, generator=torch.Generator().manual_seed(0))  # 3 layers of qkv at width 32
     templates, scalers = templates_from_weights(weights, SLOTS["qkv"], 9, 32)  # 9 = every tile: exact
@@ -136,8 +136,8 @@ def test_templates_from_weights_is_a_pca_of_the_tiles():
 
 
 def test_condensation_starts_from_the_ancestor_when_its_blocks_have_the_auxiliary_shapes(ancestor, fmnist_train):
-    from learngene.condense import build_auxiliary
     from learngene.methods import get_learngene
+    from learngene.train.condense import build_auxiliary
 
     wave = get_learngene("wave")
     counts = {"qkv": 6, "proj": 2, "fc1": 8, "fc2": 8, "norm1_weight": 2, "norm1_bias": 2, "qkv_bias": 6,

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from learngene import export_checkpoint, inherit, read_metadata
-from learngene.checkpoint import load_model
+from learngene.formats.checkpoint import load_model
 from tests.support.models import random_template_set, tiny_spec
 
 

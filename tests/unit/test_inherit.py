@@ -6,9 +6,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from learngene.checkpoint import export_checkpoint
-from learngene.inherit import inherit  # not `from learngene import inherit`: the submodule of that name shadows it
-from learngene.templates import DEFAULT_COUNTS, SLOTS
+from learngene.formats.checkpoint import export_checkpoint
+from learngene.layers.templates import DEFAULT_COUNTS, SLOTS
+from learngene.methods.wave.inherit import (
+    inherit,
+)
 from tests.support.models import aux_logits, random_template_set, tiny_spec
 
 AUX = tiny_spec(embed_dim=32, num_heads=2, depth=3)

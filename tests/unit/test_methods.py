@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from learngene import CondenseConfig, Normalization, SpecError, TemplateSet, condense
-from learngene.baselines import mimetic, select, uniform_indices
-from learngene.condense import build_auxiliary
-from learngene.generated import BLOCK_PARAMS
+from learngene.layers.generated import BLOCK_PARAMS
 from learngene.methods import AncestorWeights, build_descendant, check_method
-from learngene.sws import aux_stage_of_layers, stage_of_layers
-from learngene.training import OptimConfig
+from learngene.methods.baselines import mimetic, select, uniform_indices
+from learngene.methods.sws import aux_stage_of_layers, stage_of_layers
+from learngene.train.condense import build_auxiliary
+from learngene.train.loop import OptimConfig
 from tests.support.models import tiny_spec
 
 NORM = Normalization(mean=(0.5,), std=(0.5,))

@@ -13,8 +13,8 @@ from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 
 from learngene import load_images, read_metadata
+from learngene.formats.pretrained import FOLDER_FILES, companion_files, model_card, write_companions
 from learngene.pipeline import FitSettings, initialize
-from learngene.pretrained import FOLDER_FILES, companion_files, model_card, write_companions
 from storage.artifacts import LocalArtifacts
 from tests.support.data import FMNIST
 from tests.support.models import random_template_set, tiny_spec

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from learngene import IntegrityError, TemplateSet, inherit
-from learngene.template_set import BUILTIN_TEMPLATE_SETS, MANIFEST, TENSORS
+from learngene.formats.template_set import BUILTIN_TEMPLATE_SETS, MANIFEST, TENSORS
 from tests.support.models import random_template_set, tiny_spec
 
 

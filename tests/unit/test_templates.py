@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from learngene.templates import SLOTS, Axis, compose, deepen, depth_interpolation, widen
+from learngene.layers.templates import SLOTS, Axis, compose, deepen, depth_interpolation, widen
 
 
 @settings(max_examples=60, deadline=None)

@@ -16,7 +16,7 @@ from pydantic import AwareDatetime, BeforeValidator
 
 from jobs.model import Job, JobKind, JobStatus
 from jobs.store import JobQuery, JobStore, Position
-from learngene.pretrained import FOLDER_FILES, WEIGHTS
+from learngene.formats.pretrained import FOLDER_FILES, WEIGHTS
 from service.api.deps import ArtifactsDep, JobsDep, SettingsDep, current_client
 from service.api.downloads import etag_matches, file_response, tar_response
 from service.api.pages import Cursor, Limit, decode_cursor, encode_cursor, invalid, next_link

@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Request, Response
 
 from jobs.card_views import card_png, card_readme
-from learngene.card import QualityCard
+from learngene.quality.card import QualityCard
 from service.api.deps import StoreDep, current_client
 from service.api.downloads import etag_matches
 from service.api.pages import Cursor, Limit, decode_cursor, encode_cursor, invalid, next_link

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from learngene.generated import (
+from learngene.layers.generated import (
     BLOCK_PARAMS,
     GeneratedViT,
     block_param_name,
@@ -19,9 +19,10 @@ from learngene.generated import (
     init_block_param_,
     module_key,
 )
-from learngene.spec import SpecError, ViTSpec
-
-DEFAULT_STAGES = (3, 3, 4, 3, 3)
+from learngene.layers.templates import TemplateConfig
+from learngene.methods.layer_learngene import LayerLearngene
+from learngene.methods.registry import register_method
+from learngene.spec import Architecture, SpecError, ViTSpec
 
 
 def aux_stage_of_layers(stages: list[int] | tuple[int, ...]) -> list[int]:
@@ -54,7 +55,7 @@ def gather(stage_params: dict[str, Tensor], layer_stages: list[int]) -> dict[str
 class StageSharedViT(GeneratedViT):
     method = "sws"
 
-    def __init__(self, spec: ViTSpec, stages: list[int] | tuple[int, ...] = DEFAULT_STAGES, vit=None):
+    def __init__(self, spec: ViTSpec, stages: list[int] | tuple[int, ...], vit=None):
         depth = spec.resolve().depth
         if sum(stages) != depth or min(stages) < 1:
             raise SpecError("stages", f"stages {list(stages)} must be positive and sum to the auxiliary depth {depth}")
@@ -85,3 +86,16 @@ def descendant_blocks(learngene: dict[str, Tensor], depth: int) -> dict[str, Ten
     params = {p: learngene[f"stage.{p}"] for p in BLOCK_PARAMS}
     num_stages = next(iter(params.values())).shape[0]
     return gather(params, stage_of_layers(depth, num_stages))
+
+
+@register_method
+class Sws(LayerLearngene):
+    name = "sws"
+    blocks = staticmethod(descendant_blocks)
+
+    def check_auxiliary(self, arch: Architecture, templates: TemplateConfig, stages: list[int]) -> None:
+        if sum(stages) != arch.depth or min(stages) < 1:
+            raise SpecError("stages", f"stages {stages} must be positive and sum to aux depth {arch.depth}")
+
+    def new_auxiliary(self, aux: ViTSpec, templates, stages: list[int] | None) -> StageSharedViT:
+        return StageSharedViT(aux, stages)

@@ -24,14 +24,14 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_bytes
 from torch import Tensor
 
-from learngene.files import save_safetensors_atomic, sha256_file, write_json_atomic
-from learngene.generated import GeneratedViT
+from learngene.formats.files import save_safetensors_atomic, sha256_file, write_json_atomic
+from learngene.layers.generated import GeneratedViT
+from learngene.layers.templates import TemplateConfig
 from learngene.spec import Architecture, ViTSpec
-from learngene.templates import TemplateConfig
 
 SCHEMA_VERSION = 1
 # Template sets shipped inside the package, usable by name with no store and no training.
-BUILTIN_TEMPLATE_SETS = {"demo": Path(__file__).parent / "assets" / "demo"}
+BUILTIN_TEMPLATE_SETS = {"demo": Path(__file__).parent.parent / "assets" / "demo"}  # learngene/assets
 MANIFEST = "manifest.json"
 TENSORS = "tensors.safetensors"
 CARD = "card.json"  # a bundled set's quality card, beside its manifest (a stored set's cards live in the store)

@@ -243,7 +243,7 @@ def widen(
 
     Each group of tiles (see `Axis`) becomes `factor` copies: a matrix block B becomes I_factor (x) B, so the widened
     weight is block-diagonal in copies and maps [x; x; ...] to [Wx; Wx; ...]; a vector group g becomes [g; g; ...].
-    For sizes that are not multiples (`learngene.select`): the MLP hidden axis may get `hidden_factor` copies
+    For sizes that are not multiples (`learngene.layers.select`): the MLP hidden axis may get `hidden_factor` copies
     (`copy_mixing` pairs them with the width's), and `input_scale` (one factor per input copy) scales the blocks.
     """
     factors = [hidden_factor if axis is Axis.HIDDEN and hidden_factor else factor for axis in slot.axes]

@@ -14,10 +14,10 @@ import torch
 from pydantic import BaseModel
 from torch import nn
 
-from learngene.checkpoint import freeze
 from learngene.data import ImageData
-from learngene.templated_vit import TemplatedViT
-from learngene.training import (
+from learngene.formats.checkpoint import freeze
+from learngene.methods.wave.model import TemplatedViT
+from learngene.train.loop import (
     LoopConfig,
     LoopHooks,
     Objective,

@@ -28,7 +28,7 @@ from learngene.control import StopFn, Stopped
 from learngene.data import ImageData
 from learngene.data.loader import StepBatches, Stream, ordered_batches, step_batches
 from learngene.data.transforms import Augment
-from learngene.files import save_safetensors_atomic, sha256_file, write_json_atomic
+from learngene.formats.files import save_safetensors_atomic, sha256_file, write_json_atomic
 
 
 class OptimConfig(BaseModel):

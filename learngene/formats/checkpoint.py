@@ -18,8 +18,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from learngene.files import save_safetensors_atomic, sha256_file
-from learngene.generated import GeneratedViT
+from learngene.formats.files import save_safetensors_atomic, sha256_file
+from learngene.layers.generated import GeneratedViT
 from learngene.spec import SpecError, ViTSpec
 from learngene.version import __version__
 

@@ -3,7 +3,7 @@ sides of it.
 
 The launching side (`launch_condensation`, used by `learngene condense --nproc-per-node N` and by the condense
 worker) writes the run's `LaunchSpec` into the run's folder, starts `python -m torch.distributed.run ... -m
-learngene.launch SPEC`, and while it runs relays rank 0's progress (a JSON file) and a stop request (a file every
+learngene.train.launch SPEC`, and while it runs relays rank 0's progress (a JSON file) and a stop request (a file every
 rank polls between steps, decided collectively). torchrun restarts the whole group when a rank dies
 (`max_restarts`); the ranks resume from the run's training state, so a killed rank costs the steps since the last
 snapshot. Only rank 0 writes: the state, the progress, and the finished template set, which the launching side
@@ -33,14 +33,14 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from learngene.condense import CondenseConfig
 from learngene.control import StopFn, Stopped
 from learngene.data import DecodeLimits
-from learngene.distributed import device_for, join_from_env
-from learngene.files import write_json_atomic
+from learngene.formats.files import write_json_atomic
+from learngene.formats.template_set import TemplateSet
 from learngene.pipeline import AncestorRef, run_condensation
-from learngene.template_set import TemplateSet
-from learngene.training import Progress, ProgressFn, pick_device
+from learngene.train.condense import CondenseConfig
+from learngene.train.distributed import device_for, join_from_env
+from learngene.train.loop import Progress, ProgressFn, pick_device
 
 SPEC, PROGRESS, STOP, STOPPED, RESULT, LOG = "launch.json", "progress.json", "STOP", "stopped.json", "result", "log"
 
@@ -126,7 +126,7 @@ def launch_condensation(
         command.append("--standalone")  # one machine: a free local port, no rendezvous server
     else:
         command += [f"--nnodes={nnodes}", "--rdzv-backend=c10d", f"--rdzv-endpoint={rdzv_endpoint}"]
-    command += ["-m", "learngene.launch", str(folder / SPEC)]
+    command += ["-m", "learngene.train.launch", str(folder / SPEC)]
     with open(folder / LOG, "ab") as log:
         launcher = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
     try:

@@ -3,8 +3,8 @@
 downloaded here). Only safetensors weights and JSON are read, never a pickle.
 
 What the ancestor is need not be repeated: the timm name and the architecture overrides come from the `spec` that
-the weights' own safetensors header records (`learngene.checkpoint.export_checkpoint` writes it), else from a timm
-`config.json` in the folder or beside the weights file (`architecture`, `num_classes`, `model_args`); the
+the weights' own safetensors header records (`learngene.formats.checkpoint.export_checkpoint` writes it), else from
+a timm `config.json` in the folder or beside the weights file (`architecture`, `num_classes`, `model_args`); the
 normalization from that config.json's `pretrained_cfg`. What the caller gives explicitly wins, key by key.
 """
 
@@ -20,10 +20,10 @@ from typing import Any
 from huggingface_hub import try_to_load_from_cache  # timm's own dependency
 from safetensors import SafetensorError
 
-from learngene.checkpoint import read_metadata
 from learngene.data.refs import DataRefError, file_uri_path, resolve_inside
+from learngene.formats.checkpoint import read_metadata
+from learngene.formats.template_set import Normalization
 from learngene.spec import ViTSpec
-from learngene.template_set import Normalization
 
 HUB_PREFIX, LOCAL_DIR_PREFIX = "hf-hub:", "local-dir:"
 HUB_REPO = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}")  # the Hub's own rule

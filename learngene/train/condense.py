@@ -19,19 +19,18 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from learngene import distributed
-from learngene.checkpoint import check_finite, freeze
 from learngene.data import ImageData
 from learngene.data.loader import Stream, ordered_batches
 from learngene.data.sources import ImageSource, MemorySource, SubsetSource
 from learngene.data.transforms import Augment, eval_transform, train_transform
-from learngene.generated import GeneratedViT
+from learngene.formats.checkpoint import check_finite, freeze
+from learngene.formats.template_set import IntegrityError, Lineage, Normalization, TemplateSet, TemplateSetConfig
+from learngene.layers.generated import GeneratedViT
+from learngene.layers.templates import DEFAULT_COUNTS, TemplateConfig
 from learngene.methods import LearngeneName, get_learngene
 from learngene.spec import SpecError, ViTSpec
-from learngene.sws import DEFAULT_STAGES
-from learngene.template_set import IntegrityError, Lineage, Normalization, TemplateSet, TemplateSetConfig
-from learngene.templates import DEFAULT_COUNTS, TemplateConfig
-from learngene.training import (
+from learngene.train import distributed
+from learngene.train.loop import (
     LoopConfig,
     LoopHooks,
     Objective,
@@ -49,6 +48,8 @@ from learngene.version import __version__
 
 log = logging.getLogger(__name__)
 EVAL_SAMPLES = 2048  # accuracies measured on the training data when no held-out data is given
+
+DEFAULT_STAGES = (3, 3, 4, 3, 3)  # SWS's auxiliary model: layers per stage (seeds/001)
 
 
 class CondenseConfig(BaseModel):

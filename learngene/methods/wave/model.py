@@ -8,10 +8,10 @@ from __future__ import annotations
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor
 
-from learngene.generated import GeneratedViT, block_param_name
-from learngene.select import WidthSelection
+from learngene.layers.generated import GeneratedViT, block_param_name
+from learngene.layers.select import WidthSelection
+from learngene.layers.templates import SLOTS, WeightScalers, WeightTemplates, compose
 from learngene.spec import ViTSpec
-from learngene.templates import SLOTS, WeightScalers, WeightTemplates, compose
 
 
 class TemplatedViT(GeneratedViT):
@@ -28,7 +28,9 @@ class TemplatedViT(GeneratedViT):
         super().__init__(spec, (slot.param for slot in templates.config.slots()), vit)
         self.templates = templates
         self.weight_scalers = scalers
-        self.selection = selection  # a width that is not a multiple: composed wider, then indexed (learngene.select)
+        self.selection = (
+            selection  # a width that is not a multiple: composed wider, then indexed (learngene.layers.select)
+        )
 
     def generated_weights(self) -> dict[str, Tensor]:
         """One composition per kind, for all layers at once."""

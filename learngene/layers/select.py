@@ -30,8 +30,16 @@ import math
 import torch
 from torch import Tensor, nn
 
-from learngene.baselines import uniform_indices
 from learngene.spec import Architecture
+
+
+def uniform_indices(total: int, size: int) -> Tensor:
+    """Weight Selection's index rule: arange(size) * (total // size) when it divides, else round(linspace)."""
+    if size > total:
+        raise ValueError(f"cannot select {size} of {total} elements")
+    if total % size == 0:
+        return torch.arange(size) * (total // size)
+    return torch.linspace(0, total - 1, size).round().long()
 
 
 def coverage(copies: int, unit: int, size: int) -> Tensor:

@@ -18,11 +18,11 @@ from typing import Any
 import torch
 import yaml  # timm's own dependency (as huggingface_hub's)
 
-from learngene.ancestors import CONFIG, WEIGHTS
-from learngene.checkpoint import read_metadata
-from learngene.files import atomic_path, sha256_file
+from learngene.formats.ancestors import CONFIG, WEIGHTS
+from learngene.formats.checkpoint import read_metadata
+from learngene.formats.files import atomic_path, sha256_file
+from learngene.formats.template_set import FileEntry, Normalization
 from learngene.spec import ViTSpec
-from learngene.template_set import FileEntry, Normalization
 
 CARD = "README.md"
 FOLDER_FILES = (WEIGHTS, CONFIG, CARD)  # what a checkpoint folder holds, weights first

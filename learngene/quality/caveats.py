@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from learngene.card import QualityCard
 from learngene.data import ImageData, channel_stats
+from learngene.formats.template_set import Normalization, TemplateSetConfig
+from learngene.quality.card import QualityCard
 from learngene.spec import Architecture
-from learngene.template_set import Normalization, TemplateSetConfig
 
 # Calibration images normalized with the set's statistics whose own mean/std stray this far from 0/1 are off-domain.
 MEAN_TOLERANCE = 0.25

@@ -11,7 +11,9 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
-from learngene.generated import BLOCK_PARAMS, GeneratedViT, block_param_name, block_shapes, module_key
+from learngene.layers.generated import BLOCK_PARAMS, GeneratedViT, block_param_name, block_shapes, module_key
+from learngene.methods.layer_learngene import LayerLearngene
+from learngene.methods.registry import register_method
 from learngene.spec import ViTSpec
 
 
@@ -68,3 +70,12 @@ def descendant_blocks(learngene: dict[str, Tensor], depth: int) -> dict[str, Ten
     base = {p: learngene[f"base.{p}"] for p in BLOCK_PARAMS}
     slope = {p: learngene[f"slope.{p}"] for p in BLOCK_PARAMS}
     return expand(base, slope, depth)
+
+
+@register_method
+class Tleg(LayerLearngene):
+    name = "tleg"
+    blocks = staticmethod(descendant_blocks)
+
+    def new_auxiliary(self, aux: ViTSpec, templates, stages) -> LinearExpansionViT:
+        return LinearExpansionViT(aux)

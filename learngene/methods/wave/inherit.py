@@ -5,7 +5,7 @@
    embedding output channels tiled, head input columns tiled and divided by k; then eps * N(0, 1) on every scaler;
    block parameters of kinds that are not templated follow the same depth and width rules from their stored values;
 3. any other width, MLP hidden size or head size: composed at the next multiple K * D0 by rule 2 and indexed down to
-   the requested shape inside the fitted graph (`learngene.select`); the head is divided by D / D0;
+   the requested shape inside the fitted graph (`learngene.layers.select`); the head is divided by D / D0;
 4. a different class count gets a fresh timm head;
 5. a different image or patch size resamples the position embedding (and the patch embedding) with timm.
 
@@ -20,11 +20,11 @@ from timm.layers import resample_abs_pos_embed, resample_patch_embed
 from timm.models._manipulate import adapt_input_conv
 from torch import Tensor
 
-from learngene.select import WidthSelection, factors, select_width, widen_residual
+from learngene.formats.template_set import TemplateSet, TemplateSetConfig
+from learngene.layers.select import WidthSelection, factors, select_width, widen_residual
+from learngene.layers.templates import SLOTS, WeightScalers, WeightTemplates, deepen, resize_weights, widen
+from learngene.methods.wave.model import TemplatedViT
 from learngene.spec import Architecture, SpecError, ViTSpec, build_fresh
-from learngene.template_set import TemplateSet, TemplateSetConfig
-from learngene.templated_vit import TemplatedViT
-from learngene.templates import SLOTS, WeightScalers, WeightTemplates, deepen, resize_weights, widen
 
 # Free parameters whose last axis is the residual width: tiled k times when widening.
 _WIDTH_VECTORS = (
@@ -49,7 +49,7 @@ _NORM_ALIASES = {
 
 def check_compatible(config: TemplateSetConfig, spec: ViTSpec) -> Architecture:
     """The descendant's architecture, or a `SpecError` naming the field this template set cannot produce."""
-    dst = spec.resolve()  # any width timm builds (embed_dim divisible by num_heads) is served (learngene.select)
+    dst = spec.resolve()  # any width timm builds (embed_dim divisible by num_heads) is served (learngene.layers.select)
     if not dst.qkv_bias and "qkv_bias" in config.templates.counts:
         raise SpecError("model", f"{dst.model} has no qkv bias, but this template set templates it")
     return dst

@@ -23,12 +23,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from learngene.control import check_stop
 from learngene.data import DEFAULT_LIMITS, DecodeLimits, ImageData, load_images
-from learngene.fit import fit_scalers
 from learngene.fit_settings import FitSettings
+from learngene.formats.template_set import Lineage, TemplateSet, TemplateSetConfig
 from learngene.methods import build_descendant
+from learngene.methods.wave.fit import fit_scalers
 from learngene.spec import ViTSpec
-from learngene.template_set import Lineage, TemplateSet, TemplateSetConfig
-from learngene.training import OptimConfig, ProgressFn, StopFn, evaluate, train_classifier
+from learngene.train.loop import OptimConfig, ProgressFn, StopFn, evaluate, train_classifier
 from learngene.version import __version__
 
 CARD_SCHEMA_VERSION = 1

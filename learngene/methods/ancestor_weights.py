@@ -9,10 +9,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from learngene.checkpoint import freeze, load_state, read_metadata
-from learngene.files import sha256_file
+from learngene.formats.checkpoint import freeze, load_state, read_metadata
+from learngene.formats.files import sha256_file
+from learngene.formats.template_set import Normalization
 from learngene.spec import Architecture, ViTSpec
-from learngene.template_set import Normalization
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
-"""The learngene methods: each is condensed into a template set of its own kind (METHOD.md, Condensation) and
-inherited from it (METHOD.md, Inheritance)."""
+"""WAVE as a registered method: how its descendants are checked and built (inherited from weight templates, in
+generating form: the scalers are fitted next, `learngene.methods.wave.fit`) and how its auxiliary model is made and
+started for a condensation (METHOD.md, WAVE)."""
 
 from __future__ import annotations
 
@@ -7,19 +8,17 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from learngene import sws, tleg
-from learngene.inherit import check_compatible, inherit, inherit_free
+from learngene.layers.templates import TemplateConfig, WeightScalers, WeightTemplates, templates_from_weights
 from learngene.methods.registry import Learngene, register_method
-from learngene.spec import Architecture, SpecError, ViTSpec, build_fresh
-from learngene.template_set import TemplateSet, TemplateSetConfig
-from learngene.templated_vit import TemplatedViT
-from learngene.templates import TemplateConfig, WeightScalers, WeightTemplates, templates_from_weights
+from learngene.methods.wave.inherit import check_compatible, inherit
+from learngene.methods.wave.model import TemplatedViT
+from learngene.spec import Architecture, ViTSpec
 
 
 @register_method
 class Wave(Learngene):
     """Weight templates and Kronecker scalers: any depth and any width timm builds (exact at k x D0, indexed down from
-    the next multiple otherwise: `learngene.select`); the scalers are fitted next."""
+    the next multiple otherwise: `learngene.layers.select`); the scalers are fitted next."""
 
     name, fits_scalers, default_ce = "wave", True, 1.0
 
@@ -66,53 +65,6 @@ class Wave(Learngene):
                 {k: v for k, v in state.items() if k in free and v.shape == free[k].shape}, strict=False
             )
         return True
-
-
-class LayerLearngene(Learngene):
-    """TLEG and SWS: any depth at the auxiliary width; blocks from the learngene's rule, embeddings and final norm
-    inherited, a new head."""
-
-    blocks: staticmethod  # the learngene's rule: (learngene tensors, depth) -> block parameters
-
-    def check(self, spec, dst, template_config: TemplateSetConfig, ancestor) -> Architecture:
-        src = template_config.arch
-        if dst.embed_dim != src.embed_dim or dst.mlp_hidden != src.mlp_hidden:
-            raise SpecError(
-                "embed_dim",
-                f"{self.name} inherits depth only: embed_dim must be {src.embed_dim} (mlp hidden {src.mlp_hidden})",
-            )
-        return dst
-
-    def build(self, spec: ViTSpec, *, template_set: TemplateSet, ancestor, seed, noise, device) -> nn.Module:
-        dst = spec.resolve()
-        model = build_fresh(spec, seed)
-        blocks = self.blocks(template_set.templates, dst.depth)
-        free = {k: v for k, v in template_set.free.items() if not k.startswith("head.")}
-        inherited, _ = inherit_free(free, template_set.config.arch, dst, model.state_dict())
-        model.load_state_dict({**inherited, **blocks}, strict=False)
-        return model
-
-
-@register_method
-class Tleg(LayerLearngene):
-    name = "tleg"
-    blocks = staticmethod(tleg.descendant_blocks)
-
-    def new_auxiliary(self, aux: ViTSpec, templates, stages) -> tleg.LinearExpansionViT:
-        return tleg.LinearExpansionViT(aux)
-
-
-@register_method
-class Sws(LayerLearngene):
-    name = "sws"
-    blocks = staticmethod(sws.descendant_blocks)
-
-    def check_auxiliary(self, arch: Architecture, templates: TemplateConfig, stages: list[int]) -> None:
-        if sum(stages) != arch.depth or min(stages) < 1:
-            raise SpecError("stages", f"stages {stages} must be positive and sum to aux depth {arch.depth}")
-
-    def new_auxiliary(self, aux: ViTSpec, templates, stages: list[int] | None) -> sws.StageSharedViT:
-        return sws.StageSharedViT(aux, stages)
 
 
 def _same_block_shapes(ancestor: nn.Module, aux: TemplatedViT) -> bool:

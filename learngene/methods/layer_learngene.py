@@ -1,0 +1,36 @@
+"""The learngenes of whole layers, TLEG and SWS: any depth at the auxiliary width. Their blocks come from the
+learngene's rule (`blocks`), embeddings and final norm are inherited, the head is new."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from learngene.formats.template_set import TemplateSet, TemplateSetConfig
+from learngene.methods.registry import Learngene
+from learngene.methods.wave.inherit import inherit_free
+from learngene.spec import Architecture, SpecError, ViTSpec, build_fresh
+
+
+class LayerLearngene(Learngene):
+    """TLEG and SWS: any depth at the auxiliary width; blocks from the learngene's rule, embeddings and final norm
+    inherited, a new head."""
+
+    blocks: staticmethod  # the learngene's rule: (learngene tensors, depth) -> block parameters
+
+    def check(self, spec, dst, template_config: TemplateSetConfig, ancestor) -> Architecture:
+        src = template_config.arch
+        if dst.embed_dim != src.embed_dim or dst.mlp_hidden != src.mlp_hidden:
+            raise SpecError(
+                "embed_dim",
+                f"{self.name} inherits depth only: embed_dim must be {src.embed_dim} (mlp hidden {src.mlp_hidden})",
+            )
+        return dst
+
+    def build(self, spec: ViTSpec, *, template_set: TemplateSet, ancestor, seed, noise, device) -> nn.Module:
+        dst = spec.resolve()
+        model = build_fresh(spec, seed)
+        blocks = self.blocks(template_set.templates, dst.depth)
+        free = {k: v for k, v in template_set.free.items() if not k.startswith("head.")}
+        inherited, _ = inherit_free(free, template_set.config.arch, dst, model.state_dict())
+        model.load_state_dict({**inherited, **blocks}, strict=False)
+        return model
