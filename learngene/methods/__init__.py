@@ -25,7 +25,7 @@ from learngene.methods.registry import Learngene, Method, get_learngene, get_met
 from learngene.spec import Architecture, SpecError, ViTSpec
 
 # Importing a method's module registers it; this order is the one the API, the CLI and the benchmark list them in.
-from learngene.methods.wave import method as wave  # noqa: F401  # isort: skip
+import learngene.methods.wave.method  # noqa: F401  # isort: skip
 from learngene.methods import tleg  # noqa: F401  # isort: skip
 from learngene.methods import sws  # noqa: F401  # isort: skip
 from learngene.methods import baselines  # noqa: F401  # isort: skip
