@@ -28,9 +28,9 @@ from jobs.remote_data import check_data
 from jobs.retention import usage_bytes
 from jobs.settings import Limits, Settings
 from jobs.store import JobStore
-from learngene import DataRefError, SpecError
 from learngene.cost import estimate
 from learngene.data import resolve_file
+from learngene.errors import DataRefError, SpecError
 from learngene.formats.ancestors import ResolvedAncestor, resolve_ancestor
 from learngene.methods import ANCESTOR_METHODS, check_method, get_method
 from learngene.quality.caveats import architecture_caveats, no_fitting_caveat

@@ -17,9 +17,10 @@ from pathlib import Path
 import torch
 
 from jobs.contracts import InitializationRequest
-from learngene.data import DEFAULT_LIMITS, DataRefError, DecodeLimits, ImageData, resolve_file
+from learngene.data import DEFAULT_LIMITS, DecodeLimits, ImageData, resolve_file
+from learngene.errors import DataRefError, IntegrityError
 from learngene.fit_settings import Calibration
-from learngene.formats.template_set import IntegrityError, TemplateSet
+from learngene.formats.template_set import TemplateSet
 from learngene.methods import AncestorWeights, get_method
 from learngene.pipeline import InitResult, initialize, load_calibration
 from learngene.quality.card import QualityCard

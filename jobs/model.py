@@ -61,9 +61,8 @@ class Job(BaseModel):
     status: JobStatus = JobStatus.queued
     request: dict[str, Any]
     template_set: dict[str, Any] | None = None  # the resolved (name, version, digest) the job was accepted with
-    warnings: list[dict[str, Any]] = Field(
-        default_factory=list
-    )  # caveats known at acceptance (learngene.quality.caveats)
+    # caveats known at acceptance (learngene.quality.caveats)
+    warnings: list[dict[str, Any]] = Field(default_factory=list)
     created_at: float = Field(default_factory=time.time)
     started_at: float | None = None
     finished_at: float | None = None

@@ -21,10 +21,11 @@ from pathlib import Path
 
 from jobs.settings import Settings
 from learngene.control import Stopped
-from learngene.data import DataRefError, check_data_ref
+from learngene.data import check_data_ref
 from learngene.data.readers import IMAGE_SUFFIXES
 from learngene.data.refs import UNAVAILABLE, shard_names
 from learngene.data.sources import sample_indices
+from learngene.errors import DataRefError
 from learngene.train.loop import StopFn
 from storage.cache import cached_entry
 from storage.objects import Bucket, ObjectInfo, is_url, parse_s3_url

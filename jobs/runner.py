@@ -15,6 +15,7 @@ import logging
 import re
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any
@@ -28,8 +29,8 @@ from jobs.model import TRANSIENT_ERRORS, Job, JobError, JobKind, JobStatus
 from jobs.remote_data import Sample, localize
 from jobs.settings import Settings
 from jobs.store import JobStore
-from learngene import DataRefError, IntegrityError, SpecError
 from learngene.control import Stopped
+from learngene.errors import IntegrityError, UserError
 from learngene.formats.pretrained import WEIGHTS, write_companions
 from learngene.methods import get_method
 from learngene.train.launch import LaunchSpec, condense_run
@@ -40,9 +41,11 @@ from templates_store import ResolvedRef, StoreError, TemplateStore
 
 log = logging.getLogger(__name__)
 
-# Errors caused by the request or its inputs, or storage that stayed away past LEARNGENE_STORAGE_OUTAGE_S: the job
-# fails with the message (which names no server path).
-USER_ERRORS = (SpecError, DataRefError, IntegrityError, StoreError, ValueError, FileNotFoundError, StorageUnavailable)
+# The failures a job ends with, its message going to the client (it names no server path), no traceback logged:
+# the request or its inputs are wrong (a UserError), the stored bytes are damaged or the store refuses, or storage
+# stayed away past LEARNGENE_STORAGE_OUTAGE_S. Anything else (a ValueError from a bug included) is logged with its
+# traceback and re-raised.
+EXPECTED_FAILURES = (UserError, IntegrityError, StoreError, StorageUnavailable)
 
 
 @dataclass
@@ -162,12 +165,7 @@ def _run_claimed(job: Job, owner: str, context: WorkerContext) -> None:
                 else contextlib.nullcontext())  # fmt: skip
     try:
         with lease, watchdog:
-            if job.kind == JobKind.initialization:
-                result = run_initialization(job, context, reporter)
-            elif job.kind == JobKind.card:
-                result = run_card_job(job, context, reporter)
-            else:
-                result = run_condensation_job(job, context, reporter)
+            result = JOB_BODIES[job.kind](job, context, reporter)
     except (Stopped, LeaseLost):
         ended = record_stop()
     except TRANSIENT_ERRORS:
@@ -179,7 +177,7 @@ def _run_claimed(job: Job, owner: str, context: WorkerContext) -> None:
             log.info("job %s: %s after its lease moved on", job.id, type(exc).__name__, exc_info=True)
             ended = record_stop()  # the job is another worker's: nothing is recorded
             return
-        if isinstance(exc, USER_ERRORS):
+        if isinstance(exc, EXPECTED_FAILURES):
             error = JobError(type=type(exc).__name__, message=redact_paths(str(exc), job.request))
             ended = _finish(jobs, job.id, owner, JobStatus.failed, error=error)
             return
@@ -420,3 +418,11 @@ def _measure_and_store(context: WorkerContext, resolved: ResolvedRef, reporter: 
     reporter.confirm_lease()
     revision = through_outages(lambda: context.store.put_card(resolved, card), reporter, settings, "storing the card")
     return card_summary(revision, card)
+
+
+# What each kind of job runs, once claimed: (job, context, reporter) -> the result its record keeps.
+JOB_BODIES: dict[JobKind, Callable[[Job, WorkerContext, Reporter], dict[str, Any]]] = {
+    JobKind.initialization: run_initialization,
+    JobKind.condensation: run_condensation_job,
+    JobKind.card: run_card_job,
+}

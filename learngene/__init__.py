@@ -32,10 +32,11 @@ _EXPORTS = {
         "read_metadata",
     ],
     "learngene.train.condense": ["CondenseConfig", "condense"],
-    "learngene.data": ["DataRefError", "ImageData", "load_images"],
+    "learngene.data": ["ImageData", "load_images"],
     "learngene.methods.wave.fit": ["FitReport", "fit_scalers"],
     "learngene.methods.wave.inherit": ["check_compatible", "inherit"],
-    "learngene.spec": ["Architecture", "SpecError", "ViTSpec"],
+    "learngene.errors": ["DataRefError", "IntegrityError", "LearngeneError", "SpecError", "UserError"],
+    "learngene.spec": ["Architecture", "ViTSpec"],
     "learngene.formats.template_set": [
         "IntegrityError",
         "Lineage",

@@ -13,10 +13,11 @@ from typing import Any
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from learngene.data import DEFAULT_LIMITS, DataRefError, DecodeLimits, ImageData, load_images, open_source
+from learngene.data import DEFAULT_LIMITS, DecodeLimits, ImageData, load_images, open_source
 from learngene.data.loader import Stream
 from learngene.data.sources import sample_source, source_stats
 from learngene.data.transforms import Augment, eval_transform, train_transform
+from learngene.errors import DataRefError, UserError
 from learngene.fit_settings import Calibration, FitSettings
 from learngene.formats.ancestors import resolve_ancestor
 from learngene.formats.checkpoint import CheckpointInfo, export_checkpoint, load_ancestor, read_metadata
@@ -146,7 +147,7 @@ def check_lineage(template_set: TemplateSet, ancestor: AncestorWeights) -> None:
     """A WAVE teacher must be the ancestor the template set was condensed from (when its lineage records one)."""
     recorded = template_set.lineage.ancestor_sha256
     if recorded and ancestor.sha256 != recorded:
-        raise ValueError(
+        raise UserError(
             f"the ancestor (sha256 {ancestor.sha256[:12]}) is not the one {template_set.ref} was condensed from "
             f"(sha256 {recorded[:12]})"
         )

@@ -20,24 +20,17 @@ from timm.layers.attention import Attention
 from timm.models.vision_transformer import Block, VisionTransformer
 from torch import nn
 
-
-class SpecError(ValueError):
-    """A request for an architecture that cannot be built; `field` names the offending input."""
-
-    def __init__(self, field: str, message: str):
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
+from learngene.errors import SpecError, UserError
 
 
 def check_model_name(name: str) -> str:
     """A timm model name of the VisionTransformer family without distillation token, or ValueError."""
     if not timm.is_model(name):
-        raise ValueError(f"model={name!r} is not a timm model name")
+        raise UserError(f"model={name!r} is not a timm model name")
     if not (name.startswith("vit_") or name.startswith("deit_")):
-        raise ValueError(f"model={name!r} is not of the VisionTransformer family (vit_*, deit_*)")
+        raise UserError(f"model={name!r} is not of the VisionTransformer family (vit_*, deit_*)")
     if "distilled" in name:
-        raise ValueError(f"model={name!r} has a distillation token, which is not supported")
+        raise UserError(f"model={name!r} has a distillation token, which is not supported")
     return name
 
 

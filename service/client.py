@@ -20,30 +20,84 @@ from typing import Any
 import httpx
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
+# Every answer carries one (service/api/request_ids.py). Written here: the client imports nothing of the server.
+REQUEST_ID_HEADER = "X-Request-ID"
 
 
 class ApiError(RuntimeError):
-    """An error answer: `detail` is its message; `problem` the whole RFC 9457 problem (`type`, `title`, `errors`...)
-    when the API sent one."""
+    """An error answer (huggingface_hub's errors are the model): `status`; `detail`, its message; `problem`, the whole
+    RFC 9457 problem (`type`, `title`, `errors`...) when the API sent one; `request_id`, the `X-Request-ID` the API
+    answered with, which its log lines carry (quote it when you report a problem). The subclass says what to do."""
 
-    def __init__(self, status: int, detail: str, problem: dict[str, Any] | None = None):
-        super().__init__(f"HTTP {status}: {detail}")
-        self.status, self.detail, self.problem = status, detail, problem or {}
+    def __init__(
+        self, status: int, detail: str, problem: dict[str, Any] | None = None, *, request_id: str | None = None
+    ):
+        super().__init__(f"HTTP {status}: {detail}" + (f" (request id {request_id})" if request_id else ""))
+        self.status, self.detail, self.problem, self.request_id = status, detail, problem or {}, request_id
 
     @property
     def errors(self) -> list[dict[str, Any]]:
         """A refused request's fields: [{loc, msg, type}]."""
         return self.problem.get("errors") or []
 
-    @classmethod
-    def of(cls, response: httpx.Response) -> ApiError:
+    @staticmethod
+    def of(response: httpx.Response) -> ApiError:
+        """The error of an answer of status 400 or more, of the class its status calls for."""
+        status = response.status_code
+        kind = _ERROR_OF_STATUS.get(status) or (ServerError if status >= 500 else ApiError)
         try:
             problem = response.json()
         except ValueError:
-            return cls(response.status_code, response.text)
-        if not isinstance(problem, dict):
-            return cls(response.status_code, response.text)
-        return cls(response.status_code, str(problem.get("detail") or problem.get("title") or ""), problem)
+            problem = None
+        problem = problem if isinstance(problem, dict) else None
+        detail = str(problem.get("detail") or problem.get("title") or "") if problem else response.text
+        extra = {"retry_after": _seconds(response.headers.get("Retry-After"))} if kind is Overloaded else {}
+        return kind(status, detail, problem, request_id=response.headers.get(REQUEST_ID_HEADER), **extra)
+
+
+class Refused(ApiError):
+    """400 or 422: the request is wrong; `errors` names each refused field. Sending it again will not help."""
+
+
+class Unauthorized(ApiError):
+    """401 or 403: no token, a wrong one, or one that may not do this (admin calls need the admin token)."""
+
+
+class NotFound(ApiError):
+    """404, or 410 for a checkpoint released or swept by retention."""
+
+
+class Conflict(ApiError):
+    """409 or 412: an idempotency key reused with another body, a version or alias that changed meanwhile."""
+
+
+class Overloaded(ApiError):
+    """429: over a rate, the queue's depth or a byte quota; `retry_after` is the API's advice in seconds."""
+
+    def __init__(self, *args: Any, retry_after: float | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.retry_after = retry_after
+
+
+class ServerError(ApiError):
+    """5xx: the server failed. Its log lines under `request_id` say why."""
+
+
+class Unavailable(ServerError):
+    """502, 503 or 504: the API, Redis or object storage is away for now; retry later."""
+
+
+_ERROR_OF_STATUS: dict[int, type[ApiError]] = {
+    400: Refused, 422: Refused, 401: Unauthorized, 403: Unauthorized, 404: NotFound, 410: NotFound,
+    409: Conflict, 412: Conflict, 429: Overloaded, 502: Unavailable, 503: Unavailable, 504: Unavailable,
+}  # fmt: skip
+
+
+def _seconds(header: str | None) -> float | None:
+    try:
+        return float(header) if header else None
+    except ValueError:  # an HTTP date, which this API never sends
+        return None
 
 
 class JobFailed(RuntimeError):
@@ -163,10 +217,10 @@ class Client:
         folder = Path(folder)
         job = self.get(job_id)
         if job["status"] != "succeeded":
-            raise ApiError(409, f"job {job_id} is {job['status']}, not succeeded")
+            raise Conflict(409, f"job {job_id} is {job['status']}, not succeeded")
         if not job["checkpoint"]["folder"]:
             message = "finished before checkpoints were stored as folders: only model.safetensors is stored"
-            raise ApiError(404, f"job {job_id} {message} (`download`); submit the request again for the folder")
+            raise NotFound(404, f"job {job_id} {message} (`download`); submit the request again for the folder")
         for name in job["checkpoint"]["files"]:
             self._fetch(f"/v1/initializations/{job_id}/files/{name}", folder / name, f"{name} of job {job_id}")
         return folder

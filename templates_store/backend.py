@@ -30,8 +30,9 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from learngene.errors import IntegrityError
 from learngene.formats.files import fsync_dir, write_json_atomic
-from learngene.formats.template_set import MANIFEST, IntegrityError, Manifest
+from learngene.formats.template_set import MANIFEST, Manifest
 from templates_store.refs import ConflictError, NotFoundError, check_name, is_number
 
 ALIASES = "aliases.json"

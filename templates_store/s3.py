@@ -29,8 +29,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from learngene.errors import IntegrityError
 from learngene.formats.files import sha256_file
-from learngene.formats.template_set import MANIFEST, IntegrityError, Manifest, parse_manifest
+from learngene.formats.template_set import MANIFEST, Manifest, parse_manifest
 from storage.cache import cached_entry
 from storage.objects import Bucket, ObjectChanged, ObjectExists, ObjectMismatch, ObjectMissing
 from templates_store.backend import ALIASES, CARDS, StorageBackend, card_file, card_revisions

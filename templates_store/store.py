@@ -13,11 +13,11 @@ from pathlib import Path
 import platformdirs
 from pydantic import BaseModel, ValidationError
 
+from learngene.errors import IntegrityError
 from learngene.formats.template_set import (
     BUILTIN_TEMPLATE_SETS,
     CARD,
     MANIFEST,
-    IntegrityError,
     Manifest,
     TemplateSet,
     parse_manifest,

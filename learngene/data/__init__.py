@@ -20,23 +20,15 @@ from pathlib import Path
 from learngene.control import StopFn
 from learngene.data.images import ImageData, channel_stats, fit_images
 from learngene.data.readers import DEFAULT_LIMITS, IDX_PARTS, DecodeLimits, Reader, idx_file
-from learngene.data.refs import (
-    UNAVAILABLE,
-    DataRef,
-    DataRefError,
-    file_uri_path,
-    infer_format,
-    resolve_file,
-    resolve_inside,
-)
+from learngene.data.refs import UNAVAILABLE, DataRef, file_uri_path, infer_format, resolve_file, resolve_inside
 from learngene.data.sources import ImageSource, decode_images, open_source, sample_indices, shard_paths
+from learngene.errors import DataRefError
 from learngene.formats.template_set import Normalization
 
 __all__ = [
     "DEFAULT_LIMITS",
     "UNAVAILABLE",
     "DataRef",
-    "DataRefError",
     "DecodeLimits",
     "ImageData",
     "ImageSource",

@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from learngene.data.images import ImageData
 from learngene.data.sources import ImageSource
 from learngene.data.transforms import Transform
+from learngene.errors import UserError
 
 Draw = tuple[int, int]  # (image index, draw number)
 
@@ -62,7 +63,7 @@ class StepBatches(Sampler[list[Draw]]):
         self, n: int, global_batch: int, seed: int, start_step: int, total_steps: int, rank: int = 0, world: int = 1
     ):
         if global_batch % world:
-            raise ValueError(f"the global batch {global_batch} does not split over {world} processes")
+            raise UserError(f"the global batch {global_batch} does not split over {world} processes")
         self.n, self.global_batch, self.seed = n, global_batch, seed
         self.start_step, self.total_steps, self.rank, self.world = start_step, total_steps, rank, world
 

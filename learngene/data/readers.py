@@ -18,7 +18,8 @@ from safetensors import SafetensorError, safe_open
 from torch import Tensor
 
 from learngene.control import StopFn, check_stop
-from learngene.data.refs import DataRefError, resolve_inside
+from learngene.data.refs import resolve_inside
+from learngene.errors import DataRefError
 
 # The decoders PIL may choose from, by content: never format detection over every plugin (a PostScript file named
 # .png would reach Ghostscript wherever it is installed).

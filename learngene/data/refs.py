@@ -14,18 +14,9 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import parse_qsl
 
+from learngene.errors import DataRefError
+
 Format = Literal["idx", "imagefolder", "bundle", "wds"]
-
-
-class DataRefError(ValueError):
-    """A data reference that cannot be used. `reason` is 'invalid' or 'unavailable' (missing, or outside the roots:
-    the two are told apart by nobody, so a client cannot probe the server's files). Messages name the reference as
-    the client wrote it, never a resolved server path."""
-
-    def __init__(self, uri: str, message: str, reason: str = "invalid"):
-        super().__init__(f"data reference {uri!r}: {message}")
-        self.uri = uri
-        self.reason = reason
 
 
 UNAVAILABLE = "does not exist or lies outside the allowed data roots"

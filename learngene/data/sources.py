@@ -45,7 +45,8 @@ from learngene.data.readers import (
     Reader,
     idx_file,
 )
-from learngene.data.refs import DataRef, DataRefError, infer_format, resolve_inside, shard_names
+from learngene.data.refs import DataRef, infer_format, resolve_inside, shard_names
+from learngene.errors import DataRefError
 from learngene.formats.files import sha256_file
 from learngene.formats.template_set import Normalization
 

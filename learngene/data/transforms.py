@@ -18,6 +18,7 @@ from timm.data import Mixup, create_transform
 from torch import Tensor
 from torchvision.transforms import v2
 
+from learngene.errors import UserError
 from learngene.formats.template_set import Normalization
 
 Transform = Callable[[Image.Image], Tensor]
@@ -65,14 +66,14 @@ class Augment(BaseModel):
             return None
         name, *parts = policy.split("-")
         if name != "rand":
-            raise ValueError(f"only RandAugment policies ('rand-...') are accepted, got {policy!r}")
+            raise UserError(f"only RandAugment policies ('rand-...') are accepted, got {policy!r}")
         for part in parts:
             key = next((k for k in RAND_BOUNDS if part.startswith(k) and _number(part[len(k) :]) is not None), None)
             if key is None:
-                raise ValueError(f"unknown RandAugment setting {part!r} in {policy!r}; known: {', '.join(RAND_BOUNDS)}")
+                raise UserError(f"unknown RandAugment setting {part!r} in {policy!r}; known: {', '.join(RAND_BOUNDS)}")
             low, high = RAND_BOUNDS[key]
             if not low <= _number(part[len(key) :]) <= high:
-                raise ValueError(f"RandAugment setting {key} must be in [{low}, {high}], got {part!r}")
+                raise UserError(f"RandAugment setting {key} must be in [{low}, {high}], got {part!r}")
         return policy
 
     @classmethod
@@ -82,7 +83,7 @@ class Augment(BaseModel):
     @classmethod
     def for_recipe(cls, recipe: str) -> Augment:
         if recipe not in ("deit", "plain"):
-            raise ValueError(f"recipe must be 'deit' or 'plain', got {recipe!r}")
+            raise UserError(f"recipe must be 'deit' or 'plain', got {recipe!r}")
         return cls.plain() if recipe == "plain" else cls()
 
     @property

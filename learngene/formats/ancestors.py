@@ -20,7 +20,8 @@ from typing import Any
 from huggingface_hub import try_to_load_from_cache  # timm's own dependency
 from safetensors import SafetensorError
 
-from learngene.data.refs import DataRefError, file_uri_path, resolve_inside
+from learngene.data.refs import file_uri_path, resolve_inside
+from learngene.errors import DataRefError
 from learngene.formats.checkpoint import read_metadata
 from learngene.formats.template_set import Normalization
 from learngene.spec import ViTSpec

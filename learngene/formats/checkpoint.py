@@ -18,16 +18,13 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
+from learngene.errors import CheckpointError, NonFiniteWeights, SpecError
 from learngene.formats.files import save_safetensors_atomic, sha256_file
 from learngene.layers.generated import GeneratedViT
-from learngene.spec import SpecError, ViTSpec
+from learngene.spec import ViTSpec
 from learngene.version import __version__
 
 METADATA_KEY = "learngene"
-
-
-class NonFiniteWeights(ValueError):
-    """Weights about to be written hold NaN or Inf: nothing is written, the job fails with this."""
 
 
 def check_finite(tensors: dict[str, Tensor], what: str) -> None:
@@ -56,11 +53,11 @@ def freeze(model: nn.Module) -> nn.Module:
 def load_state(path: str | Path) -> dict[str, Tensor]:
     path = Path(path)
     if path.suffix != ".safetensors":
-        raise ValueError(f"{path.name}: only .safetensors checkpoints are accepted")
+        raise CheckpointError(f"{path.name}: only .safetensors checkpoints are accepted")
     try:
         return load_file(path)
     except (SafetensorError, OSError) as exc:
-        raise ValueError(f"{path}: not a readable safetensors file ({exc})") from None
+        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
 
 
 def load_model(model: str, checkpoint: str | Path, overrides: dict[str, Any] | None = None) -> nn.Module:
@@ -72,7 +69,7 @@ def load_model(model: str, checkpoint: str | Path, overrides: dict[str, Any] | N
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise ValueError(f"{checkpoint} does not fit {model} {overrides or {}}: {exc}") from None
+        raise CheckpointError(f"{checkpoint} does not fit {model} {overrides or {}}: {exc}") from None
     return net
 
 
@@ -103,7 +100,7 @@ def export_checkpoint(
         or state[k].dtype != reference[k].dtype
     ]
     if mismatched:
-        raise ValueError(f"state dict does not match {spec.model} {spec.overrides()}: {sorted(mismatched)[:5]}")
+        raise CheckpointError(f"state dict does not match {spec.model} {spec.overrides()}: {sorted(mismatched)[:5]}")
     check_finite(state, "the checkpoint")  # before anything is written: a broken model is never stored or cached
     info = {
         "spec": spec.model_dump(mode="json", exclude_none=True),

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 import yaml  # timm's own dependency (as huggingface_hub's)
 
+from learngene.errors import CheckpointError
 from learngene.formats.ancestors import CONFIG, WEIGHTS
 from learngene.formats.checkpoint import read_metadata
 from learngene.formats.files import atomic_path, sha256_file
@@ -147,7 +148,7 @@ def write_companions(folder: str | Path) -> dict[str, FileEntry]:
     folder = Path(folder)
     meta = read_metadata(folder / WEIGHTS)
     if "spec" not in meta:
-        raise ValueError(f"{WEIGHTS} has no learngene metadata: config.json cannot be derived from it")
+        raise CheckpointError(f"{WEIGHTS} has no learngene metadata: config.json cannot be derived from it")
     for name, data in companion_files(meta).items():
         with atomic_path(folder / name) as tmp:
             tmp.write_bytes(data)

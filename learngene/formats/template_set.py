@@ -24,6 +24,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_bytes
 from torch import Tensor
 
+from learngene.errors import IntegrityError, UserError
 from learngene.formats.files import save_safetensors_atomic, sha256_file, write_json_atomic
 from learngene.layers.generated import GeneratedViT
 from learngene.layers.templates import TemplateConfig
@@ -36,10 +37,6 @@ MANIFEST = "manifest.json"
 TENSORS = "tensors.safetensors"
 CARD = "card.json"  # a bundled set's quality card, beside its manifest (a stored set's cards live in the store)
 PLAIN_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-
-
-class IntegrityError(RuntimeError):
-    """A stored file is missing, truncated or does not match its recorded checksum."""
 
 
 class Normalization(BaseModel):
@@ -77,11 +74,11 @@ class TemplateSetConfig(BaseModel):
     @model_validator(mode="after")
     def _method_fields(self) -> TemplateSetConfig:
         if (self.method == "wave") != (self.templates is not None):
-            raise ValueError("templates are given exactly for method 'wave'")
+            raise UserError("templates are given exactly for method 'wave'")
         if (self.method == "sws") != (self.stages is not None):
-            raise ValueError("stages are given exactly for method 'sws'")
+            raise UserError("stages are given exactly for method 'sws'")
         if self.architecture is not None and self.architecture != self.aux.resolve():
-            raise ValueError(
+            raise UserError(
                 f"timm now builds {self.aux.resolve()} for the auxiliary spec, not {self.architecture} as when the "
                 "template set was condensed (another timm version?)"
             )
@@ -132,7 +129,7 @@ class Manifest(BaseModel):
         """Entries name files inside the version's folder, never a path elsewhere (`../x`, `/etc/passwd`)."""
         bad = sorted(name for name in files if not PLAIN_FILE_NAME.fullmatch(name))
         if bad:
-            raise ValueError(f"file names must be plain names inside the folder, got {bad}")
+            raise UserError(f"file names must be plain names inside the folder, got {bad}")
         return files
 
 

@@ -20,7 +20,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import Tensor, nn
 
-from learngene.spec import Architecture, SpecError
+from learngene.errors import IntegrityError, SpecError, UserError
+from learngene.spec import Architecture
 
 
 class Axis(enum.Enum):
@@ -97,9 +98,9 @@ class TemplateConfig(BaseModel):
     def _known_kinds(cls, counts: dict[str, int]) -> dict[str, int]:
         unknown = sorted(set(counts) - set(SLOTS))
         if unknown:
-            raise ValueError(f"unknown template kinds {unknown}; known: {sorted(SLOTS)}")
+            raise UserError(f"unknown template kinds {unknown}; known: {sorted(SLOTS)}")
         if any(n < 0 for n in counts.values()):
-            raise ValueError("template counts must be >= 0")
+            raise UserError("template counts must be >= 0")
         return {k: n for k, n in counts.items() if n > 0}
 
     def slots(self) -> list[Slot]:
@@ -188,11 +189,11 @@ class WeightScalers(nn.Module):
         """Copy scaler values in, checking every kind and shape."""
         missing = set(self.tensors) - set(tensors)
         if missing:
-            raise ValueError(f"scalers missing for kinds {sorted(missing)}")
+            raise IntegrityError(f"scalers missing for kinds {sorted(missing)}")
         with torch.no_grad():
             for kind, p in self.tensors.items():
                 if tensors[kind].shape != p.shape:
-                    raise ValueError(
+                    raise IntegrityError(
                         f"scalers[{kind}] has shape {tuple(tensors[kind].shape)}, expected {tuple(p.shape)}"
                     )
                 p.copy_(tensors[kind])

@@ -19,10 +19,11 @@ from typing import Literal
 import torch
 from torch import nn
 
+from learngene.errors import SpecError
 from learngene.formats.template_set import TemplateSet, TemplateSetConfig
 from learngene.methods.ancestor_weights import AncestorWeights
 from learngene.methods.registry import Learngene, Method, get_learngene, get_method, method_names, register_method
-from learngene.spec import Architecture, SpecError, ViTSpec
+from learngene.spec import Architecture, ViTSpec
 
 # Importing a method's module registers it; this order is the one the API, the CLI and the benchmark list them in.
 import learngene.methods.wave.method  # noqa: F401  # isort: skip

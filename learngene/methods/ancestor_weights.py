@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from learngene.errors import CheckpointError
 from learngene.formats.checkpoint import freeze, load_state, read_metadata
 from learngene.formats.files import sha256_file
 from learngene.formats.template_set import Normalization
@@ -35,7 +36,7 @@ class AncestorWeights:
         with torch.device("meta"):
             shapes = {k: v.shape for k, v in spec.build().state_dict().items()}
         if {k: v.shape for k, v in state.items()} != shapes:
-            raise ValueError(f"{checkpoint} does not hold a {model} {overrides or {}} state dict")
+            raise CheckpointError(f"{checkpoint} does not hold a {model} {overrides or {}} state dict")
         stored = read_metadata(checkpoint).get("normalization")
         return cls(spec, state, sha256_file(checkpoint), Normalization.model_validate(stored) if stored else None)
 

@@ -18,9 +18,10 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
+from learngene.errors import SpecError
 from learngene.layers.select import uniform_indices
 from learngene.methods.registry import Method, register_method
-from learngene.spec import Architecture, SpecError, ViTSpec, build_fresh
+from learngene.spec import Architecture, ViTSpec, build_fresh
 
 LEARNGENE_LAYERS = 3  # [ours] k of Heru-LG and Auto-LG (the paper's Ti learngenes hold about three layers)
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from torch import nn
 
+from learngene.errors import SpecError
 from learngene.formats.template_set import TemplateSet, TemplateSetConfig
 from learngene.methods.registry import Learngene
 from learngene.methods.wave.inherit import inherit_free
-from learngene.spec import Architecture, SpecError, ViTSpec, build_fresh
+from learngene.spec import Architecture, ViTSpec, build_fresh
 
 
 class LayerLearngene(Learngene):

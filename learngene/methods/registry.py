@@ -13,11 +13,12 @@ from typing import ClassVar, Literal
 import torch
 from torch import nn
 
+from learngene.errors import SpecError
 from learngene.formats.template_set import TemplateSet, TemplateSetConfig
 from learngene.layers.generated import GeneratedViT
 from learngene.layers.templates import TemplateConfig
 from learngene.methods.ancestor_weights import AncestorWeights
-from learngene.spec import Architecture, SpecError, ViTSpec
+from learngene.spec import Architecture, ViTSpec
 
 Needs = Literal["template_set", "ancestor"] | None
 

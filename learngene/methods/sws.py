@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from learngene.errors import SpecError
 from learngene.layers.generated import (
     BLOCK_PARAMS,
     GeneratedViT,
@@ -22,7 +23,7 @@ from learngene.layers.generated import (
 from learngene.layers.templates import TemplateConfig
 from learngene.methods.layer_learngene import LayerLearngene
 from learngene.methods.registry import register_method
-from learngene.spec import Architecture, SpecError, ViTSpec
+from learngene.spec import Architecture, ViTSpec
 
 
 def aux_stage_of_layers(stages: list[int] | tuple[int, ...]) -> list[int]:

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from learngene.control import check_stop
 from learngene.data import DEFAULT_LIMITS, DecodeLimits, ImageData, load_images
+from learngene.errors import LearngeneError, UserError
 from learngene.fit_settings import FitSettings
 from learngene.formats.template_set import Lineage, TemplateSet, TemplateSetConfig
 from learngene.methods import build_descendant
@@ -170,7 +171,7 @@ def load_card_data(
     data_uri = data_uri or template_set.lineage.data_uri
     eval_uri = eval_uri or template_set.lineage.eval_data_uri
     if not data_uri:
-        raise ValueError(f"{template_set.ref} records no data (lineage.data_uri): a card needs the set's own data")
+        raise UserError(f"{template_set.ref} records no data (lineage.data_uri): a card needs the set's own data")
     arch = template_set.config.arch
     local = local or {}
     load = lambda uri, n: load_images(  # noqa: E731
@@ -188,7 +189,7 @@ def load_card_data(
         held, train = both.subset(order[:n_held]), both.subset(order[n_held:])
         description = f"{n_held} seeded images of {data_uri}, disjoint from the {len(train)} fitting images"
     if train.labels is None or held.labels is None:
-        raise ValueError("a card needs labelled data: accuracy is what it reports")
+        raise UserError("a card needs labelled data: accuracy is what it reports")
     return CardData(train=train, held_out=held, description=description)
 
 
@@ -206,7 +207,7 @@ def compute_card(
     training steps of all runs together: 2 x sizes x steps."""
     config = config or CardConfig()
     if template_set.config.method != "wave":
-        raise ValueError(f"quality cards measure WAVE descendants; {template_set.ref} holds a "
+        raise UserError(f"quality cards measure WAVE descendants; {template_set.ref} holds a "
                          f"{template_set.config.method!r} learngene")  # fmt: skip
     fit, device = config.fit, torch.device(device)
     specs = config.ladder(template_set.config)
@@ -251,5 +252,5 @@ def _shifted(progress: ProgressFn | None, offset: int, total: int) -> ProgressFn
 
 def _finite(value: float) -> float:
     if not math.isfinite(value):
-        raise ValueError(f"a card measurement came out {value}")
+        raise LearngeneError(f"a card measurement came out {value}")
     return value

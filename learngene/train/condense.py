@@ -23,12 +23,13 @@ from learngene.data import ImageData
 from learngene.data.loader import Stream, ordered_batches
 from learngene.data.sources import ImageSource, MemorySource, SubsetSource
 from learngene.data.transforms import Augment, eval_transform, train_transform
+from learngene.errors import IntegrityError, SpecError, UserError
 from learngene.formats.checkpoint import check_finite, freeze
-from learngene.formats.template_set import IntegrityError, Lineage, Normalization, TemplateSet, TemplateSetConfig
+from learngene.formats.template_set import Lineage, Normalization, TemplateSet, TemplateSetConfig
 from learngene.layers.generated import GeneratedViT
 from learngene.layers.templates import DEFAULT_COUNTS, TemplateConfig
 from learngene.methods import LearngeneName, get_learngene
-from learngene.spec import SpecError, ViTSpec
+from learngene.spec import ViTSpec
 from learngene.train import distributed
 from learngene.train.loop import (
     LoopConfig,
@@ -202,9 +203,9 @@ def condense(
     train, normalization = _training_data(data, config, normalization, workers)
     source = train.source if isinstance(train, Stream) else MemorySource(train)
     if not source.labelled and config.lam == 0:
-        raise ValueError("unlabelled data needs the distillation term (lam > 0)")
+        raise UserError("unlabelled data needs the distillation term (lam > 0)")
     if source.labelled and source.max_label() >= arch.num_classes:
-        raise ValueError(f"labels go up to {source.max_label()}, the auxiliary model has {arch.num_classes} classes")
+        raise UserError(f"labels go up to {source.max_label()}, the auxiliary model has {arch.num_classes} classes")
     total_steps, optim = config.schedule(len(source))
     eval_data = _evaluation_data(eval_data, source, config, normalization, workers)
 
@@ -305,12 +306,12 @@ def _training_data(
         normalization = normalization or data.normalization
         if config.augment.transform == "plain":
             if data.images.shape[1] != arch.in_chans or tuple(data.images.shape[2:]) != arch.img_size:
-                raise ValueError(f"data is {tuple(data.images.shape[1:])}, the auxiliary model takes "
+                raise UserError(f"data is {tuple(data.images.shape[1:])}, the auxiliary model takes "
                                  f"{(arch.in_chans, *arch.img_size)}")  # fmt: skip
             return dataclasses.replace(data, normalization=normalization), normalization
         data = MemorySource(data)
     if normalization is None:
-        raise ValueError("streamed data needs the normalization its ancestor was trained with")
+        raise UserError("streamed data needs the normalization its ancestor was trained with")
     transform = train_transform(config.augment, arch.img_size, arch.in_chans, normalization)
     return Stream(data, transform, workers), normalization
 
@@ -342,4 +343,4 @@ def _check_ancestor_classes(
     with torch.no_grad():
         out = ancestor(x)
     if out.shape[-1] != num_classes:
-        raise ValueError(f"the ancestor predicts {out.shape[-1]} classes, the auxiliary model {num_classes}")
+        raise UserError(f"the ancestor predicts {out.shape[-1]} classes, the auxiliary model {num_classes}")

@@ -28,6 +28,7 @@ from learngene.control import StopFn, Stopped
 from learngene.data import ImageData
 from learngene.data.loader import StepBatches, Stream, ordered_batches, step_batches
 from learngene.data.transforms import Augment
+from learngene.errors import IntegrityError, UserError
 from learngene.formats.files import save_safetensors_atomic, sha256_file, write_json_atomic
 
 
@@ -120,7 +121,7 @@ def distillation_loss(
     """ce * CE(z, y) + lam * tau^2 * KL(softmax(z_t / tau) || softmax(z / tau)); either term may be absent.
     `labels` are class indices or, after Mixup/CutMix, soft targets (N, classes) with the smoothing folded in."""
     if (labels is None or ce == 0) and teacher_logits is None:
-        raise ValueError("need labels, a teacher, or both")
+        raise UserError("need labels, a teacher, or both")
     loss = logits.new_zeros((), dtype=torch.float32)
     if labels is not None and ce:
         smoothing = 0.0 if labels.is_floating_point() else label_smoothing
@@ -307,7 +308,7 @@ def train_classifier(
     """Supervised training (ancestors, fine-tuning baselines): CE on labelled data, with `augment`'s Mixup/CutMix
     and label smoothing when given (its image transforms belong to `data`)."""
     if not (data.source.labelled if isinstance(data, Stream) else data.labels is not None):
-        raise ValueError("training a classifier needs labelled data")
+        raise UserError("training a classifier needs labelled data")
     cfg = cfg or OptimConfig()
     device = device or pick_device()
     model.to(device)
@@ -373,10 +374,10 @@ def load_train_state(
         return 0
     payload = json.loads((folder / STATE_JSON).read_text())
     if payload["meta"] != json.loads(json.dumps(meta)):
-        raise ValueError(f"{folder}: the saved training state belongs to a different configuration")
+        raise UserError(f"{folder}: the saved training state belongs to a different configuration")
     tensors_path = folder / Path(payload["tensors"]).name  # a plain name in this folder, whatever the JSON says
     if not tensors_path.is_file() or sha256_file(tensors_path) != payload["tensors_sha256"]:
-        raise ValueError(f"{tensors_path}: missing or checksum mismatch, the saved state is corrupt")
+        raise IntegrityError(f"{tensors_path}: missing or checksum mismatch, the saved state is corrupt")
     tensors = load_file(tensors_path)
     with torch.no_grad():
         for k, p in params.items():

@@ -14,7 +14,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException
 
 from jobs.admission import DataUnavailable, FieldError, IdempotencyConflict, Overloaded
-from learngene import IntegrityError
+from learngene.errors import IntegrityError
 from service.api.problems import KINDS, problem
 from storage.objects import StorageUnavailable
 from templates_store import BrokenVersion, ConflictError, NotFoundError, RefError

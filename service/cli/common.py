@@ -57,7 +57,7 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 def user_errors() -> Iterator[None]:
     """Turn input and store errors into one readable line and exit status 2 (no traceback)."""
     # Imported when a command runs, not with the module: both load torch, which --help never needs (start-up time).
-    from learngene.formats.template_set import IntegrityError
+    from learngene.errors import LearngeneError
     from templates_store import StoreError
 
     try:
@@ -66,7 +66,7 @@ def user_errors() -> Iterator[None]:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"]) or "input"
         raise fail(f"{field}: {first['msg']}") from None
-    except (IntegrityError, StoreError, ValueError, FileNotFoundError) as exc:  # SpecError, DataRefError: ValueErrors
+    except (LearngeneError, StoreError, OSError) as exc:  # the user's own inputs and files; a bug keeps its traceback
         raise fail(str(exc)) from None
 
 

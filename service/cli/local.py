@@ -18,11 +18,12 @@ from jobs.initialization import load_inputs, run_request
 from jobs.settings import get_settings
 from learngene import CondenseConfig, ViTSpec, load_images, load_model, read_metadata
 from learngene.data.transforms import Augment
+from learngene.errors import CheckpointError, IntegrityError, UserError
 from learngene.fit_settings import Calibration, FitSettings
 from learngene.formats.ancestors import resolve_ancestor
 from learngene.formats.files import sha256_file, write_json_atomic
 from learngene.formats.pretrained import WEIGHTS, write_companions
-from learngene.formats.template_set import IntegrityError, Normalization, TemplateSet
+from learngene.formats.template_set import Normalization, TemplateSet
 from learngene.methods import LEARNGENE_METHODS, METHODS
 from learngene.pipeline import AncestorRef, run_training
 from learngene.spec import parse_overrides
@@ -165,7 +166,7 @@ def condense(
     --nproc-per-node or --nnodes it runs under torchrun, DistributedDataParallel over the auxiliary model."""
     with user_errors():
         if publish is None and out is None:
-            raise ValueError("give --publish NAME, --out FOLDER, or both")
+            raise UserError("give --publish NAME, --out FOLDER, or both")
         # Names are refused now, not after hours of condensation.
         name = check_name(name or publish or out.name)
         if publish is not None:
@@ -288,7 +289,7 @@ def init(
             lineage = store.manifest(template).lineage if template else None
             name = ancestor_model or (lineage.ancestor_model if lineage else None)
             if not name:
-                raise ValueError("--ancestor-model is needed (no template set lineage names the ancestor)")
+                raise UserError("--ancestor-model is needed (no template set lineage names the ancestor)")
             overrides = (
                 parse_overrides(ancestor_set) if ancestor_set else (lineage.ancestor_overrides if lineage else {})
             )
@@ -306,9 +307,9 @@ def init(
             ),
         )
         if is_folder(out) and out.exists() and not out.is_dir():
-            raise ValueError(f"--out {out}: not a folder (a path ending in .safetensors writes the weights alone)")
+            raise UserError(f"--out {out}: not a folder (a path ending in .safetensors writes the weights alone)")
         if problem := request.fitting_without_data():
-            raise ValueError(f"calibration: {problem}")
+            raise UserError(f"calibration: {problem}")
         inputs = load_inputs(request, template, store, get_settings().local_data_roots())
         weights = out / WEIGHTS if is_folder(out) else out
         with progress_bar(request.fit.steps if inputs.data else 0, "fit") as bar:
@@ -339,7 +340,7 @@ def evaluate(
     with user_errors():
         meta = read_metadata(checkpoint)
         if "spec" not in meta:
-            raise ValueError(f"{checkpoint} has no learngene metadata; it was not written by this tool")
+            raise CheckpointError(f"{checkpoint} has no learngene metadata; it was not written by this tool")
         spec = ViTSpec.model_validate(meta["spec"])
         arch = spec.resolve()
         images = load_images(

@@ -75,7 +75,8 @@ def _answer(action: Callable[[], Any]) -> Any:
     except httpx.TransportError as exc:
         raise fail(f"cannot reach the API at {_origin(exc)} ({_reason(exc)})", API_UNREACHABLE) from None
     except ApiError as exc:
-        raise fail(f"the API answered {exc.status}: {_detail(exc)}") from None
+        quoted = f" (request id {exc.request_id})" if exc.request_id else ""  # what the API's log lines carry
+        raise fail(f"the API answered {exc.status}: {_detail(exc)}{quoted}") from None
     except (JobFailed, TimeoutError, OSError) as exc:
         raise fail(str(exc)) from None
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file, save_file
 
-from learngene.data import DataRefError
+from learngene.errors import DataRefError
 from learngene.formats.ancestors import resolve_ancestor
 from learngene.formats.checkpoint import export_checkpoint
 from tests.support.data import FMNIST

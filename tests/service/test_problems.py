@@ -16,6 +16,7 @@ from schemathesis.config import SchemathesisConfig
 
 from jobs.settings import Settings
 from service.api.main import create_app
+from service.client import ApiError, Client, Conflict, NotFound, Overloaded, Refused, Unauthorized, Unavailable
 from tests.support.data import FMNIST, SHARED_DATA
 from tests.support.harness import ADMIN_TOKEN, finished, kill_group, service_env, start_api, start_redis, wait_for
 from tests.support.s3server import BUCKET, S3Server
@@ -133,6 +134,37 @@ def test_refusals_are_problems(queued):
 
         unknown = http.get("/problems/no-such-kind")
         assert_problem(unknown, 404, "not-found", "/problems/no-such-kind")
+
+
+def test_the_client_raises_a_typed_error_carrying_the_request_id(queued):
+    """Each status is its own class (one queued job fills the queue), and each error carries the X-Request-ID the
+    API answered with (sent by this client here, so it is known)."""
+    with Client(queued["api"].url) as client:
+        client.http.headers["X-Request-ID"] = "client-errors-1"
+        listed = next(iter(client.job_pages(limit=1)))["items"]  # test_refusals_are_problems queued one, if it ran
+        queued_job = listed[0]["id"] if listed else client.submit(BODY)["id"]
+        refused_calls = {
+            Refused: lambda: client.submit({**BODY, "overrides": {**BODY["overrides"], "depth": 10**9}}),
+            NotFound: lambda: client.get("no-such-job"),
+            Conflict: lambda: client.download_folder(queued_job, "unused"),
+            Overloaded: lambda: client.submit({**BODY, "fit": {**BODY["fit"], "seed": 2}}),
+            Unauthorized: lambda: client.condense({}),
+        }
+        for kind, call in refused_calls.items():
+            with pytest.raises(kind) as caught:
+                call()
+            error = caught.value
+            assert type(error) is kind and isinstance(error, ApiError), error
+            if kind is not Conflict:  # the one the client raises itself, from the job's record
+                assert error.request_id == "client-errors-1" and "(request id client-errors-1)" in str(error)
+        assert caught.value.status == 401
+    with Client(queued["api"].url) as client, pytest.raises(Refused) as caught:
+        client.submit({**BODY, "overrides": {**BODY["overrides"], "depth": 10**9}})
+    assert [e["loc"] for e in caught.value.errors] == [["body", "overrides", "depth"]]
+    assert caught.value.request_id and len(caught.value.request_id) >= 16  # made by the API when none is sent
+    with Client(queued["api"].url) as client, pytest.raises(Overloaded) as caught:
+        client.submit({**BODY, "fit": {**BODY["fit"], "seed": 3}})
+    assert caught.value.retry_after == 30.0 and "1 jobs are queued" in caught.value.detail
 
 
 @pytest.fixture(scope="module")
@@ -291,3 +323,6 @@ def test_an_unreachable_job_store_is_a_503_problem(queued):
         ready = http.get("/readyz")
         assert ready.status_code == 503 and ready.headers["content-type"] == "application/json"
         assert ready.json()["status"] == "not ready" and ready.json()["checks"]["jobs"] == "unreachable"
+    with Client(api.url) as client, pytest.raises(Unavailable) as caught:
+        client.get("any")
+    assert caught.value.status == 503 and caught.value.request_id

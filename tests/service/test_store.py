@@ -13,8 +13,7 @@ import time
 import pytest
 import torch
 
-from learngene import IntegrityError
-from learngene.formats.checkpoint import NonFiniteWeights
+from learngene.errors import IntegrityError, NonFiniteWeights
 from learngene.formats.template_set import MANIFEST, TENSORS
 from templates_store import BrokenVersion, ConflictError, NotFoundError, RefError, StoreError, TemplateStore, parse_ref
 from tests.support.data import REPO

@@ -14,9 +14,10 @@ import pytest
 import torch
 
 from learngene import CondenseConfig, condense, read_metadata
-from learngene.data import DataRefError, open_source
+from learngene.data import open_source
 from learngene.data.loader import StepBatches, Stream, step_batches
 from learngene.data.transforms import Augment, eval_transform, train_transform
+from learngene.errors import DataRefError
 from learngene.train.loop import OptimConfig, Stopped
 from tests.support.data import RGB64_NORM, RGB64_SHAPE, RGB64_SIZE, fmnist_rgb64, write_folder, write_shards
 from tests.support.models import tiny_spec

@@ -12,7 +12,7 @@ import threading
 
 import pytest
 
-from learngene import IntegrityError
+from learngene.errors import IntegrityError
 from learngene.fit_settings import FitSettings
 from learngene.formats.template_set import MANIFEST, TENSORS
 from learngene.quality.card import CardDomain, CardRow, QualityCard

@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from learngene import SpecError
+from learngene.errors import SpecError
 from learngene.formats.checkpoint import export_checkpoint
 from learngene.layers.select import WidthSelection, coverage
 from learngene.layers.templates import DEFAULT_COUNTS, SLOTS

@@ -11,11 +11,12 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from learngene import DataRefError, Normalization, load_images
+from learngene import Normalization, load_images
 from learngene.control import Stopped
 from learngene.data import DataRef, open_source
 from learngene.data.images import channel_stats, fit_images, images_per_chunk
 from learngene.data.refs import shard_names
+from learngene.errors import DataRefError
 from tests.support.data import FMNIST, write_folder, write_shards
 
 NORM = Normalization(mean=(0.5,), std=(0.5,))

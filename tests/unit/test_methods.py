@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from learngene import CondenseConfig, Normalization, SpecError, TemplateSet, condense
+from learngene import CondenseConfig, Normalization, TemplateSet, condense
+from learngene.errors import SpecError
 from learngene.layers.generated import BLOCK_PARAMS
 from learngene.methods import AncestorWeights, build_descendant, check_method
 from learngene.methods.baselines import mimetic, select, uniform_indices

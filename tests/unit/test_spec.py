@@ -8,8 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from learngene import SpecError, ViTSpec, check_compatible
+from learngene import ViTSpec, check_compatible
 from learngene.cost import estimate
+from learngene.errors import SpecError
 from tests.support.models import TINY, random_template_set, tiny_spec
 
 

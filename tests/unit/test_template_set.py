@@ -7,7 +7,8 @@ import json
 import pytest
 import torch
 
-from learngene import IntegrityError, TemplateSet, inherit
+from learngene import TemplateSet, inherit
+from learngene.errors import IntegrityError
 from learngene.formats.template_set import BUILTIN_TEMPLATE_SETS, MANIFEST, TENSORS
 from tests.support.models import random_template_set, tiny_spec
 

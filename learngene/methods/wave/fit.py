@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from torch import nn
 
 from learngene.data import ImageData
+from learngene.errors import UserError
 from learngene.formats.checkpoint import freeze
 from learngene.methods.wave.model import TemplatedViT
 from learngene.train.loop import (
@@ -66,16 +67,16 @@ def fit_scalers(
 ) -> FitReport:
     """Train `model`'s scalers and free parameters for `steps` steps on `data`; templates stay frozen."""
     if steps < 0:
-        raise ValueError(f"steps={steps} must be >= 0")
+        raise UserError(f"steps={steps} must be >= 0")
     model.templates.requires_grad_(False)
     named = model.trainable_named_parameters()
     report = FitReport(steps=steps, trainable_parameters=sum(p.numel() for _, p in named))
     if data is None:
         if steps:
-            raise ValueError("fitting for steps > 0 needs calibration data")
+            raise UserError("fitting for steps > 0 needs calibration data")
         return report
     if data.labels is None and ancestor is None:
-        raise ValueError("unlabelled calibration data needs the ancestor (the loss is KL to it)")
+        raise UserError("unlabelled calibration data needs the ancestor (the loss is KL to it)")
     device = model.device
     teacher = freeze(ancestor).to(device) if ancestor is not None else None
     lam = lam if teacher is not None else 0.0

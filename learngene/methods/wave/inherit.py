@@ -20,11 +20,12 @@ from timm.layers import resample_abs_pos_embed, resample_patch_embed
 from timm.models._manipulate import adapt_input_conv
 from torch import Tensor
 
+from learngene.errors import SpecError
 from learngene.formats.template_set import TemplateSet, TemplateSetConfig
 from learngene.layers.select import WidthSelection, factors, select_width, widen_residual
 from learngene.layers.templates import SLOTS, WeightScalers, WeightTemplates, deepen, resize_weights, widen
 from learngene.methods.wave.model import TemplatedViT
-from learngene.spec import Architecture, SpecError, ViTSpec, build_fresh
+from learngene.spec import Architecture, ViTSpec, build_fresh
 
 # Free parameters whose last axis is the residual width: tiled k times when widening.
 _WIDTH_VECTORS = (

@@ -8,6 +8,7 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
+from learngene.errors import UserError
 from learngene.layers.templates import TemplateConfig, WeightScalers, WeightTemplates, templates_from_weights
 from learngene.methods.registry import Learngene, register_method
 from learngene.methods.wave.inherit import check_compatible, inherit
@@ -48,7 +49,7 @@ class Wave(Learngene):
             return False
         if not _same_block_shapes(ancestor, aux):
             if init == "ancestor":
-                raise ValueError("init='ancestor' needs a timm ViT ancestor with the auxiliary model's block shapes")
+                raise UserError("init='ancestor' needs a timm ViT ancestor with the auxiliary model's block shapes")
             return False
         state, arch, size = ancestor.state_dict(), aux.arch, aux.templates.config.size
         depth = len(ancestor.blocks)
