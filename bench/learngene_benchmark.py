@@ -31,6 +31,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from learngene.train.loop import Runtime
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.sections import owned_sections
@@ -177,8 +179,15 @@ def condense_all(ancestor: AncestorWeights, data: ImageData, test: ImageData, bu
     out = {}
     for method, config in configs.items():
         t0 = time.perf_counter()
-        ts = condense(teacher, data, config, name=f"bench-{method}", eval_data=test, device="cpu",
-                      lineage=Lineage(ancestor_model=MODEL, ancestor_sha256=ancestor.sha256))  # fmt: skip
+        ts = condense(
+            teacher,
+            data,
+            config,
+            name=f"bench-{method}",
+            eval_data=test,
+            lineage=Lineage(ancestor_model=MODEL, ancestor_sha256=ancestor.sha256),
+            runtime=Runtime(device="cpu"),
+        )
         seconds = time.perf_counter() - t0
         ts = ts.model_copy(update={"metrics": {**ts.metrics, "seconds": seconds}})
         out[method] = ts

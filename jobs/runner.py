@@ -33,8 +33,9 @@ from learngene.control import Stopped
 from learngene.errors import IntegrityError, UserError
 from learngene.formats.pretrained import WEIGHTS, write_companions
 from learngene.methods import get_method
-from learngene.train.launch import LaunchSpec, condense_run
-from learngene.train.loop import pick_device
+from learngene.pipeline import CondensationSpec
+from learngene.train.launch import condense_run
+from learngene.train.loop import Runtime, pick_device
 from storage.artifacts import Artifacts
 from storage.objects import StorageUnavailable
 from templates_store import ResolvedRef, StoreError, TemplateStore
@@ -381,13 +382,20 @@ def _condense_and_publish(request, job, context, reporter) -> dict[str, Any]:
         eval_uri, eval_roots = through_outages(lambda: localize(request.eval_data, settings, reporter.should_stop),
                                                reporter, settings, "copying the evaluation data")  # fmt: skip
         roots = list(dict.fromkeys([*roots, *eval_roots]))
-    spec = LaunchSpec(
-        ancestor=request.ancestor.ref(), data_uri=data_uri, config=request.condense_config(), name=request.name,
-        eval_uri=eval_uri, max_samples=request.data.max_samples, allowed_roots=[str(root) for root in roots],
+    runtime = Runtime(device=settings.device, workers=settings.data_workers, compile=settings.condense_compile)
+    spec = CondensationSpec(
+        ancestor=request.ancestor.ref(),
+        data_uri=data_uri,
+        config=request.condense_config(),
+        name=request.name,
+        eval_uri=eval_uri,
+        max_samples=request.data.max_samples,
+        allowed_roots=[str(root) for root in roots],
         limits=dataclasses.asdict(settings.limits.decode()),
-        device=settings.device, workers=settings.data_workers, compile_model=settings.condense_compile,
-        run_dir=str(state), checkpoint_every=settings.condense_checkpoint_every,
-    )  # fmt: skip
+        runtime=runtime,
+        run_dir=str(state),
+        checkpoint_every=settings.condense_checkpoint_every,
+    )
     # With nproc > 1, torchrun ranks in the job's state folder: a redelivered job resumes there on any process count.
     template_set = condense_run(spec, nproc=request.nproc or settings.condense_nproc, progress=reporter.progress,
                                 should_stop=reporter.should_stop)  # fmt: skip

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from learngene.quality.card import QualityCard
 from learngene.quality.caveats import Caveat, architecture_caveats, calibration_caveats, no_fitting_caveat
 from learngene.spec import ViTSpec
 from learngene.train.condense import CondenseConfig, condense
-from learngene.train.loop import OptimConfig, ProgressFn, StopFn, evaluate, train_classifier
+from learngene.train.loop import Hooks, OptimConfig, ProgressFn, Runtime, StopFn, evaluate, train_classifier
 
 PLACEHOLDER = Normalization(mean=(0.5,), std=(0.5,))  # replaced before any batch is drawn
 
@@ -164,63 +165,73 @@ class AncestorRef(BaseModel):
     checkpoint: str
 
 
+class CondensationSpec(BaseModel):
+    """One condensation, whole: what it reads, what it computes (`config`), where it runs (`runtime`) and where it
+    keeps its training state. The same spec runs in this process (`run_condensation`) or in each torchrun rank
+    (`learngene.train.launch`, which writes it into the run folder as JSON)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ancestor: AncestorRef
+    data_uri: str
+    config: CondenseConfig
+    name: str
+    eval_uri: str | None = None
+    max_samples: int | None = None
+    allowed_roots: list[str] | None = None
+    limits: dict[str, int] = Field(default_factory=lambda: dataclasses.asdict(DEFAULT_LIMITS))
+    runtime: Runtime = Field(default_factory=Runtime)
+    run_dir: str | None = Field(
+        default=None,
+        description="the run's folder: its training state (as a single process keeps it, so a run may resume on "
+        "another number of processes) and, launched on ranks, the spec, progress, log and result; none: no state",
+    )
+    checkpoint_every: int = Field(default=500, ge=1, description="steps between snapshots of the training state")
+
+
 def run_condensation(
-    ancestor: AncestorRef,
-    data_uri: str,
-    config: CondenseConfig,
-    *,
-    name: str,
-    eval_uri: str | None = None,
-    normalization: Normalization | None = None,
-    max_samples: int | None = None,
-    allowed_roots: Sequence[str | Path] | None = None,
-    limits: DecodeLimits = DEFAULT_LIMITS,
-    device: torch.device | str = "cpu",
-    workers: int | None = None,
-    compile_model: bool = False,
-    progress: ProgressFn | None = None,
-    checkpoint_dir: str | Path | None = None,
-    checkpoint_every: int = 500,
-    should_stop: StopFn | None = None,
+    spec: CondensationSpec, *, progress: ProgressFn | None = None, should_stop: StopFn | None = None
 ) -> TemplateSet:
     """Load the ancestor (safetensors only, from under the allowed roots), open the data (streamed, never decoded
     whole), condense, record lineage."""
+    config, roots, limits = spec.config, spec.allowed_roots, DecodeLimits(**spec.limits)
     arch = config.aux.resolve()
-    resolved = resolve_ancestor(ancestor.checkpoint, ancestor.model, ancestor.overrides, allowed_roots)
+    resolved = resolve_ancestor(spec.ancestor.checkpoint, spec.ancestor.model, spec.ancestor.overrides, roots)
     checkpoint = resolved.checkpoint
     anc = load_ancestor(resolved.model, checkpoint, resolved.overrides)
-    opened = open_source(data_uri, allowed_roots=allowed_roots, limits=limits, should_stop=should_stop)
-    source = sample_source(opened, max_samples, config.seed)
+    opened = open_source(spec.data_uri, allowed_roots=roots, limits=limits, should_stop=should_stop)
+    source = sample_source(opened, spec.max_samples, config.seed)
     stored = read_metadata(checkpoint).get("normalization")
-    normalization = (
-        normalization or resolved.normalization or (Normalization.model_validate(stored) if stored else None)
-    )
+    normalization = resolved.normalization or (Normalization.model_validate(stored) if stored else None)
     if normalization is None:  # the ancestor's convention is unknown: the data's own statistics, from a sample
         normalization = source_stats(source, arch.img_size, arch.in_chans, seed=config.seed)
     eval_source = (
-        open_source(eval_uri, allowed_roots=allowed_roots, limits=limits, should_stop=should_stop) if eval_uri else None
+        open_source(spec.eval_uri, allowed_roots=roots, limits=limits, should_stop=should_stop)
+        if spec.eval_uri
+        else None
     )
     lineage = Lineage(
         ancestor_model=resolved.model,
         ancestor_overrides=resolved.overrides,
         ancestor_sha256=sha256_file(checkpoint),
-        data_uri=data_uri,
+        data_uri=spec.data_uri,
+    )
+    hooks = Hooks(
+        progress=progress,
+        should_stop=should_stop,
+        checkpoint_dir=Path(spec.run_dir) if spec.run_dir else None,
+        checkpoint_every=spec.checkpoint_every,
     )
     return condense(
         anc,
         source,
         config,
-        name=name,
+        name=spec.name,
         normalization=normalization,
         eval_data=eval_source,
         lineage=lineage,
-        device=device,
-        workers=workers,
-        compile_model=compile_model,
-        progress=progress,
-        checkpoint_dir=checkpoint_dir,
-        checkpoint_every=checkpoint_every,
-        should_stop=should_stop,
+        runtime=spec.runtime,
+        hooks=hooks,
     )
 
 

@@ -32,12 +32,12 @@ from learngene.methods import LearngeneName, get_learngene
 from learngene.spec import ViTSpec
 from learngene.train import distributed
 from learngene.train.loop import (
+    Hooks,
     LoopConfig,
     LoopHooks,
     Objective,
     OptimConfig,
-    ProgressFn,
-    StopFn,
+    Runtime,
     build_optimizer,
     evaluate,
     load_train_state,
@@ -184,21 +184,18 @@ def condense(
     normalization: Normalization | None = None,
     eval_data: ImageData | ImageSource | None = None,
     lineage: Lineage | None = None,
-    device: torch.device | str | None = None,
-    workers: int | None = None,
-    compile_model: bool = False,
-    progress: ProgressFn | None = None,
-    checkpoint_dir: str | Path | None = None,
-    checkpoint_every: int = 500,
-    should_stop: StopFn | None = None,
+    runtime: Runtime = Runtime(),
+    hooks: Hooks = Hooks(),
 ) -> TemplateSet:
-    """Distil `ancestor` into a new template set. Resumes from `checkpoint_dir` when it holds this run's state.
+    """Distil `ancestor` into a new template set. Resumes from `hooks.checkpoint_dir` when it holds this run's
+    state.
 
-    `data` is decoded images in memory or a source streamed through `workers` loader processes; a source needs the
-    `normalization` the ancestor was trained with. `compile_model` trains through `torch.compile` (off by default:
-    equal parameters to eager on CPU, its speed on a GPU not measured yet)."""
+    `data` is decoded images in memory or a source streamed through `runtime.workers` loader processes; a source
+    needs the `normalization` the ancestor was trained with. `runtime.compile` trains through `torch.compile` (off by
+    default: equal parameters to eager on CPU, its speed on a GPU not measured yet)."""
     world = distributed.current()  # torchrun's ranks share the global batch; rank 0 alone writes
-    device = distributed.device_for(world, pick_device(str(device) if device else None))
+    device = distributed.device_for(world, pick_device(runtime.device))
+    workers, checkpoint_dir, should_stop = runtime.workers, hooks.checkpoint_dir, hooks.should_stop
     arch = config.aux.resolve()
     train, normalization = _training_data(data, config, normalization, workers)
     source = train.source if isinstance(train, Stream) else MemorySource(train)
@@ -218,7 +215,7 @@ def condense(
         if world.size == 1
         else DistributedDataParallel(aux, device_ids=[device.index] if device.index is not None else None)
     )
-    if compile_model:  # the wrapped model, as torch's DDP + compile notes ask; evaluation stays eager
+    if runtime.compile:  # the wrapped model, as torch's DDP + compile notes ask; evaluation stays eager
         model = torch.compile(model)
     ancestor = freeze(ancestor).to(device)
     _check_ancestor_classes(ancestor, eval_data, arch.num_classes, device)
@@ -263,9 +260,9 @@ def condense(
         ),
         start_step=start,
         hooks=LoopHooks(
-            progress=progress,
+            progress=hooks.progress,
             checkpoint=save_state if checkpoint_dir is not None else None,
-            checkpoint_every=checkpoint_every,
+            checkpoint_every=hooks.checkpoint_every,
             should_stop=stop if should_stop is not None or world.size > 1 else None,
         ),
     )

@@ -2,7 +2,7 @@
 sides of it.
 
 The launching side (`launch_condensation`, used by `learngene condense --nproc-per-node N` and by the condense
-worker) writes the run's `LaunchSpec` into the run's folder, starts `python -m torch.distributed.run ... -m
+worker) writes the run's `CondensationSpec` into the run's folder, starts `python -m torch.distributed.run ... -m
 learngene.train.launch SPEC`, and while it runs relays rank 0's progress (a JSON file) and a stop request (a file every
 rank polls between steps, decided collectively). torchrun restarts the whole group when a rank dies
 (`max_restarts`); the ranks resume from the run's training state, so a killed rank costs the steps since the last
@@ -30,46 +30,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-from pydantic import BaseModel, ConfigDict, Field
-
 from learngene.control import StopFn, Stopped
-from learngene.data import DecodeLimits
+from learngene.errors import UserError
 from learngene.formats.files import write_json_atomic
 from learngene.formats.template_set import TemplateSet
-from learngene.pipeline import AncestorRef, run_condensation
-from learngene.train.condense import CondenseConfig
-from learngene.train.distributed import device_for, join_from_env
+from learngene.pipeline import CondensationSpec, run_condensation
+from learngene.train.distributed import join_from_env
 from learngene.train.loop import Progress, ProgressFn, pick_device
 
 SPEC, PROGRESS, STOP, STOPPED, RESULT, LOG = "launch.json", "progress.json", "STOP", "stopped.json", "result", "log"
 
 
-class LaunchSpec(BaseModel):
-    """Everything one condensation run needs, in this process or in each of its torchrun ranks."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    ancestor: AncestorRef
-    data_uri: str
-    config: CondenseConfig
-    name: str
-    eval_uri: str | None = None
-    max_samples: int | None = None
-    allowed_roots: list[str] | None = None
-    limits: dict[str, int] = Field(default_factory=lambda: dataclasses.asdict(DecodeLimits()))
-    device: str | None = None
-    workers: int | None = None
-    compile_model: bool = False
-    run_dir: str = Field(
-        description="the run's folder: spec, training state (as a single process keeps it, so a run "
-        "may resume on another number of processes), progress, log, result"
-    )
-    checkpoint_every: int = 500
-
-
 def condense_run(
-    spec: LaunchSpec,
+    spec: CondensationSpec,
     *,
     nproc: int = 1,
     nnodes: int = 1,
@@ -80,30 +53,13 @@ def condense_run(
     """The condensation `spec` names: in this process, or on `nproc` x `nnodes` torchrun ranks. Either way its state
     is kept in `spec.run_dir`, so an interrupted run resumes there on any number of processes."""
     if nproc == 1 and nnodes == 1 and rdzv_endpoint is None:
-        return run_spec(spec, progress=progress, should_stop=should_stop)
+        return run_condensation(spec, progress=progress, should_stop=should_stop)
     return launch_condensation(spec, nproc=nproc, nnodes=nnodes, rdzv_endpoint=rdzv_endpoint, progress=progress,
                                should_stop=should_stop)  # fmt: skip
 
 
-def run_spec(
-    spec: LaunchSpec,
-    *,
-    device: torch.device | None = None,
-    progress: ProgressFn | None = None,
-    should_stop: StopFn | None = None,
-) -> TemplateSet:
-    """`spec` in this process (the whole run, or one rank's share of it)."""
-    return run_condensation(
-        spec.ancestor, spec.data_uri, spec.config, name=spec.name, eval_uri=spec.eval_uri,
-        max_samples=spec.max_samples, allowed_roots=spec.allowed_roots, limits=DecodeLimits(**spec.limits),
-        device=device or pick_device(spec.device), workers=spec.workers, compile_model=spec.compile_model,
-        progress=progress, checkpoint_dir=Path(spec.run_dir), checkpoint_every=spec.checkpoint_every,
-        should_stop=should_stop,
-    )  # fmt: skip
-
-
 def launch_condensation(
-    spec: LaunchSpec,
+    spec: CondensationSpec,
     *,
     nproc: int,
     nnodes: int = 1,
@@ -114,6 +70,8 @@ def launch_condensation(
     poll_s: float = 0.5,
 ) -> TemplateSet:
     """Run `spec` on `nproc` processes per node under torchrun and return the template set rank 0 wrote."""
+    if spec.run_dir is None:
+        raise UserError("a condensation on several processes needs its run_dir: the ranks share it")
     folder = Path(spec.run_dir)
     folder.mkdir(parents=True, exist_ok=True)
     for leftover in (PROGRESS, STOP, STOPPED):
@@ -176,22 +134,21 @@ def _relay(folder: Path, progress: ProgressFn | None, seen: Any) -> Any:
     return text
 
 
-def run_rank(spec: LaunchSpec) -> None:
+def run_rank(spec: CondensationSpec) -> None:
     """One rank's share of the condensation (run by torchrun in every process)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <rank>` writes every thread's stack to the run's log
     folder = Path(spec.run_dir)
-    device = pick_device(spec.device)
+    device = pick_device(spec.runtime.device)
     world = join_from_env(device.type)
 
     def report(p: Progress) -> None:
         write_json_atomic(folder / PROGRESS, dataclasses.asdict(p))
 
     try:
-        template_set = run_spec(
-            spec, device=device_for(world, device), progress=report if world.main else None,
-            should_stop=(folder / STOP).exists,
-        )  # fmt: skip
+        template_set = run_condensation(
+            spec, progress=report if world.main else None, should_stop=(folder / STOP).exists
+        )
     except Stopped as exc:
         if world.main:
             write_json_atomic(folder / STOPPED, {"reason": str(exc)})
@@ -213,4 +170,4 @@ def _swap(staging: Path, target: Path) -> None:
 
 
 if __name__ == "__main__":
-    run_rank(LaunchSpec.model_validate_json(Path(sys.argv[1]).read_text()))
+    run_rank(CondensationSpec.model_validate_json(Path(sys.argv[1]).read_text()))

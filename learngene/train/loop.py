@@ -67,6 +67,27 @@ class TrainingStopped(Stopped):
         self.step = step
 
 
+class Runtime(BaseModel):
+    """How a run executes, not what it computes: the same configuration gives the same result on any runtime (up to
+    floating point)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    device: str | None = Field(default=None, description="a torch device; none: CUDA when present, else CPU")
+    workers: int | None = Field(default=None, ge=0, description="DataLoader worker processes; none: one per core")
+    compile: bool = Field(default=False, description="train through torch.compile (the result is the same)")
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """What a long run tells its caller and asks it, and where it keeps its state to resume from."""
+
+    progress: ProgressFn | None = None
+    should_stop: StopFn | None = None
+    checkpoint_dir: Path | None = None  # none: nothing is saved, an interrupted run starts again
+    checkpoint_every: int = 500  # steps between snapshots of the training state
+
+
 def pick_device(preferred: str | None = None) -> torch.device:
     """The device to run on: `preferred` if given, else CUDA when present, else CPU."""
     if preferred:

@@ -25,10 +25,10 @@ from learngene.formats.files import sha256_file, write_json_atomic
 from learngene.formats.pretrained import WEIGHTS, write_companions
 from learngene.formats.template_set import Normalization, TemplateSet
 from learngene.methods import LEARNGENE_METHODS, METHODS
-from learngene.pipeline import AncestorRef, run_training
+from learngene.pipeline import AncestorRef, CondensationSpec, run_training
 from learngene.spec import parse_overrides
-from learngene.train.launch import LaunchSpec, condense_run
-from learngene.train.loop import OptimConfig, pick_device
+from learngene.train.launch import condense_run
+from learngene.train.loop import OptimConfig, Runtime, pick_device
 from learngene.train.loop import evaluate as evaluate_model
 from service.cli.common import (
     CALIBRATION_SAMPLES,
@@ -199,11 +199,17 @@ def condense(
             resolved, template_set = earlier  # also what --out writes: the set that was published
             typer.echo(f"note: this run was already published as {resolved}; not publishing it again", err=True)
         else:
-            spec = LaunchSpec(
-                ancestor=ref, data_uri=data, config=config, name=name, eval_uri=eval_data,
-                allowed_roots=[str(r) for r in roots] if roots is not None else None, device=device_option(device),
-                workers=workers, compile_model=compile_model, run_dir=str(state), checkpoint_every=checkpoint_every,
-            )  # fmt: skip
+            spec = CondensationSpec(
+                ancestor=ref,
+                data_uri=data,
+                config=config,
+                name=name,
+                eval_uri=eval_data,
+                allowed_roots=[str(r) for r in roots] if roots is not None else None,
+                runtime=Runtime(device=device_option(device), workers=workers, compile=compile_model),
+                run_dir=str(state),
+                checkpoint_every=checkpoint_every,
+            )
             with progress_bar(steps, "condense") as bar:
                 template_set = condense_run(
                     spec, nproc=nproc_per_node, nnodes=nnodes, rdzv_endpoint=rdzv_endpoint, progress=bar

@@ -17,9 +17,9 @@ import torch
 
 from learngene import CondenseConfig, Normalization
 from learngene.formats.checkpoint import export_checkpoint
-from learngene.pipeline import AncestorRef, run_condensation
-from learngene.train.launch import LaunchSpec, launch_condensation
-from learngene.train.loop import OptimConfig
+from learngene.pipeline import AncestorRef, CondensationSpec, run_condensation
+from learngene.train.launch import launch_condensation
+from learngene.train.loop import OptimConfig, Runtime
 from tests.support.data import FMNIST
 from tests.support.models import tiny_spec
 from tests.support.scale import PROCESS_TIMEOUT_S
@@ -35,20 +35,27 @@ def ancestor_file(ancestor, tmp_path_factory) -> Path:
     return path
 
 
-def spec_for(ancestor_file: Path, run_dir: Path, steps: int, **config) -> LaunchSpec:
+def spec_for(ancestor_file: Path, run_dir: Path, steps: int, **config) -> CondensationSpec:
     ref = AncestorRef(model=ANCESTOR_SPEC.model, overrides=ANCESTOR_SPEC.overrides(), checkpoint=str(ancestor_file))
     condense = CondenseConfig(recipe="plain", aux=tiny_spec(depth=2), steps=steps, batch_size=32,
                               optim=OptimConfig(lr=1e-3, warmup_steps=2), **config)  # fmt: skip
-    return LaunchSpec(ancestor=ref, data_uri=f"idx://{FMNIST}", config=condense, name="ddp", max_samples=2000,
-                      device="cpu", workers=0, run_dir=str(run_dir), checkpoint_every=5)  # fmt: skip
+    return CondensationSpec(
+        ancestor=ref,
+        data_uri=f"idx://{FMNIST}",
+        config=condense,
+        name="ddp",
+        max_samples=2000,
+        runtime=Runtime(device="cpu", workers=0),
+        run_dir=str(run_dir),
+        checkpoint_every=5,
+    )
 
 
 def test_two_processes_and_one_give_the_same_parameters(ancestor_file, tmp_path):
     spec = spec_for(ancestor_file, tmp_path / "two", steps=8)
     progress = []
     two = launch_condensation(spec, nproc=2, progress=progress.append)
-    one = run_condensation(spec.ancestor, spec.data_uri, spec.config, name="ddp", max_samples=2000, device="cpu",
-                           workers=0)  # fmt: skip
+    one = run_condensation(spec.model_copy(update={"run_dir": None}))
     for key, tensor in one.tensors().items():
         torch.testing.assert_close(two.tensors()[key], tensor, rtol=1e-4, atol=1e-5, msg=key)
     assert two.lineage.condensation["world_size"] == 2 and one.lineage.condensation["world_size"] == 1

@@ -18,7 +18,7 @@ from learngene.data import open_source
 from learngene.data.loader import StepBatches, Stream, step_batches
 from learngene.data.transforms import Augment, eval_transform, train_transform
 from learngene.errors import DataRefError
-from learngene.train.loop import OptimConfig, Stopped
+from learngene.train.loop import Hooks, OptimConfig, Runtime, Stopped
 from tests.support.data import RGB64_NORM, RGB64_SHAPE, RGB64_SIZE, fmnist_rgb64, write_folder, write_shards
 from tests.support.models import tiny_spec
 from tests.support.scale import PROCESS_TIMEOUT_S
@@ -84,7 +84,7 @@ def test_condensation_streams_from_shards_and_resumes_mid_epoch_exactly(ancestor
     config = CondenseConfig(aux=tiny_spec(**RGB64_SHAPE, embed_dim=64, num_heads=2, depth=2), steps=6, batch_size=16,
                             optim=OptimConfig(lr=1e-3, warmup_steps=1))  # fmt: skip  # the DeiT recipe
     source = open_source(datasets["shards"])
-    whole = condense(ancestor64, source, config, normalization=NORM, workers=2, device="cpu")
+    whole = condense(ancestor64, source, config, normalization=NORM, runtime=Runtime(workers=2, device="cpu"))
     state = tmp_path / "state"
     calls = {"n": 0}
 
@@ -93,10 +93,23 @@ def test_condensation_streams_from_shards_and_resumes_mid_epoch_exactly(ancestor
         return calls["n"] > 4
 
     with pytest.raises(Stopped):
-        condense(ancestor64, source, config, normalization=NORM, workers=0, device="cpu", checkpoint_dir=state,
-                 checkpoint_every=2, should_stop=stop_after_four_steps)  # fmt: skip
+        condense(
+            ancestor64,
+            source,
+            config,
+            normalization=NORM,
+            runtime=Runtime(workers=0, device="cpu"),
+            hooks=Hooks(checkpoint_dir=state, checkpoint_every=2, should_stop=stop_after_four_steps),
+        )
     assert json.loads((state / "train_state.json").read_text())["step"] == 2  # mid-epoch: 125 steps make one
-    resumed = condense(ancestor64, source, config, normalization=NORM, workers=1, device="cpu", checkpoint_dir=state)
+    resumed = condense(
+        ancestor64,
+        source,
+        config,
+        normalization=NORM,
+        runtime=Runtime(workers=1, device="cpu"),
+        hooks=Hooks(checkpoint_dir=state),
+    )
     for key, tensor in whole.tensors().items():
         torch.testing.assert_close(resumed.tensors()[key], tensor, rtol=1e-5, atol=1e-6, msg=key)
     assert whole.lineage.data_digest == source.digest() and whole.lineage.data_uri == datasets["shards"]

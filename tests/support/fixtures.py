@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from learngene import CondenseConfig, Normalization, TemplateSet, condense, load_images
 from learngene.data import channel_stats
-from learngene.train.loop import OptimConfig, train_classifier
+from learngene.train.loop import OptimConfig, Runtime, train_classifier
 from tests.support.data import FMNIST
 from tests.support.models import tiny_spec
 from tests.support.s3server import BUCKET, S3Server
@@ -120,7 +120,9 @@ def condensed(ancestor, fmnist_train, fmnist_test, tmp_path_factory, worker_id) 
             batch_size=64,
             optim=OptimConfig(lr=2e-3, warmup_steps=20),
         )
-        return condense(ancestor, fmnist_train, config, name="tiny", eval_data=fmnist_test, device="cpu")
+        return condense(
+            ancestor, fmnist_train, config, name="tiny", eval_data=fmnist_test, runtime=Runtime(device="cpu")
+        )
 
     return made_once(
         tmp_path_factory, worker_id, "condensed", make, lambda ts, folder: ts.save(folder / "set"),

@@ -8,7 +8,7 @@ import torch
 
 from learngene import CondenseConfig, condense
 from learngene.formats.files import sha256_file
-from learngene.train.loop import OptimConfig, evaluate
+from learngene.train.loop import Hooks, OptimConfig, Runtime, evaluate
 from tests.support.data import FMNIST
 from tests.support.models import tiny_spec
 
@@ -29,23 +29,29 @@ def test_condensation_learns_from_the_ancestor(condensed, ancestor, fmnist_test)
 def test_condensation_loss_falls(ancestor, fmnist_train):
     losses = []
     config = SHORT.model_copy(update={"steps": 60})
-    condense(ancestor, fmnist_train, config, device="cpu", progress=lambda p: losses.append(p.loss))
+    condense(
+        ancestor,
+        fmnist_train,
+        config,
+        runtime=Runtime(device="cpu"),
+        hooks=Hooks(progress=lambda p: losses.append(p.loss)),
+    )
     assert len(losses) == 6
     assert losses[-1] < losses[0] - 0.3
 
 
 def test_condensation_is_reproducible_on_cpu(ancestor, fmnist_train):
-    a = condense(ancestor, fmnist_train, SHORT, device="cpu")
-    b = condense(ancestor, fmnist_train, SHORT, device="cpu")
+    a = condense(ancestor, fmnist_train, SHORT, runtime=Runtime(device="cpu"))
+    b = condense(ancestor, fmnist_train, SHORT, runtime=Runtime(device="cpu"))
     for kind in a.templates:
         assert torch.equal(a.templates[kind], b.templates[kind])
         assert torch.equal(a.scalers[kind], b.scalers[kind])
-    c = condense(ancestor, fmnist_train, SHORT.model_copy(update={"seed": 1}), device="cpu")
+    c = condense(ancestor, fmnist_train, SHORT.model_copy(update={"seed": 1}), runtime=Runtime(device="cpu"))
     assert not torch.equal(a.templates["qkv"], c.templates["qkv"])
 
 
 def test_condensation_resumes_from_its_checkpoint(ancestor, fmnist_train, tmp_path):
-    straight = condense(ancestor, fmnist_train, SHORT, device="cpu")
+    straight = condense(ancestor, fmnist_train, SHORT, runtime=Runtime(device="cpu"))
 
     class Crash(Exception):
         pass
@@ -59,10 +65,8 @@ def test_condensation_resumes_from_its_checkpoint(ancestor, fmnist_train, tmp_pa
             ancestor,
             fmnist_train,
             SHORT,
-            device="cpu",
-            checkpoint_dir=tmp_path,
-            checkpoint_every=4,
-            progress=crash_at_10,
+            runtime=Runtime(device="cpu"),
+            hooks=Hooks(checkpoint_dir=tmp_path, checkpoint_every=4, progress=crash_at_10),
         )
     # A process killed inside the next save, after its tensors were written and before its JSON was: the
     # state on record (step 8) must still resume, untouched by the newer orphan file.
@@ -72,10 +76,8 @@ def test_condensation_resumes_from_its_checkpoint(ancestor, fmnist_train, tmp_pa
         ancestor,
         fmnist_train,
         SHORT,
-        device="cpu",
-        checkpoint_dir=tmp_path,
-        checkpoint_every=4,
-        progress=lambda p: steps_seen.append(p.step),
+        runtime=Runtime(device="cpu"),
+        hooks=Hooks(checkpoint_dir=tmp_path, checkpoint_every=4, progress=lambda p: steps_seen.append(p.step)),
     )
     assert steps_seen == [10, 12]  # resumed from step 8, not from 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["train_state-000000012.safetensors", "train_state.json"]
@@ -84,14 +86,14 @@ def test_condensation_resumes_from_its_checkpoint(ancestor, fmnist_train, tmp_pa
 
 
 def test_resume_refuses_another_configuration(ancestor, fmnist_train, tmp_path):
-    condense(ancestor, fmnist_train, SHORT, device="cpu", checkpoint_dir=tmp_path)
+    condense(ancestor, fmnist_train, SHORT, runtime=Runtime(device="cpu"), hooks=Hooks(checkpoint_dir=tmp_path))
     with pytest.raises(ValueError, match="different configuration"):
         condense(
             ancestor,
             fmnist_train,
             SHORT.model_copy(update={"seed": 3}),
-            device="cpu",
-            checkpoint_dir=tmp_path,
+            runtime=Runtime(device="cpu"),
+            hooks=Hooks(checkpoint_dir=tmp_path),
         )
 
 
@@ -109,14 +111,14 @@ def test_bad_inputs_are_refused(ancestor, fmnist_train):
             ancestor,
             fmnist_train,
             SHORT.model_copy(update={"aux": tiny_spec(depth=2, num_classes=5)}),
-            device="cpu",
+            runtime=Runtime(device="cpu"),
         )
     with pytest.raises(ValueError, match="auxiliary model takes"):
         condense(
             ancestor,
             fmnist_train,
             SHORT.model_copy(update={"aux": tiny_spec(depth=2, img_size=14)}),
-            device="cpu",
+            runtime=Runtime(device="cpu"),
         )
     with pytest.raises(ValueError, match="template size"):
         CondenseConfig(recipe="plain", aux=tiny_spec(embed_dim=48, num_heads=1), template_size=32)
@@ -155,7 +157,7 @@ def test_condensation_starts_from_the_ancestor_when_its_blocks_have_the_auxiliar
     other_width = CondenseConfig(recipe="plain", aux=tiny_spec(depth=2), init="ancestor", steps=1)
     with pytest.raises(ValueError, match="block shapes"):
         wave.start_from_ancestor(build_auxiliary(other_width, torch.Generator()), ancestor, other_width.init)
-    ts = condense(ancestor, fmnist_train, config.model_copy(update={"steps": 5}), device="cpu")
+    ts = condense(ancestor, fmnist_train, config.model_copy(update={"steps": 5}), runtime=Runtime(device="cpu"))
     assert ts.lineage.condensation["init"] == "ancestor"
 
 
@@ -164,7 +166,7 @@ def test_any_timm_classifier_can_be_the_ancestor(fmnist_train, tmp_path):
     shapes in common, so the templates start from random)."""
     from safetensors.torch import save_file
 
-    from learngene.pipeline import AncestorRef, run_condensation
+    from learngene.pipeline import AncestorRef, CondensationSpec, run_condensation
 
     torch.manual_seed(0)
     cnn = timm.create_model("resnet10t", pretrained=False, in_chans=1, num_classes=10)
@@ -172,7 +174,9 @@ def test_any_timm_classifier_can_be_the_ancestor(fmnist_train, tmp_path):
     ref = AncestorRef(model="resnet10t", overrides={"in_chans": 1, "num_classes": 10},
                       checkpoint=str(tmp_path / "cnn.safetensors"))  # fmt: skip
     config = CondenseConfig(recipe="plain", aux=tiny_spec(depth=2), steps=20, batch_size=32)
-    ts = run_condensation(ref, f"idx://{FMNIST}", config, name="from-cnn", max_samples=512)
+    ts = run_condensation(
+        CondensationSpec(ancestor=ref, data_uri=f"idx://{FMNIST}", config=config, name="from-cnn", max_samples=512)
+    )
     assert ts.lineage.ancestor_model == "resnet10t" and ts.lineage.condensation["init"] == "random"
     assert ts.lineage.ancestor_sha256 == sha256_file(tmp_path / "cnn.safetensors")
     assert 0 < ts.metrics["final_loss"] < 10
@@ -182,9 +186,9 @@ def test_any_timm_classifier_can_be_the_ancestor(fmnist_train, tmp_path):
 
 
 def test_a_compiled_condensation_trains_the_same_parameters_as_eager(ancestor, fmnist_train):
-    """torch.compile is an option (`compile_model`), never a change of result."""
+    """torch.compile is an option (`Runtime.compile`), never a change of result."""
     config = SHORT.model_copy(update={"steps": 3})
-    eager = condense(ancestor, fmnist_train, config, device="cpu")
-    compiled = condense(ancestor, fmnist_train, config, device="cpu", compile_model=True)
+    eager = condense(ancestor, fmnist_train, config, runtime=Runtime(device="cpu"))
+    compiled = condense(ancestor, fmnist_train, config, runtime=Runtime(device="cpu", compile=True))
     for key, tensor in eager.tensors().items():
         torch.testing.assert_close(compiled.tensors()[key], tensor, rtol=1e-4, atol=1e-5, msg=key)

@@ -13,7 +13,7 @@ from learngene.methods import AncestorWeights, build_descendant, check_method
 from learngene.methods.baselines import mimetic, select, uniform_indices
 from learngene.methods.sws import aux_stage_of_layers, stage_of_layers
 from learngene.train.condense import build_auxiliary
-from learngene.train.loop import OptimConfig
+from learngene.train.loop import Hooks, OptimConfig, Runtime
 from tests.support.models import tiny_spec
 
 NORM = Normalization(mean=(0.5,), std=(0.5,))
@@ -211,7 +211,12 @@ def test_tleg_and_sws_condense_from_a_real_ancestor(method, ancestor, fmnist_tra
     )  # fmt: skip
     losses = []
     ts = condense(
-        ancestor, fmnist_train, config, eval_data=fmnist_test, device="cpu", progress=lambda p: losses.append(p.loss)
+        ancestor,
+        fmnist_train,
+        config,
+        eval_data=fmnist_test,
+        runtime=Runtime(device="cpu"),
+        hooks=Hooks(progress=lambda p: losses.append(p.loss)),
     )
     assert losses[-1] < losses[0] - 0.3
     assert ts.config.method == method and ts.metrics["aux_accuracy"] > 0.4  # chance is 0.1
