@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from learngene import CondenseConfig, ImageData, Normalization, TemplateSet, ViTSpec, export_checkpoint, inherit
+from learngene.fit_settings import FitSettings
 from learngene.layers.templates import compose
 from learngene.methods.wave.fit import fit_scalers
 from learngene.train.condense import build_auxiliary
@@ -56,7 +57,7 @@ def inherit_fit_export(device: torch.device, data: ImageData, folder: Path) -> d
     t0 = synchronized()
     model = inherit(template_set, VIT_B, device=device)
     t1 = synchronized()
-    fit_scalers(model, data, 300, batch_size=64, eval_samples=256)
+    fit_scalers(model, data, FitSettings(steps=300, batch_size=64), eval_samples=256)
     t2 = synchronized()
     export_checkpoint(model, folder / "vit-b.safetensors", spec=VIT_B)
     t3 = synchronized()

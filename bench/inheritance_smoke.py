@@ -29,12 +29,13 @@ from pathlib import Path
 import torch
 
 from learngene import TemplateSet, ViTSpec, fit_scalers, inherit, load_images
+from learngene.fit_settings import FitSettings
 from learngene.formats.template_set import BUILTIN_TEMPLATE_SETS
 from learngene.layers.templates import DEFAULT_COUNTS, TemplateConfig, WeightScalers, WeightTemplates, compose
 from learngene.methods import AncestorWeights
 from learngene.pipeline import check_lineage
 from learngene.spec import Architecture
-from learngene.train.loop import OptimConfig, evaluate, train_classifier
+from learngene.train.loop import LoopConfig, OptimConfig, evaluate, train_classifier
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -55,7 +56,8 @@ def finetune_and_score(
     before = evaluate(model, test)["accuracy"]
     steps = epochs * len(train) // 128 + extra_steps
     t0 = time.perf_counter()
-    train_classifier(model, train, steps=steps, batch_size=128, cfg=FINETUNE, seed=seed, device=torch.device("cpu"))
+    loop = LoopConfig(total_steps=steps, batch_size=128, optim=FINETUNE, seed=seed)
+    train_classifier(model, train, loop, device=torch.device("cpu"))
     return before, evaluate(model, test)["accuracy"], time.perf_counter() - t0
 
 
@@ -146,8 +148,8 @@ def main() -> None:
         for seed in range(args.seeds):
             descendant = inherit(demo, spec, seed=seed)
             calibration = train.subset(torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:2048])
-            fit = fit_scalers(descendant, calibration, steps=args.fit_steps, lr=2e-3, batch_size=FIT_BATCH, seed=seed,
-                              ancestor=teacher)  # fmt: skip
+            settings = FitSettings(steps=args.fit_steps, lr=2e-3, batch_size=FIT_BATCH, seed=seed)
+            fit = fit_scalers(descendant, calibration, settings, ancestor=teacher)
             wave_model = descendant.materialize()
             wave_before, wave_after, wave_s = finetune_and_score(wave_model, train, test, args.epochs, seed)
             torch.manual_seed(seed)

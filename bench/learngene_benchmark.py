@@ -38,12 +38,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.sections import owned_sections
 from learngene import CondenseConfig, ImageData, ViTSpec, condense, fit_scalers, load_images
 from learngene.data import channel_stats
+from learngene.fit_settings import FitSettings
 from learngene.formats.checkpoint import export_checkpoint, read_metadata
 from learngene.formats.files import sha256_file
 from learngene.formats.template_set import Lineage, Normalization, TemplateSet
 from learngene.layers.generated import GeneratedViT
 from learngene.methods import AncestorWeights, build_descendant
-from learngene.train.loop import OptimConfig, evaluate, train_classifier
+from learngene.train.loop import LoopConfig, LoopHooks, OptimConfig, evaluate, train_classifier
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -151,9 +152,8 @@ def cached_ancestor(budget: Budget, data: ImageData, log: dict) -> AncestorWeigh
         torch.manual_seed(0)
         model = ANCESTOR.build()
         cfg = OptimConfig(lr=1e-3, warmup_steps=budget.ancestor_steps // 20, weight_decay=0.05)
-        train_classifier(
-            model, data, steps=budget.ancestor_steps, batch_size=128, cfg=cfg, seed=0, device=torch.device("cpu")
-        )
+        loop = LoopConfig(total_steps=budget.ancestor_steps, batch_size=128, optim=cfg, seed=0)
+        train_classifier(model, data, loop, device=torch.device("cpu"))
         export_checkpoint(model, path, spec=ANCESTOR, metadata={"normalization": data.normalization.model_dump(),
                                                                "train_seconds": time.perf_counter() - t0})  # fmt: skip
         log["ancestor_trained_now"] = True
@@ -215,7 +215,7 @@ def descendant(method: str, target: ViTSpec, sets: dict[str, TemplateSet], ances
     if new_task and isinstance(model, GeneratedViT):
         model.vit.head.load_state_dict(build_descendant("timm", target, seed=seed).head.state_dict())
     if base == "wave" and method != "wave_no_fitting":
-        fit_scalers(model, calibration, steps=fit_steps, lr=2e-3, batch_size=64, seed=seed)
+        fit_scalers(model, calibration, FitSettings(steps=fit_steps, lr=2e-3, batch_size=64, seed=seed))
     if isinstance(model, GeneratedViT):
         model = model.materialize()
     return model, time.perf_counter() - t0
@@ -235,8 +235,9 @@ def finetune(model: torch.nn.Module, train: ImageData, test: ImageData, epochs: 
         eval_s += time.perf_counter() - t
 
     t0 = time.perf_counter()
-    train_classifier(model, train, steps=epochs * steps_per_epoch, batch_size=128, cfg=FINETUNE, seed=seed,
-                     device=torch.device("cpu"), progress=after_epoch, report_every=steps_per_epoch)  # fmt: skip
+    loop = LoopConfig(total_steps=epochs * steps_per_epoch, batch_size=128, optim=FINETUNE, seed=seed)
+    hooks = LoopHooks(progress=after_epoch, report_every=steps_per_epoch)
+    train_classifier(model, train, loop, device=torch.device("cpu"), hooks=hooks)
     seconds = time.perf_counter() - t0 - eval_s
     return {"curve": curve, "final": curve[-1], "instinct": curve[0], "seconds": seconds}
 

@@ -14,18 +14,18 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from pydantic import ValidationError
 from safetensors import SafetensorError, safe_open
 
 from jobs.contracts import CardRequest, CondensationRequest, InitializationRequest, describe
-from jobs.dispatch import Dispatcher
 from jobs.initialization import current_card
 from jobs.logs import log_context, request_id_var
 from jobs.model import Job, JobKind
 from jobs.remote_data import check_data
 from jobs.retention import usage_bytes
+from jobs.services import Services
 from jobs.settings import Limits, Settings
 from jobs.store import JobStore
 from learngene.cost import estimate
@@ -35,7 +35,6 @@ from learngene.formats.ancestors import ResolvedAncestor, resolve_ancestor
 from learngene.methods import ANCESTOR_METHODS, check_method, get_method
 from learngene.quality.caveats import architecture_caveats, no_fitting_caveat
 from learngene.spec import Architecture, ViTSpec
-from templates_store import TemplateStore
 from templates_store.refs import RefError, check_alias, check_name
 
 log = logging.getLogger(__name__)
@@ -95,16 +94,10 @@ def request_hash(document: dict) -> str:
 
 
 def submit_initialization(
-    request: InitializationRequest,
-    *,
-    idempotency_key: str | None,
-    jobs: JobStore,
-    store: TemplateStore,
-    dispatcher: Dispatcher,
-    settings: Settings,
-    client: str | None = None,
+    request: InitializationRequest, services: Services, *, idempotency_key: str | None, client: str | None = None
 ) -> tuple[Job, bool]:
     """Returns the job and whether it was created now (False: an idempotent replay of an earlier submission)."""
+    settings, store = services.settings, services.store
     if problem := request.fitting_without_data():
         raise FieldError([(("body", "calibration"), problem)])
     fits = request.calibration is not None and request.fit.steps > 0 and get_method(request.method).fits_scalers
@@ -156,12 +149,10 @@ def submit_initialization(
     return _accept(
         JobKind.initialization,
         request,
-        template,
-        idempotency_key,
-        jobs,
-        dispatcher,
-        settings,
-        client,
+        services,
+        template_set=template,
+        idempotency_key=idempotency_key,
+        client=client,
         warnings=warnings,
         checkpoint_bytes=estimate(spec).parameters * CHECKPOINT_BYTES_PER_PARAMETER,
     )
@@ -292,13 +283,9 @@ def _check_safetensors(uri: str, settings: Settings, *, ancestor: ViTSpec | None
 
 
 def submit_condensation(
-    request: CondensationRequest,
-    *,
-    idempotency_key: str | None,
-    jobs: JobStore,
-    dispatcher: Dispatcher,
-    settings: Settings,
+    request: CondensationRequest, services: Services, *, idempotency_key: str | None
 ) -> tuple[Job, bool]:
+    settings = services.settings
     with located("body", "name"):
         check_name(request.name)
     if request.promote is not None:
@@ -341,29 +328,34 @@ def submit_condensation(
     if request.eval_data:
         with located("body", "eval_data"):
             check_data(request.eval_data, settings)
-    return _accept(JobKind.condensation, request, None, idempotency_key, jobs, dispatcher, settings)
+    return _accept(JobKind.condensation, request, services, idempotency_key=idempotency_key)
 
 
-def submit_card(
-    request: CardRequest,
-    *,
-    idempotency_key: str | None,
-    jobs: JobStore,
-    store: TemplateStore,
-    dispatcher: Dispatcher,
-    settings: Settings,
-) -> tuple[Job, bool]:
+def submit_card(request: CardRequest, services: Services, *, idempotency_key: str | None) -> tuple[Job, bool]:
     """A job measuring a stored version's quality card again; the version is pinned now."""
+    store = services.store
     with located("path", "ref"):
         resolved = store.resolve(request.template_set)
     method = store.manifest(resolved).method
     if method != "wave":
         raise FieldError([(("path", "ref"), f"{resolved} holds a {method!r} learngene; cards measure WAVE sets")])
-    return _accept(JobKind.card, request, resolved.model_dump(), idempotency_key, jobs, dispatcher, settings)
+    return _accept(JobKind.card, request, services, template_set=resolved.model_dump(),
+                   idempotency_key=idempotency_key)  # fmt: skip
 
 
-def _accept(kind, request, template_set, idempotency_key, jobs, dispatcher, settings, client=None,
-            warnings=(), checkpoint_bytes: int = 0) -> tuple[Job, bool]:  # fmt: skip
+def _accept(
+    kind: JobKind,
+    request: InitializationRequest | CondensationRequest | CardRequest,
+    services: Services,
+    *,
+    template_set: dict | None = None,
+    idempotency_key: str | None,
+    client: str | None = None,
+    warnings: Sequence[dict] = (),
+    checkpoint_bytes: int = 0,
+) -> tuple[Job, bool]:
+    """Record the job (after the idempotency replay, the queue bounds and the quota) and hand it to the dispatcher."""
+    jobs, dispatcher, settings = services.jobs, services.dispatcher, services.settings
     document = describe(request)
     job = Job.new(
         kind,

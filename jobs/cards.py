@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from jobs.remote_data import localize
 from jobs.settings import Settings
+from learngene.data import DataAccess
 from learngene.fit_settings import FitSettings
 from learngene.formats.template_set import TemplateSet
 from learngene.quality.card import CardConfig, QualityCard, compute_card, load_card_data
@@ -36,10 +37,8 @@ def measure_card(
         local[uri], found = localize(uri, settings, should_stop)
         roots = list(dict.fromkeys([*roots, *found]))
     config = card_config(settings)
-    data = load_card_data(
-        template_set, config, local=local, allowed_roots=roots, limits=settings.limits.decode(),
-        should_stop=should_stop,
-    )  # fmt: skip
+    data = load_card_data(template_set, config, local=local,
+                          access=DataAccess(roots, settings.limits.decode(), should_stop))  # fmt: skip
     return compute_card(
         template_set, data, digest=resolved.digest, config=config, device=pick_device(settings.device),
         progress=progress, should_stop=should_stop,

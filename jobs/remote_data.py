@@ -21,7 +21,7 @@ from pathlib import Path
 
 from jobs.settings import Settings
 from learngene.control import Stopped
-from learngene.data import check_data_ref
+from learngene.data import DataAccess, check_data_ref
 from learngene.data.readers import IMAGE_SUFFIXES
 from learngene.data.refs import UNAVAILABLE, shard_names
 from learngene.data.sources import sample_indices
@@ -180,7 +180,7 @@ def check_data(uri: str, settings: Settings) -> None:
         check(uri, settings.object_roots, max_file_bytes=settings.limits.decoded_bytes,
               max_total_bytes=settings.data_cache_bytes)  # fmt: skip
     else:
-        check_data_ref(uri, settings.folder_roots, settings.limits.decode())
+        check_data_ref(uri, DataAccess(settings.folder_roots, settings.limits.decode()))
 
 
 def localize(uri: str, settings: Settings, should_stop: StopFn | None = None,

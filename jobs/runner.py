@@ -22,7 +22,7 @@ from typing import Any
 
 from jobs.cards import card_summary, measure_card
 from jobs.contracts import CondensationRequest, InitializationRequest
-from jobs.initialization import load_inputs, run_request
+from jobs.initialization import cache_key, load_inputs, run_request
 from jobs.lease import Lease, LeaseLost, Reporter, StopWatchdog, owner_dead, worker_identity
 from jobs.logs import log_context
 from jobs.model import TRANSIENT_ERRORS, Job, JobError, JobKind, JobStatus
@@ -30,12 +30,13 @@ from jobs.remote_data import Sample, localize
 from jobs.settings import Settings
 from jobs.store import JobStore
 from learngene.control import Stopped
+from learngene.data import DataAccess
 from learngene.errors import IntegrityError, UserError
 from learngene.formats.pretrained import WEIGHTS, write_companions
 from learngene.methods import get_method
 from learngene.pipeline import CondensationSpec
 from learngene.train.launch import condense_run
-from learngene.train.loop import Runtime, pick_device
+from learngene.train.loop import Hooks, Runtime, pick_device
 from storage.artifacts import Artifacts
 from storage.objects import StorageUnavailable
 from templates_store import ResolvedRef, StoreError, TemplateStore
@@ -284,12 +285,12 @@ def run_initialization(job: Job, context: WorkerContext, reporter: Reporter) -> 
         local = request.model_copy(
             update={"calibration": calibration.model_copy(update={"uri": uri, "eval_uri": eval_uri})}
         )
-    inputs = through_outages(lambda: load_inputs(
-        local, template, context.store, roots, limits=settings.limits.decode(), should_stop=reporter.should_stop,
-    ), reporter, settings, "reading the inputs")  # fmt: skip  # the exact pinned version
+    access = DataAccess(roots, settings.limits.decode(), reporter.should_stop)
+    inputs = through_outages(lambda: load_inputs(local, template, context.store, access), reporter, settings,
+                             "reading the inputs")  # fmt: skip  # the exact pinned version
     if inputs.data is not None and local is not request:  # lineage names the data as sent, not the local copy
         inputs = dataclasses.replace(inputs, data=dataclasses.replace(inputs.data, uri=request.calibration.uri))
-    key = inputs.cache_key(request, job.client)  # the request as sent: the same key on every host
+    key = cache_key(request, inputs, job.client)  # the request as sent: the same key on every host
     cached = jobs.cached_result(key)
     if cached and through_outages(lambda: stored_whole(context.artifacts, cached), reporter, settings,
                                   "looking up the cached checkpoint"):  # fmt: skip
@@ -307,10 +308,8 @@ def run_initialization(job: Job, context: WorkerContext, reporter: Reporter) -> 
             leftover.unlink(missing_ok=True)
     folder = scratch / f".{job.id}.{job.attempts}.partial"  # made when the checkpoint is written, at the end
     try:
-        result = run_request(
-            request, inputs, folder / WEIGHTS, device=pick_device(settings.device), progress=reporter.progress,
-            should_stop=reporter.should_stop,
-        )  # fmt: skip
+        hooks = Hooks(progress=reporter.progress, should_stop=reporter.should_stop)
+        result = run_request(request, inputs, folder / WEIGHTS, device=pick_device(settings.device), hooks=hooks)
         files = write_companions(folder)
         reporter.confirm_lease()
         for name, entry in files.items():  # by content: a rerun, or a retry after an outage, lands on the same object

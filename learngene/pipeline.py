@@ -7,14 +7,13 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from learngene.data import DEFAULT_LIMITS, DecodeLimits, ImageData, load_images, open_source
+from learngene.data import DEFAULT_LIMITS, UNRESTRICTED, DataAccess, DecodeLimits, ImageData, load_images, open_source
 from learngene.data.loader import Stream
 from learngene.data.sources import sample_source, source_stats
 from learngene.data.transforms import Augment, eval_transform, train_transform
@@ -30,7 +29,18 @@ from learngene.quality.card import QualityCard
 from learngene.quality.caveats import Caveat, architecture_caveats, calibration_caveats, no_fitting_caveat
 from learngene.spec import ViTSpec
 from learngene.train.condense import CondenseConfig, condense
-from learngene.train.loop import Hooks, OptimConfig, ProgressFn, Runtime, StopFn, evaluate, train_classifier
+from learngene.train.loop import (
+    Hooks,
+    LoopConfig,
+    LoopHooks,
+    OptimConfig,
+    ProgressFn,
+    Runtime,
+    StopFn,
+    evaluate,
+    pick_device,
+    train_classifier,
+)
 
 PLACEHOLDER = Normalization(mean=(0.5,), std=(0.5,))  # replaced before any batch is drawn
 
@@ -49,9 +59,7 @@ def load_calibration(
     normalization: Normalization,
     *,
     seed: int = 0,
-    allowed_roots: Sequence[str | Path] | None = None,
-    limits: DecodeLimits = DEFAULT_LIMITS,
-    should_stop: StopFn | None = None,
+    access: DataAccess = UNRESTRICTED,
 ) -> ImageData:
     """The calibration images, resized for the descendant and normalized as its template set expects."""
     arch = spec.resolve()
@@ -62,11 +70,24 @@ def load_calibration(
         normalization=normalization,
         max_samples=calibration.max_samples,
         seed=seed,
-        allowed_roots=allowed_roots,
         num_classes=arch.num_classes,
-        limits=limits,
-        should_stop=should_stop,
+        access=access,
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class InitInputs:
+    """What an initialization reads besides its spec: the learngene methods' template set (`template_digest`, the
+    store's manifest digest, goes into the checkpoint's provenance; `card`, its quality card, bounds the sizes it
+    vouches for), the ancestor (the source of the ancestor-based baselines; for WAVE the teacher of a KL term in the
+    scaler fitting, METHOD.md, Fitting), the calibration `data` and labelled held-out `eval_data`."""
+
+    template_set: TemplateSet | None = None
+    template_digest: str | None = None
+    card: QualityCard | None = None
+    ancestor: AncestorWeights | None = None
+    data: ImageData | None = None
+    eval_data: ImageData | None = None
 
 
 def initialize(
@@ -74,25 +95,16 @@ def initialize(
     out: str | Path,
     *,
     method: str = "wave",
-    template_set: TemplateSet | None = None,
-    ancestor: AncestorWeights | None = None,
-    data: ImageData | None = None,
-    eval_data: ImageData | None = None,
+    inputs: InitInputs,
     fit: FitSettings | None = None,
     device: torch.device | str = "cpu",
-    progress: ProgressFn | None = None,
-    should_stop: StopFn | None = None,
-    template_digest: str | None = None,
-    card: QualityCard | None = None,
+    hooks: Hooks = Hooks(),
 ) -> InitResult:
-    """Build a descendant with `method`, fit its scalers (WAVE, when calibration `data` is given), export it.
-
-    `template_set` feeds the learngene methods. `ancestor` is the source of the ancestor-based baselines, and for
-    WAVE the teacher of a KL term in the scaler fitting (METHOD.md, Fitting); `template_digest` (the store's
-    manifest digest) is recorded in the checkpoint's provenance. `eval_data` (labelled, held out) measures the
-    result. `card`, the template set's quality card, bounds the sizes it vouches for; its row for this size goes
-    into the provenance (and so the model card)."""
+    """Build a descendant with `method` from `inputs`, fit its scalers (WAVE, when calibration data is given),
+    measure it on the held-out data, export it. The card's row for this size goes into the provenance (and so the
+    model card)."""
     fit = fit or FitSettings()
+    template_set, ancestor, data, card = inputs.template_set, inputs.ancestor, inputs.data, inputs.card
     fits = get_method(method).fits_scalers  # the ancestor is then the fitting's teacher, not a source of weights
     if fits and ancestor is not None and template_set is not None:
         check_lineage(template_set, ancestor)
@@ -102,15 +114,13 @@ def initialize(
     )  # fmt: skip
     steps = fit.steps if data is not None and fits else 0
     if fits:
-        report = fit_scalers(
-            model, data, steps, fit.lr, ancestor=ancestor.model() if ancestor else None, batch_size=fit.batch_size,
-            seed=fit.seed, progress=progress, should_stop=should_stop,
-        )  # fmt: skip
+        teacher = ancestor.model() if ancestor else None
+        report = fit_scalers(model, data, fit.model_copy(update={"steps": steps}), ancestor=teacher, hooks=hooks)
     else:
         report = FitReport(steps=0)
-    if eval_data is not None:
-        report.heldout_samples = len(eval_data)
-        report.heldout_accuracy = evaluate(model, eval_data, device=torch.device(device))["accuracy"]
+    if inputs.eval_data is not None:
+        report.heldout_samples = len(inputs.eval_data)
+        report.heldout_accuracy = evaluate(model, inputs.eval_data, device=torch.device(device))["accuracy"]
     normalization = (
         template_set.config.normalization if template_set else (ancestor.normalization if ancestor else None)
     )
@@ -126,7 +136,7 @@ def initialize(
         "method": method,
         "template_set": None
         if template_set is None
-        else {"name": template_set.name, "version": template_set.version, "digest": template_digest},
+        else {"name": template_set.name, "version": template_set.version, "digest": inputs.template_digest},
         "fit": {**fit.model_dump(), "steps": steps, **report.model_dump(exclude={"steps"})},
         "calibration": None if data is None else {"uri": data.uri, "samples": len(data), "digest": data.digest()},
         "ancestor_sha256": ancestor.sha256 if ancestor else None,
@@ -194,22 +204,19 @@ def run_condensation(
 ) -> TemplateSet:
     """Load the ancestor (safetensors only, from under the allowed roots), open the data (streamed, never decoded
     whole), condense, record lineage."""
-    config, roots, limits = spec.config, spec.allowed_roots, DecodeLimits(**spec.limits)
+    config, roots = spec.config, spec.allowed_roots
+    access = DataAccess(roots, DecodeLimits(**spec.limits), should_stop)
     arch = config.aux.resolve()
     resolved = resolve_ancestor(spec.ancestor.checkpoint, spec.ancestor.model, spec.ancestor.overrides, roots)
     checkpoint = resolved.checkpoint
     anc = load_ancestor(resolved.model, checkpoint, resolved.overrides)
-    opened = open_source(spec.data_uri, allowed_roots=roots, limits=limits, should_stop=should_stop)
+    opened = open_source(spec.data_uri, access)
     source = sample_source(opened, spec.max_samples, config.seed)
     stored = read_metadata(checkpoint).get("normalization")
     normalization = resolved.normalization or (Normalization.model_validate(stored) if stored else None)
     if normalization is None:  # the ancestor's convention is unknown: the data's own statistics, from a sample
         normalization = source_stats(source, arch.img_size, arch.in_chans, seed=config.seed)
-    eval_source = (
-        open_source(spec.eval_uri, allowed_roots=roots, limits=limits, should_stop=should_stop)
-        if spec.eval_uri
-        else None
-    )
+    eval_source = open_source(spec.eval_uri, access) if spec.eval_uri else None
     lineage = Lineage(
         ancestor_model=resolved.model,
         ancestor_overrides=resolved.overrides,
@@ -222,17 +229,18 @@ def run_condensation(
         checkpoint_dir=Path(spec.run_dir) if spec.run_dir else None,
         checkpoint_every=spec.checkpoint_every,
     )
-    return condense(
+    template_set = condense(
         anc,
         source,
         config,
-        name=spec.name,
         normalization=normalization,
         eval_data=eval_source,
         lineage=lineage,
         runtime=spec.runtime,
         hooks=hooks,
     )
+    template_set.name = spec.name
+    return template_set
 
 
 class TrainResult(BaseModel):
@@ -240,62 +248,67 @@ class TrainResult(BaseModel):
     metrics: dict[str, float]
 
 
+class TrainingSpec(BaseModel):
+    """One training of a timm ViT from scratch (ancestors, baselines), whole: the model, its data (`max_samples`: a
+    seeded subset), how long and how."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: ViTSpec
+    data_uri: str
+    eval_uri: str | None = None
+    max_samples: int | None = Field(default=None, ge=1)
+    steps: int = Field(ge=0)
+    batch_size: int = Field(default=128, ge=1)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    seed: int = 0
+    augment: Augment = Field(default_factory=Augment.plain)
+
+
 def run_training(
-    spec: ViTSpec,
-    data_uri: str,
+    spec: TrainingSpec,
     out: str | Path,
     *,
-    steps: int,
-    batch_size: int = 128,
-    optim: OptimConfig | None = None,
-    seed: int = 0,
-    eval_uri: str | None = None,
-    max_samples: int | None = None,
-    allowed_roots: Sequence[str | Path] | None = None,
-    device: torch.device | str = "cpu",
-    augment: Augment | None = None,
-    workers: int | None = None,
+    access: DataAccess = UNRESTRICTED,
+    runtime: Runtime = Runtime(),
     progress: ProgressFn | None = None,
 ) -> TrainResult:
-    """Train a timm ViT from scratch (ancestors, baselines) on streamed data, plain unless `augment` says otherwise;
-    normalization comes from the statistics of a sample of the data."""
-    arch, augment = spec.resolve(), augment or Augment.plain()
-    source = sample_source(open_source(data_uri, allowed_roots=allowed_roots), max_samples, seed)
+    """Train on streamed data, plain unless `spec.augment` says otherwise; normalization comes from the statistics
+    of a sample of the data."""
+    arch, augment, seed, workers = spec.model.resolve(), spec.augment, spec.seed, runtime.workers
+    source = sample_source(open_source(spec.data_uri, access), spec.max_samples, seed)
     if source.max_label() >= arch.num_classes:
-        raise DataRefError(data_uri, f"labels go up to {source.max_label()} but the model has "
-                                     f"num_classes={arch.num_classes}")  # fmt: skip
+        raise DataRefError(spec.data_uri, f"labels go up to {source.max_label()} but the model has "
+                                          f"num_classes={arch.num_classes}")  # fmt: skip
     normalization = source_stats(source, arch.img_size, arch.in_chans, seed=seed)
     torch.manual_seed(seed)
-    model = spec.build()
+    model = spec.model.build()
     final_loss = train_classifier(
         model,
         Stream(source, train_transform(augment, arch.img_size, arch.in_chans, normalization), workers),
-        steps=steps,
-        batch_size=batch_size,
-        cfg=optim,
-        seed=seed,
-        device=torch.device(device),
+        LoopConfig(total_steps=spec.steps, batch_size=spec.batch_size, optim=spec.optim, seed=seed),
+        device=pick_device(runtime.device),
         augment=augment,
-        progress=progress,
+        hooks=LoopHooks(progress=progress),
     )
     metrics = {"final_loss": final_loss} if final_loss is not None else {}
-    if eval_uri:
-        held = open_source(eval_uri, allowed_roots=allowed_roots)
+    if spec.eval_uri:
+        held = open_source(spec.eval_uri, access)
         eval_data = Stream(held, eval_transform(arch.img_size, arch.in_chans, normalization), workers)
         metrics["accuracy"] = evaluate(model, eval_data)["accuracy"]
     metadata = {
         "method": "scratch",
         "normalization": normalization.model_dump(),
         "train": {
-            "data_uri": data_uri,
+            "data_uri": spec.data_uri,
             "data_digest": source.digest(),
             "augment": augment.model_dump(),
-            "steps": steps,
-            "batch_size": batch_size,
+            "steps": spec.steps,
+            "batch_size": spec.batch_size,
             "seed": seed,
-            "optim": (optim or OptimConfig()).model_dump(),
+            "optim": spec.optim.model_dump(),
             "metrics": metrics,
         },
     }
-    info = export_checkpoint(model, out, spec=spec, metadata=metadata)
+    info = export_checkpoint(model, out, spec=spec.model, metadata=metadata)
     return TrainResult(checkpoint=info, metrics=metrics)

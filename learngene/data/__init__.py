@@ -14,12 +14,8 @@ Paths are resolved (symlinks followed) and must lie under one of `allowed_roots`
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from pathlib import Path
-
-from learngene.control import StopFn
 from learngene.data.images import ImageData, channel_stats, fit_images
-from learngene.data.readers import DEFAULT_LIMITS, IDX_PARTS, DecodeLimits, Reader, idx_file
+from learngene.data.readers import DEFAULT_LIMITS, IDX_PARTS, UNRESTRICTED, DataAccess, DecodeLimits, Reader, idx_file
 from learngene.data.refs import UNAVAILABLE, DataRef, file_uri_path, infer_format, resolve_file, resolve_inside
 from learngene.data.sources import ImageSource, decode_images, open_source, sample_indices, shard_paths
 from learngene.errors import DataRefError
@@ -28,6 +24,8 @@ from learngene.formats.template_set import Normalization
 __all__ = [
     "DEFAULT_LIMITS",
     "UNAVAILABLE",
+    "UNRESTRICTED",
+    "DataAccess",
     "DataRef",
     "DecodeLimits",
     "ImageData",
@@ -50,15 +48,15 @@ def load_images(
     normalization: Normalization,
     max_samples: int | None = None,
     seed: int = 0,
-    allowed_roots: Sequence[str | Path] | None = None,
     num_classes: int | None = None,
-    limits: DecodeLimits = DEFAULT_LIMITS,
-    should_stop: StopFn | None = None,
+    access: DataAccess = UNRESTRICTED,
 ) -> ImageData:
     """Read the data behind `uri`, choose a seeded subset of `max_samples`, resize to `img_size` x `in_chans`.
 
-    Sizes are checked against `limits` from the files' headers first; only the chosen samples are kept in memory
-    (files are streamed in chunks), and `should_stop` is asked between chunks: a cancelled job stops within one."""
+    Sizes are checked against `access.limits` from the files' headers first; only the chosen samples are kept in
+    memory (files are streamed in chunks), and `access.should_stop` is asked between chunks: a cancelled job stops
+    within one."""
+    allowed_roots = access.allowed_roots
     ref = DataRef.parse(uri)
     path = None if ref.format == "wds" else resolve_inside(uri, ref.path, allowed_roots)
     fmt = ref.format or infer_format(uri, path)
@@ -66,15 +64,15 @@ def load_images(
         raise DataRefError(uri, f"max_samples={max_samples} must be >= 1")
     if in_chans not in (1, 3):
         raise DataRefError(uri, f"images convert to 1 or 3 channels; the model takes in_chans={in_chans}")
-    reader = Reader(uri, limits, should_stop)
+    reader = Reader(uri, access.limits, access.should_stop)
     choose = lambda n: sample_indices(n, max_samples, seed)  # noqa: E731
     if fmt == "idx":
         images, labels = reader.idx(path, ref.split, allowed_roots, choose)
     elif fmt == "bundle":
         images, labels = reader.bundle(path, choose)
     else:
-        source = open_source(uri, allowed_roots=allowed_roots, limits=limits, should_stop=should_stop)
-        images, labels = decode_images(source, choose(len(source)), img_size, in_chans, should_stop)
+        source = open_source(uri, access)
+        images, labels = decode_images(source, choose(len(source)), img_size, in_chans, access.should_stop)
     if len(images) == 0:
         raise DataRefError(uri, "contains no images")
     if labels is not None and num_classes is not None and int(labels.max()) >= num_classes:
@@ -83,12 +81,11 @@ def load_images(
     return ImageData(images, labels, normalization, uri)
 
 
-def check_data_ref(
-    uri: str, allowed_roots: Sequence[str | Path] | None = None, limits: DecodeLimits = DEFAULT_LIMITS
-) -> None:
+def check_data_ref(uri: str, access: DataAccess = UNRESTRICTED) -> None:
     """Validation without decoding any data (what the API does before accepting a job): the reference parses,
     exists under the roots, names a format this module reads (a .pkl or .pt, say, is refused), and a bundle's or
     IDX file's header promises no more than `limits` allow."""
+    allowed_roots = access.allowed_roots
     ref = DataRef.parse(uri)
     if ref.format == "wds":
         shard_paths(uri, ref.shards(), allowed_roots)
@@ -99,7 +96,7 @@ def check_data_ref(
         raise DataRefError(uri, f"a bundle must be a .safetensors or .npz file, got {path.name}")
     if fmt in ("idx", "imagefolder") and not path.is_dir():
         raise DataRefError(uri, f"{ref.path.name} is not a folder")
-    reader = Reader(uri, limits)
+    reader = Reader(uri, access.limits)
     if fmt == "bundle":
         reader.bundle_headers(path)
     elif fmt == "idx":

@@ -39,6 +39,19 @@ class DecodeLimits:
 DEFAULT_LIMITS = DecodeLimits()
 
 
+@dataclass(frozen=True)
+class DataAccess:
+    """What reading a reference may touch and spend, and whom it asks whether to go on: the folders its paths must
+    resolve under (none: anywhere), the decode limits, and a cancellation check asked between chunks and files."""
+
+    allowed_roots: Sequence[str | Path] | None = None
+    limits: DecodeLimits = DEFAULT_LIMITS
+    should_stop: StopFn | None = None
+
+
+UNRESTRICTED = DataAccess()  # a library caller's own files; the service always passes its roots and limits
+
+
 IDX_PARTS = (("images-idx3", 2051), ("labels-idx1", 2049))
 CHUNK_BYTES = 16 << 20  # how much of a file is decoded at a time
 

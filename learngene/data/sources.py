@@ -41,6 +41,8 @@ from learngene.data.readers import (
     IDX_PARTS,
     IMAGE_FORMATS,
     IMAGE_SUFFIXES,
+    UNRESTRICTED,
+    DataAccess,
     DecodeLimits,
     Reader,
     idx_file,
@@ -87,12 +89,10 @@ def _label_array(labels: torch.Tensor | None, count: int) -> np.ndarray:
     return labels.numpy().astype(np.int64) if labels is not None else np.full(count, -1, dtype=np.int64)
 
 
-def open_source(
-    uri: str, *, allowed_roots: Sequence[str | Path] | None = None, limits: DecodeLimits = DEFAULT_LIMITS,
-    should_stop: StopFn | None = None,
-) -> ImageSource:  # fmt: skip
+def open_source(uri: str, access: DataAccess = UNRESTRICTED) -> ImageSource:
     """The source behind `uri` (the same references as `load_images`, plus `wds://` shard patterns). Listing a
-    large ImageFolder or indexing many shards asks `should_stop` as it goes."""
+    large ImageFolder or indexing many shards asks `access.should_stop` as it goes."""
+    allowed_roots, limits, should_stop = access.allowed_roots, access.limits, access.should_stop
     ref = DataRef.parse(uri)
     if ref.format == "wds":
         return ShardSource(uri, ref.shards(), allowed_roots, limits, should_stop)

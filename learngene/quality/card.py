@@ -15,21 +15,29 @@ import dataclasses
 import datetime as dt
 import math
 import time
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from learngene.control import check_stop
-from learngene.data import DEFAULT_LIMITS, DecodeLimits, ImageData, load_images
+from learngene.data import UNRESTRICTED, DataAccess, ImageData, load_images
 from learngene.errors import LearngeneError, UserError
 from learngene.fit_settings import FitSettings
 from learngene.formats.template_set import Lineage, TemplateSet, TemplateSetConfig
 from learngene.methods import build_descendant
 from learngene.methods.wave.fit import fit_scalers
 from learngene.spec import ViTSpec
-from learngene.train.loop import OptimConfig, ProgressFn, StopFn, evaluate, train_classifier
+from learngene.train.loop import (
+    Hooks,
+    LoopConfig,
+    LoopHooks,
+    OptimConfig,
+    ProgressFn,
+    StopFn,
+    evaluate,
+    train_classifier,
+)
 from learngene.version import __version__
 
 CARD_SCHEMA_VERSION = 1
@@ -160,9 +168,7 @@ def load_card_data(
     data_uri: str | None = None,
     eval_uri: str | None = None,
     local: Mapping[str, str] | None = None,
-    allowed_roots: Sequence[str | Path] | None = None,
-    limits: DecodeLimits = DEFAULT_LIMITS,
-    should_stop: StopFn | None = None,
+    access: DataAccess = UNRESTRICTED,
 ) -> CardData:
     """The set's data (`data_uri`, default its lineage's) at the set's input size and normalization. Held out: the
     evaluation data (`eval_uri`, default the lineage's) or, without one, a seeded sample of the data disjoint from
@@ -177,7 +183,7 @@ def load_card_data(
     load = lambda uri, n: load_images(  # noqa: E731
         local.get(uri, uri), img_size=arch.img_size, in_chans=arch.in_chans,
         normalization=template_set.config.normalization, max_samples=n, seed=config.seed,
-        allowed_roots=allowed_roots, num_classes=arch.num_classes, limits=limits, should_stop=should_stop,
+        num_classes=arch.num_classes, access=access,
     )  # fmt: skip
     if eval_uri:
         train, held = load(data_uri, config.train_samples), load(eval_uri, config.eval_samples)
@@ -218,16 +224,16 @@ def compute_card(
         check_stop(should_stop, "between the card's sizes")
         t0 = time.perf_counter()
         model = build_descendant("wave", spec, template_set=template_set, seed=fit.seed, noise=fit.noise, device=device)
-        fit_scalers(model, data.train, fit.steps, fit.lr, batch_size=fit.batch_size, seed=fit.seed,
-                    progress=_shifted(progress, 2 * i * fit.steps, total), should_stop=should_stop)  # fmt: skip
+        shifted = _shifted(progress, 2 * i * fit.steps, total)
+        fit_scalers(model, data.train, fit, hooks=Hooks(progress=shifted, should_stop=should_stop))
         seconds = time.perf_counter() - t0
         accuracy = evaluate(model, data.held_out, device=device)["accuracy"]
         del model
         baseline = build_descendant("timm", spec, seed=fit.seed, device=device)
         if fit.steps:
-            train_classifier(baseline, data.train, steps=fit.steps, batch_size=fit.batch_size, cfg=optim,
-                             seed=fit.seed, device=device,
-                             progress=_shifted(progress, (2 * i + 1) * fit.steps, total))  # fmt: skip
+            loop = LoopConfig(total_steps=fit.steps, batch_size=fit.batch_size, optim=optim, seed=fit.seed)
+            shifted = _shifted(progress, (2 * i + 1) * fit.steps, total)
+            train_classifier(baseline, data.train, loop, device=device, hooks=LoopHooks(progress=shifted))
         baseline_accuracy = evaluate(baseline, data.held_out, device=device)["accuracy"]
         with torch.device("meta"):
             params = sum(p.numel() for p in spec.build().parameters())

@@ -180,15 +180,14 @@ def condense(
     data: ImageData | ImageSource,
     config: CondenseConfig,
     *,
-    name: str = "templates",
     normalization: Normalization | None = None,
     eval_data: ImageData | ImageSource | None = None,
     lineage: Lineage | None = None,
     runtime: Runtime = Runtime(),
     hooks: Hooks = Hooks(),
 ) -> TemplateSet:
-    """Distil `ancestor` into a new template set. Resumes from `hooks.checkpoint_dir` when it holds this run's
-    state.
+    """Distil `ancestor` into a new template set, named "templates" (its publisher names it). Resumes from
+    `hooks.checkpoint_dir` when it holds this run's state.
 
     `data` is decoded images in memory or a source streamed through `runtime.workers` loader processes; a source
     needs the `normalization` the ancestor was trained with. `runtime.compile` trains through `torch.compile` (off by
@@ -287,7 +286,7 @@ def condense(
         }
     )
     template_set = TemplateSet.from_auxiliary(
-        aux, name=name, normalization=normalization, lineage=lineage, metrics=metrics
+        aux, name="templates", normalization=normalization, lineage=lineage, metrics=metrics
     )
     check_template_set(template_set)  # a diverged run fails here (NonFiniteWeights), before anything is saved
     return template_set

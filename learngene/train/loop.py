@@ -316,34 +316,29 @@ def evaluate(
 def train_classifier(
     model: nn.Module,
     data: ImageData | Stream,
+    loop: LoopConfig,
     *,
-    steps: int,
-    batch_size: int = 128,
-    cfg: OptimConfig | None = None,
-    seed: int = 0,
     device: torch.device | None = None,
     augment: Augment | None = None,
-    progress: ProgressFn | None = None,
-    report_every: int = 10,
+    hooks: LoopHooks = LoopHooks(),
 ) -> float | None:
     """Supervised training (ancestors, fine-tuning baselines): CE on labelled data, with `augment`'s Mixup/CutMix
     and label smoothing when given (its image transforms belong to `data`)."""
     if not (data.source.labelled if isinstance(data, Stream) else data.labels is not None):
         raise UserError("training a classifier needs labelled data")
-    cfg = cfg or OptimConfig()
     device = device or pick_device()
     model.to(device)
     return train_steps(
         model,
-        build_optimizer(model.named_parameters(), cfg),
+        build_optimizer(model.named_parameters(), loop.optim),
         data,
-        LoopConfig(total_steps=steps, batch_size=batch_size, optim=cfg, seed=seed),
+        loop,
         device=device,
         objective=Objective(
             label_smoothing=augment.label_smoothing if augment else 0.0,
             mixup=augment.mixer(model.num_classes) if augment else None,
         ),
-        hooks=LoopHooks(progress=progress, report_every=report_every),
+        hooks=hooks,
     )
 
 

@@ -1,5 +1,5 @@
-"""Dependencies injected into the routes: settings, job records, the template and checkpoint stores, the dispatcher,
-bearer auth (admin and client tokens)."""
+"""Dependencies injected into the routes: the application's `Services` (whole, for a route that uses several of
+them; one of them, for a route that reads only it), bearer auth (admin and client tokens)."""
 
 from __future__ import annotations
 
@@ -10,31 +10,31 @@ from fastapi import Depends, Header, HTTPException, Request, Security, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import SecretStr
 
-from jobs.dispatch import Dispatcher
+from jobs.services import Services
 from jobs.settings import Settings
 from jobs.store import JobStore
 from storage.artifacts import Artifacts
 from templates_store import TemplateStore
 
 
+def get_services(request: Request) -> Services:
+    return request.app.state.services
+
+
 def get_settings(request: Request) -> Settings:
-    return request.app.state.settings
+    return get_services(request).settings
 
 
 def get_jobs(request: Request) -> JobStore:
-    return request.app.state.jobs
+    return get_services(request).jobs
 
 
 def get_store(request: Request) -> TemplateStore:
-    return request.app.state.store
+    return get_services(request).store
 
 
 def get_artifacts(request: Request) -> Artifacts:
-    return request.app.state.artifacts
-
-
-def get_dispatcher(request: Request) -> Dispatcher:
-    return request.app.state.dispatcher
+    return get_services(request).artifacts
 
 
 # The two bearer schemes of the OpenAPI document (`components.securitySchemes`). They only read the header
@@ -96,7 +96,7 @@ ClientDep = Annotated[str | None, Depends(current_client)]
 JobsDep = Annotated[JobStore, Depends(get_jobs)]
 StoreDep = Annotated[TemplateStore, Depends(get_store)]
 ArtifactsDep = Annotated[Artifacts, Depends(get_artifacts)]
-DispatcherDep = Annotated[Dispatcher, Depends(get_dispatcher)]
+ServicesDep = Annotated[Services, Depends(get_services)]
 IdempotencyKey = Annotated[
     str | None,
     Header(alias="Idempotency-Key", max_length=200, pattern=r"^[\x21-\x7e]+$", description="makes retries safe"),

@@ -12,15 +12,15 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
-from jobs.dispatch import Dispatcher, EmbeddedDispatcher
+from jobs.dispatch import EmbeddedDispatcher
 from jobs.memory_store import MemoryJobStore
 from jobs.reaper import Reaper
 from jobs.redis_store import RedisJobStore
 from jobs.retention import Sweeper
 from jobs.runner import WorkerContext
+from jobs.services import Services
 from jobs.settings import Settings, get_settings
 from jobs.storage import artifacts, template_store
-from jobs.store import JobStore
 from learngene import __version__
 from service.api import error_docs, errors, openapi
 from service.api.limits import BodyLimit
@@ -28,27 +28,29 @@ from service.api.metrics import build_registry
 from service.api.public_url import PublicUrl
 from service.api.request_ids import RequestIds, wrap_outermost
 from service.api.routes import admin, health, initializations, problems, template_sets
-from storage.artifacts import Artifacts
 from storage.objects import StorageUnavailable
-from templates_store import TemplateStore
 from workers.celery_app import CeleryDispatcher, create_celery
 
 log = logging.getLogger(__name__)
 
 
-def build_backends(settings: Settings) -> tuple[JobStore, TemplateStore, Artifacts, Dispatcher]:
+def build_services(settings: Settings) -> Services:
+    """Redis records and Celery workers when `redis_url` is set; else in-memory records and the embedded executor."""
     store, checkpoints = template_store(settings), artifacts(settings)
     if settings.redis_url:
-        return RedisJobStore.from_settings(settings), store, checkpoints, CeleryDispatcher(create_celery(settings))
-    jobs = MemoryJobStore()
-    jobs.idempotency_ttl_s = settings.idempotency_ttl_s
-    context = WorkerContext(settings=settings, jobs=jobs, store=store, artifacts=checkpoints)
-    return jobs, store, checkpoints, EmbeddedDispatcher(context, threads=settings.embedded_workers)
+        jobs = RedisJobStore.from_settings(settings)
+        return Services(settings, jobs, store, checkpoints, CeleryDispatcher(create_celery(settings)))
+    memory = MemoryJobStore()
+    memory.idempotency_ttl_s = settings.idempotency_ttl_s
+    context = WorkerContext(settings=settings, jobs=memory, store=store, artifacts=checkpoints)
+    dispatcher = EmbeddedDispatcher(context, threads=settings.embedded_workers)
+    return Services(settings, memory, store, checkpoints, dispatcher)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    jobs, store, checkpoints, dispatcher = build_backends(settings)
+    services = build_services(settings)
+    jobs, store, checkpoints, dispatcher = services.jobs, services.store, services.artifacts, services.dispatcher
     registry, http_metrics = build_registry(jobs)
 
     @contextlib.asynccontextmanager
@@ -81,9 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,  # served by openapi.install from bundled assets, not a CDN
         redoc_url=None,
     )
-    app.state.settings, app.state.jobs, app.state.store = settings, jobs, store
-    app.state.artifacts = checkpoints
-    app.state.dispatcher, app.state.registry = dispatcher, registry
+    app.state.services, app.state.registry = services, registry
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes, timeout_s=settings.body_timeout_s)
     wrap_outermost(app, RequestIds, http_metrics)  # around Starlette's error middleware: its 500s too
     if settings.public_url:

@@ -17,6 +17,7 @@ from jobs.contracts import AncestorSpec, Architecture, InitializationRequest
 from jobs.initialization import load_inputs, run_request
 from jobs.settings import get_settings
 from learngene import CondenseConfig, ViTSpec, load_images, load_model, read_metadata
+from learngene.data import DataAccess
 from learngene.data.transforms import Augment
 from learngene.errors import CheckpointError, IntegrityError, UserError
 from learngene.fit_settings import Calibration, FitSettings
@@ -25,10 +26,10 @@ from learngene.formats.files import sha256_file, write_json_atomic
 from learngene.formats.pretrained import WEIGHTS, write_companions
 from learngene.formats.template_set import Normalization, TemplateSet
 from learngene.methods import LEARNGENE_METHODS, METHODS
-from learngene.pipeline import AncestorRef, CondensationSpec, run_training
+from learngene.pipeline import AncestorRef, CondensationSpec, TrainingSpec, run_training
 from learngene.spec import parse_overrides
 from learngene.train.launch import condense_run
-from learngene.train.loop import OptimConfig, Runtime, pick_device
+from learngene.train.loop import Hooks, OptimConfig, Runtime, pick_device
 from learngene.train.loop import evaluate as evaluate_model
 from service.cli.common import (
     CALIBRATION_SAMPLES,
@@ -89,19 +90,15 @@ def train(
         spec = make_spec(model, set_)
         optim = OptimConfig(lr=lr, warmup_steps=warmup, weight_decay=weight_decay)
         with progress_bar(steps, "train") as bar:
+            training = TrainingSpec(
+                model=spec, data_uri=data, eval_uri=eval_data, steps=steps, batch_size=batch_size, optim=optim,
+                seed=seed, augment=Augment.for_recipe(recipe),
+            )  # fmt: skip
             result = run_training(
-                spec,
-                data,
+                training,
                 out,
-                steps=steps,
-                batch_size=batch_size,
-                optim=optim,
-                seed=seed,
-                eval_uri=eval_data,
-                allowed_roots=get_settings().local_data_roots(),
-                device=device_option(device),
-                augment=Augment.for_recipe(recipe),
-                workers=workers,
+                access=DataAccess(get_settings().local_data_roots()),
+                runtime=Runtime(device=device_option(device), workers=workers),
                 progress=bar,
             )
     emit(result.model_dump())
@@ -316,10 +313,10 @@ def init(
             raise UserError(f"--out {out}: not a folder (a path ending in .safetensors writes the weights alone)")
         if problem := request.fitting_without_data():
             raise UserError(f"calibration: {problem}")
-        inputs = load_inputs(request, template, store, get_settings().local_data_roots())
+        inputs = load_inputs(request, template, store, DataAccess(get_settings().local_data_roots()))
         weights = out / WEIGHTS if is_folder(out) else out
         with progress_bar(request.fit.steps if inputs.data else 0, "fit") as bar:
-            result = run_request(request, inputs, weights, device=device_option(device), progress=bar)
+            result = run_request(request, inputs, weights, device=device_option(device), hooks=Hooks(progress=bar))
         files = write_companions(out) if is_folder(out) else None  # config.json and README.md from its header
     report = result.fit
     show_warnings([c.model_dump() for c in result.warnings])
@@ -355,8 +352,8 @@ def evaluate(
             in_chans=arch.in_chans,
             normalization=Normalization.model_validate(meta["normalization"]),
             max_samples=max_samples,
-            allowed_roots=get_settings().local_data_roots(),
             num_classes=arch.num_classes,
+            access=DataAccess(get_settings().local_data_roots()),
         )
         dev = pick_device(device or get_settings().device)
         net = load_model(spec.model, checkpoint, spec.overrides()).to(dev)

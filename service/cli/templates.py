@@ -162,6 +162,7 @@ def card(
     initialization trained with the same budget."""
     from jobs.card_views import card_png, card_readme  # heavy imports only in the command that needs them
     from jobs.settings import get_settings
+    from learngene.data import DataAccess
     from learngene.fit_settings import FitSettings
     from learngene.quality.card import CardConfig, compute_card, load_card_data
     from service.cli.common import progress_bar
@@ -174,7 +175,7 @@ def card(
             template_set = store.load(resolved)
             config = CardConfig(fit=FitSettings() if steps is None else FitSettings(steps=steps),
                                 train_samples=train_samples, eval_samples=eval_samples)  # fmt: skip
-            data = load_card_data(template_set, config, allowed_roots=get_settings().local_data_roots())
+            data = load_card_data(template_set, config, access=DataAccess(get_settings().local_data_roots()))
             total = 2 * len(config.ladder(template_set.config)) * config.fit.steps
             with progress_bar(total, f"card {resolved}") as update:
                 measured = compute_card(template_set, data, digest=resolved.digest, config=config,

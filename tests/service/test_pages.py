@@ -60,8 +60,8 @@ def api(request, tmp_path_factory) -> Iterator[Listed]:
     )  # fmt: skip
     try:
         with served(settings) as api:
-            made = stored_jobs(api.app.state.jobs, 250, start=START)
-            yield Listed(api.url, api.app.state.jobs, made, api.app.state.store)
+            made = stored_jobs(api.app.state.services.jobs, 250, start=START)
+            yield Listed(api.url, api.app.state.services.jobs, made, api.app.state.services.store)
     finally:
         if request.param == "redis":
             client = redis.Redis.from_url(TEST_REDIS_URL)

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from learngene import CondenseConfig, condense, read_metadata
-from learngene.data import open_source
+from learngene.data import DataAccess, open_source
 from learngene.data.loader import StepBatches, Stream, step_batches
 from learngene.data.transforms import Augment, eval_transform, train_transform
 from learngene.errors import DataRefError
@@ -55,7 +55,7 @@ def test_folders_and_shards_are_read_image_by_image_with_the_same_pixels(dataset
 def test_shard_references_are_confined_and_checked(datasets, tmp_path):
     root = Path(datasets["shards"][len("wds://") :]).parent
     with pytest.raises(DataRefError, match="outside the allowed data roots"):
-        open_source(datasets["shards"], allowed_roots=[tmp_path])
+        open_source(datasets["shards"], DataAccess([tmp_path]))
     with pytest.raises(DataRefError, match="outside the allowed data roots"):  # one shard of the range is missing
         open_source(f"wds://{root}/train-{{0000..0004}}.tar")
     (tmp_path / "broken-0.tar").write_bytes(b"not a tar file" * 100)

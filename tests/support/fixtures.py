@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from learngene import CondenseConfig, Normalization, TemplateSet, condense, load_images
 from learngene.data import channel_stats
-from learngene.train.loop import OptimConfig, Runtime, train_classifier
+from learngene.train.loop import LoopConfig, OptimConfig, Runtime, train_classifier
 from tests.support.data import FMNIST
 from tests.support.models import tiny_spec
 from tests.support.s3server import BUCKET, S3Server
@@ -89,14 +89,8 @@ def ancestor(fmnist_train, tmp_path_factory, worker_id):
     def train() -> torch.nn.Module:
         torch.manual_seed(0)
         model = ANCESTOR_SPEC.build()
-        train_classifier(
-            model,
-            fmnist_train,
-            steps=500,
-            batch_size=64,
-            cfg=OptimConfig(lr=2e-3, warmup_steps=30),
-            device=torch.device("cpu"),
-        )
+        loop = LoopConfig(total_steps=500, batch_size=64, optim=OptimConfig(lr=2e-3, warmup_steps=30), seed=0)
+        train_classifier(model, fmnist_train, loop, device=torch.device("cpu"))
         return model
 
     def save(model: torch.nn.Module, folder: Path) -> None:

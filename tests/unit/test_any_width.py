@@ -8,6 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 from learngene.errors import SpecError
+from learngene.fit_settings import FitSettings
 from learngene.formats.checkpoint import export_checkpoint
 from learngene.layers.select import WidthSelection, coverage
 from learngene.layers.templates import DEFAULT_COUNTS, SLOTS
@@ -128,7 +129,7 @@ def test_fitting_through_the_selection_lowers_the_calibration_loss(template_set,
     for kind, scalers in descendant.weight_scalers.tensors.items():  # the gradient reaches the partial copy too
         assert scalers.grad is not None and scalers.grad[..., -1].abs().sum() > 0, kind
     descendant.zero_grad()
-    report = fit_scalers(descendant, fmnist_train, steps=15, batch_size=32, eval_samples=256, lr=5e-3)
+    report = fit_scalers(descendant, fmnist_train, FitSettings(steps=15, batch_size=32, lr=5e-3), eval_samples=256)
     assert report.calibration_loss_after < report.calibration_loss_before - 0.05
 
 

@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 
 from learngene import Normalization, load_images
 from learngene.control import Stopped
-from learngene.data import DataRef, open_source
+from learngene.data import DataAccess, DataRef, open_source
 from learngene.data.images import channel_stats, fit_images, images_per_chunk
 from learngene.data.refs import shard_names
 from learngene.errors import DataRefError
@@ -106,9 +106,9 @@ def test_allowed_roots_and_symlink_escapes(tmp_path):
     save_file({"images": torch.zeros(2, 8, 8, dtype=torch.uint8)}, tmp_path / "secret.safetensors")
     os.symlink(tmp_path / "secret.safetensors", inside / "link.safetensors")
     with pytest.raises(DataRefError, match="outside the allowed data roots") as outside:
-        load(f"idx://{FMNIST}", allowed_roots=[inside])
+        load(f"idx://{FMNIST}", access=DataAccess([inside]))
     with pytest.raises(DataRefError) as missing:
-        load(f"idx://{inside}/missing", allowed_roots=[inside])
+        load(f"idx://{inside}/missing", access=DataAccess([inside]))
     # No existence oracle: outside the roots and missing read the same, and neither names a server path.
     assert outside.value.reason == missing.value.reason == "unavailable"
     assert str(outside.value).replace(f"idx://{FMNIST}", "U") == str(missing.value).replace(
@@ -116,14 +116,14 @@ def test_allowed_roots_and_symlink_escapes(tmp_path):
     )
     assert str(inside) not in str(outside.value)
     with pytest.raises(DataRefError, match="outside the allowed data roots"):
-        load(str(inside / "link.safetensors"), allowed_roots=[inside])
+        load(str(inside / "link.safetensors"), access=DataAccess([inside]))
     with pytest.raises(DataRefError, match=r"has a '\.\.' segment") as climbed:
-        load(f"{inside}/../secret.safetensors", allowed_roots=[inside])
+        load(f"{inside}/../secret.safetensors", access=DataAccess([inside]))
     assert climbed.value.reason == "invalid"  # refused from the text: the same whether the file exists or not
     for relative in ("secret.safetensors", "~/secret.safetensors"):
         with pytest.raises(DataRefError, match="is not an absolute path"):
-            load(relative, allowed_roots=[inside])
-    assert len(load(str(tmp_path / "secret.safetensors"), allowed_roots=[tmp_path])) == 2
+            load(relative, access=DataAccess([inside]))
+    assert len(load(str(tmp_path / "secret.safetensors"), access=DataAccess([tmp_path]))) == 2
 
 
 def test_corrupt_and_inconsistent_files(tmp_path):
@@ -196,6 +196,6 @@ def test_listing_a_folder_and_indexing_shards_stop_when_asked(tmp_path):
     shards = write_shards(tmp_path / "shards", images, np.array([0, 1, 0, 1]), shards=2)
     for uri, where in ((f"imagefolder://{tmp_path}/folder", "listing the image folder"),
                        (shards, "indexing the shards")):  # fmt: skip
-        assert len(open_source(uri, should_stop=lambda: False)) == 4
+        assert len(open_source(uri, DataAccess(should_stop=lambda: False))) == 4
         with pytest.raises(Stopped, match=where):
-            open_source(uri, should_stop=lambda: True)
+            open_source(uri, DataAccess(should_stop=lambda: True))

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from learngene import load_images, read_metadata
 from learngene.formats.pretrained import FOLDER_FILES, companion_files, model_card, write_companions
-from learngene.pipeline import FitSettings, initialize
+from learngene.pipeline import FitSettings, InitInputs, initialize
 from storage.artifacts import LocalArtifacts
 from tests.support.data import FMNIST
 from tests.support.models import random_template_set, tiny_spec
@@ -40,7 +40,7 @@ def test_timm_loads_the_folder_with_its_head_and_preprocessing(tmp_path, templat
         data = load_images(f"idx://{FMNIST}", img_size=(28, 28), in_chans=1, max_samples=64, num_classes=12,
                            normalization=template_set.config.normalization)  # fmt: skip
     fit = FitSettings(steps=3 if fitted else 0, batch_size=16)
-    initialize(spec, tmp_path / "model.safetensors", template_set=template_set, data=data, fit=fit)
+    initialize(spec, tmp_path / "model.safetensors", inputs=InitInputs(template_set, data=data), fit=fit)
     files = write_companions(tmp_path)
     assert list(files) == list(FOLDER_FILES) and sorted(p.name for p in tmp_path.iterdir()) == sorted(FOLDER_FILES)
     assert companion_files(read_metadata(tmp_path / "model.safetensors")) == {

@@ -16,15 +16,15 @@ from torch import nn
 
 from learngene.data import ImageData
 from learngene.errors import UserError
+from learngene.fit_settings import FitSettings
 from learngene.formats.checkpoint import freeze
 from learngene.methods.wave.model import TemplatedViT
 from learngene.train.loop import (
+    Hooks,
     LoopConfig,
     LoopHooks,
     Objective,
     OptimConfig,
-    ProgressFn,
-    StopFn,
     build_optimizer,
     evaluate,
     train_steps,
@@ -53,19 +53,17 @@ class FitReport(BaseModel):
 def fit_scalers(
     model: TemplatedViT,
     data: ImageData | None,
-    steps: int,
-    lr: float = 2e-3,
+    fit: FitSettings,
     *,
     ancestor: nn.Module | None = None,
-    batch_size: int = 64,
-    seed: int = 0,
     lam: float = 1.0,
     tau: float = 1.0,
     eval_samples: int = 1024,
-    progress: ProgressFn | None = None,
-    should_stop: StopFn | None = None,
+    hooks: Hooks = Hooks(),
 ) -> FitReport:
-    """Train `model`'s scalers and free parameters for `steps` steps on `data`; templates stay frozen."""
+    """Train `model`'s scalers and free parameters for `fit.steps` steps on `data`; templates stay frozen. `fit.noise`
+    is not used here: it belongs to the inheritance that built `model`."""
+    steps, lr, batch_size, seed = fit.steps, fit.lr, fit.batch_size, fit.seed
     if steps < 0:
         raise UserError(f"steps={steps} must be >= 0")
     model.templates.requires_grad_(False)
@@ -102,7 +100,7 @@ def fit_scalers(
         LoopConfig(total_steps=steps, batch_size=batch_size, optim=cfg, seed=seed),
         device=device,
         objective=Objective(teacher=teacher, lam=lam, tau=tau),
-        hooks=LoopHooks(progress=progress, should_stop=should_stop),
+        hooks=LoopHooks(progress=hooks.progress, should_stop=hooks.should_stop),
     )
     model.eval()
     report.seconds = time.perf_counter() - t0

@@ -10,7 +10,7 @@ from jobs.admission import located, submit_card, submit_condensation
 from jobs.contracts import CardRequest, CondensationRequest
 from jobs.model import JobKind
 from jobs.store import JobQuery
-from service.api.deps import DispatcherDep, IdempotencyKey, JobsDep, SettingsDep, StoreDep, require_admin
+from service.api.deps import IdempotencyKey, JobsDep, ServicesDep, StoreDep, require_admin
 from service.api.pages import Cursor, Limit
 from service.api.routes import initializations
 from service.api.routes.jobs import CreatedAfter, Statuses, accepted, job_list, job_routes, list_filters
@@ -27,15 +27,11 @@ def create_condensation(
     body: CondensationRequest,
     request: Request,
     response: Response,
-    jobs: JobsDep,
-    dispatcher: DispatcherDep,
-    settings: SettingsDep,
+    services: ServicesDep,
     idempotency_key: IdempotencyKey = None,
 ) -> JobView:
     """Start a condensation job; on success its template set is published (and optionally promoted)."""
-    job, created = submit_condensation(
-        body, idempotency_key=idempotency_key, jobs=jobs, dispatcher=dispatcher, settings=settings
-    )
+    job, created = submit_condensation(body, services, idempotency_key=idempotency_key)
     return accepted(job, created, request, response, ROUTE)
 
 
@@ -47,16 +43,12 @@ def create_card(
     ref: str,
     request: Request,
     response: Response,
-    jobs: JobsDep,
-    store: StoreDep,
-    dispatcher: DispatcherDep,
-    settings: SettingsDep,
+    services: ServicesDep,
     idempotency_key: IdempotencyKey = None,
 ) -> JobView:
     """Measure the version's quality card again (a job on the condense queue); it is stored as a new revision, the
     earlier ones are kept. Poll the job at the Location header."""
-    job, created = submit_card(CardRequest(template_set=ref), idempotency_key=idempotency_key, jobs=jobs,
-                               store=store, dispatcher=dispatcher, settings=settings)  # fmt: skip
+    job, created = submit_card(CardRequest(template_set=ref), services, idempotency_key=idempotency_key)
     return accepted(job, created, request, response, CARDS)
 
 

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from service.api.deps import ArtifactsDep, JobsDep, StoreDep
+from service.api.deps import ServicesDep
 from service.api.schemas import Health
 
 router = APIRouter(tags=["operations"])
@@ -19,12 +19,12 @@ def healthz() -> Health:
 
 
 @router.get("/readyz", response_model=Health, responses={503: {"model": Health}})
-def readyz(jobs: JobsDep, store: StoreDep, artifacts: ArtifactsDep) -> Response:
+def readyz(services: ServicesDep) -> Response:
     """Redis (or the embedded job store) answers, the template store and the checkpoint store can be used."""
     checks = {
-        "jobs": "ok" if jobs.ping() else "unreachable",
-        "store": store.backend.problem() or "ok",
-        "artifacts": artifacts.problem() or "ok",
+        "jobs": "ok" if services.jobs.ping() else "unreachable",
+        "store": services.store.backend.problem() or "ok",
+        "artifacts": services.artifacts.problem() or "ok",
     }
     ready = all(v == "ok" for v in checks.values())
     body = Health(status="ready" if ready else "not ready", checks=checks).model_dump()

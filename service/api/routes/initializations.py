@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends, Request, Response, status
 from jobs.admission import submit_initialization
 from jobs.contracts import InitializationRequest
 from jobs.model import JobKind
-from service.api.deps import ClientDep, DispatcherDep, IdempotencyKey, JobsDep, SettingsDep, StoreDep, current_client
+from service.api.deps import ClientDep, IdempotencyKey, ServicesDep, current_client
 from service.api.routes.jobs import accepted, job_routes
 from service.api.schemas import JobView
 
@@ -26,18 +26,12 @@ def create_initialization(
     body: InitializationRequest,
     request: Request,
     response: Response,
-    jobs: JobsDep,
-    store: StoreDep,
-    dispatcher: DispatcherDep,
-    settings: SettingsDep,
+    services: ServicesDep,
     client: ClientDep,
     idempotency_key: IdempotencyKey = None,
 ) -> JobView:
     """Accept an initialization job: inherit from the template set, fit the scalers, export a timm checkpoint."""
-    job, created = submit_initialization(
-        body, idempotency_key=idempotency_key, jobs=jobs, store=store, dispatcher=dispatcher, settings=settings,
-        client=client,
-    )  # fmt: skip
+    job, created = submit_initialization(body, services, idempotency_key=idempotency_key, client=client)
     return accepted(job, created, request, response, ROUTE)
 
 

@@ -17,7 +17,7 @@ from pydantic import AwareDatetime, BeforeValidator
 from jobs.model import Job, JobKind, JobStatus
 from jobs.store import JobQuery, JobStore, Position
 from learngene.formats.pretrained import FOLDER_FILES, WEIGHTS
-from service.api.deps import ArtifactsDep, JobsDep, SettingsDep, current_client
+from service.api.deps import JobsDep, ServicesDep, current_client
 from service.api.downloads import etag_matches, file_response, tar_response
 from service.api.pages import Cursor, Limit, decode_cursor, encode_cursor, invalid, next_link
 from service.api.schemas import CheckpointView, FileView, JobList, JobView, Links, Timings
@@ -207,18 +207,16 @@ def job_routes(kind: JobKind, route_name: str) -> APIRouter:
         def download(
             job_id: str,
             request: Request,
-            jobs: JobsDep,
-            artifacts: ArtifactsDep,
-            settings: SettingsDep,
+            services: ServicesDep,
             if_none_match: Annotated[str | None, Header()] = None,
             range_: Annotated[str | None, Header(alias="Range")] = None,
             client: str | None = owner,
         ) -> Response:
             """The timm safetensors checkpoint; `ETag` is its sha256, `Range` requests are honoured."""
-            sha256 = succeeded(jobs, job_id, client).result["checkpoint"]["sha256"]
+            sha256 = succeeded(services.jobs, job_id, client).result["checkpoint"]["sha256"]
             return file_response(
-                artifacts, sha256, filename=f"{job_id}.safetensors", method=request.method, if_none_match=if_none_match,
-                range_header=range_, presign_s=settings.artifacts_presign_s,
+                services.artifacts, sha256, filename=f"{job_id}.safetensors", method=request.method,
+                if_none_match=if_none_match, range_header=range_, presign_s=services.settings.artifacts_presign_s,
             )  # fmt: skip
 
         for method, name in (("GET", "checkpoint"), ("HEAD", "checkpoint_head")):  # one operation id each
@@ -243,9 +241,7 @@ def job_routes(kind: JobKind, route_name: str) -> APIRouter:
             job_id: str,
             name: Annotated[str, Path(description=f"one of {', '.join(FOLDER_FILES)}")],
             request: Request,
-            jobs: JobsDep,
-            artifacts: ArtifactsDep,
-            settings: SettingsDep,
+            services: ServicesDep,
             if_none_match: Annotated[str | None, Header()] = None,
             range_: Annotated[str | None, Header(alias="Range")] = None,
             client: str | None = owner,
@@ -256,13 +252,14 @@ def job_routes(kind: JobKind, route_name: str) -> APIRouter:
                 raise HTTPException(  # the name is not echoed back: it may be anything
                     status.HTTP_404_NOT_FOUND, f"no such file: a checkpoint folder holds {', '.join(FOLDER_FILES)}"
                 )
-            job = succeeded(jobs, job_id, client)
+            job = succeeded(services.jobs, job_id, client)
             files = stored_files(job)
             if name not in files:
                 raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id} has no {name}: {BEFORE_FOLDERS}")
             return file_response(
-                artifacts, files[name]["sha256"], filename=name, method=request.method, if_none_match=if_none_match,
-                range_header=range_, presign_s=settings.artifacts_presign_s, suffix=PurePath(name).suffix,
+                services.artifacts, files[name]["sha256"], filename=name, method=request.method,
+                if_none_match=if_none_match, range_header=range_, presign_s=services.settings.artifacts_presign_s,
+                suffix=PurePath(name).suffix,
             )  # fmt: skip
 
         for method, operation in (("GET", "file"), ("HEAD", "file_head")):
@@ -280,20 +277,19 @@ def job_routes(kind: JobKind, route_name: str) -> APIRouter:
         )  # fmt: skip
         def download_folder(
             job_id: str,
-            jobs: JobsDep,
-            artifacts: ArtifactsDep,
+            services: ServicesDep,
             if_none_match: Annotated[str | None, Header()] = None,
             client: str | None = owner,
         ) -> Response:
             """The checkpoint folder as one uncompressed tar: `<id>/model.safetensors`, `<id>/config.json`,
             `<id>/README.md`, ready for `timm.create_model("local-dir:<id>", pretrained=True)`."""
-            job = succeeded(jobs, job_id, client)
+            job = succeeded(services.jobs, job_id, client)
             if "files" not in job.result:
                 raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id} has no folder: {BEFORE_FOLDERS}")
             files = job.result["files"]
             etag = folder_etag(job, files)
             if if_none_match is not None and etag_matches(if_none_match, etag):
                 return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag})
-            return tar_response(artifacts, files, top=job.id, mtime=int(job.finished_at or 0), etag=etag)
+            return tar_response(services.artifacts, files, top=job.id, mtime=int(job.finished_at or 0), etag=etag)
 
     return router
