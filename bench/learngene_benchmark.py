@@ -183,11 +183,11 @@ def condense_all(ancestor: AncestorWeights, data: ImageData, test: ImageData, bu
             teacher,
             data,
             config,
-            name=f"bench-{method}",
             eval_data=test,
             lineage=Lineage(ancestor_model=MODEL, ancestor_sha256=ancestor.sha256),
             runtime=Runtime(device="cpu"),
         )
+        ts.name = f"bench-{method}"
         seconds = time.perf_counter() - t0
         ts = ts.model_copy(update={"metrics": {**ts.metrics, "seconds": seconds}})
         out[method] = ts

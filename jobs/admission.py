@@ -141,7 +141,7 @@ def submit_initialization(
                 check_data(request.calibration.eval_uri, settings)
     template = resolved.model_dump() if resolved else None
     warnings = []
-    if config is not None:
+    if config is not None and resolved is not None:
         caveats = architecture_caveats(config, arch, current_card(store, resolved))
         if request.calibration is None and get_method(request.method).fits_scalers:
             caveats.append(no_fitting_caveat(fresh_head=arch.num_classes != config.arch.num_classes))
@@ -316,6 +316,7 @@ def submit_condensation(
         check_overrides(settings.limits, request.ancestor.spec(), prefix=("body", "ancestor"))
     with located("body", "ancestor", "checkpoint"):
         found = _check_safetensors(request.ancestor.checkpoint, settings, ancestor=request.ancestor.spec())
+        assert found is not None  # given the ancestor's spec, what it resolved to is returned
     with located("body", "ancestor"):  # what its files say it is, within the same limits as what a request says
         ancestor = ViTSpec(model=found.model, **found.overrides)
         check_overrides(settings.limits, ancestor, prefix=("body", "ancestor"))
@@ -381,7 +382,7 @@ def _accept(
     except BaseException:
         if scoped is not None:  # refused or failed: the key must not point at a job that was never recorded
             with contextlib.suppress(Exception):
-                jobs.forget_idempotency_key(scoped, job.id)
+                jobs.keys.forget(scoped, job.id)
         raise
     with log_context(job_id=job.id):
         try:
@@ -397,7 +398,7 @@ def _accept(
 
 def _replay(jobs: JobStore, scoped: str, job_id: str, digest: str) -> Job | None:
     """The job an earlier request with this key created, or None when this request is the first to use it."""
-    known = jobs.remember_idempotency_key(scoped, job_id, digest)
+    known = jobs.keys.remember(scoped, job_id, digest)
     if known is None:
         return None
     known_id, known_digest = known
@@ -405,7 +406,7 @@ def _replay(jobs: JobStore, scoped: str, job_id: str, digest: str) -> Job | None
         raise IdempotencyConflict("this Idempotency-Key was used for a different request")  # the key is not echoed
     existing = _wait_for(jobs, known_id)
     if existing is None:  # its first request died between storing the key and recording the job: take the key over
-        jobs.forget_idempotency_key(scoped, known_id)
+        jobs.keys.forget(scoped, known_id)
         return _replay(jobs, scoped, job_id, digest)
     return existing
 

@@ -6,6 +6,8 @@ confined to the data roots like any request's data; right after a condensation, 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from jobs.remote_data import localize
 from jobs.settings import Settings
 from learngene.data import DataAccess
@@ -32,7 +34,8 @@ def measure_card(
     """The card of `template_set` (the version `resolved`), on its lineage's data: local copies of `s3://` data are
     read (made now, or found in this worker's cache), the card names the references as the lineage records them."""
     lineage = template_set.lineage
-    local, roots = {}, []
+    local: dict[str, str] = {}
+    roots: list[Path] = []
     for uri in filter(None, (lineage.data_uri, lineage.eval_data_uri)):
         local[uri], found = localize(uri, settings, should_stop)
         roots = list(dict.fromkeys([*roots, *found]))

@@ -6,7 +6,7 @@ models, so anything a worker sees has already passed them.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
@@ -40,16 +40,23 @@ class Body(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    _few_unknown = model_validator(mode="before")(classmethod(few_unknown_fields))
+    @model_validator(mode="before")
+    @classmethod
+    def _few_unknown(cls, data: Any) -> Any:
+        return few_unknown_fields(cls, data)
 
 
-# The overrides are exactly ViTSpec's fields other than the model name: one definition, two shapes.
-Overrides = create_model(
-    "Overrides",
-    __base__=Body,
-    __doc__="Architecture overrides passed to `timm.create_model`; unset ones keep the named model's defaults.",
-    **{name: (field.annotation, field) for name, field in ViTSpec.model_fields.items() if name != "model"},
-)
+# The overrides are exactly ViTSpec's fields other than the model name: one definition, two shapes. A type checker
+# cannot follow a model built at run time: to it they are a Body.
+if TYPE_CHECKING:
+    Overrides = Body
+else:
+    Overrides = create_model(
+        "Overrides",
+        __base__=Body,
+        __doc__="Architecture overrides passed to `timm.create_model`; unset ones keep the named model's defaults.",
+        **{name: (field.annotation, field) for name, field in ViTSpec.model_fields.items() if name != "model"},
+    )
 
 
 class Architecture(Body):
@@ -165,9 +172,11 @@ class CondensationRequest(Body):
 
     def condense_config(self) -> CondenseConfig:
         t = self.training
+        given: dict[str, Any] = {"stages": self.stages} if self.stages else {}
+        if "lr_batch" in t.model_fields_set:  # None is a value: no scaling
+            given["lr_batch"] = t.lr_batch
         return CondenseConfig(
             method=self.method,
-            **({"stages": self.stages} if self.stages else {}),
             aux=self.aux.spec(),
             template_size=self.templates.size,
             template_counts=self.templates.counts,
@@ -181,7 +190,7 @@ class CondensationRequest(Body):
             augment=t.augment,
             epochs=t.epochs,
             warmup_epochs=t.warmup_epochs,
-            **({"lr_batch": t.lr_batch} if "lr_batch" in t.model_fields_set else {}),  # None is a value: no scaling
+            **given,
         )
 
 

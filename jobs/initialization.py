@@ -16,7 +16,7 @@ import torch
 
 from jobs.contracts import InitializationRequest
 from learngene.data import DataAccess, resolve_file
-from learngene.errors import DataRefError, IntegrityError
+from learngene.errors import DataRefError, IntegrityError, UserError
 from learngene.fit_settings import Calibration
 from learngene.methods import AncestorWeights, get_method
 from learngene.pipeline import InitInputs, InitResult, initialize, load_calibration
@@ -62,6 +62,8 @@ def load_inputs(
     data = eval_data = None
     calibration = request.calibration
     if calibration is not None and get_method(request.method).fits_scalers:
+        if template_set is None:  # admission refuses such a request; a record written by hand may still hold one
+            raise UserError("calibration data fits a template set's descendant: the request names no template_set")
         load = functools.partial(
             load_calibration, request.spec(), normalization=template_set.config.normalization, seed=request.fit.seed,
             access=access,

@@ -21,6 +21,7 @@ import threading
 import time
 from multiprocessing.managers import BaseManager
 from pathlib import Path
+from typing import Any
 
 from jobs.logs import ContextIds
 from jobs.model import JobStatus
@@ -41,7 +42,10 @@ class _StoreClient(BaseManager):
     """A job process's end of the served job store."""
 
 
-_StoreClient.register("jobs")
+# The records and, beside them, the store's other roles (a proxy serves methods, not attributes).
+ROLES = ("keys", "results", "metrics")
+for _name in ("jobs", *ROLES):
+    _StoreClient.register(_name)
 
 
 class JobProcesses:
@@ -57,7 +61,9 @@ class JobProcesses:
             pass
 
         Served.register("jobs", callable=lambda: jobs)
-        self._server = Served(address=self.address).get_server()
+        for role in ROLES:
+            Served.register(role, callable=lambda role=role: getattr(jobs, role))
+        self._server: Any = Served(address=self.address).get_server()  # its stop_event and listener are not typed
         threading.Thread(target=self._server.serve_forever, name="learngene-job-store", daemon=True).start()
         self._running: dict[int, multiprocessing.process.BaseProcess] = {}
         FORKSERVER.set_forkserver_preload(PRELOAD)
@@ -70,7 +76,9 @@ class JobProcesses:
                                      args=(job_id, self.settings, self.address, sender, level))  # fmt: skip
         process.start()
         sender.close()  # the child holds the only writer: its end is the pipe's end
-        self._running[process.pid] = process
+        pid = process.pid
+        assert pid is not None  # set by start()
+        self._running[pid] = process
         try:
             stopped_at = None
             while True:
@@ -85,7 +93,7 @@ class JobProcesses:
             process.join()
         finally:
             records.close()
-            self._running.pop(process.pid, None)
+            self._running.pop(pid, None)
         return process.exitcode
 
     def _backstop(self, job_id: str, process, stopped_at: float | None) -> float | None:
@@ -117,7 +125,7 @@ class _PipeHandler(logging.handlers.QueueHandler):
     """Log records into the job's pipe, formatted (`prepare`), the ids of this process's context on them."""
 
     def enqueue(self, record: logging.LogRecord) -> None:
-        self.queue.send(record)
+        self.queue.send(record)  # type: ignore[attr-defined]  # the queue is a Connection: send, not put
 
 
 def _job_process(job_id: str, settings: Settings, address: str, records, level: int) -> None:
@@ -127,8 +135,11 @@ def _job_process(job_id: str, settings: Settings, address: str, records, level: 
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    client = _StoreClient(address=address)
+    client: Any = _StoreClient(address=address)  # its methods are registered at run time
     client.connect()
-    context = WorkerContext(settings=settings, jobs=client.jobs(), store=template_store(settings),
+    jobs = client.jobs()
+    for role in ROLES:
+        setattr(jobs, role, getattr(client, role)())
+    context = WorkerContext(settings=settings, jobs=jobs, store=template_store(settings),
                             artifacts=artifacts(settings), own_process=True)  # fmt: skip
     run_job(job_id, context)

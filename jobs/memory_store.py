@@ -8,21 +8,90 @@ from collections.abc import Callable
 from typing import Any
 
 from jobs.model import STATUSES, Job, JobStatus
-from jobs.store import JobPage, JobQuery, JobStore, Position, bucket_fields
+from jobs.store import (
+    IdempotencyKeys,
+    JobPage,
+    JobQuery,
+    JobStore,
+    Metrics,
+    Position,
+    ResultCache,
+    bucket_fields,
+)
 from jobs.transitions import Move
+
+
+class MemoryIdempotencyKeys(IdempotencyKeys):
+    def __init__(self, ttl_s: float) -> None:
+        self.ttl_s = ttl_s
+        self._keys: dict[str, tuple[str, str, float]] = {}
+        self._lock = threading.Lock()
+
+    def remember(self, key: str, job_id: str, request_hash: str) -> tuple[str, str] | None:
+        with self._lock:
+            now = time.time()
+            known = self._keys.get(key)
+            if known and known[2] > now:
+                return known[0], known[1]
+            self._keys[key] = (job_id, request_hash, now + self.ttl_s)
+            return None
+
+    def forget(self, key: str, job_id: str) -> None:
+        with self._lock:
+            if key in self._keys and self._keys[key][0] == job_id:
+                del self._keys[key]
+
+
+class MemoryResultCache(ResultCache):
+    def __init__(self) -> None:
+        self._results: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        with self._lock:
+            return self._results.get(key)
+
+    def put(self, key: str, result: dict[str, Any]) -> None:
+        with self._lock:
+            self._results[key] = result
+
+
+class MemoryMetrics(Metrics):
+    def __init__(self) -> None:
+        self._hist: dict[str, dict[str, float]] = {}
+        self._counters: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def observe(self, name: str, value: float) -> None:
+        with self._lock:
+            hist = self._hist.setdefault(name, {})
+            for field in bucket_fields(value):
+                hist[field] = hist.get(field, 0) + 1
+            hist["sum"] = hist.get("sum", 0.0) + value
+            hist["count"] = hist.get("count", 0) + 1
+
+    def histograms(self) -> dict[str, dict[str, float]]:
+        with self._lock:
+            return {k: dict(v) for k, v in self._hist.items()}
+
+    def incr(self, name: str, amount: int = 1) -> None:
+        with self._lock:
+            self._counters[name] = self._counters.get(name, 0) + amount
+
+    def counters(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counters)
 
 
 class MemoryJobStore(JobStore):
     """In-process records for the embedded executor: same semantics, no durability across restarts."""
 
-    def __init__(self) -> None:
+    def __init__(self, idempotency_ttl_s: float = 86400.0) -> None:
         self._jobs: dict[str, Job] = {}
-        self._idem: dict[str, tuple[str, str, float]] = {}
-        self._cache: dict[str, dict[str, Any]] = {}
-        self._hist: dict[str, dict[str, float]] = {}
-        self._counters: dict[str, int] = {}
         self._lock = threading.RLock()
-        self.idempotency_ttl_s = 86400.0
+        self.keys = MemoryIdempotencyKeys(idempotency_ttl_s)
+        self.results = MemoryResultCache()
+        self.metrics = MemoryMetrics()
 
     def create(self, job: Job) -> None:
         with self._lock:
@@ -76,28 +145,6 @@ class MemoryJobStore(JobStore):
         with self._lock:
             return sum(1 for j in self._jobs.values() if j.client == client and not j.terminal)
 
-    def remember_idempotency_key(self, key, job_id, request_hash):
-        with self._lock:
-            now = time.time()
-            known = self._idem.get(key)
-            if known and known[2] > now:
-                return known[0], known[1]
-            self._idem[key] = (job_id, request_hash, now + self.idempotency_ttl_s)
-            return None
-
-    def forget_idempotency_key(self, key, job_id):
-        with self._lock:
-            if key in self._idem and self._idem[key][0] == job_id:
-                del self._idem[key]
-
-    def cached_result(self, key):
-        with self._lock:
-            return self._cache.get(key)
-
-    def cache_result(self, key, result):
-        with self._lock:
-            self._cache[key] = result
-
     def counts(self, kind):
         with self._lock:
             out = dict.fromkeys(STATUSES, 0)
@@ -105,26 +152,6 @@ class MemoryJobStore(JobStore):
                 if job.kind == kind:
                     out[job.status.value] += 1
             return out
-
-    def observe(self, name, value):
-        with self._lock:
-            hist = self._hist.setdefault(name, {})
-            for field in bucket_fields(value):
-                hist[field] = hist.get(field, 0) + 1
-            hist["sum"] = hist.get("sum", 0.0) + value
-            hist["count"] = hist.get("count", 0) + 1
-
-    def histograms(self):
-        with self._lock:
-            return {k: dict(v) for k, v in self._hist.items()}
-
-    def incr(self, name, amount=1):
-        with self._lock:
-            self._counters[name] = self._counters.get(name, 0) + amount
-
-    def counters(self):
-        with self._lock:
-            return dict(self._counters)
 
     def ping(self) -> bool:
         return True

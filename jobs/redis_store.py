@@ -21,8 +21,21 @@ from pydantic import BaseModel
 
 from jobs.model import STATUSES, Job, JobKind, JobStatus
 from jobs.settings import Settings
-from jobs.store import JobPage, JobQuery, JobStore, Position, bucket_fields
+from jobs.store import (
+    IdempotencyKeys,
+    JobPage,
+    JobQuery,
+    JobStore,
+    Metrics,
+    Position,
+    ResultCache,
+    bucket_fields,
+)
 from jobs.transitions import Move, index_effects
+
+# A client made with decode_responses=True: str in and out, where redis' annotations say bytes | str.
+Client = Any
+Pipeline = Any
 
 # Ids read from a kind's index per round trip while a list is filtered.
 INDEX_CHUNK = 200
@@ -46,15 +59,91 @@ def encode(value: Any) -> str | None:
     return json.dumps(value)
 
 
+class RedisIdempotencyKeys(IdempotencyKeys):
+    def __init__(self, client: Client, prefix: str, ttl_s: int):
+        self.r, self.p, self.ttl_s = client, prefix, ttl_s
+
+    def remember(self, key: str, job_id: str, request_hash: str) -> tuple[str, str] | None:
+        name = f"{self.p}:idem:{key}"
+        if self.r.set(name, json.dumps([job_id, request_hash]), nx=True, ex=self.ttl_s):
+            return None
+        known = self.r.get(name)
+        if not known:  # expired between the two calls: try to take it again
+            return self.remember(key, job_id, request_hash)
+        known_id, known_hash = json.loads(known)
+        return known_id, known_hash
+
+    def forget(self, key: str, job_id: str) -> None:
+        name = f"{self.p}:idem:{key}"
+
+        def attempt(pipe: Pipeline) -> None:
+            known = pipe.get(name)
+            pipe.multi()
+            if known and json.loads(known)[0] == job_id:
+                pipe.delete(name)
+
+        self.r.transaction(attempt, name)
+
+
+class RedisResultCache(ResultCache):
+    def __init__(self, client: Client, prefix: str, ttl_s: int):
+        self.r, self.p, self.ttl_s = client, prefix, ttl_s
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        value = self.r.get(f"{self.p}:cache:{key}")
+        return json.loads(value) if value else None
+
+    def put(self, key: str, result: dict[str, Any]) -> None:
+        self.r.set(f"{self.p}:cache:{key}", json.dumps(result), ex=self.ttl_s)
+
+
+class RedisMetrics(Metrics):
+    def __init__(self, client: Client, prefix: str):
+        self.r, self.p = client, prefix
+
+    def observe(self, name: str, value: float) -> None:
+        pipe = self.r.pipeline(transaction=True)
+        key = f"{self.p}:hist:{name}"
+        for field in bucket_fields(value):
+            pipe.hincrby(key, field, 1)
+        pipe.hincrbyfloat(key, "sum", value)
+        pipe.hincrby(key, "count", 1)
+        pipe.execute()
+
+    def histograms(self) -> dict[str, dict[str, float]]:
+        prefix = f"{self.p}:hist:"
+        return {
+            key[len(prefix) :]: {f: float(v) for f, v in self.r.hgetall(key).items()}
+            for key in self.r.scan_iter(match=f"{prefix}*", count=100)
+        }
+
+    def incr(self, name: str, amount: int = 1) -> None:
+        self.r.incrby(f"{self.p}:counter:{name}", amount)
+
+    def counters(self) -> dict[str, int]:
+        prefix = f"{self.p}:counter:"
+        keys = list(self.r.scan_iter(match=f"{prefix}*", count=100))
+        values = self.r.mget(keys) if keys else []
+        return {k[len(prefix) :]: int(v or 0) for k, v in zip(keys, values, strict=True)}
+
+
 class RedisJobStore(JobStore):
-    def __init__(self, client, prefix: str = "learngene", job_ttl_s: int = 30 * 86400, idempotency_ttl_s: int = 86400):
+    """The records and, over the same client and key prefix, the idempotency keys, result cache and metrics."""
+
+    def __init__(
+        self, client: Client, prefix: str = "learngene", job_ttl_s: int = 30 * 86400, idempotency_ttl_s: int = 86400
+    ):
         self.r = client
         self.p = prefix
         self.job_ttl_s = job_ttl_s
-        self.idempotency_ttl_s = idempotency_ttl_s
+        self.keys = RedisIdempotencyKeys(client, prefix, idempotency_ttl_s)
+        self.results = RedisResultCache(client, prefix, job_ttl_s)
+        self.metrics = RedisMetrics(client, prefix)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RedisJobStore:
+        if settings.redis_url is None:
+            raise ValueError("a Redis job store needs LEARNGENE_REDIS_URL")
         return cls.from_url(
             settings.redis_url, prefix=settings.redis_prefix, job_ttl_s=settings.job_ttl_s,
             idempotency_ttl_s=settings.idempotency_ttl_s,
@@ -102,7 +191,7 @@ class RedisJobStore(JobStore):
         number = lambda key: float(fields[key]) if fields.get(key) else None  # noqa: E731
         return Job(
             **json.loads(fields["doc"]),
-            status=fields["status"],
+            status=JobStatus(fields["status"]),
             attempts=int(fields.get("attempts", 0)),
             max_attempts=int(fields.get("max_attempts", 1)),
             started_at=number("started_at"),
@@ -167,7 +256,7 @@ class RedisJobStore(JobStore):
     def _apply(self, job_id: str, decide: Callable[[Job | None], Move]) -> tuple[Move, Job | None]:
         key = self._job(job_id)
 
-        def attempt(pipe: redis.client.Pipeline) -> tuple[Move, Job | None]:
+        def attempt(pipe: Pipeline) -> tuple[Move, Job | None]:
             job = self._parse(pipe.hgetall(key))  # under WATCH, executed at once
             move = decide(job)
             pipe.multi()
@@ -178,7 +267,7 @@ class RedisJobStore(JobStore):
         move, job = self.r.transaction(attempt, key, value_from_callable=True)
         return move, (job.model_copy(update=move.changes) if job is not None else None)
 
-    def _write(self, pipe: redis.client.Pipeline, job: Job, changes: dict[str, Any]) -> None:
+    def _write(self, pipe: Pipeline, job: Job, changes: dict[str, Any]) -> None:
         key = self._job(job.id)
         encoded = {name: encode(value) for name, value in changes.items()}
         if written := {name: value for name, value in encoded.items() if value is not None}:
@@ -214,59 +303,9 @@ class RedisJobStore(JobStore):
     def active(self, client: str) -> int:
         return int(self.r.scard(f"{self.p}:active:{client}"))
 
-    def remember_idempotency_key(self, key, job_id, request_hash):
-        name = f"{self.p}:idem:{key}"
-        if self.r.set(name, json.dumps([job_id, request_hash]), nx=True, ex=self.idempotency_ttl_s):
-            return None
-        known = self.r.get(name)
-        return tuple(json.loads(known)) if known else self.remember_idempotency_key(key, job_id, request_hash)
-
-    def forget_idempotency_key(self, key, job_id):
-        name = f"{self.p}:idem:{key}"
-
-        def attempt(pipe: redis.client.Pipeline) -> None:
-            known = pipe.get(name)
-            pipe.multi()
-            if known and json.loads(known)[0] == job_id:
-                pipe.delete(name)
-
-        self.r.transaction(attempt, name)
-
-    def cached_result(self, key):
-        value = self.r.get(f"{self.p}:cache:{key}")
-        return json.loads(value) if value else None
-
-    def cache_result(self, key, result):
-        self.r.set(f"{self.p}:cache:{key}", json.dumps(result), ex=self.job_ttl_s)
-
     def counts(self, kind):
         raw = self.r.hgetall(self._counts(kind))
         return {status: max(0, int(raw.get(status, 0))) for status in STATUSES}
-
-    def observe(self, name, value):
-        pipe = self.r.pipeline(transaction=True)
-        key = f"{self.p}:hist:{name}"
-        for field in bucket_fields(value):
-            pipe.hincrby(key, field, 1)
-        pipe.hincrbyfloat(key, "sum", value)
-        pipe.hincrby(key, "count", 1)
-        pipe.execute()
-
-    def histograms(self):
-        prefix = f"{self.p}:hist:"
-        return {
-            key[len(prefix) :]: {f: float(v) for f, v in self.r.hgetall(key).items()}
-            for key in self.r.scan_iter(match=f"{prefix}*", count=100)
-        }
-
-    def incr(self, name, amount=1):
-        self.r.incrby(f"{self.p}:counter:{name}", amount)
-
-    def counters(self):
-        prefix = f"{self.p}:counter:"
-        keys = list(self.r.scan_iter(match=f"{prefix}*", count=100))
-        values = self.r.mget(keys) if keys else []
-        return {k[len(prefix) :]: int(v or 0) for k, v in zip(keys, values, strict=True)}
 
     def ping(self) -> bool:
         try:

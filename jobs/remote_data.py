@@ -75,6 +75,7 @@ class RemoteData:
     def objects(self) -> list[ObjectInfo]:
         """The objects the reference names, from a listing or HEAD requests: no content is read."""
         bucket = Bucket(f"s3://{self.bucket}")
+        found: list[ObjectInfo | None]
         if self.format == "imagefolder":
             found = [i for i in bucket.list(self.key) if Path(i.key).suffix.lower() in IMAGE_SUFFIXES]
         elif self.format == "bundle":
@@ -86,13 +87,14 @@ class RemoteData:
             if len(keys) <= MAX_HEAD_REQUESTS:
                 found = [bucket.head(k) for k in keys]
             else:  # one level of each folder that holds shards, a thousand keys a request: never the whole bucket
-                listed = {}
+                listed: dict[str, ObjectInfo] = {}
                 for folder in sorted({k.rpartition("/")[0] for k in keys}):
                     listed.update((i.key, i) for i in bucket.objects_in(folder))
                 found = [listed.get(k) for k in keys]
-        if not found or any(info is None for info in found):
+        present = [info for info in found if info is not None]
+        if not present or len(present) < len(found):
             raise DataRefError(self.uri, UNAVAILABLE, "unavailable")
-        return found
+        return present
 
     def local_uri(self, folder: Path) -> str:
         """The reference as a local one, for a mirror of its objects in `folder` (same relative layout)."""

@@ -87,7 +87,7 @@ def sweep(jobs: JobStore, artifacts: Artifacts, *, grace_s: float, now: float | 
     if removed:
         log.info("retention: removed %d unreferenced checkpoint files (%d bytes), kept %d", removed, freed,
                  len(stored) - removed)  # fmt: skip
-        jobs.incr("artifacts_removed", removed)
+        jobs.metrics.incr("artifacts_removed", removed)
     return Swept(kept=len(stored) - removed, removed=removed, freed_bytes=freed)
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import json
 import logging
 import re
 import shutil
@@ -26,6 +25,7 @@ from jobs.initialization import cache_key, load_inputs, run_request
 from jobs.lease import Lease, LeaseLost, Reporter, StopWatchdog, owner_dead, worker_identity
 from jobs.logs import log_context
 from jobs.model import TRANSIENT_ERRORS, Job, JobError, JobKind, JobStatus
+from jobs.publications import Publications
 from jobs.remote_data import Sample, localize
 from jobs.settings import Settings
 from jobs.store import JobStore
@@ -67,7 +67,7 @@ class WorkerContext:
         """Publish this process's template-cache hits to the cross-process counters."""
         delta = self.store.hits - self._template_hits_reported
         if delta:
-            self.jobs.incr("template_cache_hits", delta)
+            self.jobs.metrics.incr("template_cache_hits", delta)
             self._template_hits_reported = self.store.hits
 
 
@@ -278,8 +278,8 @@ def run_initialization(job: Job, context: WorkerContext, reporter: Reporter) -> 
                                      reporter, settings, "copying the calibration data")  # fmt: skip
         eval_uri = calibration.eval_uri
         if eval_uri is not None:
-            eval_uri, eval_roots = through_outages(lambda: localize(calibration.eval_uri, settings,
-                                                                    reporter.should_stop, read),
+            held_out = eval_uri
+            eval_uri, eval_roots = through_outages(lambda: localize(held_out, settings, reporter.should_stop, read),
                                                    reporter, settings, "copying the held-out data")  # fmt: skip
             roots = list(dict.fromkeys([*roots, *eval_roots]))
         local = request.model_copy(
@@ -288,13 +288,13 @@ def run_initialization(job: Job, context: WorkerContext, reporter: Reporter) -> 
     access = DataAccess(roots, settings.limits.decode(), reporter.should_stop)
     inputs = through_outages(lambda: load_inputs(local, template, context.store, access), reporter, settings,
                              "reading the inputs")  # fmt: skip  # the exact pinned version
-    if inputs.data is not None and local is not request:  # lineage names the data as sent, not the local copy
-        inputs = dataclasses.replace(inputs, data=dataclasses.replace(inputs.data, uri=request.calibration.uri))
+    if inputs.data is not None and calibration is not None and local is not request:  # the data as sent, in lineage
+        inputs = dataclasses.replace(inputs, data=dataclasses.replace(inputs.data, uri=calibration.uri))
     key = cache_key(request, inputs, job.client)  # the request as sent: the same key on every host
-    cached = jobs.cached_result(key)
+    cached = jobs.results.get(key)
     if cached and through_outages(lambda: stored_whole(context.artifacts, cached), reporter, settings,
                                   "looking up the cached checkpoint"):  # fmt: skip
-        jobs.incr("checkpoint_cache_hits")
+        jobs.metrics.incr("checkpoint_cache_hits")
         return {**cached, "cached": True}
 
     # Written as a folder on this host's disk (model.safetensors, then config.json and README.md from its header),
@@ -319,7 +319,7 @@ def run_initialization(job: Job, context: WorkerContext, reporter: Reporter) -> 
         shutil.rmtree(folder, ignore_errors=True)
     fit = result.fit
     if fit.steps and fit.seconds:
-        jobs.observe("fit_steps_per_second", fit.steps / fit.seconds)
+        jobs.metrics.observe("fit_steps_per_second", fit.steps / fit.seconds)
     document = {
         "checkpoint": result.checkpoint.model_dump(),  # found by its sha256 wherever the artifacts live
         "files": {name: entry.model_dump() for name, entry in files.items()},  # the timm / Hugging Face folder
@@ -330,14 +330,14 @@ def run_initialization(job: Job, context: WorkerContext, reporter: Reporter) -> 
         "cached": False,
     }
     reporter.confirm_lease()
-    jobs.cache_result(key, document)
+    jobs.results.put(key, document)
     return document
 
 
 def stored_whole(artifacts: Artifacts, result: dict[str, Any]) -> bool:
     """Whether every file of a cached result is still stored. A result cached before checkpoints came as folders
     (no `files`) counts as missing: the job runs again and publishes the whole folder."""
-    files = result.get("files")
+    files = result.get("files") or {}
     return bool(files) and all(
         artifacts.size(entry["sha256"], PurePath(name).suffix) == entry["bytes"] for name, entry in files.items()
     )
@@ -347,16 +347,16 @@ def run_condensation_job(job: Job, context: WorkerContext, reporter: Reporter) -
     request = CondensationRequest.model_validate(job.request)
     settings = context.settings
     state = condensation_state(settings, job.id)  # per job: a redelivered job resumes where it stopped
-    published = state / "published.json"
+    published = Publications(state)
     # An earlier attempt that published but died before recording it: nothing is published twice, and its card is
     # measured if it was not yet.
-    document = json.loads(published.read_text()) if published.is_file() else None
+    document = published.get(job.id)
     wants_card = settings.card_on_publish and request.method == "wave"  # cards measure WAVE descendants
     if document is not None and ("card" in document or not wants_card):
         return document
     if document is None:
         document = _condense_and_publish(request, job, context, reporter)
-        published.write_text(json.dumps(document))  # until the outcome is recorded, a rerun must not publish again
+        published.record(job.id, document)  # until the outcome is recorded, a rerun must not publish again
     if wants_card:
         resolved = ResolvedRef.model_validate(document["template_set"])
         try:  # on the lineage's data as sent (an s3:// copy is already in this worker's cache)
@@ -368,7 +368,7 @@ def run_condensation_job(job: Job, context: WorkerContext, reporter: Reporter) -
                 raise
             log.warning("job %s: %s published, but its quality card failed: %s", job.id, resolved, exc)
             document["card"] = {"error": {"type": type(exc).__name__, "message": redact_paths(str(exc), job.request)}}
-        published.write_text(json.dumps(document))
+        published.record(job.id, document)
     return document
 
 

@@ -77,8 +77,52 @@ class JobPage:
     next: Position | None  # where the next page starts (after the last job shown); None on the last page
 
 
+class IdempotencyKeys(abc.ABC):
+    """Idempotency-Key -> (job id, request hash), each kept for a TTL: a retried submission finds its job."""
+
+    @abc.abstractmethod
+    def remember(self, key: str, job_id: str, request_hash: str) -> tuple[str, str] | None:
+        """Store key -> (job_id, request_hash) unless the key is known; returns the known pair, or None if stored."""
+
+    @abc.abstractmethod
+    def forget(self, key: str, job_id: str) -> None:
+        """Drop the key, but only while it still names `job_id` (a concurrent holder keeps it)."""
+
+
+class ResultCache(abc.ABC):
+    """Finished initializations' results by request key, reused by identical requests."""
+
+    @abc.abstractmethod
+    def get(self, key: str) -> dict[str, Any] | None: ...
+
+    @abc.abstractmethod
+    def put(self, key: str, result: dict[str, Any]) -> None: ...
+
+
+class Metrics(abc.ABC):
+    """Cross-process histograms and counters, which every API process's /metrics reports alike."""
+
+    @abc.abstractmethod
+    def observe(self, name: str, value: float) -> None:
+        """Add a sample to the histogram `name`."""
+
+    @abc.abstractmethod
+    def histograms(self) -> dict[str, dict[str, float]]: ...
+
+    @abc.abstractmethod
+    def incr(self, name: str, amount: int = 1) -> None: ...
+
+    @abc.abstractmethod
+    def counters(self) -> dict[str, int]: ...
+
+
 class JobStore(abc.ABC):
-    """Job records, leases, idempotency keys, the result cache and cross-process metrics."""
+    """Job records and their leases. The other roles kept beside them, over the same connection: `keys`
+    (idempotency keys), `results` (the result cache), `metrics`."""
+
+    keys: IdempotencyKeys
+    results: ResultCache
+    metrics: Metrics
 
     @abc.abstractmethod
     def create(self, job: Job) -> None:
@@ -166,34 +210,7 @@ class JobStore(abc.ABC):
         """Queued and running jobs of one client."""
 
     @abc.abstractmethod
-    def remember_idempotency_key(self, key: str, job_id: str, request_hash: str) -> tuple[str, str] | None:
-        """Store key -> (job_id, request_hash) unless the key is known; returns the known pair, or None if stored."""
-
-    @abc.abstractmethod
-    def forget_idempotency_key(self, key: str, job_id: str) -> None:
-        """Drop the key, but only while it still names `job_id` (a concurrent holder keeps it)."""
-
-    @abc.abstractmethod
-    def cached_result(self, key: str) -> dict[str, Any] | None: ...
-
-    @abc.abstractmethod
-    def cache_result(self, key: str, result: dict[str, Any]) -> None: ...
-
-    @abc.abstractmethod
     def counts(self, kind: JobKind) -> dict[str, int]: ...
-
-    @abc.abstractmethod
-    def observe(self, name: str, value: float) -> None:
-        """Add a sample to the cross-process histogram `name`."""
-
-    @abc.abstractmethod
-    def histograms(self) -> dict[str, dict[str, float]]: ...
-
-    @abc.abstractmethod
-    def incr(self, name: str, amount: int = 1) -> None: ...
-
-    @abc.abstractmethod
-    def counters(self) -> dict[str, int]: ...
 
     @abc.abstractmethod
     def ping(self) -> bool: ...
@@ -201,9 +218,9 @@ class JobStore(abc.ABC):
     def record_finish(self, job: Job) -> None:
         """Durations of a job that just ended."""
         if job.started_at is not None:
-            self.observe(f"queue_wait_seconds:{job.kind.value}", job.started_at - job.created_at)
+            self.metrics.observe(f"queue_wait_seconds:{job.kind.value}", job.started_at - job.created_at)
             if job.finished_at is not None:
-                self.observe(f"job_duration_seconds:{job.kind.value}", job.finished_at - job.started_at)
+                self.metrics.observe(f"job_duration_seconds:{job.kind.value}", job.finished_at - job.started_at)
 
 
 def bucket_fields(value: float) -> list[str]:

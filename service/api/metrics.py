@@ -39,7 +39,7 @@ class JobStoreCollector(Collector):
         yield states
 
         families: dict[str, HistogramMetricFamily] = {}
-        for key, values in sorted(self.jobs.histograms().items()):
+        for key, values in sorted(self.jobs.metrics.histograms().items()):
             base, _, label = key.partition(":")
             if base not in HISTOGRAMS:
                 continue
@@ -53,7 +53,7 @@ class JobStoreCollector(Collector):
             family.add_metric([label] if label_name else [], buckets, values.get("sum", 0.0))
         yield from families.values()
 
-        counters = self.jobs.counters()
+        counters = self.jobs.metrics.counters()
         for name, doc in (
             ("checkpoint_cache_hits", "initializations answered from an identical earlier request"),
             ("template_cache_hits", "template-set loads served from a worker's in-memory cache"),

@@ -15,6 +15,7 @@ import typer
 
 from jobs.contracts import AncestorSpec, Architecture, InitializationRequest
 from jobs.initialization import load_inputs, run_request
+from jobs.publications import Publications
 from jobs.settings import get_settings
 from learngene import CondenseConfig, ViTSpec, load_images, load_model, read_metadata
 from learngene.data import DataAccess
@@ -22,7 +23,7 @@ from learngene.data.transforms import Augment
 from learngene.errors import CheckpointError, IntegrityError, UserError
 from learngene.fit_settings import Calibration, FitSettings
 from learngene.formats.ancestors import resolve_ancestor
-from learngene.formats.files import sha256_file, write_json_atomic
+from learngene.formats.files import sha256_file
 from learngene.formats.pretrained import WEIGHTS, write_companions
 from learngene.formats.template_set import Normalization, TemplateSet
 from learngene.methods import LEARNGENE_METHODS, METHODS
@@ -217,7 +218,7 @@ def condense(
         if publish is not None:
             if earlier is None:
                 resolved = get_store().publish(template_set, publish)
-                _record_published(state, publication, resolved)
+                Publications(state).record(publication, resolved.model_dump())
             summary.update(ref=str(resolved), digest=resolved.digest, already_published=earlier is not None)
     emit({**summary, "metrics": template_set.metrics})
 
@@ -229,14 +230,9 @@ def _run_key(config: CondenseConfig, ancestor: AncestorRef, data: str, roots) ->
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-# Like the worker's published.json: a finished run, rerun, returns what it published instead of publishing again.
-PUBLISHED = "published.json"
-
-
 def _published_before(state: Path, publication: str) -> tuple[ResolvedRef, TemplateSet] | None:
     """The version this publication made earlier, and its set, if the store still holds it unchanged."""
-    path = state / PUBLISHED
-    record = json.loads(path.read_text()).get(publication) if path.is_file() else None
+    record = Publications(state).get(publication)
     if record is None:
         return None
     earlier = ResolvedRef.model_validate(record)
@@ -244,13 +240,6 @@ def _published_before(state: Path, publication: str) -> tuple[ResolvedRef, Templ
         return earlier, get_store().load(earlier)
     except (StoreError, IntegrityError):  # deleted or changed since: publish again
         return None
-
-
-def _record_published(state: Path, publication: str, resolved: ResolvedRef) -> None:
-    path = state / PUBLISHED
-    records = json.loads(path.read_text()) if path.is_file() else {}
-    state.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(path, {**records, publication: resolved.model_dump()})
 
 
 # Most of its length is the typer options, declared where they are used (one line each).

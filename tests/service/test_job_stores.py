@@ -55,7 +55,7 @@ def test_a_job_runs_under_its_lease_and_only_the_holder_finishes_it(jobs):
     assert jobs.claim(job.id, "w1", 30).outcome == "terminal"
     counts = jobs.counts(JobKind.initialization)
     assert (counts["queued"], counts["running"], counts["succeeded"]) == (0, 0, 1) and jobs.active("alpha") == 0
-    assert jobs.histograms()["job_duration_seconds:initialization"]["count"] == 1
+    assert jobs.metrics.histograms()["job_duration_seconds:initialization"]["count"] == 1
 
 
 def test_cancelling_a_queued_job_ends_it_and_a_running_one_is_flagged(jobs):
@@ -86,7 +86,7 @@ def test_a_redelivered_job_is_claimed_once_more_and_exhausts_its_attempts(jobs):
     exhausted = jobs.claim(job.id, "w3", 30)
     assert exhausted.outcome == "exhausted" and exhausted.job.status == JobStatus.failed
     assert exhausted.job.error.type == "AttemptsExhausted"
-    assert jobs.histograms()["job_duration_seconds:initialization"]["count"] == 1  # recorded by both stores
+    assert jobs.metrics.histograms()["job_duration_seconds:initialization"]["count"] == 1  # recorded by both stores
 
 
 def test_takeover_and_undispatched_jobs(jobs):
@@ -102,18 +102,18 @@ def test_takeover_and_undispatched_jobs(jobs):
 
 
 def test_idempotency_keys_cache_and_counters(jobs):
-    assert jobs.remember_idempotency_key("k", "job-1", "h1") is None
-    assert tuple(jobs.remember_idempotency_key("k", "job-2", "h2")) == ("job-1", "h1")
-    jobs.forget_idempotency_key("k", "job-2")  # not its holder: kept
-    assert tuple(jobs.remember_idempotency_key("k", "job-3", "h3")) == ("job-1", "h1")
-    jobs.forget_idempotency_key("k", "job-1")
-    assert jobs.remember_idempotency_key("k", "job-3", "h3") is None
-    assert jobs.cached_result("c") is None
-    jobs.cache_result("c", {"checkpoint": {"sha256": "ab"}})
-    assert jobs.cached_result("c") == {"checkpoint": {"sha256": "ab"}}
-    jobs.incr("hits", 2)
-    jobs.incr("hits")
-    assert jobs.counters()["hits"] == 3 and jobs.ping()
+    assert jobs.keys.remember("k", "job-1", "h1") is None
+    assert tuple(jobs.keys.remember("k", "job-2", "h2")) == ("job-1", "h1")
+    jobs.keys.forget("k", "job-2")  # not its holder: kept
+    assert tuple(jobs.keys.remember("k", "job-3", "h3")) == ("job-1", "h1")
+    jobs.keys.forget("k", "job-1")
+    assert jobs.keys.remember("k", "job-3", "h3") is None
+    assert jobs.results.get("c") is None
+    jobs.results.put("c", {"checkpoint": {"sha256": "ab"}})
+    assert jobs.results.get("c") == {"checkpoint": {"sha256": "ab"}}
+    jobs.metrics.incr("hits", 2)
+    jobs.metrics.incr("hits")
+    assert jobs.metrics.counters()["hits"] == 3 and jobs.ping()
     listed = [new(jobs, JobKind.condensation) for _ in range(3)]
     condensations = JobQuery(kinds=frozenset({JobKind.condensation}))
     assert [j.id for j in jobs.page(condensations, limit=2).jobs] == [listed[2].id, listed[1].id]

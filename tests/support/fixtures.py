@@ -114,9 +114,9 @@ def condensed(ancestor, fmnist_train, fmnist_test, tmp_path_factory, worker_id) 
             batch_size=64,
             optim=OptimConfig(lr=2e-3, warmup_steps=20),
         )
-        return condense(
-            ancestor, fmnist_train, config, name="tiny", eval_data=fmnist_test, runtime=Runtime(device="cpu")
-        )
+        condensed = condense(ancestor, fmnist_train, config, eval_data=fmnist_test, runtime=Runtime(device="cpu"))
+        condensed.name = "tiny"
+        return condensed
 
     return made_once(
         tmp_path_factory, worker_id, "condensed", make, lambda ts, folder: ts.save(folder / "set"),
