@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # pip's constraints file, so they all get the same versions.
 LOCK   := requirements.lock
 
-.PHONY: install lock tools test test-fast test-full lint format run init-demo worker demo-templates validate-docker bench bench-quick clean
+.PHONY: install lock tools test test-fast test-full lint docs format run init-demo worker demo-templates validate-docker bench bench-quick clean
 
 install: $(STAMP)
 
@@ -15,7 +15,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c $(LOCK) -e '.[service,worker,dev]'
+	$(BIN)/python -m pip install --quiet -c $(LOCK) -e '.[service,worker,dev,docs]'
 	touch $(STAMP)
 
 # Regenerate requirements.lock after editing the dependencies in pyproject.toml (tests/unit/test_lock.py fails until
@@ -53,10 +53,20 @@ test-fast: install
 test-full: install tools
 	LEARNGENE_TEST_SCALE=full $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadscope $(TEST_ARGS)
 
-lint: install
+# The static checks, the documentation site's build included (so CI builds it: .ci/run runs `make lint`).
+lint: install docs
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy
+
+# The documentation site (mkdocs.yml, docs/) into build/site, offline: the pages generated from the code
+# (docs/reference/, docs/architecture.md) must be fresh (`$(BIN)/python scripts/gen_docs.py` rewrites them), and
+# mkdocs builds with --strict, so a broken link or anchor, or a page missing from the nav, fails it.
+SITE := build/site
+docs: install
+	$(BIN)/python scripts/gen_docs.py --check
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir $(SITE)
 
 format: install
 	$(BIN)/ruff check --fix .
@@ -87,7 +97,8 @@ demo-templates: install
 validate-docker: install tools
 	PATH=$(BIN):$$PATH docker/validate.sh
 
-# Every benchmark, one after the other (about two hours on 2 CPU cores); each prints a table and writes its JSON
+# Every benchmark, one after the other (under an hour on 2 CPU cores: the method comparison takes about 22 minutes,
+# the soak about 12); each prints a table and writes its JSON
 # under bench/results/; the method comparison also writes BENCHMARKS.md and its plots.
 bench: install
 	$(BIN)/python -m pip install --quiet -c $(LOCK) -e '.[bench]'

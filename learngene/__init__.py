@@ -20,8 +20,22 @@ The names below are imported on first use (PEP 562), for start-up time: importin
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
 from learngene.version import __version__
+
+if TYPE_CHECKING:  # what a type checker sees of the lazy names below: the same objects, imported eagerly
+    from learngene.data import DataAccess, ImageData, load_images
+    from learngene.errors import DataRefError, IntegrityError, LearngeneError, SpecError, UserError
+    from learngene.fit_settings import Calibration, FitSettings
+    from learngene.formats.checkpoint import CheckpointInfo, export_checkpoint, load_ancestor, load_model, read_metadata
+    from learngene.formats.template_set import Lineage, Normalization, TemplateSet, TemplateSetConfig
+    from learngene.layers.templates import TemplateConfig, WeightScalers, WeightTemplates, compose
+    from learngene.methods.wave.fit import FitReport, fit_scalers
+    from learngene.methods.wave.inherit import check_compatible, inherit
+    from learngene.methods.wave.model import TemplatedViT
+    from learngene.spec import Architecture, ViTSpec
+    from learngene.train.condense import CondenseConfig, condense
 
 _EXPORTS = {
     "learngene.formats.checkpoint": [

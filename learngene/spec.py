@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import timm
 import torch
@@ -59,7 +59,8 @@ class ViTSpec(BaseModel):
 
     def build(self, **extra: Any) -> VisionTransformer:
         """The timm model, randomly initialized by timm's own rules."""
-        return timm.create_model(self.model, pretrained=False, **self.overrides(), **extra)
+        # `model` names a VisionTransformer (check_model_name); `resolve` refuses any other class timm builds.
+        return cast(VisionTransformer, timm.create_model(self.model, pretrained=False, **self.overrides(), **extra))
 
     def resolve(self) -> Architecture:
         return _resolve(self)
@@ -141,7 +142,9 @@ def _check_structure(name: str, model: nn.Module) -> None:
             unsupported.append(f"MLP type {type(block.mlp).__name__}")
         if not isinstance(block.norm1, nn.LayerNorm):
             unsupported.append(f"norm type {type(block.norm1).__name__}")
-        if block.attn.proj.bias is None or block.mlp.fc1.bias is None:
+        # nn.Module's __getattr__ types these as Tensor | Module: in a timm Block, Linear layers
+        proj, fc1 = cast(nn.Linear, block.attn.proj), cast(nn.Linear, block.mlp.fc1)
+        if proj.bias is None or fc1.bias is None:
             unsupported.append("linear layers without bias")
     if unsupported:
         raise SpecError("model", f"model={name!r} is not supported: " + ", ".join(unsupported))
@@ -155,14 +158,15 @@ def _resolve_cached(spec: ViTSpec) -> Architecture:
     except (AssertionError, ValueError, TypeError, RuntimeError, ArithmeticError) as exc:
         raise SpecError("model", f"timm cannot build {spec.model!r} with {spec.overrides()}: {exc}") from exc
     _check_structure(spec.model, model)
-    block = model.blocks[0]
+    block = cast(Block, model.blocks[0])
+    attn, mlp = cast(Attention, block.attn), cast(Mlp, block.mlp)  # what _check_structure let through
     pos_embed_prefix = 0 if model.no_embed_class else model.num_prefix_tokens
     return Architecture(
         model=spec.model,
         embed_dim=model.embed_dim,
         depth=len(model.blocks),
-        num_heads=block.attn.num_heads,
-        mlp_hidden=block.mlp.fc1.out_features,
+        num_heads=attn.num_heads,
+        mlp_hidden=cast(nn.Linear, mlp.fc1).out_features,
         num_classes=model.num_classes,
         img_size=tuple(model.patch_embed.img_size),
         patch_size=tuple(model.patch_embed.patch_size),
@@ -170,7 +174,7 @@ def _resolve_cached(spec: ViTSpec) -> Architecture:
         num_prefix_tokens=model.num_prefix_tokens,
         pos_embed_prefix=pos_embed_prefix,
         global_pool=model.global_pool,
-        qkv_bias=block.attn.qkv.bias is not None,
+        qkv_bias=attn.qkv.bias is not None,
     )
 
 

@@ -14,6 +14,7 @@ by obstore first, then by the caller's policy).
 
 from __future__ import annotations
 
+import builtins
 import datetime as dt
 import hashlib
 import logging
@@ -21,6 +22,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import obstore
@@ -28,6 +30,9 @@ from obstore.exceptions import AlreadyExistsError, BaseError, NotFoundError, Pre
 from obstore.store import S3Store
 
 from learngene.formats.files import atomic_path
+
+if TYPE_CHECKING:  # obstore's config TypedDicts exist in its stubs only
+    from obstore.store import ClientConfig, RetryConfig, S3Config
 
 log = logging.getLogger(__name__)
 
@@ -94,11 +99,11 @@ class Bucket:
         self.bucket, self.prefix = parse_s3_url(url)
         self.url = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
         endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-        timeouts = {
+        timeouts: ClientConfig = {
             "connect_timeout": dt.timedelta(seconds=connect_timeout_s),
             "timeout": dt.timedelta(seconds=timeout_s),
         }
-        retry = {
+        retry: RetryConfig = {
             "max_retries": retries,
             "retry_timeout": dt.timedelta(seconds=max(10.0, 3 * connect_timeout_s)),
             "backoff": {
@@ -111,7 +116,8 @@ class Bucket:
         # Signing is done here, offline, for whatever host the URL names: a store of its own for that host.
         self._signer = self._s3(sign_endpoint, timeouts, retry) if sign_endpoint else self._store
 
-    def _s3(self, endpoint: str | None, timeouts: dict, retry: dict) -> S3Store:
+    def _s3(self, endpoint: str | None, timeouts: ClientConfig, retry: RetryConfig) -> S3Store:
+        config: S3Config | None = {"endpoint": endpoint} if endpoint else None
         return S3Store(
             self.bucket,
             prefix=self.prefix or None,
@@ -119,7 +125,7 @@ class Bucket:
             virtual_hosted_style_request=endpoint is None,
             client_options={"allow_http": bool(endpoint and endpoint.startswith("http://")), **timeouts},
             retry_config=retry,
-            **({"endpoint": endpoint} if endpoint else {}),
+            config=config,  # merged with the keyword options, as `endpoint=...` would be
         )
 
     def __repr__(self) -> str:
@@ -175,13 +181,13 @@ class Bucket:
         stream = obstore.list(self._store, prefix=prefix or None, chunk_size=1000)
         return [_info(meta) for chunk in self._call(prefix, list, stream) for meta in chunk]
 
-    def objects_in(self, folder: str) -> list[ObjectInfo]:
+    def objects_in(self, folder: str) -> builtins.list[ObjectInfo]:
         """The objects directly in `folder` (one level, as S3's delimiter listing gives them)."""
         prefix = f"{folder.rstrip('/')}/" if folder else ""
         result = self._call(prefix, obstore.list_with_delimiter, self._store, prefix or None)
         return [_info(meta) for meta in result["objects"]]
 
-    def folders(self, prefix: str = "") -> list[str]:
+    def folders(self, prefix: str = "") -> builtins.list[str]:
         """The names one level below `prefix` (S3's common prefixes)."""
         prefix = f"{prefix.rstrip('/')}/" if prefix else ""
         result = self._call(prefix, obstore.list_with_delimiter, self._store, prefix or None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import datetime as dt
 import hashlib
@@ -120,9 +121,10 @@ class TemplateStore:
         self._ensure_builtin(name)
         if selector == LATEST:  # the highest version that is whole; a broken one is reported by `problems`
             whole = (v for v in reversed(self.backend.versions(name)) if self._broken(name, v) is None)
-            version = next(whole, None)
-            if version is None:
+            newest = next(whole, None)
+            if newest is None:
                 raise NotFoundError(f"template set {name!r} does not exist")
+            version = newest
         elif isinstance(selector, int):
             version = selector
         else:
@@ -227,7 +229,7 @@ class TemplateStore:
         current = self._current_card(self._resolved(ref))
         return None if current is None else current[1]
 
-    def card_revisions(self, ref: str | ResolvedRef) -> list[tuple[int, str]]:
+    def card_revisions(self, ref: str | ResolvedRef) -> builtins.list[tuple[int, str]]:
         """Every card revision of the version as (revision, sha256), oldest first."""
         resolved = self._resolved(ref)
         return self.backend.cards(resolved.name, resolved.version)
@@ -256,7 +258,7 @@ class TemplateStore:
         self.backend.write_card(resolved.name, resolved.version, revision, hashlib.sha256(data).hexdigest(), data)
         return revision
 
-    def problems(self) -> list[str]:
+    def problems(self) -> builtins.list[str]:
         """Versions that cannot be used (an empty folder, a missing or unreadable manifest), one line each."""
         found = []
         for name in self.backend.names():
@@ -321,7 +323,7 @@ class TemplateStore:
             self._cache.pop(resolved.digest, None)
         return resolved
 
-    def gc(self) -> list[str]:
+    def gc(self) -> builtins.list[str]:
         return self.backend.gc()
 
     # --- internals ---------------------------------------------------------------------------------------------

@@ -14,6 +14,8 @@ Paths are resolved (symlinks followed) and must lie under one of `allowed_roots`
 
 from __future__ import annotations
 
+from torch import Tensor
+
 from learngene.data.images import ImageData, channel_stats, fit_images
 from learngene.data.readers import DEFAULT_LIMITS, IDX_PARTS, UNRESTRICTED, DataAccess, DecodeLimits, Reader, idx_file
 from learngene.data.refs import UNAVAILABLE, DataRef, file_uri_path, infer_format, resolve_file, resolve_inside
@@ -59,16 +61,19 @@ def load_images(
     allowed_roots = access.allowed_roots
     ref = DataRef.parse(uri)
     path = None if ref.format == "wds" else resolve_inside(uri, ref.path, allowed_roots)
-    fmt = ref.format or infer_format(uri, path)
+    fmt = ref.format if path is None else ref.format or infer_format(uri, path)  # no path: a wds:// reference
     if max_samples is not None and max_samples < 1:
         raise DataRefError(uri, f"max_samples={max_samples} must be >= 1")
     if in_chans not in (1, 3):
         raise DataRefError(uri, f"images convert to 1 or 3 channels; the model takes in_chans={in_chans}")
     reader = Reader(uri, access.limits, access.should_stop)
     choose = lambda n: sample_indices(n, max_samples, seed)  # noqa: E731
+    labels: Tensor | None
     if fmt == "idx":
+        assert path is not None  # only a wds:// reference has none
         images, labels = reader.idx(path, ref.split, allowed_roots, choose)
     elif fmt == "bundle":
+        assert path is not None
         images, labels = reader.bundle(path, choose)
     else:
         source = open_source(uri, access)

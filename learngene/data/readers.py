@@ -10,7 +10,7 @@ import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 import numpy as np
 import torch
@@ -25,6 +25,12 @@ from learngene.errors import DataRefError
 # .png would reach Ghostscript wherever it is installed).
 IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF", "PPM")  # PPM reads .pgm too
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+
+
+class ByteStream(Protocol):
+    """What the array readers need of a file: a binary file, a gzip stream or a member of a zip archive."""
+
+    def read(self, size: int = ..., /) -> bytes: ...
 
 
 @dataclass(frozen=True)
@@ -99,7 +105,7 @@ class Reader:
             )
         return header
 
-    def rows(self, stream: BinaryIO, header: ArrayHeader, index: np.ndarray, name: str) -> np.ndarray:
+    def rows(self, stream: ByteStream, header: ArrayHeader, index: np.ndarray, name: str) -> np.ndarray:
         """The rows `index` (sorted) of the array that follows the header in `stream`, read in chunks."""
         out = np.empty((len(index), *header.row_shape), dtype=header.dtype)
         per_chunk = max(1, CHUNK_BYTES // max(header.row_bytes, 1))
@@ -251,7 +257,7 @@ SAFETENSORS_DTYPES = {"U8": np.uint8, "I8": np.int8, "I16": np.int16, "I32": np.
                       "BOOL": np.bool_}  # fmt: skip
 
 
-def _open_idx(path: Path) -> BinaryIO:
+def _open_idx(path: Path) -> gzip.GzipFile | BinaryIO:
     return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
 
 

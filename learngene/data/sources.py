@@ -310,7 +310,9 @@ class ShardSource(ImageSource):
                         continue
                     self._samples.append((number, image.offset_data, image.size, key))
                     if "cls" in members:
-                        raw = tar.extractfile(members["cls"]).read(32).decode(errors="replace").strip()
+                        label = tar.extractfile(members["cls"])
+                        assert label is not None  # a regular file (only those are grouped): never None
+                        raw = label.read(32).decode(errors="replace").strip()
                         if not (raw.isascii() and raw.isdigit() and len(raw) <= 9):  # a class index, not 10^31
                             raise DataRefError(self.uri, f"{key}.cls of shard {number} is not a label >= 0")
                         labels.append(int(raw))

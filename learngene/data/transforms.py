@@ -72,7 +72,9 @@ class Augment(BaseModel):
             if key is None:
                 raise UserError(f"unknown RandAugment setting {part!r} in {policy!r}; known: {', '.join(RAND_BOUNDS)}")
             low, high = RAND_BOUNDS[key]
-            if not low <= _number(part[len(key) :]) <= high:
+            value = _number(part[len(key) :])
+            assert value is not None  # the key was chosen for the number that follows it
+            if not low <= value <= high:
                 raise UserError(f"RandAugment setting {key} must be in [{low}, {high}], got {part!r}")
         return policy
 

@@ -153,10 +153,11 @@ def _cached_hub_folder(ref: str, repo_id: str) -> Path:
     if not HUB_REPO.fullmatch(repo_id) or ".." in repo_id:
         raise DataRefError(ref, "expected hf-hub:<owner>/<name> (letters, digits, '.', '_', '-')")
     found = {name: try_to_load_from_cache(repo_id, name) for name in (CONFIG, WEIGHTS)}
-    missing = [name for name, path in found.items() if not isinstance(path, str)]
+    cached = {name: path for name, path in found.items() if isinstance(path, str)}
+    missing = [name for name in found if name not in cached]
     if missing:
         raise DataRefError(
             ref, f"{', '.join(missing)} not in the local Hugging Face cache (this service never downloads; "
             "populate the cache, e.g. with `huggingface-cli download`, or set HF_HUB_CACHE)", "unavailable",
         )  # fmt: skip
-    return Path(found[CONFIG]).parent
+    return Path(cached[CONFIG]).parent

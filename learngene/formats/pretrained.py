@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import yaml  # timm's own dependency (as huggingface_hub's)
@@ -40,7 +40,7 @@ def hf_config(spec: ViTSpec, normalization: Normalization | None) -> dict[str, A
     arch = spec.resolve()
     with torch.device("meta"):
         model = spec.build()
-    default = model.pretrained_cfg
+    default = cast(dict[str, Any], model.pretrained_cfg)  # a dict set by timm's builder (typed by __getattr__)
     norm = normalization or Normalization(mean=tuple(default["mean"]), std=tuple(default["std"]))
     norm = norm.for_channels(arch.in_chans)
     return {

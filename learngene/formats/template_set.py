@@ -16,7 +16,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -26,7 +26,7 @@ from torch import Tensor
 
 from learngene.errors import IntegrityError, UserError
 from learngene.formats.files import save_safetensors_atomic, sha256_file, write_json_atomic
-from learngene.layers.generated import GeneratedViT
+from learngene.layers.generated import GeneratedViT, LearngeneMethod
 from learngene.layers.templates import TemplateConfig
 from learngene.spec import Architecture, ViTSpec
 
@@ -62,7 +62,7 @@ class TemplateSetConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    method: Literal["wave", "tleg", "sws"] = "wave"
+    method: LearngeneMethod = "wave"
     aux: ViTSpec
     architecture: Architecture | None = Field(
         default=None, description="what timm built for `aux` at condensation (D0, L0, heads, MLP hidden, patch, ...)"

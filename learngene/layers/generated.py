@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Iterable
+from typing import Literal
 
 import torch
 from timm.models.vision_transformer import VisionTransformer
@@ -52,8 +53,12 @@ def module_key(param: str) -> str:
     return param.replace(".", "__")
 
 
+# The methods whose auxiliary model is a GeneratedViT: what a template set can hold the learngene of.
+LearngeneMethod = Literal["wave", "tleg", "sws"]
+
+
 class GeneratedViT(nn.Module, abc.ABC):
-    method: str
+    method: LearngeneMethod
 
     def __init__(self, spec: ViTSpec, generated: Iterable[str], vit: VisionTransformer | None = None):
         super().__init__()

@@ -90,10 +90,10 @@ class WidthSelection(nn.Module):
         d, m = dst.embed_dim, dst.mlp_hidden
         width = coverage(k, d0, d)
         heads = coverage(k, src.num_heads, math.ceil(d / h0))
-        channels = heads[:, None] * h0 + torch.arange(h0)
+        channels = list(heads[:, None] * h0 + torch.arange(h0))  # per head, its channels
         if d % h0:
-            channels = [*channels[:-1], channels[-1][uniform_indices(h0, d % h0)]]
-        inner = torch.cat(list(channels))
+            channels[-1] = channels[-1][uniform_indices(h0, d % h0)]
+        inner = torch.cat(channels)
         units = coverage(kh, m0, m)  # position copy * m0 + unit; the widened hidden axis is tile-major
         copy, unit = units // m0, units % m0
         hidden = torch.sort((unit // size) * (kh * size) + copy * size + unit % size).values
@@ -122,8 +122,9 @@ class WidthSelection(nn.Module):
         axes = self.axes(kind)
         return self.scales[axes[1]] if len(axes) == 2 else None
 
-    def apply(self, kind: str, weights: Tensor) -> Tensor:
-        """Composed weights of one kind, (L, rows[, cols]) at K * D0, indexed to the descendant's shape."""
+    def select(self, kind: str, weights: Tensor) -> Tensor:
+        """Composed weights of one kind, (L, rows[, cols]) at K * D0, indexed to the descendant's shape. (Not named
+        `apply`: that is nn.Module's, which `model.apply(fn)` calls on every submodule.)"""
         for dim, name in enumerate(self.axes(kind), start=1):
             weights = weights.index_select(dim, getattr(self, name))
         return weights

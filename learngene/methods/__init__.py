@@ -14,7 +14,7 @@ next); all others are plain timm models.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import nn
@@ -34,8 +34,12 @@ from learngene.methods import baselines  # noqa: F401  # isort: skip
 METHODS = method_names()
 LEARNGENE_METHODS = method_names("template_set")
 ANCESTOR_METHODS = method_names("ancestor")
-MethodName = Literal[METHODS]  # the API's `method` field: whatever is registered
-LearngeneName = Literal[LEARNGENE_METHODS]  # what a condensation can produce
+if TYPE_CHECKING:  # a Literal of names known only at run time: a str to the type checker
+    MethodName = str
+    LearngeneName = str
+else:  # pydantic validates against (and documents) the registered names
+    MethodName = Literal[METHODS]  # the API's `method` field: whatever is registered
+    LearngeneName = Literal[LEARNGENE_METHODS]  # what a condensation can produce
 
 __all__ = [
     "ANCESTOR_METHODS",
@@ -95,9 +99,11 @@ def build_descendant(
         spec, template_set=template_set, ancestor=ancestor, seed=seed, noise=noise, device=device
     )
     if not getattr(model, "provenance", None):  # WAVE's inheritance records its own, richer one
-        model.provenance = {"method": method, "seed": seed}
+        provenance: dict[str, Any] = {"method": method, "seed": seed}
         if template_set is not None:
-            model.provenance["template_set"] = template_set.ref
+            provenance["template_set"] = template_set.ref
         if ancestor is not None:
-            model.provenance["ancestor_sha256"] = ancestor.sha256
+            provenance["ancestor_sha256"] = ancestor.sha256
+        # torch types nn.Module.__setattr__'s value as Tensor | Module, but any plain attribute may be set
+        model.provenance = provenance  # type: ignore[assignment]
     return model.to(device)

@@ -13,8 +13,10 @@ as a method (the classes at the end).
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
+from timm.layers.attention import Attention
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
@@ -52,7 +54,8 @@ def mimetic(
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for block in model.blocks:
-            qkv, proj = block.attn.qkv.weight, block.attn.proj.weight  # (3d, d), (d, d)
+            attn = cast(Attention, block.attn)  # a plain timm Attention: spec.resolve() checked the structure
+            qkv, proj = attn.qkv.weight, attn.proj.weight  # (3d, d), (d, d)
             for head in range(h):
                 rows = slice(head * dh, (head + 1) * dh)
                 q, k = mimetic_factors(d, dh, alpha1, beta1, g)  # attention logits: x W_q^T W_k x^T

@@ -7,18 +7,20 @@ from torch import nn
 
 from learngene.errors import SpecError
 from learngene.formats.template_set import TemplateSet, TemplateSetConfig
-from learngene.methods.registry import Learngene
+from learngene.methods.registry import AuxT, Learngene
 from learngene.methods.wave.inherit import inherit_free
 from learngene.spec import Architecture, ViTSpec, build_fresh
 
 
-class LayerLearngene(Learngene):
+class LayerLearngene(Learngene[AuxT]):
     """TLEG and SWS: any depth at the auxiliary width; blocks from the learngene's rule, embeddings and final norm
     inherited, a new head."""
 
     blocks: staticmethod  # the learngene's rule: (learngene tensors, depth) -> block parameters
 
-    def check(self, spec, dst, template_config: TemplateSetConfig, ancestor) -> Architecture:
+    def check(self, spec, dst, template_config: TemplateSetConfig | None, ancestor) -> Architecture:
+        if template_config is None:
+            raise SpecError("template_set", f"method {self.name!r} needs a template set")
         src = template_config.arch
         if dst.embed_dim != src.embed_dim or dst.mlp_hidden != src.mlp_hidden:
             raise SpecError(
@@ -27,7 +29,9 @@ class LayerLearngene(Learngene):
             )
         return dst
 
-    def build(self, spec: ViTSpec, *, template_set: TemplateSet, ancestor, seed, noise, device) -> nn.Module:
+    def build(self, spec: ViTSpec, *, template_set: TemplateSet | None, ancestor, seed, noise, device) -> nn.Module:
+        if template_set is None:
+            raise SpecError("template_set", f"method {self.name!r} needs a template set")
         dst = spec.resolve()
         model = build_fresh(spec, seed)
         blocks = self.blocks(template_set.templates, dst.depth)

@@ -8,7 +8,7 @@ how its auxiliary model is built and initialized, whether it starts from the anc
 from __future__ import annotations
 
 import abc
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar, runtime_checkable
 
 import torch
 from torch import nn
@@ -21,6 +21,13 @@ from learngene.methods.ancestor_weights import AncestorWeights
 from learngene.spec import Architecture, ViTSpec
 
 Needs = Literal["template_set", "ancestor"] | None
+
+
+@runtime_checkable
+class Resettable(Protocol):
+    """An auxiliary model with an initialization rule of its own (what `Learngene.init_auxiliary` calls by default)."""
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None: ...
 
 
 class Method(abc.ABC):
@@ -51,8 +58,12 @@ class Method(abc.ABC):
     ) -> nn.Module: ...
 
 
-class Learngene(Method):
-    """A method condensed from an ancestor into a template set of its own kind, then inherited from that set."""
+AuxT = TypeVar("AuxT", bound=GeneratedViT)
+
+
+class Learngene(Method, Generic[AuxT]):
+    """A method condensed from an ancestor into a template set of its own kind, then inherited from that set.
+    `AuxT`: the class of its auxiliary model, which its hooks receive."""
 
     needs = "template_set"
     default_ce: ClassVar[float] = 0.0  # weight of the CE term when not given: TLEG and SWS distil purely (METHOD.md)
@@ -61,15 +72,18 @@ class Learngene(Method):
         """A `SpecError` naming the condensation field this method cannot build its auxiliary model with."""
 
     @abc.abstractmethod
-    def new_auxiliary(self, aux: ViTSpec, templates: TemplateConfig | None, stages: list[int] | None) -> GeneratedViT:
+    def new_auxiliary(self, aux: ViTSpec, templates: TemplateConfig | None, stages: list[int] | None) -> AuxT:
         """The auxiliary model, not yet initialized (so it also builds on the meta device); each method reads the
         parts of the set's configuration it has (templates for WAVE, stages for SWS)."""
 
-    def init_auxiliary(self, aux: GeneratedViT, generator: torch.Generator) -> None:
+    def init_auxiliary(self, aux: AuxT, generator: torch.Generator) -> None:
         """Initialize the learngene and the free parameters (the method's own rule)."""
+        if not isinstance(aux, Resettable):
+            raise TypeError(f"{type(aux).__name__} has no reset_parameters: {type(self).__name__} must override "
+                            "init_auxiliary")  # fmt: skip
         aux.reset_parameters(generator)
 
-    def start_from_ancestor(self, aux: GeneratedViT, ancestor: nn.Module, init: str) -> bool:
+    def start_from_ancestor(self, aux: AuxT, ancestor: nn.Module, init: str) -> bool:
         """Start the learngene from the ancestor's weights where the method can; True if it did. `init` is
         'auto' (when possible), 'ancestor' (required) or 'random' (never)."""
         return False
@@ -91,7 +105,7 @@ def get_method(name: str) -> Method:
     return _REGISTRY[name]
 
 
-def get_learngene(name: str) -> Learngene:
+def get_learngene(name: str) -> Learngene[Any]:
     method = get_method(name)
     if not isinstance(method, Learngene):
         raise SpecError("method", f"{name!r} is not a learngene; known: {', '.join(method_names('template_set'))}")

@@ -90,7 +90,7 @@ def descendant_blocks(learngene: dict[str, Tensor], depth: int) -> dict[str, Ten
 
 
 @register_method
-class Sws(LayerLearngene):
+class Sws(LayerLearngene[StageSharedViT]):
     name = "sws"
     blocks = staticmethod(descendant_blocks)
 
@@ -99,4 +99,6 @@ class Sws(LayerLearngene):
             raise SpecError("stages", f"stages {stages} must be positive and sum to aux depth {arch.depth}")
 
     def new_auxiliary(self, aux: ViTSpec, templates, stages: list[int] | None) -> StageSharedViT:
+        if stages is None:
+            raise SpecError("stages", "SWS's auxiliary model needs its layers per stage")
         return StageSharedViT(aux, stages)

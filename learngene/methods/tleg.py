@@ -73,7 +73,7 @@ def descendant_blocks(learngene: dict[str, Tensor], depth: int) -> dict[str, Ten
 
 
 @register_method
-class Tleg(LayerLearngene):
+class Tleg(LayerLearngene[LinearExpansionViT]):
     name = "tleg"
     blocks = staticmethod(descendant_blocks)
 

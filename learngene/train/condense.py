@@ -12,7 +12,7 @@ import dataclasses
 import logging
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -82,7 +82,7 @@ class CondenseConfig(BaseModel):
         default="deit", description="deit: the paper's setting (DeiT's augmentation, Mixup/CutMix, label smoothing, "
         "lr scaled by batch/512); plain: none of it, for tiny data. Sets the defaults of `augment` and `lr_batch`",
     )  # fmt: skip
-    augment: Augment = Field(default=None, validate_default=False, description="default: from `recipe`")
+    augment: Augment | None = Field(default=None, validate_default=False, description="default: from `recipe`")
     lr_batch: int | None = Field(
         default=None, ge=1, description="optim.lr is the rate for this global batch and is scaled linearly by "
         "batch_size / lr_batch (DeiT: 512); None: optim.lr as given. Default: from `recipe`",
@@ -123,9 +123,16 @@ class CondenseConfig(BaseModel):
         get_learngene(self.method).check_auxiliary(self.aux.resolve(), self.templates(), self.stages)
         if self.ce_weight == 0 and self.lam == 0:
             raise SpecError("lam", "with ce=0 the distillation term is the whole loss: lam must be > 0")
-        if self.augment.mixes and self.batch_size % 2:
+        if self.augmentation.mixes and self.batch_size % 2:
             raise SpecError("batch_size", f"Mixup/CutMix pair images: batch_size must be even, got {self.batch_size}")
         return self
+
+    @property
+    def augmentation(self) -> Augment:
+        """`augment`, which validation fills in from `recipe` when it is not given (None: the input's default)."""
+        if self.augment is None:  # only a config made without validation (model_construct) lacks one
+            raise UserError("the condensation config has no augmentation: build it through validation")
+        return self.augment
 
     @property
     def ce_weight(self) -> float:
@@ -203,21 +210,21 @@ def condense(
     if source.labelled and source.max_label() >= arch.num_classes:
         raise UserError(f"labels go up to {source.max_label()}, the auxiliary model has {arch.num_classes} classes")
     total_steps, optim = config.schedule(len(source))
-    eval_data = _evaluation_data(eval_data, source, config, normalization, workers)
+    evaluation = _evaluation_data(eval_data, source, config, normalization, workers)
 
     torch.manual_seed(config.seed)  # timm's init of the free parameters draws from the global generator
     aux = build_auxiliary(config, torch.Generator().manual_seed(config.seed))
     started_from = get_learngene(config.method).start_from_ancestor(aux, ancestor, config.init)
     aux = aux.to(device)
-    model = (
+    model: nn.Module = (
         aux
         if world.size == 1
         else DistributedDataParallel(aux, device_ids=[device.index] if device.index is not None else None)
     )
     if runtime.compile:  # the wrapped model, as torch's DDP + compile notes ask; evaluation stays eager
-        model = torch.compile(model)
+        model = cast(nn.Module, torch.compile(model))  # an OptimizedModule; torch's stub says a callable
     ancestor = freeze(ancestor).to(device)
-    _check_ancestor_classes(ancestor, eval_data, arch.num_classes, device)
+    _check_ancestor_classes(ancestor, evaluation, arch.num_classes, device)
 
     named = aux.trainable_named_parameters()
     optimizer = build_optimizer(named, optim)
@@ -230,6 +237,7 @@ def condense(
             log.info("condensation resumes at step %d of %d from %s", start, total_steps, checkpoint_dir)
 
     def save_state(step: int) -> None:
+        assert checkpoint_dir is not None  # only called with one (the checkpoint hook, the final save)
         if world.main:
             save_train_state(Path(checkpoint_dir), params, optimizer, step, meta)
 
@@ -254,8 +262,8 @@ def condense(
             lam=config.lam,
             tau=config.tau,
             ce=config.ce_weight,
-            label_smoothing=config.augment.label_smoothing,
-            mixup=config.augment.mixer(arch.num_classes),
+            label_smoothing=config.augmentation.label_smoothing,
+            mixup=config.augmentation.mixer(arch.num_classes),
         ),
         start_step=start,
         hooks=LoopHooks(
@@ -272,8 +280,8 @@ def condense(
     if final_loss is not None:
         metrics["final_loss"] = final_loss
     if source.labelled:
-        metrics["aux_accuracy"] = evaluate(aux, eval_data, device=device)["accuracy"]
-        metrics["ancestor_accuracy"] = evaluate(ancestor, eval_data, device=device)["accuracy"]
+        metrics["aux_accuracy"] = evaluate(aux, evaluation, device=device)["accuracy"]
+        metrics["ancestor_accuracy"] = evaluate(ancestor, evaluation, device=device)["accuracy"]
     lineage = (lineage or Lineage()).model_copy(
         update={
             # 'auto' as resolved; the world size is recorded, not part of the run's identity: the same global
@@ -282,7 +290,7 @@ def condense(
             "code_version": __version__,
             "data_digest": source.digest(),
             "data_uri": (lineage.data_uri if lineage and lineage.data_uri else source.uri),
-            "eval_data_uri": eval_data.uri,
+            "eval_data_uri": evaluation.uri,
         }
     )
     template_set = TemplateSet.from_auxiliary(
@@ -300,7 +308,7 @@ def _training_data(
     arch = config.aux.resolve()
     if isinstance(data, ImageData):
         normalization = normalization or data.normalization
-        if config.augment.transform == "plain":
+        if config.augmentation.transform == "plain":
             if data.images.shape[1] != arch.in_chans or tuple(data.images.shape[2:]) != arch.img_size:
                 raise UserError(f"data is {tuple(data.images.shape[1:])}, the auxiliary model takes "
                                  f"{(arch.in_chans, *arch.img_size)}")  # fmt: skip
@@ -308,7 +316,7 @@ def _training_data(
         data = MemorySource(data)
     if normalization is None:
         raise UserError("streamed data needs the normalization its ancestor was trained with")
-    transform = train_transform(config.augment, arch.img_size, arch.in_chans, normalization)
+    transform = train_transform(config.augmentation, arch.img_size, arch.in_chans, normalization)
     return Stream(data, transform, workers), normalization
 
 

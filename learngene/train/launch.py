@@ -138,6 +138,8 @@ def run_rank(spec: CondensationSpec) -> None:
     """One rank's share of the condensation (run by torchrun in every process)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <rank>` writes every thread's stack to the run's log
+    if spec.run_dir is None:  # `_run_torchrun` always gives one
+        raise UserError("a condensation rank needs the run_dir its ranks share")
     folder = Path(spec.run_dir)
     device = pick_device(spec.runtime.device)
     world = join_from_env(device.type)

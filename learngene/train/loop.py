@@ -11,10 +11,10 @@ import contextlib
 import json
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -122,7 +122,8 @@ def _no_decay(name: str, param: Tensor) -> bool:
 
 
 def build_optimizer(named_params: Iterable[tuple[str, nn.Parameter]], cfg: OptimConfig) -> torch.optim.AdamW:
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for name, p in named_params:
         if p.requires_grad:
             (no_decay if _no_decay(name, p) else decay).append(p)
@@ -336,7 +337,7 @@ def train_classifier(
         device=device,
         objective=Objective(
             label_smoothing=augment.label_smoothing if augment else 0.0,
-            mixup=augment.mixer(model.num_classes) if augment else None,
+            mixup=augment.mixer(cast(int, model.num_classes)) if augment else None,  # timm classifiers have one
         ),
         hooks=hooks,
     )
@@ -350,7 +351,7 @@ def _state_tensors_name(step: int) -> str:
 
 
 def save_train_state(
-    folder: Path, params: dict[str, Tensor], optimizer: torch.optim.Optimizer, step: int, meta: dict[str, Any]
+    folder: Path, params: Mapping[str, Tensor], optimizer: torch.optim.Optimizer, step: int, meta: dict[str, Any]
 ) -> None:
     """Parameters and AdamW moments as safetensors, the rest as JSON naming that file; the JSON is renamed in last.
 
@@ -380,7 +381,7 @@ def save_train_state(
 
 
 def load_train_state(
-    folder: Path, params: dict[str, Tensor], optimizer: torch.optim.Optimizer, meta: dict[str, Any]
+    folder: Path, params: Mapping[str, Tensor], optimizer: torch.optim.Optimizer, meta: dict[str, Any]
 ) -> int:
     """Restore what `save_train_state` wrote and return its step; 0 when there is nothing to resume.
 

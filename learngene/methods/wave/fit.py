@@ -51,7 +51,7 @@ class FitReport(BaseModel):
 
 
 def fit_scalers(
-    model: TemplatedViT,
+    model: nn.Module,
     data: ImageData | None,
     fit: FitSettings,
     *,
@@ -62,7 +62,11 @@ def fit_scalers(
     hooks: Hooks = Hooks(),
 ) -> FitReport:
     """Train `model`'s scalers and free parameters for `fit.steps` steps on `data`; templates stay frozen. `fit.noise`
-    is not used here: it belongs to the inheritance that built `model`."""
+    is not used here: it belongs to the inheritance that built `model`. `model`: a WAVE descendant in generating form
+    (a `TemplatedViT`, what `build_descendant` returns for the methods that fit scalers)."""
+    if not isinstance(model, TemplatedViT):
+        raise TypeError(f"fit_scalers fits a WAVE descendant in generating form (TemplatedViT), not a "
+                        f"{type(model).__name__}")  # fmt: skip
     steps, lr, batch_size, seed = fit.steps, fit.lr, fit.batch_size, fit.seed
     if steps < 0:
         raise UserError(f"steps={steps} must be >= 0")

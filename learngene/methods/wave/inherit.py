@@ -23,7 +23,15 @@ from torch import Tensor
 from learngene.errors import SpecError
 from learngene.formats.template_set import TemplateSet, TemplateSetConfig
 from learngene.layers.select import WidthSelection, factors, select_width, widen_residual
-from learngene.layers.templates import SLOTS, WeightScalers, WeightTemplates, deepen, resize_weights, widen
+from learngene.layers.templates import (
+    SLOTS,
+    TemplateConfig,
+    WeightScalers,
+    WeightTemplates,
+    deepen,
+    resize_weights,
+    widen,
+)
 from learngene.methods.wave.model import TemplatedViT
 from learngene.spec import Architecture, ViTSpec, build_fresh
 
@@ -48,10 +56,17 @@ _NORM_ALIASES = {
 }
 
 
+def _wave_templates(config: TemplateSetConfig) -> TemplateConfig:
+    """The weight templates of a WAVE set (its config has them exactly when its method is 'wave')."""
+    if config.templates is None:
+        raise SpecError("method", f"a {config.method!r} template set has no weight templates: it is not a WAVE one")
+    return config.templates
+
+
 def check_compatible(config: TemplateSetConfig, spec: ViTSpec) -> Architecture:
     """The descendant's architecture, or a `SpecError` naming the field this template set cannot produce."""
     dst = spec.resolve()  # any width timm builds (embed_dim divisible by num_heads) is served (learngene.layers.select)
-    if not dst.qkv_bias and "qkv_bias" in config.templates.counts:
+    if not dst.qkv_bias and "qkv_bias" in _wave_templates(config).counts:
         raise SpecError("model", f"{dst.model} has no qkv bias, but this template set templates it")
     return dst
 
@@ -86,17 +101,19 @@ def inherit_untemplated(
     1-2: "free vectors that are not templated: each D0-long group repeated k times"), so that function preservation
     holds for them too. Matrices follow the same rule; METHOD.md is silent there and this is [ours]."""
     config = template_set.config
-    src, size = config.arch, config.templates.size
+    templates = _wave_templates(config)
+    src, size = config.arch, templates.size
     k, kh = factors(src, dst)
     out: dict[str, Tensor] = {}
     for kind, slot in SLOTS.items():
-        layers = [template_set.free.get(f"blocks.{i}.{slot.param}") for i in range(src.depth)]
-        if kind in config.templates.counts or any(t is None for t in layers):
+        found = [template_set.free.get(f"blocks.{i}.{slot.param}") for i in range(src.depth)]
+        layers = [t for t in found if t is not None]
+        if kind in templates.counts or len(layers) < len(found):
             continue  # templated, or absent from the auxiliary model (no qkv bias)
         stack = torch.stack(layers).float()
         weights = resize_weights(stack, slot, size, dst.depth, k, kh, _scale(selection, kind))
         if selection is not None:
-            weights = selection.apply(kind, weights)
+            weights = selection.select(kind, weights)
         out.update({f"blocks.{j}.{slot.param}": w for j, w in enumerate(weights.unbind(0))})
     return out
 
@@ -174,15 +191,16 @@ def inherit(
     src, dst = config.arch, check_compatible(config, spec)
     generator = torch.Generator().manual_seed(seed)
 
-    templates = WeightTemplates(config.templates)
+    template_config = _wave_templates(config)
+    templates = WeightTemplates(template_config)
     with torch.no_grad():
         for kind, t in templates.tensors.items():
             t.copy_(template_set.templates[kind])
     templates.requires_grad_(False)
     k, kh = factors(src, dst)
-    selection = select_width(src, dst, config.templates.size)
+    selection = select_width(src, dst, template_config.size)
     composed = dst.model_copy(update={"embed_dim": k * src.embed_dim, "mlp_hidden": kh * src.mlp_hidden})
-    scalers = WeightScalers(config.templates, composed)
+    scalers = WeightScalers(template_config, composed)
     scalers.load(inherit_scalers(template_set, dst, noise, generator, selection))
 
     vit = build_fresh(spec, seed)  # fresh parameters (a new head): timm's seeded init

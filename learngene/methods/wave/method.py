@@ -4,11 +4,13 @@ started for a condensation (METHOD.md, WAVE)."""
 
 from __future__ import annotations
 
+from typing import TypeGuard
+
 import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from learngene.errors import UserError
+from learngene.errors import SpecError, UserError
 from learngene.layers.templates import TemplateConfig, WeightScalers, WeightTemplates, templates_from_weights
 from learngene.methods.registry import Learngene, register_method
 from learngene.methods.wave.inherit import check_compatible, inherit
@@ -17,7 +19,7 @@ from learngene.spec import Architecture, ViTSpec
 
 
 @register_method
-class Wave(Learngene):
+class Wave(Learngene[TemplatedViT]):
     """Weight templates and Kronecker scalers: any depth and any width timm builds (exact at k x D0, indexed down from
     the next multiple otherwise: `learngene.layers.select`); the scalers are fitted next."""
 
@@ -33,6 +35,8 @@ class Wave(Learngene):
         templates.check(arch, what="aux.embed_dim")
 
     def new_auxiliary(self, aux: ViTSpec, templates: TemplateConfig | None, stages: list[int] | None) -> TemplatedViT:
+        if templates is None:
+            raise SpecError("templates", "WAVE's auxiliary model needs a template configuration")
         return TemplatedViT(aux, WeightTemplates(templates), WeightScalers(templates, aux.resolve()))
 
     def init_auxiliary(self, aux: TemplatedViT, generator: torch.Generator) -> None:
@@ -68,7 +72,8 @@ class Wave(Learngene):
         return True
 
 
-def _same_block_shapes(ancestor: nn.Module, aux: TemplatedViT) -> bool:
+def _same_block_shapes(ancestor: nn.Module, aux: TemplatedViT) -> TypeGuard[VisionTransformer]:
+    """Whether `ancestor` is a timm ViT with the auxiliary model's block shapes."""
     if not isinstance(ancestor, VisionTransformer) or len(ancestor.blocks) == 0:
         return False
     state = ancestor.state_dict()

@@ -38,7 +38,7 @@ class TemplatedViT(GeneratedViT):
         for kind, templates in self.templates.tensors.items():
             weights = compose(self.weight_scalers.tensors[kind], templates)
             if self.selection is not None:
-                weights = self.selection.apply(kind, weights)
+                weights = self.selection.select(kind, weights)
             param = SLOTS[kind].param
             out.update({block_param_name(layer, param): w for layer, w in enumerate(weights.unbind(0))})
         return out
