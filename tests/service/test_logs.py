@@ -47,7 +47,7 @@ from tests.support.harness import (
 CLIENT_TOKEN = "tok-logs-5be0c1d2"
 CLIENT = {"Authorization": f"Bearer {CLIENT_TOKEN}"}
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-BODY = {  # fits its scalers, so that every job metric the README names has a value
+BODY = {  # fits its scalers, so that every job metric the docs (docs/api.md) name has a value
     "model": "vit_tiny_patch16_224",
     "overrides": dict(depth=2, embed_dim=64, num_heads=1, img_size=28, patch_size=7, in_chans=1, num_classes=10),
     "calibration": {"uri": f"idx://{FMNIST}", "max_samples": 64},
@@ -313,8 +313,8 @@ def test_metrics_label_routes_by_their_full_template_and_expose_process_metrics(
     for name in ("process_cpu_seconds", "process_resident_memory_bytes", "process_open_fds", "python_info"):
         assert name in families, name
     assert families["process_resident_memory_bytes"].samples[0].value > 10 << 20
-    # every metric the README documents is served
-    readme = (REPO / "README.md").read_text()
+    # every metric the API page of the docs documents is served
+    readme = (REPO / "docs" / "api.md").read_text()
     paragraph = readme[readme.index("**Metrics** (`/metrics`)") :].split("\n\n")[0]
     named = set(re.findall(r"`((?:learngene|process|python)_[a-z_]+)", paragraph))
     assert named >= {"learngene_jobs", "learngene_fit_steps_per_second", "process_cpu_seconds_total", "python_info"}
