@@ -64,11 +64,12 @@ def main() -> None:
     write_report("cli_startup", args, summary)
     table = "\n".join(f"| `{name}` | {value.replace(' / ', ' | ')} |" for name, value in rows)
     replace_section(
-        Path(__file__).resolve().parents[1] / "BENCHMARKS.md", "cli-startup",
+        Path(__file__).resolve().parents[1] / "BENCHMARKS.md",
+        "cli-startup",
         f"## Command-line start-up\n\n`python bench/cli_startup.py` (wall time of a fresh process, {args.repeats} "
         f"runs each after a warm-up; {os.cpu_count()} CPUs):\n\n| command | median | p90 |\n| --- | --- | --- |\n"
         f"{table}\n",
-    )  # fmt: skip
+    )
 
 
 if __name__ == "__main__":

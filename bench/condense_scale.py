@@ -73,15 +73,24 @@ def training_rate(model: torch.nn.Module, named, stream: Stream, teacher, steps:
     def progress(p) -> None:
         rates.append(p.images_per_s)
 
-    train_steps(model, optimizer, stream, loop, device=torch.device("cpu"), objective=Objective(teacher=teacher),
-                hooks=LoopHooks(progress=progress, report_every=steps + 2))  # fmt: skip
+    train_steps(
+        model,
+        optimizer,
+        stream,
+        loop,
+        device=torch.device("cpu"),
+        objective=Objective(teacher=teacher),
+        hooks=LoopHooks(progress=progress, report_every=steps + 2),
+    )
     return rates[-1]
 
 
 def peak_rss_mib(args: list[str]) -> float:
-    probe = ("import resource, subprocess, sys; run = subprocess.run(sys.argv[1:], capture_output=True); "
-             "sys.exit(run.returncode) if run.returncode else "
-             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")  # fmt: skip
+    probe = (
+        "import resource, subprocess, sys; run = subprocess.run(sys.argv[1:], capture_output=True); "
+        "sys.exit(run.returncode) if run.returncode else "
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    )
     learngene = str(Path(sys.executable).parent / "learngene")
     done = subprocess.run([sys.executable, "-c", probe, learngene, *args], capture_output=True, text=True, check=True)
     return int(done.stdout.split()[-1]) / 1024

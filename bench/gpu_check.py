@@ -78,8 +78,15 @@ def condensation_rates(device: torch.device, data: ImageData) -> dict[str, float
         seen: list[float] = []
         hooks = LoopHooks(progress=lambda p, seen=seen: seen.append(p.images_per_s), report_every=30)
         loop = LoopConfig(total_steps=60, batch_size=128, optim=optim, seed=0)
-        train_steps(student, build_optimizer(named, optim), data, loop, device=device,
-                    objective=Objective(teacher=teacher), hooks=hooks)  # fmt: skip
+        train_steps(
+            student,
+            build_optimizer(named, optim),
+            data,
+            loop,
+            device=device,
+            objective=Objective(teacher=teacher),
+            hooks=hooks,
+        )
         rates[name] = seen[-1]  # the second window: after warm-up and allocator growth
     return {
         **{f"{k}_images_per_s": v for k, v in rates.items()},

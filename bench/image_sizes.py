@@ -81,8 +81,9 @@ def cpu_wheel(path: Path) -> tuple[int, list[str]]:
     return size, requires
 
 
-def closure(roots: list[Requirement], dists: dict[str, metadata.Distribution],
-            overrides: dict[str, list[str]]) -> set[str]:  # fmt: skip
+def closure(
+    roots: list[Requirement], dists: dict[str, metadata.Distribution], overrides: dict[str, list[str]]
+) -> set[str]:
     """Names of every distribution `roots` need here (markers evaluated for this interpreter, extras followed);
     `overrides` replaces a distribution's requirements (the CPU torch wheel's)."""
     needed: set[str] = set()
@@ -156,10 +157,15 @@ def main() -> None:
     for image, r in report.items():
         print(f"{image}: largest: " + ", ".join(f"{n} {s:.0f} MB" for n, s in r["largest_mb"].items()))
     write_report(
-        "image_sizes", args,
-        {"python": sys.version.split()[0], "base_image": BASE_IMAGE, "project_mb": round(own / MB, 2),
-         "images": report},
-    )  # fmt: skip
+        "image_sizes",
+        args,
+        {
+            "python": sys.version.split()[0],
+            "base_image": BASE_IMAGE,
+            "project_mb": round(own / MB, 2),
+            "images": report,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -79,8 +79,18 @@ class Budget:
     digits_epochs: int = 10  # digits has 1,400 training images: more passes for the same kind of budget
 
 
-QUICK = Budget(ancestor_steps=300, condense_steps=150, finetune_images=1000, finetune_epochs=2, fit_steps=30,
-               test_images=1000, seeds=1, depths=(2, 4), widths=(1, 1.5, 2), digits_epochs=4)  # fmt: skip
+QUICK = Budget(
+    ancestor_steps=300,
+    condense_steps=150,
+    finetune_images=1000,
+    finetune_epochs=2,
+    fit_steps=30,
+    test_images=1000,
+    seeds=1,
+    depths=(2, 4),
+    widths=(1, 1.5, 2),
+    digits_epochs=4,
+)
 # The template width. [ours] 64, not the 128 of earlier runs: at 128 the full run took well over two hours on the
 # 2-core CI machine (Table B's 3x width alone is 9x a row's cost); the ancestor is deeper and trained longer instead.
 WIDTH = 64
@@ -137,8 +147,10 @@ def digits(norm: Normalization) -> tuple[ImageData, ImageData]:
     labels = torch.from_numpy(bunch.target.astype(np.int64))
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))
     train, test = order[:1400], order[1400:]
-    return (ImageData(images[train], labels[train], norm, "sklearn:digits"),
-            ImageData(images[test], labels[test], norm, "sklearn:digits?split=test"))  # fmt: skip
+    return (
+        ImageData(images[train], labels[train], norm, "sklearn:digits"),
+        ImageData(images[test], labels[test], norm, "sklearn:digits?split=test"),
+    )
 
 
 # --- ancestor and condensation -----------------------------------------------------------------------------
@@ -154,12 +166,19 @@ def cached_ancestor(budget: Budget, data: ImageData, log: dict) -> AncestorWeigh
         cfg = OptimConfig(lr=1e-3, warmup_steps=budget.ancestor_steps // 20, weight_decay=0.05)
         loop = LoopConfig(total_steps=budget.ancestor_steps, batch_size=128, optim=cfg, seed=0)
         train_classifier(model, data, loop, device=torch.device("cpu"))
-        export_checkpoint(model, path, spec=ANCESTOR, metadata={"normalization": data.normalization.model_dump(),
-                                                               "train_seconds": time.perf_counter() - t0})  # fmt: skip
+        export_checkpoint(
+            model,
+            path,
+            spec=ANCESTOR,
+            metadata={"normalization": data.normalization.model_dump(), "train_seconds": time.perf_counter() - t0},
+        )
         log["ancestor_trained_now"] = True
     ancestor = AncestorWeights.load(ANCESTOR.model, path, ANCESTOR.overrides())
-    log.update(ancestor_path=str(path.relative_to(ROOT)), ancestor_sha256=sha256_file(path),
-               ancestor_train_seconds=read_metadata(path)["train_seconds"])  # fmt: skip
+    log.update(
+        ancestor_path=str(path.relative_to(ROOT)),
+        ancestor_sha256=sha256_file(path),
+        ancestor_train_seconds=read_metadata(path)["train_seconds"],
+    )
     return ancestor
 
 
@@ -167,8 +186,13 @@ def condense_all(ancestor: AncestorWeights, data: ImageData, test: ImageData, bu
     teacher = ANCESTOR.build()
     teacher.load_state_dict(ancestor.state)
     aux = spec(8)
-    common = dict(recipe="plain", aux=aux, steps=budget.condense_steps, batch_size=128,
-                  optim=OptimConfig(lr=1e-3, warmup_steps=budget.condense_steps // 20, weight_decay=0.05))  # fmt: skip
+    common = dict(
+        recipe="plain",
+        aux=aux,
+        steps=budget.condense_steps,
+        batch_size=128,
+        optim=OptimConfig(lr=1e-3, warmup_steps=budget.condense_steps // 20, weight_decay=0.05),
+    )
     configs = {
         "wave": CondenseConfig(method="wave", **common),  # init "auto": templates start from the ancestor (PCA)
         "wave_random_templates": CondenseConfig(method="wave", init="random", **common),
@@ -198,9 +222,16 @@ def condense_all(ancestor: AncestorWeights, data: ImageData, test: ImageData, bu
 # --- one descendant ----------------------------------------------------------------------------------------
 
 
-def descendant(method: str, target: ViTSpec, sets: dict[str, TemplateSet], ancestor: AncestorWeights,
-               calibration: ImageData, seed: int, fit_steps: int, new_task: bool = False,
-               ) -> tuple[torch.nn.Module, float]:  # fmt: skip
+def descendant(
+    method: str,
+    target: ViTSpec,
+    sets: dict[str, TemplateSet],
+    ancestor: AncestorWeights,
+    calibration: ImageData,
+    seed: int,
+    fit_steps: int,
+    new_task: bool = False,
+) -> tuple[torch.nn.Module, float]:
     """The initialized model and the seconds its initialization took (inheritance + scaler fitting).
 
     `new_task`: the data set is not the ancestor's (Table C), so the templated descendants (WAVE, TLEG, SWS) get
@@ -209,9 +240,13 @@ def descendant(method: str, target: ViTSpec, sets: dict[str, TemplateSet], ances
     t0 = time.perf_counter()
     template_set = sets.get("wave" if method == "wave_no_fitting" else method)
     base = "wave" if method in ABLATIONS else method
-    model = build_descendant(base, target, template_set=template_set,
-                             ancestor=ancestor if method in ("weight_selection", "heru_lg", "auto_lg") else None,
-                             seed=seed)  # fmt: skip
+    model = build_descendant(
+        base,
+        target,
+        template_set=template_set,
+        ancestor=ancestor if method in ("weight_selection", "heru_lg", "auto_lg") else None,
+        seed=seed,
+    )
     if new_task and isinstance(model, GeneratedViT):
         model.vit.head.load_state_dict(build_descendant("timm", target, seed=seed).head.state_dict())
     if base == "wave" and method != "wave_no_fitting":
@@ -384,8 +419,11 @@ def plots(result: dict, suffix: str = "") -> dict[str, str]:
         curves = [r["curve"] for r in a if r["method"] == method and r["depth"] == depth]
         mean = np.mean(np.array(curves), axis=0)
         left.plot(range(len(mean)), mean, marker="o", label=LABELS[method], linewidth=2.5 if method == "wave" else 1.2)
-    left.set(xlabel="fine-tuning epoch (0 = instinct, before any training)", ylabel="top-1",
-             title=f"instinct and learning curves, depth {depth}")  # fmt: skip
+    left.set(
+        xlabel="fine-tuning epoch (0 = instinct, before any training)",
+        ylabel="top-1",
+        title=f"instinct and learning curves, depth {depth}",
+    )
     left.grid(alpha=0.3)
     left.legend(fontsize=7)
     for method in ("wave", "timm", "scratch10x"):
@@ -526,8 +564,14 @@ def costs_section(result: dict, files: dict[str, str]) -> list[str]:
 
 
 def report(result: dict, files: dict[str, str], quick: bool) -> str:
-    sections = (setup_section(result, quick), table_a_section(result), table_b_section(result),
-                table_c_section(result), costs_section(result, files), claims(result))  # fmt: skip
+    sections = (
+        setup_section(result, quick),
+        table_a_section(result),
+        table_b_section(result),
+        table_c_section(result),
+        costs_section(result, files),
+        claims(result),
+    )
     return "\n".join(line for section in sections for line in section) + "\n"
 
 
@@ -624,8 +668,11 @@ def claims(result: dict) -> list[str]:
 
     mean_over_depths = {m: statistics.mean(scores[m] for scores in by_depth.values()) for m in DEPTH_METHODS}
     order = sorted(DEPTH_METHODS, key=lambda m: -mean_over_depths[m])
-    out.append("- Ranking by mean top-1 over depths (the paper: WAVE > TLEG > SWS/Auto-LG > Heru-LG > He-Init): "
-               + " > ".join(LABELS[m] for m in order) + ".")  # fmt: skip
+    out.append(
+        "- Ranking by mean top-1 over depths (the paper: WAVE > TLEG > SWS/Auto-LG > Heru-LG > He-Init): "
+        + " > ".join(LABELS[m] for m in order)
+        + "."
+    )
     return out
 
 

@@ -93,8 +93,9 @@ def main() -> None:
     parser.add_argument("--cache-probes", type=int, default=20)
     parser.add_argument("--timeout", type=float, default=1800)
     parser.add_argument("--url", help="an already running API (with its own workers) instead of starting one")
-    parser.add_argument("--storage", choices=["local", "s3"], default="local",
-                        help="where the template store and the checkpoints live")  # fmt: skip
+    parser.add_argument(
+        "--storage", choices=["local", "s3"], default="local", help="where the template store and the checkpoints live"
+    )
     parser.add_argument("--out", help="default: bench/results/service_load[_s3].json")
     args = parser.parse_args()
     args.out = args.out or str(RESULTS / ("service_load_s3.json" if args.storage == "s3" else "service_load.json"))

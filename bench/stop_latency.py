@@ -94,15 +94,17 @@ def main() -> None:
         "ended_by_watchdog": ended,
         "tiny_job_submit_to_succeeded_s": tiny,
     }
-    print_table([
-        ("stop grace (LEARNGENE_STOP_GRACE_S)", f"{args.grace:g} s"),
-        ("cancel -> cancelled, median", f"{statistics.median(stops):.2f} s"),
-        ("  as a multiple of the grace", f"{summary['cancel_to_cancelled_over_grace_median']:.2f}x"),
-        ("  max", f"{max(stops):.2f} s"),
-        ("jobs ended by their watchdog", f"{ended} / {args.probes}"),
-        ("tiny job submit -> succeeded, median", f"{statistics.median(tiny):.2f} s"),
-        ("  min / max", f"{min(tiny):.2f} / {max(tiny):.2f} s"),
-    ])  # fmt: skip
+    print_table(
+        [
+            ("stop grace (LEARNGENE_STOP_GRACE_S)", f"{args.grace:g} s"),
+            ("cancel -> cancelled, median", f"{statistics.median(stops):.2f} s"),
+            ("  as a multiple of the grace", f"{summary['cancel_to_cancelled_over_grace_median']:.2f}x"),
+            ("  max", f"{max(stops):.2f} s"),
+            ("jobs ended by their watchdog", f"{ended} / {args.probes}"),
+            ("tiny job submit -> succeeded, median", f"{statistics.median(tiny):.2f} s"),
+            ("  min / max", f"{min(tiny):.2f} / {max(tiny):.2f} s"),
+        ]
+    )
     write_report("stop_latency", args, summary)
     print(json.dumps({k: v for k, v in summary.items() if not isinstance(v, list)}))
 

@@ -103,10 +103,11 @@ def main() -> None:
     write_report("storage_roundtrip", args, summary)
     table = "\n".join(f"| {name} | {value} |" for name, value in rows)
     replace_section(
-        Path(__file__).resolve().parents[1] / "BENCHMARKS.md", "storage-roundtrip",
+        Path(__file__).resolve().parents[1] / "BENCHMARKS.md",
+        "storage-roundtrip",
         "## Checkpoint round trip: local folder vs S3\n\n`python bench/storage_roundtrip.py` (medians of "
         f"{args.repeats}; one machine, S3 over loopback):\n\n| measure | value |\n| --- | --- |\n{table}\n",
-    )  # fmt: skip
+    )
 
 
 if __name__ == "__main__":

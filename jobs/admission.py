@@ -107,8 +107,14 @@ def submit_initialization(
         check_overrides(settings.limits, spec)
         check_cost(settings.limits, spec, batch_size=batch_size)
         arch = spec.resolve()
-    check_limits(settings.limits, arch, spec, fit_steps=request.fit.steps, batch_size=request.fit.batch_size,
-                 samples=request.calibration.max_samples if request.calibration else 0)  # fmt: skip
+    check_limits(
+        settings.limits,
+        arch,
+        spec,
+        fit_steps=request.fit.steps,
+        batch_size=request.fit.batch_size,
+        samples=request.calibration.max_samples if request.calibration else 0,
+    )
     check_bounds(settings.limits, ("body", "fit"), lr=request.fit.lr, noise=request.fit.noise)
     resolved = config = ancestor = None
     if request.template_ref is not None:
@@ -171,18 +177,33 @@ def check_overrides(limits: Limits, spec: ViTSpec, prefix: tuple[str, ...] = ("b
         raise FieldError(over)
 
 
-def check_limits(limits: Limits, arch: Architecture, spec: ViTSpec, *, fit_steps: int, batch_size: int,
-                 samples: int | None, prefix: tuple[str, ...] = ("body",)) -> None:  # fmt: skip
+def check_limits(
+    limits: Limits,
+    arch: Architecture,
+    spec: ViTSpec,
+    *,
+    fit_steps: int,
+    batch_size: int,
+    samples: int | None,
+    prefix: tuple[str, ...] = ("body",),
+) -> None:
     """The resolved model (the named model's defaults included) and the run against the limits."""
     over = []
-    for field, value in (("depth", arch.depth), ("embed_dim", arch.embed_dim), ("img_size", max(arch.img_size)),
-                         ("in_chans", arch.in_chans), ("num_classes", arch.num_classes)):  # fmt: skip
+    for field, value in (
+        ("depth", arch.depth),
+        ("embed_dim", arch.embed_dim),
+        ("img_size", max(arch.img_size)),
+        ("in_chans", arch.in_chans),
+        ("num_classes", arch.num_classes),
+    ):
         if value > getattr(limits, field):
             over.append(
                 ((*prefix, "overrides", field), f"{field}={value} is over the limit of {getattr(limits, field)}")
             )
-    for loc, value, limit in ((("fit", "steps"), fit_steps, limits.fit_steps),
-                              (("fit", "batch_size"), batch_size, limits.batch_size)):  # fmt: skip
+    for loc, value, limit in (
+        (("fit", "steps"), fit_steps, limits.fit_steps),
+        (("fit", "batch_size"), batch_size, limits.batch_size),
+    ):
         if value > limit:
             over.append(((*prefix, *loc), f"{loc[-1]}={value} is over the limit of {limit}"))
     if samples is None or samples > limits.calibration_samples:
@@ -196,16 +217,25 @@ def check_limits(limits: Limits, arch: Architecture, spec: ViTSpec, *, fit_steps
         raise FieldError(over)
 
 
-def check_cost(limits: Limits, spec: ViTSpec, *, batch_size: int, teacher: ViTSpec | None = None,
-               prefix: tuple[str, ...] = ("body",), batch_loc: tuple[str, ...] | None = None) -> None:  # fmt: skip
+def check_cost(
+    limits: Limits,
+    spec: ViTSpec,
+    *,
+    batch_size: int,
+    teacher: ViTSpec | None = None,
+    prefix: tuple[str, ...] = ("body",),
+    batch_loc: tuple[str, ...] | None = None,
+) -> None:
     """Tokens, parameters and the work of one step, estimated from the numbers of the request before any model is
     built; `teacher` (an ancestor that distils into the model) adds its forward pass to the step. A step over the
     limit is reported at `batch_loc` (the fit's batch size unless said)."""
     cost = estimate(spec)
     over = []
     if cost.tokens > limits.tokens:
-        message = (f"{cost.tokens:,} tokens per image ((img_size / patch_size)^2 and the class token) is over the "
-                   f"limit of {limits.tokens:,}")  # fmt: skip
+        message = (
+            f"{cost.tokens:,} tokens per image ((img_size / patch_size)^2 and the class token) is over the "
+            f"limit of {limits.tokens:,}"
+        )
         over.append(((*prefix, "overrides", "patch_size" if spec.patch_size else "img_size"), message))
     if cost.parameters > limits.parameters:
         message = f"the model has about {cost.parameters:,} parameters, the limit is {limits.parameters:,}"
@@ -215,8 +245,10 @@ def check_cost(limits: Limits, spec: ViTSpec, *, batch_size: int, teacher: ViTSp
         if teacher is not None:
             flops += estimate(teacher).step_flops(batch_size, training=False)
         if flops > limits.step_flops:
-            message = (f"one step of batch_size={batch_size} is about {flops:.2g} FLOPs, over the limit of "
-                       f"{limits.step_flops:.2g}; ask for a smaller batch or model")  # fmt: skip
+            message = (
+                f"one step of batch_size={batch_size} is about {flops:.2g} FLOPs, over the limit of "
+                f"{limits.step_flops:.2g}; ask for a smaller batch or model"
+            )
             over.append((batch_loc or (*prefix, "fit", "batch_size"), message))
     if over:
         raise FieldError(over)
@@ -245,9 +277,11 @@ def check_quota(jobs: JobStore, settings: Settings, client: str | None, *, check
     used, quota = usage_bytes(jobs, client), settings.client_max_artifact_bytes
     if used + checkpoint_bytes > quota:
         who = f"client {client!r}" if client is not None else "this service's clients"
-        message = (f"{who} hold {used:,} bytes of checkpoints and this one needs about {checkpoint_bytes:,}: over the "
-                   f"quota of {quota:,} bytes; release checkpoints you have downloaded (DELETE "
-                   "/v1/initializations/{id}/checkpoint)")  # fmt: skip
+        message = (
+            f"{who} hold {used:,} bytes of checkpoints and this one needs about {checkpoint_bytes:,}: over the "
+            f"quota of {quota:,} bytes; release checkpoints you have downloaded (DELETE "
+            "/v1/initializations/{id}/checkpoint)"
+        )
         raise Overloaded(message, int(settings.artifacts_sweep_interval_s))
 
 
@@ -267,8 +301,9 @@ def _check_safetensors(uri: str, settings: Settings, *, ancestor: ViTSpec | None
     it is (what its files record, under the request's overrides) is returned."""
     found = None
     if ancestor is not None:
-        found = resolve_ancestor(uri, model=ancestor.model, overrides=ancestor.overrides(),
-                                 allowed_roots=settings.folder_roots)  # fmt: skip
+        found = resolve_ancestor(
+            uri, model=ancestor.model, overrides=ancestor.overrides(), allowed_roots=settings.folder_roots
+        )
         path = found.checkpoint
     elif not uri.endswith(".safetensors"):
         raise DataRefError(uri, "only .safetensors files are accepted")
@@ -297,8 +332,15 @@ def submit_condensation(
         check_cost(settings.limits, aux, batch_size=1, prefix=("body", "aux"))
         arch = aux.resolve()
         request.condense_config()  # the templates must tile the auxiliary model
-    check_limits(settings.limits, arch, aux, fit_steps=0, batch_size=request.training.batch_size,
-                 samples=0, prefix=("body", "aux"))  # fmt: skip
+    check_limits(
+        settings.limits,
+        arch,
+        aux,
+        fit_steps=0,
+        batch_size=request.training.batch_size,
+        samples=0,
+        prefix=("body", "aux"),
+    )
     if request.training.steps > settings.limits.condense_steps:
         message = f"steps is over the limit of {settings.limits.condense_steps}"
         raise FieldError([(("body", "training", "steps"), message)])
@@ -310,8 +352,15 @@ def submit_condensation(
             message = f"{field} is over the limit of {settings.limits.condense_epochs:g}"
             raise FieldError([(("body", "training", field), message)])
     t = request.training
-    check_bounds(settings.limits, ("body", "training"), lr=t.lr, loss_weight={"lam": t.lam}, temperature={"tau": t.tau},
-                 weight_decay=t.weight_decay, warmup_steps=t.warmup_steps)  # fmt: skip
+    check_bounds(
+        settings.limits,
+        ("body", "training"),
+        lr=t.lr,
+        loss_weight={"lam": t.lam},
+        temperature={"tau": t.tau},
+        weight_decay=t.weight_decay,
+        warmup_steps=t.warmup_steps,
+    )
     with located("body", "ancestor"):
         check_overrides(settings.limits, request.ancestor.spec(), prefix=("body", "ancestor"))
     with located("body", "ancestor", "checkpoint"):
@@ -321,8 +370,14 @@ def submit_condensation(
         ancestor = ViTSpec(model=found.model, **found.overrides)
         check_overrides(settings.limits, ancestor, prefix=("body", "ancestor"))
         check_cost(settings.limits, ancestor, batch_size=1, prefix=("body", "ancestor"))  # its size, alone
-        check_cost(settings.limits, aux, batch_size=request.training.batch_size, teacher=ancestor,
-                   prefix=("body", "aux"), batch_loc=("body", "training", "batch_size"))  # fmt: skip
+        check_cost(
+            settings.limits,
+            aux,
+            batch_size=request.training.batch_size,
+            teacher=ancestor,
+            prefix=("body", "aux"),
+            batch_loc=("body", "training", "batch_size"),
+        )
         ancestor.resolve()
     with located("body", "data", "uri"):
         check_data(request.data.uri, settings)
@@ -340,8 +395,7 @@ def submit_card(request: CardRequest, services: Services, *, idempotency_key: st
     method = store.manifest(resolved).method
     if method != "wave":
         raise FieldError([(("path", "ref"), f"{resolved} holds a {method!r} learngene; cards measure WAVE sets")])
-    return _accept(JobKind.card, request, services, template_set=resolved.model_dump(),
-                   idempotency_key=idempotency_key)  # fmt: skip
+    return _accept(JobKind.card, request, services, template_set=resolved.model_dump(), idempotency_key=idempotency_key)
 
 
 def _accept(
@@ -388,8 +442,9 @@ def _accept(
         try:
             dispatcher.submit(job)
         except Exception:  # the job is recorded, so it is accepted: the reaper sends it once the broker answers
-            log.warning("job %s recorded but not yet handed to the broker; the reaper will send it", job.id,
-                        exc_info=True)  # fmt: skip
+            log.warning(
+                "job %s recorded but not yet handed to the broker; the reaper will send it", job.id, exc_info=True
+            )
         else:
             jobs.mark_dispatched(job.id)
             log.info("job %s (%s) accepted", job.id, kind.value)

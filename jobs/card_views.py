@@ -25,8 +25,14 @@ def card_png(card: QualityCard) -> bytes:
         params = [r.params for r in rows]
         color = f"C{index}"
         ax.plot(params, [r.accuracy for r in rows], "o-", color=color, label=f"WAVE, width {width}")
-        ax.plot(params, [r.baseline_accuracy for r in rows], "s--", color=color, alpha=0.6,
-                label=f"timm init, width {width}")  # fmt: skip
+        ax.plot(
+            params,
+            [r.baseline_accuracy for r in rows],
+            "s--",
+            color=color,
+            alpha=0.6,
+            label=f"timm init, width {width}",
+        )
         for r in rows:
             ax.annotate(f"d{r.depth}", (r.params, r.accuracy), textcoords="offset points", xytext=(4, 4), fontsize=7)
     ax.set_xscale("log")
@@ -35,8 +41,7 @@ def card_png(card: QualityCard) -> bytes:
     ax.set_ylim(0, 1)
     ax.grid(True, alpha=0.3)
     steps = card.rows[0].fit_steps
-    ax.set_title(f"{card.template_set}: {steps} fitting steps per size vs the same budget from timm's init",
-                 fontsize=9)  # fmt: skip
+    ax.set_title(f"{card.template_set}: {steps} fitting steps per size vs the same budget from timm's init", fontsize=9)
     ax.legend(fontsize=7)
     figure.tight_layout()
     out = io.BytesIO()

@@ -40,12 +40,18 @@ def measure_card(
         local[uri], found = localize(uri, settings, should_stop)
         roots = list(dict.fromkeys([*roots, *found]))
     config = card_config(settings)
-    data = load_card_data(template_set, config, local=local,
-                          access=DataAccess(roots, settings.limits.decode(), should_stop))  # fmt: skip
+    data = load_card_data(
+        template_set, config, local=local, access=DataAccess(roots, settings.limits.decode(), should_stop)
+    )
     return compute_card(
-        template_set, data, digest=resolved.digest, config=config, device=pick_device(settings.device),
-        progress=progress, should_stop=should_stop,
-    )  # fmt: skip
+        template_set,
+        data,
+        digest=resolved.digest,
+        config=config,
+        device=pick_device(settings.device),
+        progress=progress,
+        should_stop=should_stop,
+    )
 
 
 def card_summary(revision: int, card: QualityCard) -> dict:

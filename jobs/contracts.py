@@ -166,9 +166,11 @@ class CondensationRequest(Body):
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     promote: str | None = Field(default=None, description="alias to point at the new version when it succeeds")
     nproc: int | None = Field(
-        default=None, ge=1, description="processes to run on (torchrun ranks on the worker's machine, one per GPU); "
+        default=None,
+        ge=1,
+        description="processes to run on (torchrun ranks on the worker's machine, one per GPU); "
         "default: the worker's LEARNGENE_CONDENSE_NPROC",
-    )  # fmt: skip
+    )
 
     def condense_config(self) -> CondenseConfig:
         t = self.training

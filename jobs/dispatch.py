@@ -63,8 +63,9 @@ class EmbeddedDispatcher(Dispatcher):
                     job = self._jobs.get(job_id)
                     if status == 0 or job is None or job.terminal:
                         return
-                    log.warning("job %s: its process ended (exit %s) before the job did; running it again",
-                                job_id, status)  # fmt: skip
+                    log.warning(
+                        "job %s: its process ended (exit %s) before the job did; running it again", job_id, status
+                    )
             except Exception:  # keep the thread alive for the next one
                 log.exception("embedded job %s could not be run", job_id)
 

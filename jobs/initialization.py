@@ -65,9 +65,12 @@ def load_inputs(
         if template_set is None:  # admission refuses such a request; a record written by hand may still hold one
             raise UserError("calibration data fits a template set's descendant: the request names no template_set")
         load = functools.partial(
-            load_calibration, request.spec(), normalization=template_set.config.normalization, seed=request.fit.seed,
+            load_calibration,
+            request.spec(),
+            normalization=template_set.config.normalization,
+            seed=request.fit.seed,
             access=access,
-        )  # fmt: skip
+        )
         data = load(calibration)
         if calibration.eval_uri is not None:
             eval_data = load(Calibration(uri=calibration.eval_uri, max_samples=calibration.max_samples))
@@ -96,5 +99,6 @@ def run_request(
     device: torch.device | str,
     hooks: Hooks = Hooks(),
 ) -> InitResult:
-    return initialize(request.spec(), out, method=request.method, inputs=inputs, fit=request.fit, device=device,
-                      hooks=hooks)  # fmt: skip
+    return initialize(
+        request.spec(), out, method=request.method, inputs=inputs, fit=request.fit, device=device, hooks=hooks
+    )

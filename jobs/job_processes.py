@@ -72,8 +72,12 @@ class JobProcesses:
         """Run the job in a new process and wait for it to end; its exit status."""
         records, sender = FORKSERVER.Pipe(duplex=False)
         level = logging.getLogger().getEffectiveLevel()
-        process = FORKSERVER.Process(target=_job_process, name=f"learngene-job-{job_id[:8]}", daemon=True,
-                                     args=(job_id, self.settings, self.address, sender, level))  # fmt: skip
+        process = FORKSERVER.Process(
+            target=_job_process,
+            name=f"learngene-job-{job_id[:8]}",
+            daemon=True,
+            args=(job_id, self.settings, self.address, sender, level),
+        )
         process.start()
         sender.close()  # the child holds the only writer: its end is the pipe's end
         pid = process.pid
@@ -140,6 +144,7 @@ def _job_process(job_id: str, settings: Settings, address: str, records, level: 
     jobs = client.jobs()
     for role in ROLES:
         setattr(jobs, role, getattr(client, role)())
-    context = WorkerContext(settings=settings, jobs=jobs, store=template_store(settings),
-                            artifacts=artifacts(settings), own_process=True)  # fmt: skip
+    context = WorkerContext(
+        settings=settings, jobs=jobs, store=template_store(settings), artifacts=artifacts(settings), own_process=True
+    )
     run_job(job_id, context)

@@ -31,8 +31,16 @@ class Reporter:
     `should_stop` is polled between training steps and between chunks of data being read, so a cancel, a lease
     taken over by another worker, or the deadline takes effect within about `poll_s`."""
 
-    def __init__(self, jobs: JobStore, job_id: str, lease: Lease | None = None, *, time_limit_s: float | None = None,
-                 min_interval_s: float = 0.5, poll_s: float = 0.25):  # fmt: skip
+    def __init__(
+        self,
+        jobs: JobStore,
+        job_id: str,
+        lease: Lease | None = None,
+        *,
+        time_limit_s: float | None = None,
+        min_interval_s: float = 0.5,
+        poll_s: float = 0.25,
+    ):
         self.jobs, self.job_id, self.lease, self.min_interval_s, self.poll_s = (
             jobs,
             job_id,
@@ -49,8 +57,14 @@ class Reporter:
         now = time.monotonic()
         if now - self._last >= self.min_interval_s or p.step == p.total_steps:
             self._last = now
-            update = JobProgress(step=p.step, total_steps=p.total_steps, loss=p.loss, accuracy=p.accuracy,
-                                 images_per_s=p.images_per_s, eta_s=p.eta_s)  # fmt: skip
+            update = JobProgress(
+                step=p.step,
+                total_steps=p.total_steps,
+                loss=p.loss,
+                accuracy=p.accuracy,
+                images_per_s=p.images_per_s,
+                eta_s=p.eta_s,
+            )
             with contextlib.suppress(*TRANSIENT_ERRORS):
                 self.jobs.set_progress(self.job_id, update)
 
@@ -85,8 +99,9 @@ class StopWatchdog:
         self.reporter, self.grace_s, self.on_stuck, self.poll_s = reporter, grace_s, on_stuck, poll_s
         self._done = threading.Event()
         context = contextvars.copy_context()  # its log lines carry the job's ids
-        self._thread = threading.Thread(target=context.run, args=(self._watch,), daemon=True,
-                                        name=f"stop-watchdog-{reporter.job_id[:8]}")  # fmt: skip
+        self._thread = threading.Thread(
+            target=context.run, args=(self._watch,), daemon=True, name=f"stop-watchdog-{reporter.job_id[:8]}"
+        )
 
     def __enter__(self) -> StopWatchdog:
         self._thread.start()
@@ -105,8 +120,12 @@ class StopWatchdog:
             told = told if told is not None else time.monotonic()
             if time.monotonic() - told < self.grace_s:
                 continue
-            log.error("job %s did not stop within %.3g s of being told to: ending its process (pid %d)",
-                      self.reporter.job_id, self.grace_s, os.getpid())  # fmt: skip
+            log.error(
+                "job %s did not stop within %.3g s of being told to: ending its process (pid %d)",
+                self.reporter.job_id,
+                self.grace_s,
+                os.getpid(),
+            )
             try:
                 self.on_stuck()
             except Exception:
@@ -138,8 +157,9 @@ class Lease:
         self._renewed = time.monotonic()
         self._stop = threading.Event()
         context = contextvars.copy_context()  # its log lines carry the job's ids (jobs.logs) too
-        self._thread = threading.Thread(target=context.run, args=(self._renew,), name=f"lease-{job_id[:8]}",
-                                        daemon=True)  # fmt: skip
+        self._thread = threading.Thread(
+            target=context.run, args=(self._renew,), name=f"lease-{job_id[:8]}", daemon=True
+        )
 
     def __enter__(self) -> Lease:
         self._thread.start()

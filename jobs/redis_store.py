@@ -145,9 +145,11 @@ class RedisJobStore(JobStore):
         if settings.redis_url is None:
             raise ValueError("a Redis job store needs LEARNGENE_REDIS_URL")
         return cls.from_url(
-            settings.redis_url, prefix=settings.redis_prefix, job_ttl_s=settings.job_ttl_s,
+            settings.redis_url,
+            prefix=settings.redis_prefix,
+            job_ttl_s=settings.job_ttl_s,
             idempotency_ttl_s=settings.idempotency_ttl_s,
-        )  # fmt: skip
+        )
 
     @classmethod
     def from_url(cls, url: str, **kwargs) -> RedisJobStore:

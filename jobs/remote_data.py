@@ -179,20 +179,30 @@ def mirror(
 def check_data(uri: str, settings: Settings) -> None:
     """Admission of any data reference: local ones from their headers, object-storage ones from listings."""
     if is_url(uri):
-        check(uri, settings.object_roots, max_file_bytes=settings.limits.decoded_bytes,
-              max_total_bytes=settings.data_cache_bytes)  # fmt: skip
+        check(
+            uri,
+            settings.object_roots,
+            max_file_bytes=settings.limits.decoded_bytes,
+            max_total_bytes=settings.data_cache_bytes,
+        )
     else:
         check_data_ref(uri, DataAccess(settings.folder_roots, settings.limits.decode()))
 
 
-def localize(uri: str, settings: Settings, should_stop: StopFn | None = None,
-             sample: Sample | None = None) -> tuple[str, list[Path]]:  # fmt: skip
+def localize(
+    uri: str, settings: Settings, should_stop: StopFn | None = None, sample: Sample | None = None
+) -> tuple[str, list[Path]]:
     """A reference the local readers can open, and the roots to confine them to: a local reference as it is, an
     object-storage one mirrored into `LEARNGENE_WORK_DIR/data-cache` (as far as `sample` reads, when given)."""
     if not is_url(uri):
         return uri, settings.folder_roots
     local, entry = mirror(
-        uri, settings.object_roots, settings.work_dir / "data-cache", max_file_bytes=settings.limits.decoded_bytes,
-        max_total_bytes=settings.data_cache_bytes, should_stop=should_stop, sample=sample,
-    )  # fmt: skip
+        uri,
+        settings.object_roots,
+        settings.work_dir / "data-cache",
+        max_file_bytes=settings.limits.decoded_bytes,
+        max_total_bytes=settings.data_cache_bytes,
+        should_stop=should_stop,
+        sample=sample,
+    )
     return local, [*settings.folder_roots, entry]

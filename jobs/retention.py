@@ -85,8 +85,12 @@ def sweep(jobs: JobStore, artifacts: Artifacts, *, grace_s: float, now: float | 
         artifacts.remove(file.sha256, file.suffix)
         removed, freed = removed + 1, freed + file.bytes
     if removed:
-        log.info("retention: removed %d unreferenced checkpoint files (%d bytes), kept %d", removed, freed,
-                 len(stored) - removed)  # fmt: skip
+        log.info(
+            "retention: removed %d unreferenced checkpoint files (%d bytes), kept %d",
+            removed,
+            freed,
+            len(stored) - removed,
+        )
         jobs.metrics.incr("artifacts_removed", removed)
     return Swept(kept=len(stored) - removed, removed=removed, freed_bytes=freed)
 

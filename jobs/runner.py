@@ -163,8 +163,9 @@ def _run_claimed(job: Job, owner: str, context: WorkerContext) -> None:
             shutil.rmtree(condensation_state(settings, job.id), ignore_errors=True)
         return stopped
 
-    watchdog = (StopWatchdog(reporter, settings.stop_grace_s, record_stop) if context.own_process
-                else contextlib.nullcontext())  # fmt: skip
+    watchdog = (
+        StopWatchdog(reporter, settings.stop_grace_s, record_stop) if context.own_process else contextlib.nullcontext()
+    )
     try:
         with lease, watchdog:
             result = JOB_BODIES[job.kind](job, context, reporter)
@@ -274,26 +275,36 @@ def run_initialization(job: Job, context: WorkerContext, reporter: Reporter) -> 
     calibration = request.calibration
     if calibration is not None and get_method(request.method).fits_scalers:  # s3:// data: a local copy
         read = Sample(calibration.max_samples, request.fit.seed)  # the images the fit reads, not the whole prefix
-        uri, roots = through_outages(lambda: localize(calibration.uri, settings, reporter.should_stop, read),
-                                     reporter, settings, "copying the calibration data")  # fmt: skip
+        uri, roots = through_outages(
+            lambda: localize(calibration.uri, settings, reporter.should_stop, read),
+            reporter,
+            settings,
+            "copying the calibration data",
+        )
         eval_uri = calibration.eval_uri
         if eval_uri is not None:
             held_out = eval_uri
-            eval_uri, eval_roots = through_outages(lambda: localize(held_out, settings, reporter.should_stop, read),
-                                                   reporter, settings, "copying the held-out data")  # fmt: skip
+            eval_uri, eval_roots = through_outages(
+                lambda: localize(held_out, settings, reporter.should_stop, read),
+                reporter,
+                settings,
+                "copying the held-out data",
+            )
             roots = list(dict.fromkeys([*roots, *eval_roots]))
         local = request.model_copy(
             update={"calibration": calibration.model_copy(update={"uri": uri, "eval_uri": eval_uri})}
         )
     access = DataAccess(roots, settings.limits.decode(), reporter.should_stop)
-    inputs = through_outages(lambda: load_inputs(local, template, context.store, access), reporter, settings,
-                             "reading the inputs")  # fmt: skip  # the exact pinned version
+    inputs = through_outages(
+        lambda: load_inputs(local, template, context.store, access), reporter, settings, "reading the inputs"
+    )  # the exact pinned version
     if inputs.data is not None and calibration is not None and local is not request:  # the data as sent, in lineage
         inputs = dataclasses.replace(inputs, data=dataclasses.replace(inputs.data, uri=calibration.uri))
     key = cache_key(request, inputs, job.client)  # the request as sent: the same key on every host
     cached = jobs.results.get(key)
-    if cached and through_outages(lambda: stored_whole(context.artifacts, cached), reporter, settings,
-                                  "looking up the cached checkpoint"):  # fmt: skip
+    if cached and through_outages(
+        lambda: stored_whole(context.artifacts, cached), reporter, settings, "looking up the cached checkpoint"
+    ):
         jobs.metrics.incr("checkpoint_cache_hits")
         return {**cached, "cached": True}
 
@@ -374,12 +385,17 @@ def run_condensation_job(job: Job, context: WorkerContext, reporter: Reporter) -
 
 def _condense_and_publish(request, job, context, reporter) -> dict[str, Any]:
     settings, state = context.settings, condensation_state(context.settings, job.id)
-    data_uri, roots = through_outages(lambda: localize(request.data.uri, settings, reporter.should_stop), reporter,
-                                      settings, "copying the data")  # fmt: skip
+    data_uri, roots = through_outages(
+        lambda: localize(request.data.uri, settings, reporter.should_stop), reporter, settings, "copying the data"
+    )
     eval_uri = None
     if request.eval_data:
-        eval_uri, eval_roots = through_outages(lambda: localize(request.eval_data, settings, reporter.should_stop),
-                                               reporter, settings, "copying the evaluation data")  # fmt: skip
+        eval_uri, eval_roots = through_outages(
+            lambda: localize(request.eval_data, settings, reporter.should_stop),
+            reporter,
+            settings,
+            "copying the evaluation data",
+        )
         roots = list(dict.fromkeys([*roots, *eval_roots]))
     runtime = Runtime(device=settings.device, workers=settings.data_workers, compile=settings.condense_compile)
     spec = CondensationSpec(
@@ -396,17 +412,27 @@ def _condense_and_publish(request, job, context, reporter) -> dict[str, Any]:
         checkpoint_every=settings.condense_checkpoint_every,
     )
     # With nproc > 1, torchrun ranks in the job's state folder: a redelivered job resumes there on any process count.
-    template_set = condense_run(spec, nproc=request.nproc or settings.condense_nproc, progress=reporter.progress,
-                                should_stop=reporter.should_stop)  # fmt: skip
+    template_set = condense_run(
+        spec,
+        nproc=request.nproc or settings.condense_nproc,
+        progress=reporter.progress,
+        should_stop=reporter.should_stop,
+    )
     # The lineage names the data as the client sent it, not this worker's local copy of it.
-    template_set.lineage = template_set.lineage.model_copy(update={"data_uri": request.data.uri,
-                                                                   "eval_data_uri": request.eval_data})  # fmt: skip
+    template_set.lineage = template_set.lineage.model_copy(
+        update={"data_uri": request.data.uri, "eval_data_uri": request.eval_data}
+    )
     reporter.confirm_lease()  # a worker that was frozen and lost the job must not publish a second version
-    resolved = through_outages(lambda: context.store.publish(template_set, request.name), reporter, settings,
-                               "publishing the template set")  # fmt: skip
+    resolved = through_outages(
+        lambda: context.store.publish(template_set, request.name), reporter, settings, "publishing the template set"
+    )
     if request.promote:
-        through_outages(lambda: context.store.promote(resolved.name, resolved.version, request.promote), reporter,
-                        settings, "moving the alias")  # fmt: skip
+        through_outages(
+            lambda: context.store.promote(resolved.name, resolved.version, request.promote),
+            reporter,
+            settings,
+            "moving the alias",
+        )
     return {"template_set": resolved.model_dump(), "ref": str(resolved), "metrics": template_set.metrics}
 
 
@@ -420,8 +446,7 @@ def run_card_job(job: Job, context: WorkerContext, reporter: Reporter) -> dict[s
 def _measure_and_store(context: WorkerContext, resolved: ResolvedRef, reporter: Reporter) -> dict:
     settings = context.settings
     template_set = through_outages(lambda: context.store.load(resolved), reporter, settings, "reading the set")
-    card = measure_card(template_set, resolved, settings, progress=reporter.progress,
-                        should_stop=reporter.should_stop)  # fmt: skip
+    card = measure_card(template_set, resolved, settings, progress=reporter.progress, should_stop=reporter.should_stop)
     reporter.confirm_lease()
     revision = through_outages(lambda: context.store.put_card(resolved, card), reporter, settings, "storing the card")
     return card_summary(revision, card)

@@ -25,18 +25,24 @@ class Limits(BaseModel):
     # is where a job cannot stop, so its length bounds how long a cancel waits.
     tokens: int = Field(default=8192, ge=1, description="sequence length of one image (patches and class token)")
     step_flops: float = Field(
-        default=2e14, gt=0, description="one training step (forward and backward over a batch, a teacher's forward "
+        default=2e14,
+        gt=0,
+        description="one training step (forward and backward over a batch, a teacher's forward "
         "included); 2e14 is a ViT-B/16 at 224 px with a batch of 1024 x 3.7, about a second on one H100 and many "
         "minutes on a CPU: lower it for CPU workers",
-    )  # fmt: skip
+    )
     img_size: int = Field(default=1024, ge=1)
     in_chans: int = Field(default=64, ge=1)
     num_classes: int = Field(default=100_000, ge=1)
     fit_steps: int = Field(default=20_000, ge=0)
     batch_size: int = Field(default=1024, ge=1)
     calibration_samples: int = Field(default=100_000, ge=1)
-    calibration_bytes: int = Field(default=4 << 30, ge=1, description="samples x channels x height x width, as uint8 "
-                                   "(turned into floats 64 MiB at a time: this bounds the peak)")  # fmt: skip
+    calibration_bytes: int = Field(
+        default=4 << 30,
+        ge=1,
+        description="samples x channels x height x width, as uint8 "
+        "(turned into floats 64 MiB at a time: this bounds the peak)",
+    )
     condense_steps: int = Field(default=2_000_000, ge=1)
     condense_epochs: float = Field(default=1000.0, gt=0)
     condense_nproc: int = Field(default=8, ge=1, description="processes one condensation may ask for")
@@ -55,8 +61,9 @@ class Limits(BaseModel):
     image_aspect: float = Field(default=16.0, ge=1, description="one image's longer side over its shorter one")
 
     def decode(self) -> DecodeLimits:
-        return DecodeLimits(decoded_bytes=self.decoded_bytes, image_pixels=self.image_pixels,
-                            image_aspect=self.image_aspect)  # fmt: skip
+        return DecodeLimits(
+            decoded_bytes=self.decoded_bytes, image_pixels=self.image_pixels, image_aspect=self.image_aspect
+        )
 
 
 class Settings(BaseSettings):
@@ -69,7 +76,7 @@ class Settings(BaseSettings):
         default_factory=lambda: str(Path(platformdirs.user_data_dir("learngene")) / "store"),
         description="where the template store lives: a local folder, file:// URL or s3://bucket/prefix (endpoint and "
         "credentials from the AWS_* variables or the instance role)",
-    )  # fmt: skip
+    )
     store_cache_size: int = Field(default=8, ge=1, description="template sets kept in memory per process")
     store_cache_bytes: int = Field(
         default=10 << 30, ge=1 << 20, description="local disk cache of template sets read from s3:// (LRU)"
@@ -79,34 +86,49 @@ class Settings(BaseSettings):
         description="where workers publish checkpoints (named by their sha256): a local folder or s3://bucket/prefix",
     )
     storage_outage_s: float = Field(
-        default=600.0, ge=0, description="how long a running job waits out unreachable object storage (capped "
+        default=600.0,
+        ge=0,
+        description="how long a running job waits out unreachable object storage (capped "
         "backoff) before it fails with StorageUnavailable",
-    )  # fmt: skip
+    )
     retry_backoff_max_s: float = Field(
-        default=30.0, gt=0, le=3600, description="the longest wait between two retries of a job step through an "
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="the longest wait between two retries of a job step through an "
         "outage of Redis or object storage (the wait doubles from 0.5 s up to it)",
-    )  # fmt: skip
+    )
     artifacts_presign_s: int | None = Field(
-        default=None, ge=1, le=7 * 86400, description="with s3:// artifacts, answer a download with a redirect to a "
+        default=None,
+        ge=1,
+        le=7 * 86400,
+        description="with s3:// artifacts, answer a download with a redirect to a "
         "presigned URL valid this long instead of streaming it through the API",
-    )  # fmt: skip
+    )
     artifacts_public_endpoint: str | None = Field(
-        default=None, pattern=r"^https?://[^/?#\s]+/?$", description="the object store's endpoint as clients reach "
+        default=None,
+        pattern=r"^https?://[^/?#\s]+/?$",
+        description="the object store's endpoint as clients reach "
         "it: presigned URLs name it instead of the internal AWS_ENDPOINT_URL (they still carry the access key id, "
         "as every S3 presigned URL does: give the API a key that can only read the checkpoints)",
-    )  # fmt: skip
+    )
     artifacts_sweep_interval_s: float = Field(
-        default=3600.0, gt=0, description="how often the API removes checkpoint files that no kept, unreleased job "
-        "names (jobs.retention)",
-    )  # fmt: skip
+        default=3600.0,
+        gt=0,
+        description="how often the API removes checkpoint files that no kept, unreleased job names (jobs.retention)",
+    )
     artifacts_sweep_grace_s: float = Field(
-        default=3600.0, ge=0, description="an unreferenced checkpoint file younger than this is kept (its job may not "
+        default=3600.0,
+        ge=0,
+        description="an unreferenced checkpoint file younger than this is kept (its job may not "
         "have recorded its success yet)",
-    )  # fmt: skip
+    )
     client_max_artifact_bytes: int = Field(
-        default=50 << 30, ge=1, description="bytes of checkpoints one client's kept, unreleased jobs may name; past "
+        default=50 << 30,
+        ge=1,
+        description="bytes of checkpoints one client's kept, unreleased jobs may name; past "
         "it, submissions get 429 until the client releases some (DELETE .../checkpoint) or their records expire",
-    )  # fmt: skip
+    )
     work_dir: Path = Field(
         default_factory=lambda: Path(platformdirs.user_cache_dir("learngene")),
         description="resumable condensation states and other scratch files",
@@ -115,23 +137,28 @@ class Settings(BaseSettings):
         default_factory=lambda: [str(Path(platformdirs.user_data_dir("learngene")) / "datasets")],
         description="folders, and s3://bucket/prefix/ URL prefixes, that data and checkpoint references of API "
         "requests must lie under (JSON list)",
-    )  # fmt: skip
+    )
     data_cache_bytes: int = Field(
-        default=100 << 30, ge=1 << 20, description="each worker's disk cache of data copied from s3:// (LRU); "
+        default=100 << 30,
+        ge=1 << 20,
+        description="each worker's disk cache of data copied from s3:// (LRU); "
         "a reference whose objects exceed it is refused",
-    )  # fmt: skip
+    )
     device: str | None = Field(default=None, description="torch device; unset: CUDA when present, else CPU")
     condense_nproc: int = Field(
-        default=1, ge=1, description="processes (torchrun ranks, one per GPU) a condensation runs on unless its "
-        "request says `nproc`",
-    )  # fmt: skip
+        default=1,
+        ge=1,
+        description="processes (torchrun ranks, one per GPU) a condensation runs on unless its request says `nproc`",
+    )
     condense_compile: bool = Field(
         default=False, description="train condensations through torch.compile (off until measured on the GPUs used)"
     )
     data_workers: int | None = Field(
-        default=None, ge=0, description="DataLoader worker processes of a condensation; unset: the cores less one, "
+        default=None,
+        ge=0,
+        description="DataLoader worker processes of a condensation; unset: the cores less one, "
         "at most 8; 0: decode in the training process",
-    )  # fmt: skip
+    )
 
     # queue and job records
     redis_url: str | None = Field(
@@ -155,20 +182,25 @@ class Settings(BaseSettings):
         default=True, description="measure a quality card when a condensation publishes a set (in the same job)"
     )
     card_fit_steps: int | None = Field(
-        default=None, ge=0, description="fitting (and baseline training) steps of every card size; unset: the "
-        "set's default fitting",
-    )  # fmt: skip
+        default=None,
+        ge=0,
+        description="fitting (and baseline training) steps of every card size; unset: the set's default fitting",
+    )
     card_train_samples: int = Field(default=2048, ge=1, description="images a card fits and trains on")
     card_eval_samples: int = Field(default=2000, ge=1, description="held-out images a card measures")
     embedded_workers: int = Field(
-        default=2, ge=1, description="jobs the embedded executor runs at once, each in a process of its own: a slow "
+        default=2,
+        ge=1,
+        description="jobs the embedded executor runs at once, each in a process of its own: a slow "
         "job does not hold up the next one",
-    )  # fmt: skip
+    )
     stop_grace_s: float = Field(
-        default=10.0, gt=0, description="a job told to stop (cancelled, past its time limit) that has not reached a "
+        default=10.0,
+        gt=0,
+        description="a job told to stop (cancelled, past its time limit) that has not reached a "
         "stop check this long after is ended with its process: a cancel takes effect within it, whatever one "
         "training step costs",
-    )  # fmt: skip
+    )
 
     # worker reliability (Celery)
     inherit_soft_time_limit_s: int = Field(default=900, ge=1)
@@ -181,9 +213,10 @@ class Settings(BaseSettings):
         default=120.0, ge=0, description="on SIGTERM, time running jobs get to finish before they are requeued"
     )
     worker_heartbeat_file: Path | None = Field(
-        default=None, description="a Celery worker's main process touches this file on its timer; "
+        default=None,
+        description="a Celery worker's main process touches this file on its timer; "
         "`python -m workers.heartbeat` checks it is fresh (the images' HEALTHCHECK); unset: no heartbeat",
-    )  # fmt: skip
+    )
     worker_heartbeat_interval_s: float = Field(default=5.0, gt=0, description="seconds between heartbeats")
 
     # API
@@ -196,27 +229,38 @@ class Settings(BaseSettings):
     max_queued_jobs: int = Field(default=1000, ge=1, description="past it, submissions get 429 with Retry-After")
     max_request_bytes: int = Field(default=1 << 20, ge=1024, description="larger request bodies get 413")
     public_url: str | None = Field(
-        default=None, pattern=r"^https?://[^/?#\s]+(/[^?#\s]*)?$", description="the API's address as clients reach "
+        default=None,
+        pattern=r"^https?://[^/?#\s]+(/[^?#\s]*)?$",
+        description="the API's address as clients reach "
         "it (https://learngene.example.com): links, Location and next are built from it, not from a client's Host",
-    )  # fmt: skip
+    )
     forwarded_allow_ips: str = Field(
-        default="", description="comma-separated addresses of the proxies whose X-Forwarded-For and -Proto are "
+        default="",
+        description="comma-separated addresses of the proxies whose X-Forwarded-For and -Proto are "
         "trusted (uvicorn's forwarded_allow_ips); none by default",
-    )  # fmt: skip
-    header_timeout_s: float = Field(default=10.0, gt=0, description="a request's headers not complete this long "
-                                    "after the connection (or its last answer) get 408 and the connection "
-                                    "closed: a slow sender holds no connection")  # fmt: skip
-    body_timeout_s: float = Field(default=30.0, gt=0, description="a request body that has not arrived this long "
-                                  "after the headers gets 408: a slow sender holds no API task")  # fmt: skip
+    )
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="a request's headers not complete this long "
+        "after the connection (or its last answer) get 408 and the connection "
+        "closed: a slow sender holds no connection",
+    )
+    body_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="a request body that has not arrived this long "
+        "after the headers gets 408: a slow sender holds no API task",
+    )
     limits: Limits = Field(default_factory=Limits)
     api_url: str = Field(default="http://127.0.0.1:8000", description="where the client reaches the API")
     api_token: SecretStr | None = Field(default=None, description="the bearer token the CLI's client commands send")
 
     # logs (API and workers; see jobs.logs)
     log_format: LogFormat = Field(
-        default="auto", description="json: one JSON object per line; text: for people; auto: text when stderr is a "
-        "terminal, else json",
-    )  # fmt: skip
+        default="auto",
+        description="json: one JSON object per line; text: for people; auto: text when stderr is a terminal, else json",
+    )
 
     @property
     def folder_roots(self) -> list[Path]:

@@ -9,9 +9,11 @@ from templates_store import TemplateStore
 
 def template_store(settings: Settings) -> TemplateStore:
     return TemplateStore.open(
-        settings.store, cache_dir=settings.work_dir / "store-cache", cache_bytes=settings.store_cache_bytes,
+        settings.store,
+        cache_dir=settings.work_dir / "store-cache",
+        cache_bytes=settings.store_cache_bytes,
         cache_size=settings.store_cache_size,
-    )  # fmt: skip
+    )
 
 
 def artifacts(settings: Settings) -> Artifacts:

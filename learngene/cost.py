@@ -45,10 +45,14 @@ def estimate(spec: ViTSpec) -> Cost:
     block = 4 * dim * dim + 2 * dim * hidden  # qkv, proj, fc1, fc2 weights
     parameters = (
         depth * (block + 3 * dim + dim + hidden + dim + 4 * dim)  # their biases, two LayerNorms
-        + in_chans * patch * patch * dim + dim  # patch embedding
-        + (tokens if base.pos_embed_prefix else patches) * dim + prefix * dim  # position embedding, class token
-        + 2 * dim + dim * classes + classes  # final norm, head
-    )  # fmt: skip
+        + in_chans * patch * patch * dim
+        + dim  # patch embedding
+        + (tokens if base.pos_embed_prefix else patches) * dim
+        + prefix * dim  # position embedding, class token
+        + 2 * dim
+        + dim * classes
+        + classes  # final norm, head
+    )
     attention = 4 * tokens * tokens * dim  # q @ k^T and attn @ v, over all heads
     forward = depth * (2 * block * tokens + attention) + 2 * in_chans * patch * patch * dim * patches
     return Cost(tokens=tokens, parameters=parameters, forward_flops=float(forward + 2 * dim * classes))

@@ -17,18 +17,21 @@ class Calibration(BaseModel):
     uri: str = Field(description="data reference: idx://, imagefolder://, bundle:// or a path")
     max_samples: int | None = Field(default=2048, ge=1, description="seeded subset size; null for all")
     eval_uri: str | None = Field(
-        default=None, description="held-out labelled data (same reference forms): the fitted descendant's accuracy "
+        default=None,
+        description="held-out labelled data (same reference forms): the fitted descendant's accuracy "
         "on it is reported as heldout_accuracy; at most max_samples images are used",
-    )  # fmt: skip
+    )
 
 
 class FitSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     steps: int = Field(
-        default=200, ge=0, description="scaler-fitting steps; 0 is pure inheritance. In a request without calibration "
+        default=200,
+        ge=0,
+        description="scaler-fitting steps; 0 is pure inheritance. In a request without calibration "
         "data the default is 0, and asking for steps is an error",
-    )  # fmt: skip
+    )
     lr: float = Field(default=2e-3, gt=0)
     batch_size: int = Field(default=64, ge=1)
     seed: int = Field(default=0, ge=0, le=SEED_MAX)

@@ -109,9 +109,14 @@ def initialize(
     if fits and ancestor is not None and template_set is not None:
         check_lineage(template_set, ancestor)
     model = build_descendant(
-        method, spec, template_set=template_set, ancestor=None if fits else ancestor, seed=fit.seed, noise=fit.noise,
+        method,
+        spec,
+        template_set=template_set,
+        ancestor=None if fits else ancestor,
+        seed=fit.seed,
+        noise=fit.noise,
         device=device,
-    )  # fmt: skip
+    )
     steps = fit.steps if data is not None and fits else 0
     if fits:
         teacher = ancestor.model() if ancestor else None
@@ -278,8 +283,9 @@ def run_training(
     arch, augment, seed, workers = spec.model.resolve(), spec.augment, spec.seed, runtime.workers
     source = sample_source(open_source(spec.data_uri, access), spec.max_samples, seed)
     if source.max_label() >= arch.num_classes:
-        raise DataRefError(spec.data_uri, f"labels go up to {source.max_label()} but the model has "
-                                          f"num_classes={arch.num_classes}")  # fmt: skip
+        raise DataRefError(
+            spec.data_uri, f"labels go up to {source.max_label()} but the model has num_classes={arch.num_classes}"
+        )
     normalization = source_stats(source, arch.img_size, arch.in_chans, seed=seed)
     torch.manual_seed(seed)
     model = spec.model.build()

@@ -90,8 +90,9 @@ class LocalArtifacts(Artifacts):
         path = self.path(sha256, suffix)
         return path.stat().st_size if path.is_file() else None
 
-    def stream(self, sha256: str, start: int = 0, end: int | None = None, suffix: str = SUFFIX,
-               chunk: int = 1 << 20) -> Iterator[bytes]:  # fmt: skip
+    def stream(
+        self, sha256: str, start: int = 0, end: int | None = None, suffix: str = SUFFIX, chunk: int = 1 << 20
+    ) -> Iterator[bytes]:
         with open(self.path(sha256, suffix), "rb") as f:
             f.seek(start)
             left = None if end is None else end - start

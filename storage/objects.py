@@ -92,8 +92,15 @@ def parse_s3_url(url: str) -> tuple[str, str]:
 class Bucket:
     """Objects under one `s3://bucket/prefix`; keys are relative to the prefix."""
 
-    def __init__(self, url: str, *, connect_timeout_s: float = 5, timeout_s: float = 120, retries: int = 3,
-                 sign_endpoint: str | None = None):  # fmt: skip
+    def __init__(
+        self,
+        url: str,
+        *,
+        connect_timeout_s: float = 5,
+        timeout_s: float = 120,
+        retries: int = 3,
+        sign_endpoint: str | None = None,
+    ):
         """`sign_endpoint`: the endpoint presigned URLs name (the store as clients reach it, e.g. a public host
         name), where it differs from the one this process reaches it by (AWS_ENDPOINT_URL)."""
         self.bucket, self.prefix = parse_s3_url(url)
@@ -211,9 +218,15 @@ class Bucket:
         midway leaves no object, only parts that the bucket's lifecycle rule (or `abort`) removes."""
         large = path.stat().st_size > MULTIPART_CHUNK
         self._call(
-            key, obstore.put, self._store, key, path, use_multipart=large, chunk_size=MULTIPART_CHUNK,
+            key,
+            obstore.put,
+            self._store,
+            key,
+            path,
+            use_multipart=large,
+            chunk_size=MULTIPART_CHUNK,
             max_concurrency=4,
-        )  # fmt: skip
+        )
 
     def delete(self, key: str) -> None:
         self._call(key, obstore.delete, self._store, key)

@@ -92,8 +92,9 @@ class S3Backend(StorageBackend):
             target.mkdir(parents=True)
             for file, expected in manifest.files.items():
                 try:
-                    self.bucket.download(f"{OBJECTS}/{expected.sha256}", target / file, sha256=expected.sha256,
-                                         max_bytes=expected.bytes)  # fmt: skip
+                    self.bucket.download(
+                        f"{OBJECTS}/{expected.sha256}", target / file, sha256=expected.sha256, max_bytes=expected.bytes
+                    )
                 except ObjectMissing:
                     raise IntegrityError(f"{name}/{version}/{file}: file missing") from None
                 except ObjectMismatch:

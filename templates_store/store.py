@@ -245,8 +245,10 @@ class TemplateStore:
         """Add `card` as the version's newest card revision (never replacing one); returns its revision number."""
         resolved = self._resolved(ref)
         if (card.template_set, card.digest) != (str(resolved), resolved.digest):
-            raise ValueError(f"the card is of {card.template_set} (manifest {card.digest[:12]}), not of {resolved} "
-                             f"(manifest {resolved.digest[:12]})")  # fmt: skip
+            raise ValueError(
+                f"the card is of {card.template_set} (manifest {card.digest[:12]}), not of {resolved} "
+                f"(manifest {resolved.digest[:12]})"
+            )
         with self.backend.lock(resolved.name):
             self._checked_manifest(resolved)  # still the version the card was measured on (not deleted meanwhile)
             return self._add_card(resolved, card)
@@ -416,16 +418,22 @@ class TemplateStore:
                 return  # another process published it while we waited for the lock
             version = self._publish(TemplateSet.load(self.builtins[name]), name)
             self._set_alias(name, version, "prod")
-            resolved = ResolvedRef(name=name, version=version,
-                                   digest=hashlib.sha256(self.backend.manifest(name, version)).hexdigest())  # fmt: skip
+            resolved = ResolvedRef(
+                name=name, version=version, digest=hashlib.sha256(self.backend.manifest(name, version)).hexdigest()
+            )
             bundled = self._bundled_card(resolved)
             if bundled is not None:
                 self._add_card(resolved, bundled[1])
 
 
 def _summary(revision: int, card: QualityCard) -> CardSummary:
-    return CardSummary(revision=revision, created=card.created, best_accuracy=card.best.accuracy,
-                       worst_accuracy=card.worst.accuracy, sizes=len(card.rows))  # fmt: skip
+    return CardSummary(
+        revision=revision,
+        created=card.created,
+        best_accuracy=card.best.accuracy,
+        worst_accuracy=card.worst.accuracy,
+        sizes=len(card.rows),
+    )
 
 
 def _parse(name: str, version: int, data: bytes) -> Manifest:

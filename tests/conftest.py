@@ -34,8 +34,15 @@ os.environ.update(THREAD_ENV)
 
 # The service modules that take longest (minutes of subprocess training each, from `--durations`): handed out
 # first, so that no worker starts one of them when the others are nearly done.
-LONGEST_FIRST = ("test_cli_store.py", "test_streaming_memory.py", "test_distributed.py", "test_streaming.py",
-                 "test_cli.py", "test_cards.py", "test_ancestors.py")  # fmt: skip
+LONGEST_FIRST = (
+    "test_cli_store.py",
+    "test_streaming_memory.py",
+    "test_distributed.py",
+    "test_streaming.py",
+    "test_cli.py",
+    "test_cards.py",
+    "test_ancestors.py",
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

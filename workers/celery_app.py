@@ -127,8 +127,13 @@ def worker_context() -> WorkerContext:
     the main process of a solo or threads pool it must not."""
     settings = get_settings()
     jobs = RedisJobStore.from_settings(settings)
-    return WorkerContext(settings=settings, jobs=jobs, store=template_store(settings), artifacts=artifacts(settings),
-                         own_process=_pool_process.is_set())  # fmt: skip
+    return WorkerContext(
+        settings=settings,
+        jobs=jobs,
+        store=template_store(settings),
+        artifacts=artifacts(settings),
+        own_process=_pool_process.is_set(),
+    )
 
 
 _pool_process = threading.Event()

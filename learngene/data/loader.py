@@ -121,9 +121,12 @@ def train_loader(
 ) -> DataLoader:
     workers = default_workers() if workers is None else workers
     return DataLoader(
-        DrawnImages(source, transform, batches.seed), batch_sampler=batches, num_workers=workers,
-        pin_memory=pin_memory, prefetch_factor=4 if workers else None,
-    )  # fmt: skip
+        DrawnImages(source, transform, batches.seed),
+        batch_sampler=batches,
+        num_workers=workers,
+        pin_memory=pin_memory,
+        prefetch_factor=4 if workers else None,
+    )
 
 
 class Listed(Sampler[list[Draw]]):
@@ -183,7 +186,8 @@ def ordered_batches(data: ImageData | Stream, batch_size: int, device: torch.dev
         for start in range(0, len(data), batch_size):
             yield data.batch(torch.arange(start, min(start + batch_size, len(data))), device)
         return
-    loader = eval_loader(data.source, data.transform, list(range(len(data))), batch_size=batch_size,
-                         workers=data.workers)  # fmt: skip
+    loader = eval_loader(
+        data.source, data.transform, list(range(len(data))), batch_size=batch_size, workers=data.workers
+    )
     for x, y in loader:
         yield x.to(device, non_blocking=True), (y.to(device, non_blocking=True) if data.source.labelled else None)

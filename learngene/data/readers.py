@@ -139,8 +139,9 @@ class Reader:
             raise self.fail(f"{path.name} has no dimensions")
         header = self.checked(path.name, ArrayHeader(dims[0], tuple(dims[1:]), np.dtype(np.uint8), 4 + 4 * len(dims)))
         if path.suffix != ".gz" and path.stat().st_size != header.offset + header.nbytes:
-            raise self.fail(f"{path.name} holds {path.stat().st_size} bytes, its header promises "
-                            f"{header.offset + header.nbytes}")  # fmt: skip
+            raise self.fail(
+                f"{path.name} holds {path.stat().st_size} bytes, its header promises {header.offset + header.nbytes}"
+            )
         return header
 
     def idx(

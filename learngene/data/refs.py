@@ -159,8 +159,9 @@ def _pattern_choices(uri: str, pattern: str) -> list[Sequence[str]]:
         elif "," in body:
             choices.append(body.split(","))
         else:
-            raise DataRefError(uri, f"the shard pattern's {{{body}}} is neither a range like {{000..127}} nor a list "
-                               "like {a,b}")  # fmt: skip
+            raise DataRefError(
+                uri, f"the shard pattern's {{{body}}} is neither a range like {{000..127}} nor a list like {{a,b}}"
+            )
     choices.append([pattern[position:]])
     if any("{" in text or "}" in text for choice in choices if isinstance(choice, list) for text in choice):
         raise DataRefError(uri, "the shard pattern has nested or unbalanced braces")

@@ -112,8 +112,16 @@ def _pil(image: torch.Tensor) -> Image.Image:
 
 
 # What PIL's decoders raise on hostile bytes (UnidentifiedImageError is an OSError).
-DECODE_ERRORS = (OSError, ValueError, OverflowError, MemoryError, EOFError, SyntaxError, struct.error,
-                 Image.DecompressionBombError)  # fmt: skip
+DECODE_ERRORS = (
+    OSError,
+    ValueError,
+    OverflowError,
+    MemoryError,
+    EOFError,
+    SyntaxError,
+    struct.error,
+    Image.DecompressionBombError,
+)
 
 
 def _decoded(uri: str, name: str, data: bytes | Path, limits: DecodeLimits) -> Image.Image:
@@ -126,8 +134,9 @@ def _decoded(uri: str, name: str, data: bytes | Path, limits: DecodeLimits) -> I
     if width * height > limits.image_pixels:
         raise DataRefError(uri, f"{name} has {width} x {height} pixels, over the limit of {limits.image_pixels:,}")
     if max(width, height) > limits.image_aspect * max(min(width, height), 1):
-        raise DataRefError(uri, f"{name} is {width} x {height} pixels, an aspect ratio over the limit of "
-                                f"{limits.image_aspect:g}")  # fmt: skip
+        raise DataRefError(
+            uri, f"{name} is {width} x {height} pixels, an aspect ratio over the limit of {limits.image_aspect:g}"
+        )
     try:
         image.load()
     except DECODE_ERRORS as exc:
@@ -278,8 +287,9 @@ def shard_paths(uri: str, pattern: str, roots: Sequence[str | Path] | None) -> l
 
 
 class ShardSource(ImageSource):
-    def __init__(self, uri: str, pattern: str, roots, limits: DecodeLimits = DEFAULT_LIMITS,
-                 should_stop: StopFn | None = None):  # fmt: skip
+    def __init__(
+        self, uri: str, pattern: str, roots, limits: DecodeLimits = DEFAULT_LIMITS, should_stop: StopFn | None = None
+    ):
         self.uri, self._limits = uri, limits
         self._shards = shard_paths(uri, pattern, roots)
         self._samples: list[tuple[int, int, int, str]] = []  # shard, offset, size, key

@@ -44,9 +44,10 @@ class Augment(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     transform: Literal["deit", "plain"] = Field(
-        default="deit", description="deit: timm's training transform (random resized crop, flip, RandAugment, "
-        "random erasing); plain: shorter side to the input size and a centre crop"
-    )  # fmt: skip
+        default="deit",
+        description="deit: timm's training transform (random resized crop, flip, RandAugment, "
+        "random erasing); plain: shorter side to the input size and a centre crop",
+    )
     auto_augment: str | None = Field(
         default="rand-m9-mstd0.5-inc1-mmax9",
         description="timm's auto-augment policy; DeiT's, with magnitudes capped at 9 (at 10 timm's posterize asks "
@@ -96,20 +97,26 @@ class Augment(BaseModel):
         """timm's Mixup/CutMix (soft targets, label smoothing folded in), or None when both are off."""
         if not self.mixes:
             return None
-        return Mixup(mixup_alpha=self.mixup, cutmix_alpha=self.cutmix, label_smoothing=self.label_smoothing,
-                     num_classes=num_classes)  # fmt: skip
+        return Mixup(
+            mixup_alpha=self.mixup,
+            cutmix_alpha=self.cutmix,
+            label_smoothing=self.label_smoothing,
+            num_classes=num_classes,
+        )
 
 
 def eval_transform(img_size: tuple[int, int], in_chans: int, normalization: Normalization) -> Transform:
     """Shorter side to the input size, a centre crop, normalization: timm's evaluation transform at crop_pct 1."""
     norm = normalization.for_channels(in_chans)
-    steps = v2.Compose([
-        v2.PILToTensor(),
-        v2.Resize(min(img_size), antialias=True),
-        v2.CenterCrop(img_size),
-        v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(norm.mean, norm.std),
-    ])  # fmt: skip
+    steps = v2.Compose(
+        [
+            v2.PILToTensor(),
+            v2.Resize(min(img_size), antialias=True),
+            v2.CenterCrop(img_size),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(norm.mean, norm.std),
+        ]
+    )
     mode = "L" if in_chans == 1 else "RGB"
     return lambda image: steps(image.convert(mode))
 
@@ -121,9 +128,15 @@ def train_transform(
         return eval_transform(img_size, in_chans, normalization)
     norm = normalization.for_channels(3)  # timm's transforms work on RGB; grey models get the channel mean back
     steps = create_transform(
-        input_size=(3, *img_size), is_training=True, auto_augment=augment.auto_augment, re_prob=augment.re_prob,
-        re_mode="pixel", interpolation="bicubic", mean=norm.mean, std=norm.std,
-    )  # fmt: skip
+        input_size=(3, *img_size),
+        is_training=True,
+        auto_augment=augment.auto_augment,
+        re_prob=augment.re_prob,
+        re_mode="pixel",
+        interpolation="bicubic",
+        mean=norm.mean,
+        std=norm.std,
+    )
 
     def transform(image: Image.Image) -> Tensor:
         x = steps(image.convert("RGB"))

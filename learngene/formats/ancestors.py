@@ -72,15 +72,17 @@ def resolve_ancestor(
     architecture = model or architecture
     if not isinstance(architecture, str):
         raise DataRefError(
-            ref, "neither its safetensors header nor a config.json beside it names the architecture: give the timm "
+            ref,
+            "neither its safetensors header nor a config.json beside it names the architecture: give the timm "
             "model name (--ancestor-model)",
-        )  # fmt: skip
+        )
     pretrained = config.get("pretrained_cfg") or {}
     normalization = None
     if pretrained.get("mean") and pretrained.get("std"):
         normalization = Normalization(mean=tuple(pretrained["mean"]), std=tuple(pretrained["std"]))
-    return ResolvedAncestor(weights, architecture, {**_checked_overrides(ref, recorded), **(overrides or {})},
-                            normalization)  # fmt: skip
+    return ResolvedAncestor(
+        weights, architecture, {**_checked_overrides(ref, recorded), **(overrides or {})}, normalization
+    )
 
 
 def _recorded_spec(ref: str, weights: Path) -> tuple[str, dict[str, Any]] | None:
@@ -112,8 +114,11 @@ def _checked_overrides(ref: str, overrides: dict[str, Any]) -> dict[str, Any]:
     unknown = sorted(str(key)[:40] for key in overrides if key not in ARCHITECTURE_KEYS)
     if unknown:
         accepted = ", ".join(sorted(ARCHITECTURE_KEYS))
-        raise DataRefError(ref, f"its config.json or header gives model arguments learngene does not accept: "
-                                f"{', '.join(unknown[:8])} (accepted: {accepted})")  # fmt: skip
+        raise DataRefError(
+            ref,
+            f"its config.json or header gives model arguments learngene does not accept: "
+            f"{', '.join(unknown[:8])} (accepted: {accepted})",
+        )
     return overrides
 
 
@@ -157,7 +162,9 @@ def _cached_hub_folder(ref: str, repo_id: str) -> Path:
     missing = [name for name in found if name not in cached]
     if missing:
         raise DataRefError(
-            ref, f"{', '.join(missing)} not in the local Hugging Face cache (this service never downloads; "
-            "populate the cache, e.g. with `huggingface-cli download`, or set HF_HUB_CACHE)", "unavailable",
-        )  # fmt: skip
+            ref,
+            f"{', '.join(missing)} not in the local Hugging Face cache (this service never downloads; "
+            "populate the cache, e.g. with `huggingface-cli download`, or set HF_HUB_CACHE)",
+            "unavailable",
+        )
     return Path(cached[CONFIG]).parent

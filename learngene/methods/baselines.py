@@ -86,8 +86,11 @@ def _same_input(src: Architecture, dst: Architecture, method: str) -> None:
 
 def check_weight_selection(src: Architecture, dst: Architecture) -> None:
     _same_input(src, dst, "weight_selection")
-    for field, value, limit in (("depth", dst.depth, src.depth), ("embed_dim", dst.embed_dim, src.embed_dim),
-                                ("mlp_ratio", dst.mlp_hidden, src.mlp_hidden)):  # fmt: skip
+    for field, value, limit in (
+        ("depth", dst.depth, src.depth),
+        ("embed_dim", dst.embed_dim, src.embed_dim),
+        ("mlp_ratio", dst.mlp_hidden, src.mlp_hidden),
+    ):
         if value > limit:
             raise SpecError(field, f"weight_selection only shrinks: {field} must not exceed the ancestor's ({limit})")
     if dst.num_prefix_tokens != src.num_prefix_tokens:

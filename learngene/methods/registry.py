@@ -79,8 +79,9 @@ class Learngene(Method, Generic[AuxT]):
     def init_auxiliary(self, aux: AuxT, generator: torch.Generator) -> None:
         """Initialize the learngene and the free parameters (the method's own rule)."""
         if not isinstance(aux, Resettable):
-            raise TypeError(f"{type(aux).__name__} has no reset_parameters: {type(self).__name__} must override "
-                            "init_auxiliary")  # fmt: skip
+            raise TypeError(
+                f"{type(aux).__name__} has no reset_parameters: {type(self).__name__} must override init_auxiliary"
+            )
         aux.reset_parameters(generator)
 
     def start_from_ancestor(self, aux: AuxT, ancestor: nn.Module, init: str) -> bool:

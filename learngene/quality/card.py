@@ -61,10 +61,15 @@ class CardDomain(BaseModel):
     def of(cls, config: TemplateSetConfig, lineage: Lineage) -> CardDomain:
         arch = config.arch
         return cls(
-            img_size=arch.img_size, in_chans=arch.in_chans, patch_size=arch.patch_size,
-            num_classes=arch.num_classes, mean=config.normalization.mean, std=config.normalization.std,
-            data_uri=lineage.data_uri, eval_data_uri=lineage.eval_data_uri,
-        )  # fmt: skip
+            img_size=arch.img_size,
+            in_chans=arch.in_chans,
+            patch_size=arch.patch_size,
+            num_classes=arch.num_classes,
+            mean=config.normalization.mean,
+            std=config.normalization.std,
+            data_uri=lineage.data_uri,
+            eval_data_uri=lineage.eval_data_uri,
+        )
 
 
 class CardRow(BaseModel):
@@ -181,10 +186,15 @@ def load_card_data(
     arch = template_set.config.arch
     local = local or {}
     load = lambda uri, n: load_images(  # noqa: E731
-        local.get(uri, uri), img_size=arch.img_size, in_chans=arch.in_chans,
-        normalization=template_set.config.normalization, max_samples=n, seed=config.seed,
-        num_classes=arch.num_classes, access=access,
-    )  # fmt: skip
+        local.get(uri, uri),
+        img_size=arch.img_size,
+        in_chans=arch.in_chans,
+        normalization=template_set.config.normalization,
+        max_samples=n,
+        seed=config.seed,
+        num_classes=arch.num_classes,
+        access=access,
+    )
     if eval_uri:
         train, held = load(data_uri, config.train_samples), load(eval_uri, config.eval_samples)
         description = f"{config.eval_samples} (at most) seeded images of {eval_uri}"
@@ -213,8 +223,10 @@ def compute_card(
     training steps of all runs together: 2 x sizes x steps."""
     config = config or CardConfig()
     if template_set.config.method != "wave":
-        raise UserError(f"quality cards measure WAVE descendants; {template_set.ref} holds a "
-                         f"{template_set.config.method!r} learngene")  # fmt: skip
+        raise UserError(
+            f"quality cards measure WAVE descendants; {template_set.ref} holds a "
+            f"{template_set.config.method!r} learngene"
+        )
     fit, device = config.fit, torch.device(device)
     specs = config.ladder(template_set.config)
     total = 2 * len(specs) * fit.steps
@@ -238,15 +250,29 @@ def compute_card(
         with torch.device("meta"):
             params = sum(p.numel() for p in spec.build().parameters())
         arch = spec.resolve()
-        rows.append(CardRow(depth=arch.depth, embed_dim=arch.embed_dim, num_heads=arch.num_heads, params=params,
-                            accuracy=_finite(accuracy), baseline_accuracy=_finite(baseline_accuracy),
-                            fit_steps=fit.steps, seconds=seconds))  # fmt: skip
+        rows.append(
+            CardRow(
+                depth=arch.depth,
+                embed_dim=arch.embed_dim,
+                num_heads=arch.num_heads,
+                params=params,
+                accuracy=_finite(accuracy),
+                baseline_accuracy=_finite(baseline_accuracy),
+                fit_steps=fit.steps,
+                seconds=seconds,
+            )
+        )
     return QualityCard(
-        template_set=template_set.ref, digest=digest,
-        domain=CardDomain.of(template_set.config, template_set.lineage), rows=rows, fit=fit,
-        train_samples=len(data.train), eval_samples=len(data.held_out), held_out=data.description,
+        template_set=template_set.ref,
+        digest=digest,
+        domain=CardDomain.of(template_set.config, template_set.lineage),
+        rows=rows,
+        fit=fit,
+        train_samples=len(data.train),
+        eval_samples=len(data.held_out),
+        held_out=data.description,
         seconds=time.perf_counter() - t_card,
-    )  # fmt: skip
+    )
 
 
 def _shifted(progress: ProgressFn | None, offset: int, total: int) -> ProgressFn | None:

@@ -79,21 +79,25 @@ class CondenseConfig(BaseModel):
     tau: float = Field(default=1.0, gt=0, description="distillation temperature")
     seed: int = 0
     recipe: Literal["deit", "plain"] = Field(
-        default="deit", description="deit: the paper's setting (DeiT's augmentation, Mixup/CutMix, label smoothing, "
+        default="deit",
+        description="deit: the paper's setting (DeiT's augmentation, Mixup/CutMix, label smoothing, "
         "lr scaled by batch/512); plain: none of it, for tiny data. Sets the defaults of `augment` and `lr_batch`",
-    )  # fmt: skip
+    )
     augment: Augment | None = Field(default=None, validate_default=False, description="default: from `recipe`")
     lr_batch: int | None = Field(
-        default=None, ge=1, description="optim.lr is the rate for this global batch and is scaled linearly by "
+        default=None,
+        ge=1,
+        description="optim.lr is the rate for this global batch and is scaled linearly by "
         "batch_size / lr_batch (DeiT: 512); None: optim.lr as given. Default: from `recipe`",
-    )  # fmt: skip
+    )
     epochs: float | None = Field(
         default=None, gt=0, description="when given, the run's length in passes over the data, instead of `steps`"
     )
     warmup_epochs: float | None = Field(
-        default=None, ge=0, description="when given, the warm-up in passes over the data (DeiT: 5), instead of "
-        "optim.warmup_steps",
-    )  # fmt: skip
+        default=None,
+        ge=0,
+        description="when given, the warm-up in passes over the data (DeiT: 5), instead of optim.warmup_steps",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -173,8 +177,9 @@ def check_template_set(template_set: TemplateSet) -> None:
         raise IntegrityError(f"{where}: tensor {key!r} is not part of a {template_set.config.method} set")
     for key, tensor in sorted(actual.items()):
         if tuple(tensor.shape) != expected[key]:
-            raise IntegrityError(f"{where}: tensor {key!r} has shape {list(tensor.shape)}, its config needs "
-                                 f"{list(expected[key])}")  # fmt: skip
+            raise IntegrityError(
+                f"{where}: tensor {key!r} has shape {list(tensor.shape)}, its config needs {list(expected[key])}"
+            )
         if not tensor.is_floating_point():
             raise IntegrityError(f"{where}: tensor {key!r} is {tensor.dtype}, not a floating dtype")
     check_finite(actual, where)
@@ -310,8 +315,10 @@ def _training_data(
         normalization = normalization or data.normalization
         if config.augmentation.transform == "plain":
             if data.images.shape[1] != arch.in_chans or tuple(data.images.shape[2:]) != arch.img_size:
-                raise UserError(f"data is {tuple(data.images.shape[1:])}, the auxiliary model takes "
-                                 f"{(arch.in_chans, *arch.img_size)}")  # fmt: skip
+                raise UserError(
+                    f"data is {tuple(data.images.shape[1:])}, the auxiliary model takes "
+                    f"{(arch.in_chans, *arch.img_size)}"
+                )
             return dataclasses.replace(data, normalization=normalization), normalization
         data = MemorySource(data)
     if normalization is None:

@@ -49,14 +49,21 @@ def join_from_env(device_type: str) -> World:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"  # torchrun serves the store itself
         store = dist.TCPStore(
-            os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), size, is_master=not agent_store and rank == 0,
-            timeout=GROUP_TIMEOUT, multi_tenant=not agent_store,
-        )  # fmt: skip
+            os.environ["MASTER_ADDR"],
+            int(os.environ["MASTER_PORT"]),
+            size,
+            is_master=not agent_store and rank == 0,
+            timeout=GROUP_TIMEOUT,
+            multi_tenant=not agent_store,
+        )
         attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
         dist.init_process_group(
-            backend="nccl" if device_type == "cuda" else "gloo", store=dist.PrefixStore(f"attempt-{attempt}", store),
-            rank=rank, world_size=size, timeout=GROUP_TIMEOUT,
-        )  # fmt: skip
+            backend="nccl" if device_type == "cuda" else "gloo",
+            store=dist.PrefixStore(f"attempt-{attempt}", store),
+            rank=rank,
+            world_size=size,
+            timeout=GROUP_TIMEOUT,
+        )
     return current()
 
 

@@ -54,8 +54,9 @@ def condense_run(
     is kept in `spec.run_dir`, so an interrupted run resumes there on any number of processes."""
     if nproc == 1 and nnodes == 1 and rdzv_endpoint is None:
         return run_condensation(spec, progress=progress, should_stop=should_stop)
-    return launch_condensation(spec, nproc=nproc, nnodes=nnodes, rdzv_endpoint=rdzv_endpoint, progress=progress,
-                               should_stop=should_stop)  # fmt: skip
+    return launch_condensation(
+        spec, nproc=nproc, nnodes=nnodes, rdzv_endpoint=rdzv_endpoint, progress=progress, should_stop=should_stop
+    )
 
 
 def launch_condensation(

@@ -238,8 +238,9 @@ def train_steps(
                     teacher_logits = teacher(x)
                 teacher_logits = teacher_logits.clone()  # an ordinary tensor: the KL term saves it for backward
             logits = model(x)
-            loss = distillation_loss(logits, y, teacher_logits, objective.lam, objective.tau, objective.ce,
-                                     objective.label_smoothing)  # fmt: skip
+            loss = distillation_loss(
+                logits, y, teacher_logits, objective.lam, objective.tau, objective.ce, objective.label_smoothing
+            )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip:

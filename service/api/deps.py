@@ -54,9 +54,10 @@ def bearer(credentials: HTTPAuthorizationCredentials | None, what: str) -> str:
     """The token of an `Authorization: Bearer <token>` header, or 401."""
     if credentials is None:  # no header, another scheme, or no token after "Bearer"
         raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED, f"{what} need 'Authorization: Bearer <token>'",
+            status.HTTP_401_UNAUTHORIZED,
+            f"{what} need 'Authorization: Bearer <token>'",
             headers={"WWW-Authenticate": "Bearer"},
-        )  # fmt: skip
+        )
     return credentials.credentials
 
 

@@ -34,9 +34,10 @@ def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
         start, end = int(first), size if last == "" else min(int(last) + 1, size)
     if start >= size or start >= end:
         raise HTTPException(
-            status.HTTP_416_RANGE_NOT_SATISFIABLE, f"the range does not overlap the {size} bytes of the checkpoint",
+            status.HTTP_416_RANGE_NOT_SATISFIABLE,
+            f"the range does not overlap the {size} bytes of the checkpoint",
             headers={"Content-Range": f"bytes */{size}"},
-        )  # fmt: skip
+        )
     return start, end
 
 
@@ -72,10 +73,13 @@ def file_response(
     # 416, both as problems.
     span = byte_range(range_header, size)
     start, end = span or (0, size)
-    headers.update({
-        "Accept-Ranges": "bytes", "Content-Length": str(end - start),
-        "Content-Disposition": f'attachment; filename="{filename}"',
-    })  # fmt: skip
+    headers.update(
+        {
+            "Accept-Ranges": "bytes",
+            "Content-Length": str(end - start),
+            "Content-Disposition": f'attachment; filename="{filename}"',
+        }
+    )
     code = status.HTTP_200_OK
     if span is not None:
         headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"

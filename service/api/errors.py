@@ -38,8 +38,9 @@ def invalid(request: Request, errors: list[dict]) -> JSONResponse:
     named = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in shown[:MAX_LISTED])
     more = f" (and {len(errors) - MAX_LISTED} more)" if len(errors) > MAX_LISTED else ""
     detail = f"invalid request: {named}{more}" if errors else "invalid request"
-    return problem(request.scope, status.HTTP_422_UNPROCESSABLE_CONTENT, detail, kind=KINDS["invalid-request"],
-                   errors=shown)  # fmt: skip
+    return problem(
+        request.scope, status.HTTP_422_UNPROCESSABLE_CONTENT, detail, kind=KINDS["invalid-request"], errors=shown
+    )
 
 
 async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -80,30 +81,42 @@ async def _http(request: Request, exc: HTTPException) -> JSONResponse:
 
 
 async def _overloaded(request: Request, exc: Overloaded) -> JSONResponse:
-    return problem(request.scope, status.HTTP_429_TOO_MANY_REQUESTS, str(exc),
-                   headers={"Retry-After": str(exc.retry_after_s)})  # fmt: skip
+    return problem(
+        request.scope, status.HTTP_429_TOO_MANY_REQUESTS, str(exc), headers={"Retry-After": str(exc.retry_after_s)}
+    )
 
 
 async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
     """Redis (job records, broker) unreachable: nothing was accepted; the client may retry shortly."""
-    return problem(request.scope, status.HTTP_503_SERVICE_UNAVAILABLE,
-                   "the job store is unreachable; nothing was accepted, retry shortly",
-                   kind=KINDS["job-store-unavailable"], headers=RETRY_SOON)  # fmt: skip
+    return problem(
+        request.scope,
+        status.HTTP_503_SERVICE_UNAVAILABLE,
+        "the job store is unreachable; nothing was accepted, retry shortly",
+        kind=KINDS["job-store-unavailable"],
+        headers=RETRY_SOON,
+    )
 
 
 async def _storage_unavailable(request: Request, exc: Exception) -> JSONResponse:
     """Object storage unreachable (the template store, checkpoints): nothing was accepted or changed; retry shortly."""
-    return problem(request.scope, status.HTTP_503_SERVICE_UNAVAILABLE,
-                   "object storage is unreachable; nothing was accepted, retry shortly",
-                   kind=KINDS["storage-unavailable"], headers=RETRY_SOON)  # fmt: skip
+    return problem(
+        request.scope,
+        status.HTTP_503_SERVICE_UNAVAILABLE,
+        "object storage is unreachable; nothing was accepted, retry shortly",
+        kind=KINDS["storage-unavailable"],
+        headers=RETRY_SOON,
+    )
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     """Anything else: a 500 problem that names nothing of the server (its message may hold paths or secrets). The
     server still logs the traceback: Starlette re-raises the exception after this answer is sent."""
-    return problem(request.scope, status.HTTP_500_INTERNAL_SERVER_ERROR,
-                   "the server failed unexpectedly; nothing about it is said here, its log has the details",
-                   kind=KINDS["internal-error"])  # fmt: skip
+    return problem(
+        request.scope,
+        status.HTTP_500_INTERNAL_SERVER_ERROR,
+        "the server failed unexpectedly; nothing about it is said here, its log has the details",
+        kind=KINDS["internal-error"],
+    )
 
 
 def install(app: FastAPI) -> None:

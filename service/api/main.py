@@ -62,8 +62,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         reaper = Reaper(jobs, dispatcher, settings) if settings.redis_url else None  # embedded jobs die with us
         if reaper is not None:
             reaper.start()
-        sweeper = Sweeper(jobs, checkpoints, interval_s=settings.artifacts_sweep_interval_s,
-                          grace_s=settings.artifacts_sweep_grace_s)  # fmt: skip
+        sweeper = Sweeper(
+            jobs, checkpoints, interval_s=settings.artifacts_sweep_interval_s, grace_s=settings.artifacts_sweep_grace_s
+        )
         sweeper.start()
         log.info("learngene API %s ready (%s), store %s", __version__, mode, settings.store)
         yield

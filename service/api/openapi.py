@@ -150,8 +150,13 @@ _FILES = {
     "config.json": ("9076e869f27cb54071f1eb1fa394304e11b1381df7fabc60de4f26d0cfedc257", 623),
     "README.md": ("7f3bb83ae37c695bba113c252ec83ec7edf4e667b13080320bb24a745ba3b92d", 1_825),
 }
-JOB_ACCEPTED = _job("initialization", _INIT_ID, "initializations", InitializationRequest.model_validate(INITIALIZATION),
-                    template_set=_DEMO)  # fmt: skip
+JOB_ACCEPTED = _job(
+    "initialization",
+    _INIT_ID,
+    "initializations",
+    InitializationRequest.model_validate(INITIALIZATION),
+    template_set=_DEMO,
+)
 JOB_SUCCEEDED = _job(
     "initialization", _INIT_ID, "initializations", InitializationRequest.model_validate(INITIALIZATION),
     template_set=_DEMO, status="succeeded", attempts=1,
@@ -321,15 +326,20 @@ def install(app: FastAPI, settings: Settings) -> None:
     @app.get("/docs", include_in_schema=False)
     def swagger_ui(request: Request) -> HTMLResponse:
         return get_swagger_ui_html(
-            openapi_url=f"{request.scope.get('root_path', '')}{app.openapi_url}", title=f"{app.title} - Swagger UI",
-            swagger_js_url=asset(request, "swagger-ui-bundle.js"), swagger_css_url=asset(request, "swagger-ui.css"),
-            swagger_favicon_url=asset(request, "favicon.png"), oauth2_redirect_url=None,
-        )  # fmt: skip
+            openapi_url=f"{request.scope.get('root_path', '')}{app.openapi_url}",
+            title=f"{app.title} - Swagger UI",
+            swagger_js_url=asset(request, "swagger-ui-bundle.js"),
+            swagger_css_url=asset(request, "swagger-ui.css"),
+            swagger_favicon_url=asset(request, "favicon.png"),
+            oauth2_redirect_url=None,
+        )
 
     @app.get("/redoc", include_in_schema=False)
     def redoc(request: Request) -> HTMLResponse:
         return get_redoc_html(
-            openapi_url=f"{request.scope.get('root_path', '')}{app.openapi_url}", title=f"{app.title} - ReDoc",
-            redoc_js_url=asset(request, "redoc.standalone.js"), redoc_favicon_url=asset(request, "favicon.png"),
+            openapi_url=f"{request.scope.get('root_path', '')}{app.openapi_url}",
+            title=f"{app.title} - ReDoc",
+            redoc_js_url=asset(request, "redoc.standalone.js"),
+            redoc_favicon_url=asset(request, "favicon.png"),
             with_google_fonts=False,
-        )  # fmt: skip
+        )

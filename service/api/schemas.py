@@ -79,9 +79,10 @@ class JobView(BaseModel):
     max_attempts: int
     template_set: dict[str, Any] | None = Field(description="the resolved (name, version, digest) the job uses")
     warnings: list[Caveat] = Field(
-        default_factory=list, description="caveats known at acceptance: where the request leaves the template set's "
+        default_factory=list,
+        description="caveats known at acceptance: where the request leaves the template set's "
         "domain or its quality card's range; the result's `warnings` add what the calibration data showed",
-    )  # fmt: skip
+    )
     request: dict[str, Any]
     progress: ProgressView | None = None
     timings: Timings

@@ -92,9 +92,15 @@ def train(
         optim = OptimConfig(lr=lr, warmup_steps=warmup, weight_decay=weight_decay)
         with progress_bar(steps, "train") as bar:
             training = TrainingSpec(
-                model=spec, data_uri=data, eval_uri=eval_data, steps=steps, batch_size=batch_size, optim=optim,
-                seed=seed, augment=Augment.for_recipe(recipe),
-            )  # fmt: skip
+                model=spec,
+                data_uri=data,
+                eval_uri=eval_data,
+                steps=steps,
+                batch_size=batch_size,
+                optim=optim,
+                seed=seed,
+                augment=Augment.for_recipe(recipe),
+            )
             result = run_training(
                 training,
                 out,

@@ -200,9 +200,14 @@ def list_(
     for job in jobs:
         p, t = job.get("progress"), job["timings"]
         table.add_row(
-            job["id"], job["kind"], job["status"], t["created_at"], t["finished_at"] or "-",
-            f"{p['step']}/{p['total_steps']}" if p else "-", f"{job['attempts']}/{job['max_attempts']}",
-        )  # fmt: skip
+            job["id"],
+            job["kind"],
+            job["status"],
+            t["created_at"],
+            t["finished_at"] or "-",
+            f"{p['step']}/{p['total_steps']}" if p else "-",
+            f"{job['attempts']}/{job['max_attempts']}",
+        )
     console.print(table)
 
 

@@ -36,12 +36,18 @@ def serve(
         os.environ["LEARNGENE_DATA_ROOTS"] = json.dumps(roots)
         get_settings.cache_clear()
     uvicorn.run(
-        "service.api.main:create_app", factory=True, host=host, port=port, workers=workers, log_level="info",
+        "service.api.main:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="info",
         log_config=logging_config(settings.log_format),  # JSON or text lines, with request ids (jobs.logs)
         # X-Forwarded-* only from the configured proxies (uvicorn trusts 127.0.0.1 unless told otherwise)
-        proxy_headers=bool(settings.forwarded_allow_ips), forwarded_allow_ips=settings.forwarded_allow_ips or None,
+        proxy_headers=bool(settings.forwarded_allow_ips),
+        forwarded_allow_ips=settings.forwarded_allow_ips or None,
         http=HeaderTimeoutH11,  # h11, with a deadline for a request's headers (LEARNGENE_HEADER_TIMEOUT_S)
-    )  # fmt: skip
+    )
 
 
 def worker(

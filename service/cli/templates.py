@@ -33,14 +33,23 @@ def list_(name: Annotated[str | None, typer.Argument(help="only this template se
         versions = get_store().list(name)
     if json_:
         return emit([v.model_dump() for v in versions])
-    table = Table("name", "version", "aliases", "method", "created", "aux acc", "ancestor acc", "card acc", "learngene",
-                  "size")  # fmt: skip
+    table = Table(
+        "name", "version", "aliases", "method", "created", "aux acc", "ancestor acc", "card acc", "learngene", "size"
+    )
     for v in versions:
         acc = lambda key, v=v: f"{v.metrics[key]:.3f}" if key in v.metrics else "-"  # noqa: E731
         table.add_row(
-            v.name, str(v.version), ", ".join(v.aliases), v.method, v.created, acc("aux_accuracy"),
-            acc("ancestor_accuracy"), _card_range(v.card), f"{v.parameters.get('templates', 0):,}", _size(v.bytes),
-        )  # fmt: skip
+            v.name,
+            str(v.version),
+            ", ".join(v.aliases),
+            v.method,
+            v.created,
+            acc("aux_accuracy"),
+            acc("ancestor_accuracy"),
+            _card_range(v.card),
+            f"{v.parameters.get('templates', 0):,}",
+            _size(v.bytes),
+        )
     console.print(table)
 
 
@@ -56,8 +65,12 @@ def show(ref: Annotated[str, typer.Argument(help="name, name@3 or name@alias")],
     if json_:
         return emit(payload)
     here = ", ".join(a for a, v in aliases.items() if v == resolved.version) or "-"
-    console.print(_fields(f"{resolved}", {"digest": resolved.digest, "method": manifest.method,
-                                          "created": manifest.created, "aliases here": here}))  # fmt: skip
+    console.print(
+        _fields(
+            f"{resolved}",
+            {"digest": resolved.digest, "method": manifest.method, "created": manifest.created, "aliases here": here},
+        )
+    )
     config = manifest.config.model_dump(mode="json", exclude_none=True)
     console.print(_fields("configuration", {k: _brief(v) for k, v in config.items()}))
     lineage = manifest.lineage.model_dump(mode="json")
@@ -173,13 +186,22 @@ def card(
         resolved = store.resolve(ref)
         if refresh:
             template_set = store.load(resolved)
-            config = CardConfig(fit=FitSettings() if steps is None else FitSettings(steps=steps),
-                                train_samples=train_samples, eval_samples=eval_samples)  # fmt: skip
+            config = CardConfig(
+                fit=FitSettings() if steps is None else FitSettings(steps=steps),
+                train_samples=train_samples,
+                eval_samples=eval_samples,
+            )
             data = load_card_data(template_set, config, access=DataAccess(get_settings().local_data_roots()))
             total = 2 * len(config.ladder(template_set.config)) * config.fit.steps
             with progress_bar(total, f"card {resolved}") as update:
-                measured = compute_card(template_set, data, digest=resolved.digest, config=config,
-                                        device=device_option(device), progress=update)  # fmt: skip
+                measured = compute_card(
+                    template_set,
+                    data,
+                    digest=resolved.digest,
+                    config=config,
+                    device=device_option(device),
+                    progress=update,
+                )
             revision = store.put_card(resolved, measured)
             typer.echo(f"stored card revision {revision} of {resolved}", err=True)
         quality = store.card(resolved)
@@ -200,12 +222,30 @@ def card(
         f"patch {d.patch_size[0]}, {d.num_classes} classes, mean {list(d.mean)} std {list(d.std)}\n"
         f"data {d.data_uri}; held out: {quality.held_out}"
     )
-    table = Table("depth", "width", "heads", "params", "WAVE acc", "timm init acc", "gain", "fit steps", "seconds",
-                  title=f"held-out accuracy by size ({quality.fit.steps} steps each)")  # fmt: skip
+    table = Table(
+        "depth",
+        "width",
+        "heads",
+        "params",
+        "WAVE acc",
+        "timm init acc",
+        "gain",
+        "fit steps",
+        "seconds",
+        title=f"held-out accuracy by size ({quality.fit.steps} steps each)",
+    )
     for r in quality.rows:
-        table.add_row(str(r.depth), str(r.embed_dim), str(r.num_heads), f"{r.params:,}", f"{r.accuracy:.4f}",
-                      f"{r.baseline_accuracy:.4f}", f"{r.accuracy - r.baseline_accuracy:+.4f}", str(r.fit_steps),
-                      f"{r.seconds:.1f}")  # fmt: skip
+        table.add_row(
+            str(r.depth),
+            str(r.embed_dim),
+            str(r.num_heads),
+            f"{r.params:,}",
+            f"{r.accuracy:.4f}",
+            f"{r.baseline_accuracy:.4f}",
+            f"{r.accuracy - r.baseline_accuracy:+.4f}",
+            str(r.fit_steps),
+            f"{r.seconds:.1f}",
+        )
     console.print(table)
     if out is not None:
         console.print(f"wrote {out / 'README.md'}, {out / 'card.png'}, {out / 'card.json'}")

@@ -28,9 +28,15 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def card_server(tmp_path_factory):
     home = tmp_path_factory.mktemp("card-home")
     data_root = tmp_path_factory.mktemp("card-data")
-    env = service_env(home, redis_url=None, data_roots=[SHARED_DATA, data_root], LEARNGENE_EMBEDDED_WORKERS="1",
-                      LEARNGENE_CARD_FIT_STEPS="5", LEARNGENE_CARD_TRAIN_SAMPLES="256",
-                      LEARNGENE_CARD_EVAL_SAMPLES="200")  # fmt: skip
+    env = service_env(
+        home,
+        redis_url=None,
+        data_roots=[SHARED_DATA, data_root],
+        LEARNGENE_EMBEDDED_WORKERS="1",
+        LEARNGENE_CARD_FIT_STEPS="5",
+        LEARNGENE_CARD_TRAIN_SAMPLES="256",
+        LEARNGENE_CARD_EVAL_SAMPLES="200",
+    )
     api = start_api(env, home / "api.log")
     yield api, home, data_root
     api.stop()
@@ -123,8 +129,13 @@ def test_a_condensation_publishes_its_card_served_as_json_png_readme_and_cli_tab
     table = subprocess.run(cli, env=env, capture_output=True, text=True, timeout=PROCESS_TIMEOUT_S)
     assert table.returncode == 0, table.stderr
     assert "WAVE acc" in table.stdout and "timm init acc" in table.stdout and "28x28x1" in table.stdout
-    as_json = subprocess.run([*cli, "--json", "--out", str(tmp_path / "card")], env=env, capture_output=True,
-                             text=True, timeout=PROCESS_TIMEOUT_S)  # fmt: skip
+    as_json = subprocess.run(
+        [*cli, "--json", "--out", str(tmp_path / "card")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=PROCESS_TIMEOUT_S,
+    )
     assert as_json.returncode == 0, as_json.stderr
     shown = json.loads(as_json.stdout.strip().splitlines()[-1])
     assert shown["rows"] == http_rows_of(api, 2)

@@ -120,8 +120,11 @@ def test_in_domain_request_has_no_warnings_and_its_model_card_quotes_the_card_ro
         done = client.wait(client.submit(body)["id"], timeout_s=120)
     assert done["status"] == "succeeded" and done["warnings"] == [] and done["result"]["warnings"] == []
     readme = httpx.get(f"{api.url}/v1/initializations/{done['id']}/files/README.md").text
-    row = next(r for r in httpx.get(f"{api.url}/v1/template-sets/demo@prod/card").json()["rows"]
-               if (r["depth"], r["embed_dim"]) == (3, 64))  # fmt: skip
+    row = next(
+        r
+        for r in httpx.get(f"{api.url}/v1/template-sets/demo@prod/card").json()["rows"]
+        if (r["depth"], r["embed_dim"]) == (3, 64)
+    )
     assert "## Warnings" not in readme
     assert f"| 3 | 64 | 1 | {row['params']} | {row['accuracy']:.4g} | {row['baseline_accuracy']:.4g} |" in readme
 

@@ -42,8 +42,20 @@ def test_init_with_the_demo_templates_writes_a_loadable_checkpoint(tmp_path):
 
 def test_init_into_a_folder_that_timm_loads_with_local_dir(tmp_path):
     folder = tmp_path / "vit-d3"
-    run = learngene("init", "--templates", "demo", *DESCENDANT, "--calibration", f"idx://{FMNIST}", "--max-samples",
-                    "128", "--steps", "3", "--out", str(folder))  # fmt: skip
+    run = learngene(
+        "init",
+        "--templates",
+        "demo",
+        *DESCENDANT,
+        "--calibration",
+        f"idx://{FMNIST}",
+        "--max-samples",
+        "128",
+        "--steps",
+        "3",
+        "--out",
+        str(folder),
+    )
     assert run.returncode == 0, run.stderr
     summary = last_json(run)
     assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]

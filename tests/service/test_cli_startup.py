@@ -26,8 +26,14 @@ print("LOADED", ",".join(m for m in ("torch", "timm") if m in sys.modules) or "-
 
 
 def probe(*args: str, **env: str) -> tuple[list[str], str]:
-    run = subprocess.run([sys.executable, "-c", PROBE, *args], cwd=REPO, capture_output=True, text=True,
-                         env={**os.environ, **env}, timeout=PROCESS_TIMEOUT_S)  # fmt: skip
+    run = subprocess.run(
+        [sys.executable, "-c", PROBE, *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=PROCESS_TIMEOUT_S,
+    )
     line = next(line for line in run.stdout.splitlines() if line.startswith("LOADED "))
     _, loaded, code = line.split(" ", 2)
     assert code in ("0", "None"), run.stdout + run.stderr

@@ -103,8 +103,14 @@ def test_the_demo_rebuild_script_runs_end_to_end(tmp_path):
     env = {**os.environ, "BIN": str(Path(sys.executable).parent), "WORK": str(tmp_path / "work"),
            "OUT": str(tmp_path / "demo"), "DATA": str(data), "ANCESTOR_STEPS": "30", "CONDENSE_STEPS": "20",
            "CARD_STEPS": "2", "CARD_SAMPLES": "128"}  # fmt: skip
-    run = subprocess.run(["bash", "scripts/build_demo_templates.sh"], cwd=REPO, env=env, capture_output=True,
-                         text=True, timeout=PROCESS_TIMEOUT_S)  # fmt: skip
+    run = subprocess.run(
+        ["bash", "scripts/build_demo_templates.sh"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=PROCESS_TIMEOUT_S,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     rebuilt = TemplateSet.load(tmp_path / "demo")
     assert rebuilt.name == "demo" and rebuilt.config.architecture == rebuilt.config.arch

@@ -37,8 +37,14 @@ def ancestor_file(ancestor, tmp_path_factory) -> Path:
 
 def spec_for(ancestor_file: Path, run_dir: Path, steps: int, **config) -> CondensationSpec:
     ref = AncestorRef(model=ANCESTOR_SPEC.model, overrides=ANCESTOR_SPEC.overrides(), checkpoint=str(ancestor_file))
-    condense = CondenseConfig(recipe="plain", aux=tiny_spec(depth=2), steps=steps, batch_size=32,
-                              optim=OptimConfig(lr=1e-3, warmup_steps=2), **config)  # fmt: skip
+    condense = CondenseConfig(
+        recipe="plain",
+        aux=tiny_spec(depth=2),
+        steps=steps,
+        batch_size=32,
+        optim=OptimConfig(lr=1e-3, warmup_steps=2),
+        **config,
+    )
     return CondensationSpec(
         ancestor=ref,
         data_uri=f"idx://{FMNIST}",
@@ -99,11 +105,19 @@ def test_a_killed_rank_restarts_the_group_which_resumes_and_publishes_once(ances
     assert cli.returncode == 0, err[-3000:]
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["ref"] == "ddp@1"
-    listed = subprocess.run([sys.executable, "-m", "service.cli", "templates", "list", "ddp", "--json"],
-                            capture_output=True, text=True, check=True)  # fmt: skip
+    listed = subprocess.run(
+        [sys.executable, "-m", "service.cli", "templates", "list", "ddp", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert [s["version"] for s in json.loads(listed.stdout.strip().splitlines()[-1])] == [1]
-    shown = subprocess.run([sys.executable, "-m", "service.cli", "templates", "show", "ddp@1", "--json"],
-                           capture_output=True, text=True, check=True)  # fmt: skip
+    shown = subprocess.run(
+        [sys.executable, "-m", "service.cli", "templates", "show", "ddp@1", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert json.loads(shown.stdout.strip().splitlines()[-1])["manifest"]["lineage"]["condensation"]["world_size"] == 2
     log = (state / "log").read_text()
     assert "failed (exitcode: -9) local_rank: 1" in log, log[-2000:]  # torchrun saw the rank die, and restarted:

@@ -194,8 +194,11 @@ def test_api_image_takes_cpu_only_torch():
     """torch and torchvision alone (--no-deps) from PyTorch's CPU index, before the project: its CPU build requires
     no CUDA package, and the build fails if one was installed anyway."""
     dockerfile = DOCKERFILES["api"].read_text()
-    cpu = re.search(r"pip install [^\n]*--no-deps --index-url https://download\.pytorch\.org/whl/cpu\s*\\\n\s*"
-                    r"-c requirements\.lock torch torchvision\n", dockerfile)  # fmt: skip
+    cpu = re.search(
+        r"pip install [^\n]*--no-deps --index-url https://download\.pytorch\.org/whl/cpu\s*\\\n\s*"
+        r"-c requirements\.lock torch torchvision\n",
+        dockerfile,
+    )
     project = dockerfile.index("'.[service]'")
     assert cpu and cpu.end() < project
     assert "startswith(('nvidia-', 'cuda-', 'triton'))" in dockerfile[project:]

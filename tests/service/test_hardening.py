@@ -139,8 +139,11 @@ def test_dot_dot_segments_are_refused_from_the_text_on_every_reference_kind(defa
         assert seen.json()["errors"][0]["loc"] == unseen.json()["errors"][0]["loc"]
         assert seen.json()["errors"][0]["loc"][1] in ("calibration", "ancestor")
         assert seen.text.replace("passwd", "X") == unseen.text.replace("pzsswd", "X")
-    for uri, why in (("calib.npz", "is not an absolute path"), ("~root/calib.npz", "is not an absolute path"),
-                     (f"idx://{FMNIST}?split=test&split=train", "names a query parameter twice")):  # fmt: skip
+    for uri, why in (
+        ("calib.npz", "is not an absolute path"),
+        ("~root/calib.npz", "is not an absolute path"),
+        (f"idx://{FMNIST}?split=test&split=train", "names a query parameter twice"),
+    ):
         response = post(api, {**BODY, "calibration": {"uri": uri, "max_samples": 8}})
         assert response.status_code == 422 and why in response.json()["detail"], response.text
     assert len(jobs_of(api)) == jobs  # no job was created
@@ -151,11 +154,14 @@ def test_shard_patterns_are_counted_from_their_text_before_any_name_is_made(defa
     as it was; the grammar is ranges of ASCII digits and flat lists, nothing else."""
     api, _, datasets = defaults
     before, jobs = rss_mib(api.popen.pid), len(jobs_of(api))
-    for pattern, why in (("{0..9}" * 9, "names 1,000,000,000 shards, more than 100,000"),
-                         ("{0..999999999999999999}", "more than 100,000"),
-                         ("{a..z}", "is neither a range like {000..127} nor a list"),
-                         ("{0..\uff11}", "is neither a range"), ("{{0,1},2}", "nested or unbalanced braces"),
-                         ("{0..9", "nested or unbalanced braces")):  # fmt: skip
+    for pattern, why in (
+        ("{0..9}" * 9, "names 1,000,000,000 shards, more than 100,000"),
+        ("{0..999999999999999999}", "more than 100,000"),
+        ("{a..z}", "is neither a range like {000..127} nor a list"),
+        ("{0..\uff11}", "is neither a range"),
+        ("{{0,1},2}", "nested or unbalanced braces"),
+        ("{0..9", "nested or unbalanced braces"),
+    ):
         response = post(api, {**BODY, "calibration": {"uri": f"wds://{datasets}/s-{pattern}.tar", "max_samples": 8}})
         assert response.status_code == 422 and why in response.json()["detail"], (pattern, response.text)
     assert rss_mib(api.popen.pid) - before < 30  # nothing was expanded
@@ -207,8 +213,9 @@ def test_forwarded_headers_are_not_trusted_by_default(defaults):
     127.0.0.1, which uvicorn would trust) changes no link."""
     api, _, datasets = defaults
     forged = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.9"}
-    accepted = post(api, {**BODY, "calibration": {"uri": f"bundle://{datasets}/calib.npz", "max_samples": 8}},
-                    headers=forged)  # fmt: skip
+    accepted = post(
+        api, {**BODY, "calibration": {"uri": f"bundle://{datasets}/calib.npz", "max_samples": 8}}, headers=forged
+    )
     assert accepted.status_code == 202, accepted.text
     assert accepted.headers["location"].startswith(f"{api.url}/v1/initializations/")  # http, as connected
 
@@ -254,8 +261,10 @@ def test_job_errors_show_only_the_paths_the_client_sent():
     )
     assert redact_paths("/data/minesecret/x and /data/mine", request) == "<server path> and /data/mine"
     shards = {"calibration": {"uri": "wds:///data/train-{0000..0009}.tar"}, "ancestor": {"checkpoint": "local-dir:/m"}}
-    message = ("data reference 'wds:///data/train-{0000..0009}.tar': shard /data/train-0003.tar is not a .tar file; "
-               "/m/config.json is not JSON; /data/other.tar")  # fmt: skip
+    message = (
+        "data reference 'wds:///data/train-{0000..0009}.tar': shard /data/train-0003.tar is not a .tar file; "
+        "/m/config.json is not JSON; /data/other.tar"
+    )
     assert redact_paths(message, shards) == message.replace("/data/other.tar", "<server path>")
     opened = {"calibration": {"uri": "wds:///{srv,srv}/data/a.tar"}}  # a brace right after the root names no folder
     assert redact_paths("cannot read /srv/learngene/store/x", opened) == "cannot read <server path>"
@@ -278,8 +287,9 @@ def test_non_finite_numbers_are_a_422_naming_the_field(defaults, literal, path, 
     body = {**BODY, "fit": {"batch_size": 8}}  # no calibration data, no steps: only the bad number is refused
     body[path[0]] = {**body[path[0]], path[1]: "@@"}
     raw = json.dumps(body).replace('"@@"', literal)
-    response = httpx.post(f"{api.url}/v1/initializations", content=raw, timeout=30,
-                          headers={"Content-Type": "application/json"})  # fmt: skip
+    response = httpx.post(
+        f"{api.url}/v1/initializations", content=raw, timeout=30, headers={"Content-Type": "application/json"}
+    )
     assert response.status_code == 422, response.text
     assert [e["loc"] for e in response.json()["errors"]] == [loc]
 
@@ -287,8 +297,9 @@ def test_non_finite_numbers_are_a_422_naming_the_field(defaults, literal, path, 
 @pytest.mark.parametrize("raw", ["NaN", "Infinity", "-1e309", "[NaN]", '{"model": NaN}', "1e309", '"x"', "null"])
 def test_bare_non_finite_bodies_are_a_422(defaults, raw):
     api, _, _ = defaults
-    response = httpx.post(f"{api.url}/v1/initializations", content=raw, timeout=30,
-                          headers={"Content-Type": "application/json"})  # fmt: skip
+    response = httpx.post(
+        f"{api.url}/v1/initializations", content=raw, timeout=30, headers={"Content-Type": "application/json"}
+    )
     assert response.status_code == 422, response.text
     assert response.json()["errors"][0]["loc"][0] == "body"
 
@@ -538,8 +549,10 @@ def test_a_set_placed_by_hand_is_checked_and_broken_versions_never_answer_500(de
         broken = http.get("/v1/template-sets/demo@7")
         assert broken.status_code == 409 and "demo@7 is damaged" in broken.json()["detail"]
         spec = tiny_spec()
-        use = http.post("/v1/initializations", json={"model": spec.model, "overrides": spec.overrides(),
-                                                     "template_set": "crafted@1", "fit": {"steps": 0}})  # fmt: skip
+        use = http.post(
+            "/v1/initializations",
+            json={"model": spec.model, "overrides": spec.overrides(), "template_set": "crafted@1", "fit": {"steps": 0}},
+        )
         assert use.status_code == 202
         done = wait_for(http, f"/v1/initializations/{use.json()['id']}", finished)
         assert done["status"] == "failed" and done["error"]["type"] == "IntegrityError"

@@ -142,10 +142,12 @@ def test_fuzzed_bodies_with_non_finite_numbers_and_hostile_strings_get_no_server
         literal = choice.draw(st.sampled_from(HOSTILE_NUMBERS + [json.dumps(s) for s in HOSTILE_STRINGS]))
         seen.add(f"{case.method} {case.path}")
         response = httpx.request(
-            case.method, f"{queue_only.url}{case.formatted_path}", content=mutate(case.body, path, literal),
+            case.method,
+            f"{queue_only.url}{case.formatted_path}",
+            content=mutate(case.body, path, literal),
             headers={"Content-Type": "application/json", **(ADMIN if case.path.startswith("/v1/admin") else {})},
             timeout=30,
-        )  # fmt: skip
+        )
         where = (
             f"{case.method} {case.formatted_path} {path}={literal[:40]}: {response.status_code} {response.text[:300]}"
         )
@@ -261,8 +263,10 @@ def test_odd_digits_and_huge_numbers_in_paths_queries_and_headers_get_a_4xx(queu
         assert response.status_code == 422 and first_error(response)["loc"] == ["query", "cursor"], response.text
     host, port = queue_only.url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=30) as raw:  # httpx will not send such a header
-        raw.sendall(b"POST /v1/initializations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                    b"Content-Length: " + b"9" * 5000 + b"\r\n\r\n{}")  # fmt: skip
+        raw.sendall(
+            b"POST /v1/initializations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: " + b"9" * 5000 + b"\r\n\r\n{}"
+        )
         status_line = raw.recv(4096).split(b"\r\n", 1)[0]
     assert status_line.startswith(b"HTTP/1.1 4"), status_line
 
@@ -356,8 +360,12 @@ def test_oversized_bodies_are_refused(queue_only):
     big = {**BODY, "padding": "x" * (2 << 20)}
     response = post(queue_only, big)
     assert response.status_code == 413 and "larger than" in response.json()["detail"]
-    chunked = httpx.post(f"{queue_only.url}/v1/initializations", content=iter([b"{" + b" " * (2 << 20)]),
-                         headers={"Content-Type": "application/json"}, timeout=30)  # fmt: skip
+    chunked = httpx.post(
+        f"{queue_only.url}/v1/initializations",
+        content=iter([b"{" + b" " * (2 << 20)]),
+        headers={"Content-Type": "application/json"},
+        timeout=30,
+    )
     assert chunked.status_code == 413
 
 
@@ -366,10 +374,14 @@ def guarded(tmp_path_factory, queue_only):
     """Client tokens with a quota of 2 active jobs each, and a queue bounded at 3 (own key prefix, no worker)."""
     home = tmp_path_factory.mktemp("guarded")
     env = service_env(
-        home, redis_url=TEST_REDIS_URL, data_roots=[SHARED_DATA], LEARNGENE_REDIS_PREFIX="guarded",
-        LEARNGENE_CLIENT_TOKENS=json.dumps(CLIENTS), LEARNGENE_CLIENT_MAX_ACTIVE_JOBS="2",
+        home,
+        redis_url=TEST_REDIS_URL,
+        data_roots=[SHARED_DATA],
+        LEARNGENE_REDIS_PREFIX="guarded",
+        LEARNGENE_CLIENT_TOKENS=json.dumps(CLIENTS),
+        LEARNGENE_CLIENT_MAX_ACTIVE_JOBS="2",
         LEARNGENE_MAX_QUEUED_JOBS="3",
-    )  # fmt: skip
+    )
     api = start_api(env, home / "api.log")
     yield api
     api.stop()
@@ -413,8 +425,13 @@ def test_clients_see_only_their_own_jobs(guarded):
     theirs = {j["id"] for j in listed}
     assert mine and theirs and not mine & theirs
     job = next(j["id"] for j in listed if j["status"] == "queued")
-    for method, path in (("GET", ""), ("DELETE", ""), ("GET", "/checkpoint"), ("GET", "/files/config.json"),
-                         ("GET", "/files.tar")):  # fmt: skip
+    for method, path in (
+        ("GET", ""),
+        ("DELETE", ""),
+        ("GET", "/checkpoint"),
+        ("GET", "/files/config.json"),
+        ("GET", "/files.tar"),
+    ):
         response = httpx.request(method, f"{guarded.url}/v1/initializations/{job}{path}", headers=alpha)
         assert response.status_code == 404 and "does not exist" in response.json()["detail"]
     assert httpx.get(f"{guarded.url}/v1/initializations/{job}", headers=beta).json()["status"] == "queued"

@@ -65,8 +65,12 @@ def json_lines(path: Path) -> list[dict]:
 def stack(tmp_path_factory):
     home = tmp_path_factory.mktemp("logs")
     flush_test_redis()
-    env = service_env(home, redis_url=TEST_REDIS_URL, data_roots=[SHARED_DATA],
-                      LEARNGENE_CLIENT_TOKENS=json.dumps({"alpha": CLIENT_TOKEN}))  # fmt: skip
+    env = service_env(
+        home,
+        redis_url=TEST_REDIS_URL,
+        data_roots=[SHARED_DATA],
+        LEARNGENE_CLIENT_TOKENS=json.dumps({"alpha": CLIENT_TOKEN}),
+    )
     worker = start_worker(env, home / "worker.log")
     api = start_api(env, home / "api.log")
     with httpx.Client(base_url=api.url, headers=CLIENT, timeout=30) as http:
@@ -263,8 +267,13 @@ def test_learngene_serve_on_a_terminal_writes_text_lines(tmp_path):
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=REPO, env=env, stdin=follower, stdout=follower, stderr=follower, start_new_session=True,
-    )  # fmt: skip
+        cwd=REPO,
+        env=env,
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+        start_new_session=True,
+    )
     os.close(follower)
     output = b""
     try:
@@ -323,5 +332,10 @@ def test_metrics_label_routes_by_their_full_template_and_expose_process_metrics(
 
 
 def embedded_settings(home: Path) -> Settings:
-    return Settings(store=str(home / "store"), artifacts=str(home / "artifacts"), work_dir=home / "work",
-                    data_roots=[str(SHARED_DATA)], redis_url=None)  # fmt: skip
+    return Settings(
+        store=str(home / "store"),
+        artifacts=str(home / "artifacts"),
+        work_dir=home / "work",
+        data_roots=[str(SHARED_DATA)],
+        redis_url=None,
+    )

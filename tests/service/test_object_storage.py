@@ -105,8 +105,12 @@ def test_a_checkpoint_made_on_one_host_is_served_by_another(hosts, tmp_path):
             len(data),
         )
         assert http.get(url, headers={"If-None-Match": f'"{sha}"'}).status_code == 304
-        for header, expected in (("bytes=0-99", data[:100]), ("bytes=-10", data[-10:]), ("bytes=100-", data[100:]),
-                                 (f"bytes=5-{len(data) + 50}", data[5:])):  # fmt: skip
+        for header, expected in (
+            ("bytes=0-99", data[:100]),
+            ("bytes=-10", data[-10:]),
+            ("bytes=100-", data[100:]),
+            (f"bytes=5-{len(data) + 50}", data[5:]),
+        ):
             part = http.get(url, headers={"Range": header})
             assert part.status_code == 206 and part.content == expected, header
             assert part.headers["content-range"].endswith(f"/{len(data)}")
@@ -139,8 +143,10 @@ def test_downloads_can_redirect_to_a_presigned_url(hosts, tmp_path):
     # Clients reach the store by another name than the API does: the presigned URL names theirs, and its
     # signature holds there.
     public = api_env["AWS_ENDPOINT_URL"].replace("127.0.0.1", "localhost")
-    presigning = start_api({**api_env, "LEARNGENE_ARTIFACTS_PRESIGN_S": "60",
-                            "LEARNGENE_ARTIFACTS_PUBLIC_ENDPOINT": public}, api_home / "api-presign.log")  # fmt: skip
+    presigning = start_api(
+        {**api_env, "LEARNGENE_ARTIFACTS_PRESIGN_S": "60", "LEARNGENE_ARTIFACTS_PUBLIC_ENDPOINT": public},
+        api_home / "api-presign.log",
+    )
     try:
         with httpx.Client(base_url=presigning.url, timeout=60) as http:
             answer = http.get(done["checkpoint"]["download"].replace(api.url, presigning.url))
@@ -208,10 +214,16 @@ def test_object_storage_references_are_confined_and_answer_without_an_oracle(hos
     assert outside.status_code == missing.status_code == 400
     assert outside.text.replace(outside_uri, "<uri>") == missing.text.replace(missing_uri, "<uri>")  # no oracle
     assert "does not exist or lies outside the allowed data roots" in outside.text
-    for uri in (f"{datasets}/../elsewhere/secret.safetensors", f"{datasets}/model.pkl",
-                f"s3://{bucket}/x?versionId=1", "s3://ab/x.safetensors",
-                f"{datasets}/a.tar::elsewhere/secret.tar",  # a second pattern would be a key past the root
-                f"{datasets}/{{,x}}/a.tar", f"{datasets}/{{..,x}}/a.tar", f"{datasets}/a\x01.safetensors"):  # fmt: skip
+    for uri in (
+        f"{datasets}/../elsewhere/secret.safetensors",
+        f"{datasets}/model.pkl",
+        f"s3://{bucket}/x?versionId=1",
+        "s3://ab/x.safetensors",
+        f"{datasets}/a.tar::elsewhere/secret.tar",  # a second pattern would be a key past the root
+        f"{datasets}/{{,x}}/a.tar",
+        f"{datasets}/{{..,x}}/a.tar",
+        f"{datasets}/a\x01.safetensors",
+    ):
         answer = submit(uri)
         assert answer.status_code in (400, 422) and answer.status_code < 500, (uri, answer.text)
         assert "calibration" in answer.text or "data reference" in answer.text

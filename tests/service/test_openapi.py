@@ -182,8 +182,9 @@ def test_the_main_operations_carry_examples_shaped_like_real_answers(server, doc
 ASSET_URL = re.compile(r"""(?:src|href|spec-url)=["']([^"']+)["']|url:\s*["']([^"']+)["']""")
 
 
-@pytest.mark.parametrize(("page", "least"), [("/docs", {"javascript": 1_000_000, "css": 100_000}),
-                                             ("/redoc", {"javascript": 800_000})])  # fmt: skip
+@pytest.mark.parametrize(
+    ("page", "least"), [("/docs", {"javascript": 1_000_000, "css": 100_000}), ("/redoc", {"javascript": 800_000})]
+)
 def test_docs_pages_load_nothing_from_another_origin(server, page, least):
     html = httpx.get(f"{server.url}{page}")
     assert html.status_code == 200 and html.headers["content-type"].startswith("text/html")
@@ -211,10 +212,24 @@ def generate_client(server, where: Path):
     spec.write_bytes(httpx.get(f"{server.url}/openapi.json").content)
     config.write_text(json.dumps(GENERATOR_CONFIG))
     run = subprocess.run(
-        [sys.executable, "-m", "openapi_python_client", "generate", "--path", str(spec), "--config", str(config),
-         "--meta", "none", "--output-path", str(where / "learngene_api_client")],
-        capture_output=True, text=True, timeout=PROCESS_TIMEOUT_S,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "openapi_python_client",
+            "generate",
+            "--path",
+            str(spec),
+            "--config",
+            str(config),
+            "--meta",
+            "none",
+            "--output-path",
+            str(where / "learngene_api_client"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=PROCESS_TIMEOUT_S,
+    )
     output = (run.stdout + run.stderr).replace(str(where), "<tmp>")
     assert run.returncode == 0, output
     assert not re.search(r"warning|error|skipping|omitted", output, re.IGNORECASE), output  # nothing of ours lost
@@ -237,9 +252,13 @@ def test_a_generated_client_submits_polls_and_downloads(server, tmp_path):
         assert "authorization" not in inspect.signature(function).parameters  # the token lives in the client
 
     body = models.InitializationRequest.from_dict(
-        {**TINY_TARGET, "template_set": "demo@prod", "calibration": {"uri": f"idx://{FMNIST}", "max_samples": 128},
-         "fit": {"steps": 3, "batch_size": 32, "seed": 7}}
-    )  # fmt: skip
+        {
+            **TINY_TARGET,
+            "template_set": "demo@prod",
+            "calibration": {"uri": f"idx://{FMNIST}", "max_samples": 128},
+            "fit": {"steps": 3, "batch_size": 32, "seed": 7},
+        }
+    )
     with generated.Client(base_url=server.url) as anonymous:
         assert create.sync_detailed(client=anonymous, body=body).status_code == 401
     with generated.AuthenticatedClient(

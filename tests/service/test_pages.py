@@ -54,10 +54,14 @@ def api(request, tmp_path_factory) -> Iterator[Listed]:
     home = tmp_path_factory.mktemp(f"pages-{request.param}")
     prefix = f"pages-{uuid.uuid4().hex[:8]}"
     settings = Settings(
-        store=str(home / "store"), artifacts=str(home / "artifacts"), work_dir=home / "work",
-        admin_token=ADMIN_TOKEN, client_tokens={"alpha": "alpha-token", "beta": "beta-token"},
-        redis_url=TEST_REDIS_URL if request.param == "redis" else None, redis_prefix=prefix,
-    )  # fmt: skip
+        store=str(home / "store"),
+        artifacts=str(home / "artifacts"),
+        work_dir=home / "work",
+        admin_token=ADMIN_TOKEN,
+        client_tokens={"alpha": "alpha-token", "beta": "beta-token"},
+        redis_url=TEST_REDIS_URL if request.param == "redis" else None,
+        redis_prefix=prefix,
+    )
     try:
         with served(settings) as api:
             made = stored_jobs(api.app.state.services.jobs, 250, start=START)
@@ -133,9 +137,18 @@ def test_a_client_pages_through_its_own_jobs_only(api):
         ids = expected(api, JobQuery(kinds=frozenset({JobKind.initialization}), client=name))
         assert len(ids) > 9
         check(walk(api, "/v1/initializations", token, limit=4), ids, 4)
-        check(walk(api, "/v1/initializations", token, status=["queued", "succeeded"], limit=2),
-              expected(api, JobQuery(kinds=frozenset({JobKind.initialization}), client=name,
-                                     statuses=frozenset({JobStatus.queued, JobStatus.succeeded}))), 2)  # fmt: skip
+        check(
+            walk(api, "/v1/initializations", token, status=["queued", "succeeded"], limit=2),
+            expected(
+                api,
+                JobQuery(
+                    kinds=frozenset({JobKind.initialization}),
+                    client=name,
+                    statuses=frozenset({JobStatus.queued, JobStatus.succeeded}),
+                ),
+            ),
+            2,
+        )
     # a cursor taken from beta's list only says where alpha's own list resumes
     beta_page = httpx.get(f"{api.url}/v1/initializations", params={"limit": 1}, headers=BETA).json()
     cursor = parse_qs(urlsplit(beta_page["next"]).query)["cursor"][0]
@@ -242,10 +255,26 @@ def test_the_client_iterates_pages(api):
 
 
 def test_job_list_command(api, cli):
-    wanted = JobQuery(kinds=frozenset({JobKind.condensation, JobKind.card}),
-                      statuses=frozenset({JobStatus.failed, JobStatus.queued}))  # fmt: skip
-    every = cli(ADMIN_TOKEN, "job", "list", "--url", api.url, "--kind", "condensation", "--kind", "card",
-                "--status", "failed", "--status", "queued", "--all", "--json")  # fmt: skip
+    wanted = JobQuery(
+        kinds=frozenset({JobKind.condensation, JobKind.card}), statuses=frozenset({JobStatus.failed, JobStatus.queued})
+    )
+    every = cli(
+        ADMIN_TOKEN,
+        "job",
+        "list",
+        "--url",
+        api.url,
+        "--kind",
+        "condensation",
+        "--kind",
+        "card",
+        "--status",
+        "failed",
+        "--status",
+        "queued",
+        "--all",
+        "--json",
+    )
     assert every.exit_code == 0, every.output
     assert [j["id"] for j in json.loads(every.stdout.splitlines()[-1])] == expected(api, wanted)
     alpha = expected(api, JobQuery(kinds=frozenset({JobKind.initialization}), client="alpha"))

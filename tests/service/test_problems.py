@@ -56,8 +56,13 @@ def queued(tmp_path_factory):
     queued; one queued job fills the queue; bodies over 4 KiB are refused."""
     home = tmp_path_factory.mktemp("problems")
     redis_proc, redis_url = start_redis(home / "redis")
-    env = service_env(home, redis_url=redis_url, data_roots=[SHARED_DATA],
-                      LEARNGENE_MAX_QUEUED_JOBS="1", LEARNGENE_MAX_REQUEST_BYTES=str(MAX_BODY))  # fmt: skip
+    env = service_env(
+        home,
+        redis_url=redis_url,
+        data_roots=[SHARED_DATA],
+        LEARNGENE_MAX_QUEUED_JOBS="1",
+        LEARNGENE_MAX_REQUEST_BYTES=str(MAX_BODY),
+    )
     try:
         api = start_api(env, home / "api.log")
     except Exception:
@@ -175,8 +180,14 @@ def on_s3(tmp_path_factory):
     s3 = S3Server(home / "s3")
     s3.start()
     prefix = f"s3://{BUCKET}/problems-{home.name}"
-    env = service_env(home, redis_url=None, data_roots=[SHARED_DATA], **s3.env,
-                      LEARNGENE_STORE=f"{prefix}/store", LEARNGENE_ARTIFACTS=f"{prefix}/checkpoints")  # fmt: skip
+    env = service_env(
+        home,
+        redis_url=None,
+        data_roots=[SHARED_DATA],
+        **s3.env,
+        LEARNGENE_STORE=f"{prefix}/store",
+        LEARNGENE_ARTIFACTS=f"{prefix}/checkpoints",
+    )
     try:
         api = start_api(env, home / "api.log")
     except Exception:
@@ -221,8 +232,9 @@ def test_downloads_and_storage_outages_are_problems(on_s3):
 def test_an_unexpected_failure_is_a_500_problem_that_says_nothing_of_the_server(tmp_path):
     """A route that fails in a way nobody foresaw (added here: the API has none on purpose): the answer is a 500
     problem without the exception's message, type or traceback; the server's log keeps them."""
-    app = create_app(Settings(store=str(tmp_path / "store"), artifacts=str(tmp_path / "artifacts"),
-                              work_dir=str(tmp_path / "work")))  # fmt: skip
+    app = create_app(
+        Settings(store=str(tmp_path / "store"), artifacts=str(tmp_path / "artifacts"), work_dir=str(tmp_path / "work"))
+    )
     secret = f"{tmp_path}/private/key.pem token=hunter2"
 
     @app.get("/boom")

@@ -67,9 +67,13 @@ class RssSampler(threading.Thread):
 def test_memory_stays_bounded_over_many_jobs_and_pool_processes_are_recycled(tmp_path, ancestor):
     flush_test_redis()
     (tmp_path / "data").mkdir()
-    env = service_env(tmp_path, redis_url=TEST_REDIS_URL, data_roots=[SHARED_DATA, tmp_path / "data"],
-                      LEARNGENE_WORKER_MAX_TASKS_PER_CHILD=str(RECYCLE_AFTER),
-                      LEARNGENE_CONDENSE_CHECKPOINT_EVERY="10")  # fmt: skip
+    env = service_env(
+        tmp_path,
+        redis_url=TEST_REDIS_URL,
+        data_roots=[SHARED_DATA, tmp_path / "data"],
+        LEARNGENE_WORKER_MAX_TASKS_PER_CHILD=str(RECYCLE_AFTER),
+        LEARNGENE_CONDENSE_CHECKPOINT_EVERY="10",
+    )
     worker = start_worker(env, tmp_path / "worker.log")
     api = start_api(env, tmp_path / "api.log")
     sampler = RssSampler(worker.popen.pid)

@@ -34,9 +34,15 @@ def api(tmp_path_factory):
     """Swept twice a second; a file younger than 5 s is kept (with none, a sweep between a job's publishing and its
     recorded success would take the file it is about to name)."""
     home = tmp_path_factory.mktemp("retention")
-    env = service_env(home, redis_url=None, data_roots=[SHARED_DATA], LEARNGENE_CLIENT_TOKENS=json.dumps(TOKENS),
-                      LEARNGENE_CLIENT_MAX_ARTIFACT_BYTES=str(QUOTA), LEARNGENE_ARTIFACTS_SWEEP_INTERVAL_S="0.5",
-                      LEARNGENE_ARTIFACTS_SWEEP_GRACE_S="5")  # fmt: skip
+    env = service_env(
+        home,
+        redis_url=None,
+        data_roots=[SHARED_DATA],
+        LEARNGENE_CLIENT_TOKENS=json.dumps(TOKENS),
+        LEARNGENE_CLIENT_MAX_ARTIFACT_BYTES=str(QUOTA),
+        LEARNGENE_ARTIFACTS_SWEEP_INTERVAL_S="0.5",
+        LEARNGENE_ARTIFACTS_SWEEP_GRACE_S="5",
+    )
     proc = start_api(env, home / "api.log")
     yield proc, home / "artifacts"
     proc.stop()

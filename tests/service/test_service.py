@@ -332,15 +332,30 @@ def test_operations_endpoints(celery_stack):
         assert http.get("/healthz").json() == {"status": "ok", "checks": {}}
         assert http.get("/readyz").json()["checks"] == {"jobs": "ok", "store": "ok", "artifacts": "ok"}
         paths = http.get("/openapi.json").json()["paths"]
-        for path in ("/v1/initializations", "/v1/initializations/{job_id}", "/v1/initializations/{job_id}/checkpoint",
-                     "/v1/initializations/{job_id}/files/{name}", "/v1/initializations/{job_id}/files.tar",
-                     "/v1/template-sets", "/v1/template-sets/{ref}", "/v1/admin/condensations",
-                     "/v1/admin/template-sets/{name}/aliases/{alias}", "/healthz", "/readyz", "/metrics"):  # fmt: skip
+        for path in (
+            "/v1/initializations",
+            "/v1/initializations/{job_id}",
+            "/v1/initializations/{job_id}/checkpoint",
+            "/v1/initializations/{job_id}/files/{name}",
+            "/v1/initializations/{job_id}/files.tar",
+            "/v1/template-sets",
+            "/v1/template-sets/{ref}",
+            "/v1/admin/condensations",
+            "/v1/admin/template-sets/{name}/aliases/{alias}",
+            "/healthz",
+            "/readyz",
+            "/metrics",
+        ):
             assert path in paths
         metrics = http.get("/metrics").text
-        for family in ("learngene_jobs", "learngene_job_duration_seconds_bucket", "learngene_queue_wait_seconds_count",
-                       "learngene_fit_steps_per_second_count", "learngene_template_cache_hits_total",
-                       "learngene_http_requests_total"):  # fmt: skip
+        for family in (
+            "learngene_jobs",
+            "learngene_job_duration_seconds_bucket",
+            "learngene_queue_wait_seconds_count",
+            "learngene_fit_steps_per_second_count",
+            "learngene_template_cache_hits_total",
+            "learngene_http_requests_total",
+        ):
             assert family in metrics
         assert 'learngene_jobs{kind="initialization",status="succeeded"}' in metrics
 
@@ -357,8 +372,22 @@ def test_cli_client_submits_waits_and_downloads(embedded_stack, tmp_path):
 
     out = tmp_path / "cli.safetensors"
     overrides = [x for k, v in BODY["overrides"].items() for x in ("--set", f"{k}={v}")]
-    job = cli("submit", "--model", BODY["model"], *overrides, "--calibration", f"idx://{FMNIST}",
-              "--max-samples", "128", "--steps", "5", "--seed", "7", "--out", str(out))  # fmt: skip
+    job = cli(
+        "submit",
+        "--model",
+        BODY["model"],
+        *overrides,
+        "--calibration",
+        f"idx://{FMNIST}",
+        "--max-samples",
+        "128",
+        "--steps",
+        "5",
+        "--seed",
+        "7",
+        "--out",
+        str(out),
+    )
     assert job["status"] == "succeeded" and job["downloaded_to"] == str(out)
     assert hashlib.sha256(out.read_bytes()).hexdigest() == job["checkpoint"]["sha256"]
     assert cli("job", "status", job["id"])["status"] == "succeeded"
@@ -372,8 +401,9 @@ def test_cli_client_submits_waits_and_downloads(embedded_stack, tmp_path):
     assert sorted(p.name for p in (tmp_path / "folder").iterdir()) == sorted(FOLDER_FILES)
     released = cli("job", "release", job["id"])  # done with it: its bytes leave the quota, its downloads are gone
     assert released["status"] == "succeeded" and released["result"]["released_at"] > 0
-    late = CliRunner().invoke(app, ["job", "download", job["id"], "--out", str(tmp_path / "late.safetensors"),
-                                    "--url", embedded_stack.url])  # fmt: skip
+    late = CliRunner().invoke(
+        app, ["job", "download", job["id"], "--out", str(tmp_path / "late.safetensors"), "--url", embedded_stack.url]
+    )
     assert late.exit_code == 2 and "released by its client" in late.output
 
 
@@ -387,8 +417,12 @@ def test_baseline_methods_through_the_api(celery_stack, ancestor, data_root, tmp
                     "overrides": {**BODY["overrides"], "embed_dim": 128, "num_heads": 2}}  # fmt: skip
         r = http.post("/v1/initializations", json=too_wide)
         assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["body", "overrides", "embed_dim"]
-        for method, extra in (("timm", {}), ("mimetic", {}), ("weight_selection", {"ancestor": ancestor_ref}),
-                              ("auto_lg", {"ancestor": ancestor_ref})):  # fmt: skip
+        for method, extra in (
+            ("timm", {}),
+            ("mimetic", {}),
+            ("weight_selection", {"ancestor": ancestor_ref}),
+            ("auto_lg", {"ancestor": ancestor_ref}),
+        ):
             overrides = {**BODY["overrides"], "embed_dim": 64, "num_heads": 2, "depth": 3}
             if method == "weight_selection":
                 overrides["depth"] = 2

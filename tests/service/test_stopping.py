@@ -104,8 +104,7 @@ def _one_long_step(marker: str, step_s: float, grace_s: float) -> None:
 ])  # fmt: skip
 def test_the_watchdog_ends_only_a_process_whose_job_stays_stuck(tmp_path, step_s, grace_s, exitcode, recorded):
     marker = tmp_path / "recorded"
-    process = multiprocessing.get_context("spawn").Process(target=_one_long_step,
-                                                           args=(str(marker), step_s, grace_s))  # fmt: skip
+    process = multiprocessing.get_context("spawn").Process(target=_one_long_step, args=(str(marker), step_s, grace_s))
     process.start()
     process.join(patient(120))
     if process.is_alive():

@@ -133,8 +133,14 @@ def test_a_writer_killed_mid_upload_leaves_no_object(s3, tmp_path):
         for _ in range(96):
             f.write(block)  # 384 MiB: dozens of parts
     url = f"s3://{BUCKET}/faults/killed-upload"
-    child = subprocess.Popen([sys.executable, "-c", UPLOADER, str(big), url], cwd=REPO, env={**os.environ, **s3.env},
-                             stdout=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+    child = subprocess.Popen(
+        [sys.executable, "-c", UPLOADER, str(big), url],
+        cwd=REPO,
+        env={**os.environ, **s3.env},
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     assert child.stdout.readline().strip() == "uploading"
     time.sleep(1.0)
     assert child.poll() is None, "the upload ended before it could be interrupted"
@@ -150,8 +156,9 @@ def test_a_worker_killed_mid_job_is_replaced_and_the_job_finishes_once(stack, s3
     with httpx.Client(base_url=api.url, timeout=60) as http:
         body = {**BODY, "fit": {**BODY["fit"], "steps": 400, "seed": 11}}
         job = http.post("/v1/initializations", json=body).json()
-        wait_for(http, f"/v1/initializations/{job['id']}", lambda j: (j["progress"] or {}).get("step", 0) > 5,
-                 timeout=60)  # fmt: skip
+        wait_for(
+            http, f"/v1/initializations/{job['id']}", lambda j: (j["progress"] or {}).get("step", 0) > 5, timeout=60
+        )
         kill_group(stack["worker"])
         stack["worker"] = start_worker(stack["env"], stack["home"] / "worker-2.log", name="worker2")
         done = wait_for(http, f"/v1/initializations/{job['id']}", finished, timeout=240)

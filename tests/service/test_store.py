@@ -245,8 +245,14 @@ def test_broken_versions_are_skipped_reported_and_refused(store, template_set):
     problems = store.problems()
     assert [p.split(":")[0] for p in problems] == ["b@2", "b@3"] and str(store.backend.root) not in " ".join(problems)
     env = {**os.environ, "LEARNGENE_STORE": str(store.backend.root)}
-    gc = subprocess.run([sys.executable, "-m", "service.cli", "templates", "gc", "--json"], cwd=REPO, env=env,
-                        capture_output=True, text=True, timeout=PROCESS_TIMEOUT_S)  # fmt: skip
+    gc = subprocess.run(
+        [sys.executable, "-m", "service.cli", "templates", "gc", "--json"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=PROCESS_TIMEOUT_S,
+    )
     assert gc.returncode == 0, gc.stderr
     assert json.loads(gc.stdout.splitlines()[-1])["damaged"] == problems
     assert (store.backend.root / "b" / "3").is_dir()  # reported, not deleted
@@ -254,8 +260,11 @@ def test_broken_versions_are_skipped_reported_and_refused(store, template_set):
 
 def test_alias_operations_on_an_unknown_name_create_nothing(store, template_set):
     store.publish(template_set, "known")
-    for operation in (lambda: store.promote("ghost", 1, "prod"), lambda: store.rollback("ghost", "prod"),
-                      lambda: store.delete("ghost@1")):  # fmt: skip
+    for operation in (
+        lambda: store.promote("ghost", 1, "prod"),
+        lambda: store.rollback("ghost", "prod"),
+        lambda: store.delete("ghost@1"),
+    ):
         with pytest.raises(NotFoundError, match="'ghost' does not exist"):
             operation()
     assert not (store.backend.root / "ghost").exists()

@@ -81,8 +81,12 @@ def test_deit_transforms_and_mixup_change_the_batches_deterministically(datasets
 
 
 def test_condensation_streams_from_shards_and_resumes_mid_epoch_exactly(ancestor64, datasets, tmp_path):
-    config = CondenseConfig(aux=tiny_spec(**RGB64_SHAPE, embed_dim=64, num_heads=2, depth=2), steps=6, batch_size=16,
-                            optim=OptimConfig(lr=1e-3, warmup_steps=1))  # fmt: skip  # the DeiT recipe
+    config = CondenseConfig(
+        aux=tiny_spec(**RGB64_SHAPE, embed_dim=64, num_heads=2, depth=2),
+        steps=6,
+        batch_size=16,
+        optim=OptimConfig(lr=1e-3, warmup_steps=1),
+    )  # the DeiT recipe
     source = open_source(datasets["shards"])
     whole = condense(ancestor64, source, config, normalization=NORM, runtime=Runtime(workers=2, device="cpu"))
     state = tmp_path / "state"
@@ -128,9 +132,34 @@ def test_learngene_train_streams_from_folders_and_shards(datasets, tmp_path, kin
     spec = tiny_spec(**RGB64_SHAPE, embed_dim=32, num_heads=1, depth=1)
     out = tmp_path / "model.safetensors"
     sets = [a for k, v in spec.overrides().items() for a in ("--set", f"{k}={v}")]
-    run = subprocess.run([sys.executable, "-m", "service.cli", "train", "--model", spec.model, *sets, "--data", data,
-                          "--steps", "4", "--batch-size", "16", "--warmup", "1", "--recipe", "deit", "--workers", "1",
-                          "--out", str(out)], capture_output=True, text=True, timeout=PROCESS_TIMEOUT_S)  # fmt: skip
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "service.cli",
+            "train",
+            "--model",
+            spec.model,
+            *sets,
+            "--data",
+            data,
+            "--steps",
+            "4",
+            "--batch-size",
+            "16",
+            "--warmup",
+            "1",
+            "--recipe",
+            "deit",
+            "--workers",
+            "1",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=PROCESS_TIMEOUT_S,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     train = json.loads(run.stdout.strip().splitlines()[-1])["checkpoint"]
     assert train["bytes"] > 0 and out.is_file()

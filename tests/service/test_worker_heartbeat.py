@@ -46,9 +46,12 @@ def test_heartbeat_of_a_real_worker(tmp_path):
     flush_test_redis()
     heartbeat = tmp_path / "worker.heartbeat"
     env = service_env(
-        tmp_path, redis_url=TEST_REDIS_URL, data_roots=[tmp_path],
-        LEARNGENE_WORKER_HEARTBEAT_FILE=str(heartbeat), LEARNGENE_WORKER_HEARTBEAT_INTERVAL_S=str(INTERVAL_S),
-    )  # fmt: skip
+        tmp_path,
+        redis_url=TEST_REDIS_URL,
+        data_roots=[tmp_path],
+        LEARNGENE_WORKER_HEARTBEAT_FILE=str(heartbeat),
+        LEARNGENE_WORKER_HEARTBEAT_INTERVAL_S=str(INTERVAL_S),
+    )
     assert check(heartbeat).returncode == 1  # no worker, no file: unhealthy
     worker = start_worker(env, tmp_path / "worker.log")
     try:
@@ -92,9 +95,12 @@ def test_no_heartbeat_while_the_broker_is_unreachable(tmp_path):
     redis_proc, redis_url = start_redis(tmp_path / "redis", port)
     heartbeat = tmp_path / "worker.heartbeat"
     env = service_env(
-        tmp_path, redis_url=redis_url, data_roots=[tmp_path],
-        LEARNGENE_WORKER_HEARTBEAT_FILE=str(heartbeat), LEARNGENE_WORKER_HEARTBEAT_INTERVAL_S=str(INTERVAL_S),
-    )  # fmt: skip
+        tmp_path,
+        redis_url=redis_url,
+        data_roots=[tmp_path],
+        LEARNGENE_WORKER_HEARTBEAT_FILE=str(heartbeat),
+        LEARNGENE_WORKER_HEARTBEAT_INTERVAL_S=str(INTERVAL_S),
+    )
     worker = start_worker(env, tmp_path / "worker.log")
     try:
         wait_until(lambda: check(heartbeat, 2).returncode == 0, timeout=10, what="healthy")
@@ -117,6 +123,7 @@ def test_no_heartbeat_step_unless_a_file_is_configured(tmp_path):
 
 def test_check_needs_a_file_to_read(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "LEARNGENE_WORKER_HEARTBEAT_FILE"}
-    result = subprocess.run([sys.executable, "-m", "workers.heartbeat"], cwd=REPO, env=env, capture_output=True,
-                            text=True, timeout=30)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "workers.heartbeat"], cwd=REPO, env=env, capture_output=True, text=True, timeout=30
+    )
     assert result.returncode == 2 and "LEARNGENE_WORKER_HEARTBEAT_FILE" in result.stderr

@@ -24,8 +24,9 @@ RGB64_SHAPE = dict(img_size=RGB64_SIZE, patch_size=16, in_chans=3, num_classes=1
 
 def fmnist_rgb64(count: int) -> tuple[np.ndarray, np.ndarray]:
     """`count` FashionMNIST images as 64 px RGB (N, H, W, 3) uint8 arrays, and their labels."""
-    data = load_images(f"idx://{FMNIST}", img_size=(RGB64_SIZE, RGB64_SIZE), in_chans=3, normalization=RGB64_NORM,
-                       max_samples=count)  # fmt: skip
+    data = load_images(
+        f"idx://{FMNIST}", img_size=(RGB64_SIZE, RGB64_SIZE), in_chans=3, normalization=RGB64_NORM, max_samples=count
+    )
     return data.images.permute(0, 2, 3, 1).numpy(), data.labels.numpy()
 
 

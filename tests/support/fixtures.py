@@ -119,9 +119,13 @@ def condensed(ancestor, fmnist_train, fmnist_test, tmp_path_factory, worker_id) 
         return condensed
 
     return made_once(
-        tmp_path_factory, worker_id, "condensed", make, lambda ts, folder: ts.save(folder / "set"),
+        tmp_path_factory,
+        worker_id,
+        "condensed",
+        make,
+        lambda ts, folder: ts.save(folder / "set"),
         lambda folder: TemplateSet.load(folder / "set"),
-    )  # fmt: skip
+    )
 
 
 @pytest.fixture(scope="session")

@@ -98,8 +98,15 @@ class S3Server:
         """The S3 gateway answers and can write (the volume server has registered with the master). The write
         creates the test bucket: SeaweedFS makes a bucket on its first object, as an operator would beforehand."""
         quick = {"allow_http": True, "timeout": "2s", "connect_timeout": "1s"}
-        store = S3Store(BUCKET, endpoint=self.endpoint, access_key_id=ACCESS_KEY, secret_access_key=SECRET_KEY,
-                        region="us-east-1", client_options=quick, retry_config={"max_retries": 0})  # fmt: skip
+        store = S3Store(
+            BUCKET,
+            endpoint=self.endpoint,
+            access_key_id=ACCESS_KEY,
+            secret_access_key=SECRET_KEY,
+            region="us-east-1",
+            client_options=quick,
+            retry_config={"max_retries": 0},
+        )
         try:
             obstore.put(store, ".probe", b"ok")
             return True

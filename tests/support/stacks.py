@@ -94,8 +94,9 @@ def guarded_stack(tmp_path_factory) -> Iterator[Stack]:
     """An embedded API that requires a client token (STACK_CLIENTS) on every job and template-set route."""
     home = tmp_path_factory.mktemp("guarded-stack")
     (home / "data").mkdir()
-    env = service_env(home, redis_url=None, data_roots=[SHARED_DATA, home / "data"],
-                      LEARNGENE_CLIENT_TOKENS=json.dumps(STACK_CLIENTS))  # fmt: skip
+    env = service_env(
+        home, redis_url=None, data_roots=[SHARED_DATA, home / "data"], LEARNGENE_CLIENT_TOKENS=json.dumps(STACK_CLIENTS)
+    )
     stack = _started(home, env, worker=False)
     yield stack
     _stopped(stack)

@@ -71,8 +71,16 @@ def hand_card(ref, accuracy: float = 0.5) -> QualityCard:
     rows = [CardRow(depth=d, embed_dim=w, num_heads=w // 32, params=1000 * d * w, accuracy=accuracy + d / 100,
                     baseline_accuracy=0.3, fit_steps=5, seconds=0.1) for w in (32, 64) for d in (1, 2, 4)]  # fmt: skip
     domain = CardDomain(img_size=(28, 28), in_chans=1, patch_size=(7, 7), num_classes=10, mean=(0.5,), std=(0.25,))
-    return QualityCard(template_set=str(ref), digest=ref.digest, domain=domain, rows=rows, fit=FitSettings(steps=5),
-                       train_samples=64, eval_samples=64, held_out="a test")  # fmt: skip
+    return QualityCard(
+        template_set=str(ref),
+        digest=ref.digest,
+        domain=domain,
+        rows=rows,
+        fit=FitSettings(steps=5),
+        train_samples=64,
+        eval_samples=64,
+        held_out="a test",
+    )
 
 
 def _publish_in_child(location: str, cache_dir: str, env: dict, barrier, queue) -> None:

@@ -13,9 +13,13 @@ def stored_jobs(jobs: JobStore, count: int, start: float = 1_700_000_000.0) -> l
     made = []
     for i in range(count):
         job = Job.new(
-            kinds[i % 3], {"model": "m", "i": i}, status=statuses[i % 5], client=clients[i % 4 % 3],
-            created_at=start + (i // 7) * 0.25, dispatched=True,
-        )  # fmt: skip
+            kinds[i % 3],
+            {"model": "m", "i": i},
+            status=statuses[i % 5],
+            client=clients[i % 4 % 3],
+            created_at=start + (i // 7) * 0.25,
+            dispatched=True,
+        )
         jobs.create(job)
         made.append(job)
     return made

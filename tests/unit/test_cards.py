@@ -23,8 +23,9 @@ def test_a_card_is_deterministic_and_measured_on_images_it_did_not_fit_on():
     seen = {bytes(image.numpy()) for image in data.train.images}
     assert not any(bytes(image.numpy()) in seen for image in data.held_out.images)
     steps = []
-    first, again = (compute_card(template_set, data, digest="a" * 64, config=config, progress=steps.append)
-                    for _ in range(2))  # fmt: skip
+    first, again = (
+        compute_card(template_set, data, digest="a" * 64, config=config, progress=steps.append) for _ in range(2)
+    )
     strip = lambda card: [r.model_dump(exclude={"seconds"}) for r in card.rows]  # noqa: E731
     assert strip(first) == strip(again) and len(first.rows) == 6
     assert steps[-1].step == steps[-1].total_steps == 2 * 6 * 3

@@ -11,9 +11,13 @@ from workers.celery_app import create_celery
 
 def test_long_gpu_jobs_are_acknowledged_late_routed_apart_and_time_limited():
     settings = Settings(
-        redis_url=TEST_REDIS_URL, inherit_soft_time_limit_s=100, inherit_time_limit_s=120,
-        condense_soft_time_limit_s=7000, condense_time_limit_s=7200, worker_max_tasks_per_child=7,
-    )  # fmt: skip
+        redis_url=TEST_REDIS_URL,
+        inherit_soft_time_limit_s=100,
+        inherit_time_limit_s=120,
+        condense_soft_time_limit_s=7000,
+        condense_time_limit_s=7200,
+        worker_max_tasks_per_child=7,
+    )
     app = create_celery(settings)
     c = app.conf
     assert c.task_acks_late and c.task_reject_on_worker_lost and c.worker_prefetch_multiplier == 1

@@ -171,8 +171,9 @@ def test_any_timm_classifier_can_be_the_ancestor(fmnist_train, tmp_path):
     torch.manual_seed(0)
     cnn = timm.create_model("resnet10t", pretrained=False, in_chans=1, num_classes=10)
     save_file({k: v.contiguous() for k, v in cnn.state_dict().items()}, tmp_path / "cnn.safetensors")
-    ref = AncestorRef(model="resnet10t", overrides={"in_chans": 1, "num_classes": 10},
-                      checkpoint=str(tmp_path / "cnn.safetensors"))  # fmt: skip
+    ref = AncestorRef(
+        model="resnet10t", overrides={"in_chans": 1, "num_classes": 10}, checkpoint=str(tmp_path / "cnn.safetensors")
+    )
     config = CondenseConfig(recipe="plain", aux=tiny_spec(depth=2), steps=20, batch_size=32)
     ts = run_condensation(
         CondensationSpec(ancestor=ref, data_uri=f"idx://{FMNIST}", config=config, name="from-cnn", max_samples=512)

@@ -170,8 +170,13 @@ def test_shard_patterns_are_counted_before_a_name_is_made():
     assert len(shard_names("u", "/d/{0..9}{0..9}{0..9}{0..9}{0..9}.tar")) == 100_000
     with pytest.raises(DataRefError, match="more than 100,000"):
         shard_names("u", "/d/{0..9}{0..9}{0..9}{0..9}{0..9}.tar::/e/{0,1}.tar")
-    for pattern, why in (("{a..z}", "neither a range"), ("{0..\uff11}", "neither a range"), ("{{0,1},2}", "nested"),
-                         ("{0..9", "unbalanced"), ("0..9}", "unbalanced")):  # fmt: skip
+    for pattern, why in (
+        ("{a..z}", "neither a range"),
+        ("{0..\uff11}", "neither a range"),
+        ("{{0,1},2}", "nested"),
+        ("{0..9", "unbalanced"),
+        ("0..9}", "unbalanced"),
+    ):
         with pytest.raises(DataRefError, match=why):
             shard_names("u", f"/d/{pattern}.tar")
 
@@ -194,8 +199,10 @@ def test_listing_a_folder_and_indexing_shards_stop_when_asked(tmp_path):
     images = np.zeros((4, 8, 8, 3), dtype=np.uint8)
     write_folder(tmp_path / "folder", images[..., 0], np.array([0, 1, 0, 1]))
     shards = write_shards(tmp_path / "shards", images, np.array([0, 1, 0, 1]), shards=2)
-    for uri, where in ((f"imagefolder://{tmp_path}/folder", "listing the image folder"),
-                       (shards, "indexing the shards")):  # fmt: skip
+    for uri, where in (
+        (f"imagefolder://{tmp_path}/folder", "listing the image folder"),
+        (shards, "indexing the shards"),
+    ):
         assert len(open_source(uri, DataAccess(should_stop=lambda: False))) == 4
         with pytest.raises(Stopped, match=where):
             open_source(uri, DataAccess(should_stop=lambda: True))

@@ -41,8 +41,9 @@ def _context(tmp_path) -> WorkerContext:
     settings = Settings(
         store=str(tmp_path / "store"), artifacts=str(tmp_path / "artifacts"), work_dir=tmp_path / "work"
     )
-    return WorkerContext(settings=settings, jobs=MemoryJobStore(), store=template_store(settings),
-                         artifacts=artifacts(settings))  # fmt: skip
+    return WorkerContext(
+        settings=settings, jobs=MemoryJobStore(), store=template_store(settings), artifacts=artifacts(settings)
+    )
 
 
 @pytest.mark.parametrize(

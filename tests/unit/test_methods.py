@@ -206,9 +206,13 @@ def test_methods_refuse_sizes_they_cannot_produce(ancestor_weights, method, over
 def test_tleg_and_sws_condense_from_a_real_ancestor(method, ancestor, fmnist_train, fmnist_test):
     config = CondenseConfig(
         recipe="plain",
-        method=method, aux=tiny_spec(depth=4), stages=[1, 2, 1], steps=80, batch_size=64,
+        method=method,
+        aux=tiny_spec(depth=4),
+        stages=[1, 2, 1],
+        steps=80,
+        batch_size=64,
         optim=OptimConfig(lr=2e-3, warmup_steps=10),
-    )  # fmt: skip
+    )
     losses = []
     ts = condense(
         ancestor,

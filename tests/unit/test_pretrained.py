@@ -37,8 +37,14 @@ def test_timm_loads_the_folder_with_its_head_and_preprocessing(tmp_path, templat
     spec = tiny_spec(**overrides)
     data = None
     if fitted:
-        data = load_images(f"idx://{FMNIST}", img_size=(28, 28), in_chans=1, max_samples=64, num_classes=12,
-                           normalization=template_set.config.normalization)  # fmt: skip
+        data = load_images(
+            f"idx://{FMNIST}",
+            img_size=(28, 28),
+            in_chans=1,
+            max_samples=64,
+            num_classes=12,
+            normalization=template_set.config.normalization,
+        )
     fit = FitSettings(steps=3 if fitted else 0, batch_size=16)
     initialize(spec, tmp_path / "model.safetensors", inputs=InitInputs(template_set, data=data), fit=fit)
     files = write_companions(tmp_path)

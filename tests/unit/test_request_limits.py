@@ -35,8 +35,10 @@ def test_a_body_that_does_not_arrive_gets_408_and_other_requests_go_on(tmp_path)
         slow = []
         for _ in range(3):  # three slow senders: headers promise 100 bytes, the body never comes
             conn = socket.create_connection((host, int(port)), timeout=60)  # a hang fails the recv below
-            conn.sendall(b"POST /v1/initializations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                         b"Content-Length: 100\r\n\r\n{")  # fmt: skip
+            conn.sendall(
+                b"POST /v1/initializations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 100\r\n\r\n{"
+            )
             slow.append(conn)
         assert httpx.get(f"{api.url}/healthz", timeout=30).status_code == 200  # meanwhile, others are served
         for conn in slow:

@@ -65,8 +65,9 @@ def fit_scalers(
     is not used here: it belongs to the inheritance that built `model`. `model`: a WAVE descendant in generating form
     (a `TemplatedViT`, what `build_descendant` returns for the methods that fit scalers)."""
     if not isinstance(model, TemplatedViT):
-        raise TypeError(f"fit_scalers fits a WAVE descendant in generating form (TemplatedViT), not a "
-                        f"{type(model).__name__}")  # fmt: skip
+        raise TypeError(
+            f"fit_scalers fits a WAVE descendant in generating form (TemplatedViT), not a {type(model).__name__}"
+        )
     steps, lr, batch_size, seed = fit.steps, fit.lr, fit.batch_size, fit.seed
     if steps < 0:
         raise UserError(f"steps={steps} must be >= 0")

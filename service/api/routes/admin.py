@@ -72,14 +72,21 @@ def list_all_jobs(
     """Jobs of every kind (initializations of every client, condensations, cards) newest first, a page at a time:
     follow `next` (null on the last page). Each job links to its own kind's endpoints."""
     query = JobQuery(
-        kinds=frozenset(kinds or JobKind), statuses=frozenset(statuses) if statuses else None,
+        kinds=frozenset(kinds or JobKind),
+        statuses=frozenset(statuses) if statuses else None,
         created_after=created_after.timestamp() if created_after else None,
-    )  # fmt: skip
+    )
     filters = {"kind": [k.value for k in kinds] if kinds else None, **list_filters(statuses, created_after)}
     return job_list(
-        request, jobs, query, limit=limit, cursor=cursor, list_route="jobs.list", filters=filters,
+        request,
+        jobs,
+        query,
+        limit=limit,
+        cursor=cursor,
+        list_route="jobs.list",
+        filters=filters,
         view_route=ROUTES.__getitem__,
-    )  # fmt: skip
+    )
 
 
 @router.put("/template-sets/{name}/aliases/{alias}", response_model=AliasView)

@@ -81,9 +81,13 @@ def job_view(job: Job, request: Request, route_name: str) -> JobView:
                 for name, entry in stored_files(job).items()
             }
             checkpoint = CheckpointView(
-                sha256=c["sha256"], bytes=c["bytes"], parameters=c["parameters"], download=links.checkpoint,
-                files=files, folder=links.folder if "files" in job.result else None,
-            )  # fmt: skip
+                sha256=c["sha256"],
+                bytes=c["bytes"],
+                parameters=c["parameters"],
+                download=links.checkpoint,
+                files=files,
+                folder=links.folder if "files" in job.result else None,
+            )
     end = job.finished_at
     timings = Timings(
         created_at=job.created_at,
@@ -96,10 +100,21 @@ def job_view(job: Job, request: Request, route_name: str) -> JobView:
     result = None if job.result is None else {k: v for k, v in job.result.items() if k not in ("checkpoint", "files")}
     progress = None if job.progress is None else job.progress.model_dump()  # its `updated_at` shown as a time
     return JobView(
-        id=job.id, kind=job.kind, status=job.status, attempts=job.attempts, max_attempts=job.max_attempts,
-        template_set=job.template_set, warnings=job.warnings, request=job.request, progress=progress,
-        timings=timings, result=result, checkpoint=checkpoint, error=job.error, links=links,
-    )  # fmt: skip
+        id=job.id,
+        kind=job.kind,
+        status=job.status,
+        attempts=job.attempts,
+        max_attempts=job.max_attempts,
+        template_set=job.template_set,
+        warnings=job.warnings,
+        request=job.request,
+        progress=progress,
+        timings=timings,
+        result=result,
+        checkpoint=checkpoint,
+        error=job.error,
+        links=links,
+    )
 
 
 def job_list(
@@ -184,13 +199,21 @@ def job_routes(kind: JobKind, route_name: str) -> APIRouter:
     ) -> JobList:
         """Jobs newest first, a page at a time: follow `next` (null on the last page) for the rest."""
         query = JobQuery(
-            kinds=frozenset({kind}), statuses=frozenset(statuses) if statuses else None, client=client,
+            kinds=frozenset({kind}),
+            statuses=frozenset(statuses) if statuses else None,
+            client=client,
             created_after=created_after.timestamp() if created_after else None,
-        )  # fmt: skip
+        )
         return job_list(
-            request, jobs, query, limit=limit, cursor=cursor, list_route=f"{route_name}.list",
-            filters=list_filters(statuses, created_after), view_route=lambda _: route_name,
-        )  # fmt: skip
+            request,
+            jobs,
+            query,
+            limit=limit,
+            cursor=cursor,
+            list_route=f"{route_name}.list",
+            filters=list_filters(statuses, created_after),
+            view_route=lambda _: route_name,
+        )
 
     @router.get("/{job_id}", name=f"{route_name}.get", response_model=JobView)
     def get_job(job_id: str, request: Request, jobs: JobsDep, client: str | None = owner) -> JobView:
@@ -215,16 +238,24 @@ def job_routes(kind: JobKind, route_name: str) -> APIRouter:
             """The timm safetensors checkpoint; `ETag` is its sha256, `Range` requests are honoured."""
             sha256 = succeeded(services.jobs, job_id, client).result["checkpoint"]["sha256"]
             return file_response(
-                services.artifacts, sha256, filename=f"{job_id}.safetensors", method=request.method,
-                if_none_match=if_none_match, range_header=range_, presign_s=services.settings.artifacts_presign_s,
-            )  # fmt: skip
+                services.artifacts,
+                sha256,
+                filename=f"{job_id}.safetensors",
+                method=request.method,
+                if_none_match=if_none_match,
+                range_header=range_,
+                presign_s=services.settings.artifacts_presign_s,
+            )
 
         for method, name in (("GET", "checkpoint"), ("HEAD", "checkpoint_head")):  # one operation id each
             router.add_api_route(
-                "/{job_id}/checkpoint", download, methods=[method], name=f"{route_name}.{name}",
+                "/{job_id}/checkpoint",
+                download,
+                methods=[method],
+                name=f"{route_name}.{name}",
                 response_class=FileResponse,
                 responses={200: {"content": {"application/octet-stream": {}}}, **{code: {} for code in DOWNLOAD_CODES}},
-            )  # fmt: skip
+            )
 
         @router.delete("/{job_id}/checkpoint", name=f"{route_name}.release", response_model=JobView)
         def release_checkpoint(job_id: str, request: Request, jobs: JobsDep, client: str | None = owner) -> JobView:
@@ -257,24 +288,35 @@ def job_routes(kind: JobKind, route_name: str) -> APIRouter:
             if name not in files:
                 raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id} has no {name}: {BEFORE_FOLDERS}")
             return file_response(
-                services.artifacts, files[name]["sha256"], filename=name, method=request.method,
-                if_none_match=if_none_match, range_header=range_, presign_s=services.settings.artifacts_presign_s,
+                services.artifacts,
+                files[name]["sha256"],
+                filename=name,
+                method=request.method,
+                if_none_match=if_none_match,
+                range_header=range_,
+                presign_s=services.settings.artifacts_presign_s,
                 suffix=PurePath(name).suffix,
-            )  # fmt: skip
+            )
 
         for method, operation in (("GET", "file"), ("HEAD", "file_head")):
             router.add_api_route(
-                "/{job_id}/files/{name}", download_file, methods=[method], name=f"{route_name}.{operation}",
-                response_class=FileResponse, responses={
+                "/{job_id}/files/{name}",
+                download_file,
+                methods=[method],
+                name=f"{route_name}.{operation}",
+                response_class=FileResponse,
+                responses={
                     200: {"content": {"application/octet-stream": {}, "application/json": {}, "text/markdown": {}}},
                     **{code: {} for code in FILE_CODES},
                 },
-            )  # fmt: skip
+            )
 
         @router.get(
-            "/{job_id}/files.tar", name=f"{route_name}.folder", response_class=StreamingResponse,
+            "/{job_id}/files.tar",
+            name=f"{route_name}.folder",
+            response_class=StreamingResponse,
             responses={200: {"content": {"application/x-tar": {}}}, **{code: {} for code in (304, 404, 409, 410)}},
-        )  # fmt: skip
+        )
         def download_folder(
             job_id: str,
             services: ServicesDep,
