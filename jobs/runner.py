@@ -180,14 +180,15 @@ def _run_claimed(job: Job, owner: str, context: WorkerContext) -> None:
             log.info("job %s: %s after its lease moved on", job.id, type(exc).__name__, exc_info=True)
             ended = record_stop()  # the job is another worker's: nothing is recorded
             return
-        if isinstance(exc, EXPECTED_FAILURES):
-            error = JobError(type=type(exc).__name__, message=redact_paths(str(exc), job.request))
-            ended = _finish(jobs, job.id, owner, JobStatus.failed, error=error)
-            return
-        log.exception("job %s failed", job.id)
         error = JobError(type=type(exc).__name__, message=redact_paths(str(exc), job.request))
+        expected = isinstance(exc, EXPECTED_FAILURES)  # the request's fault or the store's: its message says it all
+        if expected:
+            log.info("job %s failed: %s: %s", job.id, error.type, error.message)
+        else:  # a bug: its traceback goes to the log, and the job's record says only what it was
+            log.exception("job %s failed", job.id)
         ended = _finish(jobs, job.id, owner, JobStatus.failed, error=error)
-        raise
+        if not expected:
+            raise
     else:
         ended = _finish(jobs, job.id, owner, JobStatus.succeeded, result=result)
     finally:
