@@ -186,7 +186,7 @@ def test_images_install_from_the_lock(name):
     assert installs and all("-c requirements.lock" in i for i in installs), installs
     assert "--index-url https://download.pytorch.org/whl/cu" not in dockerfile  # CUDA torch comes from PyPI
     makefile = (ROOT / "Makefile").read_text()
-    assert "pip install --quiet -c $(LOCK) -e '.[service,worker,dev]'" in makefile
+    assert "pip install --quiet -c $(LOCK) -e '.[service,worker,dev,docs]'" in makefile
     assert "make install" in (ROOT / ".ci" / "run").read_text()
 
 
