@@ -21,16 +21,18 @@ from timm.models.vision_transformer import Block, VisionTransformer
 from torch import nn
 
 from learngene.errors import SpecError, UserError
+from learngene.families import family_name, read_family
+
+# The names of timm's ViT families; which of their features are served is `learngene.families`' table.
+VIT_PREFIXES = ("vit_", "deit", "eva", "flexivit_")
 
 
 def check_model_name(name: str) -> str:
-    """A timm model name of the VisionTransformer family without distillation token, or ValueError."""
+    """A timm model name of the ViT families, or `UserError` (what timm builds for it is checked by `resolve`)."""
     if not timm.is_model(name):
         raise UserError(f"model={name!r} is not a timm model name")
-    if not (name.startswith("vit_") or name.startswith("deit_")):
-        raise UserError(f"model={name!r} is not of the VisionTransformer family (vit_*, deit_*)")
-    if "distilled" in name:
-        raise UserError(f"model={name!r} has a distillation token, which is not supported")
+    if not name.startswith(VIT_PREFIXES):
+        raise UserError(f"model={name!r} is not of the ViT families ({', '.join(p + '*' for p in VIT_PREFIXES)})")
     return name
 
 
@@ -49,7 +51,7 @@ class ViTSpec(BaseModel):
     patch_size: int | None = Field(default=None, ge=1)
     in_chans: int | None = Field(default=None, ge=1)
     class_token: bool | None = None
-    global_pool: Literal["token", "avg"] | None = None
+    global_pool: Literal["token", "avg", "map"] | None = None
 
     _known_model = field_validator("model")(lambda cls, name: check_model_name(name))
 
@@ -84,6 +86,19 @@ class Architecture(BaseModel):
     pos_embed_prefix: int  # prefix tokens that carry a position embedding (0 for no_embed_class models)
     global_pool: str
     qkv_bias: bool
+    # The family (`learngene.families`); the defaults are the plain DeiT block's, so that an architecture recorded
+    # before these fields existed reads as what it was.
+    proj_bias: bool = True
+    mlp_bias: bool = True
+    layer_scale: bool = False
+    act: str = "GELU"
+    attn_pool: bool = False
+    norm_pre: bool = False
+    reg_tokens: int = 0
+
+    @property
+    def family(self) -> str:
+        return family_name(self.model_dump())
 
     @property
     def head_dim(self) -> int:
@@ -119,47 +134,29 @@ def _check_overrides(spec: ViTSpec) -> None:
             raise SpecError(field, f"img_size={img} is not a multiple of patch_size={patch}")
 
 
-def _check_structure(name: str, model: nn.Module) -> None:
-    """Reject variants whose blocks are not plain timm `Block`s (layer scale, qk-norm, SwiGLU, ...)."""
-    if type(model) is not VisionTransformer:
-        raise SpecError("model", f"model={name!r} builds a {type(model).__name__}, not a plain VisionTransformer")
-    if getattr(model, "attn_pool", None) is not None:
-        raise SpecError("global_pool", "attention pooling ('map') is not supported")
-    if not isinstance(getattr(model.patch_embed, "proj", None), nn.Conv2d):  # e.g. vit_base_mci_224's conv stem
-        raise SpecError("model", f"model={name!r} is not supported: a patch embedding other than one convolution")
-    block = model.blocks[0]
-    unsupported = []
-    if type(block) is not Block:
-        unsupported.append(f"block type {type(block).__name__}")
-    else:
-        if type(block.attn) is not Attention:
-            unsupported.append(f"attention type {type(block.attn).__name__}")
-        elif not isinstance(block.attn.q_norm, nn.Identity) or not isinstance(block.attn.norm, nn.Identity):
-            unsupported.append("normalization inside attention (qk_norm)")
-        if not isinstance(block.ls1, nn.Identity):
-            unsupported.append("layer scale (init_values)")
-        if type(block.mlp) is not Mlp or not isinstance(block.mlp.norm, nn.Identity):
-            unsupported.append(f"MLP type {type(block.mlp).__name__}")
-        if not isinstance(block.norm1, nn.LayerNorm):
-            unsupported.append(f"norm type {type(block.norm1).__name__}")
-        # nn.Module's __getattr__ types these as Tensor | Module: in a timm Block, Linear layers
-        proj, fc1 = cast(nn.Linear, block.attn.proj), cast(nn.Linear, block.mlp.fc1)
-        if proj.bias is None or fc1.bias is None:
-            unsupported.append("linear layers without bias")
-    if unsupported:
-        raise SpecError("model", f"model={name!r} is not supported: " + ", ".join(unsupported))
+def _build_uninitialized(spec: ViTSpec) -> nn.Module:
+    """The model without timm's weight init, which is nine tenths of building one on the meta device and computes
+    nothing there. Only timm's VisionTransformer takes `weight_init`; any other class is built as it is (and
+    refused by `read_family`)."""
+    try:
+        return spec.build(weight_init="skip")
+    except TypeError as exc:
+        if "weight_init" not in str(exc):
+            raise
+        return spec.build()
 
 
 @functools.lru_cache(maxsize=512)
 def _resolve_cached(spec: ViTSpec) -> Architecture:
     try:
         with torch.device("meta"):
-            model = spec.build()
+            built = _build_uninitialized(spec)
     except (AssertionError, ValueError, TypeError, RuntimeError, ArithmeticError) as exc:
         raise SpecError("model", f"timm cannot build {spec.model!r} with {spec.overrides()}: {exc}") from exc
-    _check_structure(spec.model, model)
+    family = read_family(spec.model, built)
+    model = cast(VisionTransformer, built)  # what read_family let through
     block = cast(Block, model.blocks[0])
-    attn, mlp = cast(Attention, block.attn), cast(Mlp, block.mlp)  # what _check_structure let through
+    attn, mlp = cast(Attention, block.attn), cast(Mlp, block.mlp)  # what read_family let through
     pos_embed_prefix = 0 if model.no_embed_class else model.num_prefix_tokens
     return Architecture(
         model=spec.model,
@@ -174,7 +171,7 @@ def _resolve_cached(spec: ViTSpec) -> Architecture:
         num_prefix_tokens=model.num_prefix_tokens,
         pos_embed_prefix=pos_embed_prefix,
         global_pool=model.global_pool,
-        qkv_bias=attn.qkv.bias is not None,
+        **family,
     )
 
 

@@ -36,6 +36,7 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere: the project's pa
 SETTINGS_PAGE = "docs/reference/settings.md"
 CLI_PAGE = "docs/reference/cli.md"
 ARCHITECTURE_PAGE = "docs/architecture.md"
+FAMILIES_PAGE = "docs/reference/families.md"
 REGENERATE = "python scripts/gen_docs.py"
 
 
@@ -493,12 +494,29 @@ def architecture_page() -> str:
     return f"{title}\n\n{_banner('ARCHITECTURE.md')}{rest}"
 
 
+# ---------------------------------------------------------------------------------------------------- families
+
+
+def families_page() -> str:
+    from learngene.families import FEATURES  # the table itself: the page cannot drift from it
+
+    rows = [[f.name, f.timm, f.treatment, "yes" if f.served else "no"] for f in FEATURES.values()]
+    return (
+        f"# ViT families\n\n{_banner('learngene/families.py')}"
+        "Every feature timm's ViT families have beyond the plain DeiT block, how the methods treat it, and whether "
+        "it is served (`learngene.families.FEATURES`). A model name with a feature that is not served is refused "
+        "with a 422 naming it. [Methods](../methods.md#families) gives the rules across families.\n\n"
+        + _table(["feature", "in timm", "treatment", "served"], rows)
+    )
+
+
 # ---------------------------------------------------------------------------------------------------- main
 
 PAGES: dict[str, Callable[[], str]] = {
     SETTINGS_PAGE: settings_page,
     CLI_PAGE: cli_page,
     ARCHITECTURE_PAGE: architecture_page,
+    FAMILIES_PAGE: families_page,
 }
 
 

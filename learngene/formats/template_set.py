@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator, model_validator
 from safetensors import SafetensorError
 from safetensors.torch import load as load_bytes
 from torch import Tensor
@@ -71,13 +71,19 @@ class TemplateSetConfig(BaseModel):
     stages: list[int] | None = Field(default=None, description="SWS: layers per stage of the auxiliary model")
     normalization: Normalization
 
+    @field_serializer("architecture")
+    def _as_recorded(self, architecture: Architecture | None) -> dict[str, Any] | None:
+        # A set recorded before a field existed is written back as it was read: its manifest's bytes (its digest,
+        # which its cards name) do not change. A new record sets every field.
+        return None if architecture is None else architecture.model_dump(exclude_unset=True)
+
     @model_validator(mode="after")
     def _method_fields(self) -> TemplateSetConfig:
         if (self.method == "wave") != (self.templates is not None):
             raise UserError("templates are given exactly for method 'wave'")
         if (self.method == "sws") != (self.stages is not None):
             raise UserError("stages are given exactly for method 'sws'")
-        if self.architecture is not None and self.architecture != self.aux.resolve():
+        if self.architecture is not None and not _same_recorded(self.architecture, self.aux.resolve()):
             raise UserError(
                 f"timm now builds {self.aux.resolve()} for the auxiliary spec, not {self.architecture} as when the "
                 "template set was condensed (another timm version?)"
@@ -87,6 +93,12 @@ class TemplateSetConfig(BaseModel):
     @property
     def arch(self) -> Architecture:
         return self.aux.resolve()
+
+
+def _same_recorded(recorded: Architecture, built: Architecture) -> bool:
+    """Whether timm builds what was recorded, over the fields the record holds: a set condensed before a field
+    existed records the plain block's value by default, and reads as what it was."""
+    return all(getattr(recorded, field) == getattr(built, field) for field in recorded.model_fields_set)
 
 
 class Lineage(BaseModel):

@@ -20,28 +20,29 @@ from torch.func import functional_call
 
 from learngene.spec import Architecture, ViTSpec
 
-# Every parameter of a plain timm `Block`, in state-dict order (what TLEG and SWS generate).
-BLOCK_PARAMS = (
-    "norm1.weight", "norm1.bias", "attn.qkv.weight", "attn.qkv.bias", "attn.proj.weight", "attn.proj.bias",
-    "norm2.weight", "norm2.bias", "mlp.fc1.weight", "mlp.fc1.bias", "mlp.fc2.weight", "mlp.fc2.bias",
-)  # fmt: skip
-
 
 def block_shapes(spec: ViTSpec) -> dict[str, tuple[int, ...]]:
-    """Shapes of one block's parameters for `spec` (built on the meta device: no memory)."""
+    """Every parameter of one block of `spec`, in state-dict order, with its shape (what TLEG and SWS generate;
+    the family decides which there are: `learngene.families`). Built on the meta device: no memory."""
     with torch.device("meta"):
         block = spec.build().blocks[0]
     return {name: tuple(t.shape) for name, t in block.state_dict().items()}
 
 
 def init_block_param_(param: str, tensor: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """timm's default for a block parameter: trunc-normal(0.02) weights, zero biases, unit norm weights."""
+    """timm's default for a block parameter: trunc-normal(0.02) weights, zero biases, unit gains (norm weights and,
+    [ours] instead of timm's small init_values, layer-scale gammas: the plain block's function)."""
     with torch.no_grad():
         if param.endswith("bias"):
             return tensor.zero_()
-        if param.startswith("norm"):
+        if is_gain(param):
             return tensor.fill_(1.0)
         return nn.init.trunc_normal_(tensor, std=0.02, generator=generator)
+
+
+def is_gain(param: str) -> bool:
+    """A block parameter whose neutral value is 1: a norm weight or a layer-scale gamma."""
+    return (param.startswith("norm") and param.endswith("weight")) or param.endswith(".gamma")
 
 
 def block_param_name(layer: int, param: str) -> str:

@@ -51,10 +51,17 @@ class Slot:
     kind: str
     param: str
     axes: tuple[Axis, ...]  # (rows, cols) for matrices, (length,) for vectors
+    needs: str | None = None  # the `Architecture` flag without which a block has no such parameter
+    unit: bool = False  # a gain whose neutral value is 1 (norm weights, layer-scale gammas), not 0
+    scales: tuple[str, ...] = ()  # layer scale: the kinds whose rows it multiplies, folded into them when absent
 
     @property
     def is_matrix(self) -> bool:
         return len(self.axes) == 2
+
+    def present(self, arch: Architecture) -> bool:
+        """Whether a block of `arch` has this parameter (`learngene.families`)."""
+        return self.needs is None or bool(getattr(arch, self.needs))
 
     def grid(self, arch: Architecture, size: int) -> tuple[int, ...]:
         """Scaler grid (tiles per axis) of this parameter in `arch` with templates of side `size`."""
@@ -68,18 +75,22 @@ SLOTS: dict[str, Slot] = {
         Slot("proj", "attn.proj.weight", (Axis.WIDTH, Axis.WIDTH)),
         Slot("fc1", "mlp.fc1.weight", (Axis.HIDDEN, Axis.WIDTH)),
         Slot("fc2", "mlp.fc2.weight", (Axis.WIDTH, Axis.HIDDEN)),
-        Slot("norm1_weight", "norm1.weight", (Axis.WIDTH,)),
+        Slot("norm1_weight", "norm1.weight", (Axis.WIDTH,), unit=True),
         Slot("norm1_bias", "norm1.bias", (Axis.WIDTH,)),
-        Slot("qkv_bias", "attn.qkv.bias", (Axis.QKV,)),
-        Slot("proj_bias", "attn.proj.bias", (Axis.WIDTH,)),
-        Slot("norm2_weight", "norm2.weight", (Axis.WIDTH,)),
+        Slot("qkv_bias", "attn.qkv.bias", (Axis.QKV,), needs="qkv_bias"),
+        Slot("proj_bias", "attn.proj.bias", (Axis.WIDTH,), needs="proj_bias"),
+        Slot("norm2_weight", "norm2.weight", (Axis.WIDTH,), unit=True),
         Slot("norm2_bias", "norm2.bias", (Axis.WIDTH,)),
-        Slot("fc1_bias", "mlp.fc1.bias", (Axis.HIDDEN,)),
-        Slot("fc2_bias", "mlp.fc2.bias", (Axis.WIDTH,)),
+        Slot("fc1_bias", "mlp.fc1.bias", (Axis.HIDDEN,), needs="mlp_bias"),
+        Slot("fc2_bias", "mlp.fc2.bias", (Axis.WIDTH,), needs="mlp_bias"),
+        # Layer scale (DeiT-3, DINOv2): x + gamma * f(x); gamma multiplies the rows of the layer before it.
+        Slot("ls1_gamma", "ls1.gamma", (Axis.WIDTH,), needs="layer_scale", unit=True, scales=("proj", "proj_bias")),
+        Slot("ls2_gamma", "ls2.gamma", (Axis.WIDTH,), needs="layer_scale", unit=True, scales=("fc2", "fc2_bias")),
     )
 }
 
-# The paper's counts for DeiT (its Table 8): qkv 6, proj 2, fc1 8, fc2 8 matrices; 4 of each vector kind.
+# The paper's counts for DeiT (its Table 8): qkv 6, proj 2, fc1 8, fc2 8 matrices; 4 of each vector kind
+# (layer scale [ours]: 4 like every other vector kind).
 DEFAULT_COUNTS: dict[str, int] = {
     kind: (4 if not slot.is_matrix else {"qkv": 6, "proj": 2, "fc1": 8, "fc2": 8}[kind]) for kind, slot in SLOTS.items()
 }
@@ -106,6 +117,11 @@ class TemplateConfig(BaseModel):
     def slots(self) -> list[Slot]:
         """The templated slots, in a fixed order."""
         return [slot for kind, slot in SLOTS.items() if kind in self.counts]
+
+    def for_arch(self, arch: Architecture) -> TemplateConfig:
+        """These templates with the kinds a block of `arch` lacks left out (no qkv bias, no layer scale, ...)."""
+        counts = {kind: n for kind, n in self.counts.items() if SLOTS[kind].present(arch)}
+        return self if counts == self.counts else self.model_copy(update={"counts": counts})
 
     def check(self, arch: Architecture, *, what: str = "embed_dim") -> None:
         """Raise `SpecError` unless every templated parameter of `arch` is a whole number of tiles."""
@@ -150,11 +166,12 @@ class WeightTemplates(nn.Module):
         )
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
-        """[ours] trunc-normal(0.02) like timm's Linear init; norm-weight templates start with one all-ones template."""
+        """[ours] trunc-normal(0.02) like timm's Linear init; the templates of a gain (norm weights, layer scale)
+        start with one all-ones template."""
         with torch.no_grad():
             for kind, t in self.tensors.items():
                 nn.init.trunc_normal_(t, std=0.02, generator=generator)
-                if kind.endswith("_weight"):
+                if SLOTS[kind].unit:
                     t[0].fill_(1.0)
 
 
@@ -174,7 +191,7 @@ class WeightScalers(nn.Module):
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
         """[ours] Matrix scalers ~ N(0, 1/N) so that W has the variance of a single template (std 0.02);
-        norm weights start at 1 (scaler 1 on the all-ones template), biases at 0."""
+        gains (norm weights, layer scale) start at 1 (scaler 1 on the all-ones template), biases at 0."""
         with torch.no_grad():
             for kind, s in self.tensors.items():
                 n = s.shape[1]
@@ -182,7 +199,7 @@ class WeightScalers(nn.Module):
                     s.normal_(0.0, 1.0 / math.sqrt(n), generator=generator)
                 else:
                     s.zero_()
-                    if kind.endswith("_weight"):
+                    if SLOTS[kind].unit:
                         s[:, 0].fill_(1.0)
 
     def load(self, tensors: dict[str, Tensor]) -> None:

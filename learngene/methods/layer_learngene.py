@@ -7,6 +7,7 @@ from torch import nn
 
 from learngene.errors import SpecError
 from learngene.formats.template_set import TemplateSet, TemplateSetConfig
+from learngene.layers.generated import block_shapes
 from learngene.methods.registry import AuxT, Learngene
 from learngene.methods.wave.inherit import inherit_free
 from learngene.spec import Architecture, ViTSpec, build_fresh
@@ -26,6 +27,12 @@ class LayerLearngene(Learngene[AuxT]):
             raise SpecError(
                 "embed_dim",
                 f"{self.name} inherits depth only: embed_dim must be {src.embed_dim} (mlp hidden {src.mlp_hidden})",
+            )
+        if block_shapes(spec) != block_shapes(template_config.aux):
+            raise SpecError(
+                "model",
+                f"{self.name} copies whole blocks: {dst.model}'s ({dst.family}) are not those of the template set's "
+                f"family ({src.family}) at its width {src.embed_dim}",
             )
         return dst
 

@@ -13,7 +13,6 @@ from torch import Tensor, nn
 
 from learngene.errors import SpecError
 from learngene.layers.generated import (
-    BLOCK_PARAMS,
     GeneratedViT,
     block_param_name,
     block_shapes,
@@ -60,31 +59,31 @@ class StageSharedViT(GeneratedViT):
         depth = spec.resolve().depth
         if sum(stages) != depth or min(stages) < 1:
             raise SpecError("stages", f"stages {list(stages)} must be positive and sum to the auxiliary depth {depth}")
-        super().__init__(spec, BLOCK_PARAMS, vit)
-        self.stages = list(stages)
         shapes = block_shapes(spec)
+        super().__init__(spec, shapes, vit)
+        self.stages = list(stages)
         self.stage_params = nn.ParameterDict(
-            {module_key(p): nn.Parameter(torch.zeros(len(stages), *shapes[p])) for p in BLOCK_PARAMS}
+            {module_key(p): nn.Parameter(torch.zeros(len(stages), *s)) for p, s in shapes.items()}
         )
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
-        for param in BLOCK_PARAMS:
+        for param in self.generated_params:
             init_block_param_(param, self.stage_params[module_key(param)], generator)
 
     def generated_weights(self) -> dict[str, Tensor]:
-        params = {p: self.stage_params[module_key(p)] for p in BLOCK_PARAMS}
+        params = {p: self.stage_params[module_key(p)] for p in self.generated_params}
         return gather(params, aux_stage_of_layers(self.stages))
 
     def method_config(self) -> dict:
         return {"stages": self.stages}
 
     def learngene(self) -> dict[str, Tensor]:
-        return {f"stage.{p}": self.stage_params[module_key(p)] for p in BLOCK_PARAMS}
+        return {f"stage.{p}": self.stage_params[module_key(p)] for p in self.generated_params}
 
 
 def descendant_blocks(learngene: dict[str, Tensor], depth: int) -> dict[str, Tensor]:
     """The block state of a `depth`-layer descendant from a stored SWS learngene."""
-    params = {p: learngene[f"stage.{p}"] for p in BLOCK_PARAMS}
+    params = {k.removeprefix("stage."): t for k, t in learngene.items() if k.startswith("stage.")}
     num_stages = next(iter(params.values())).shape[0]
     return gather(params, stage_of_layers(depth, num_stages))
 

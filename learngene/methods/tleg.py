@@ -11,7 +11,7 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
-from learngene.layers.generated import BLOCK_PARAMS, GeneratedViT, block_param_name, block_shapes, module_key
+from learngene.layers.generated import GeneratedViT, block_param_name, block_shapes, is_gain, module_key
 from learngene.methods.layer_learngene import LayerLearngene
 from learngene.methods.registry import register_method
 from learngene.spec import ViTSpec
@@ -33,17 +33,18 @@ class LinearExpansionViT(GeneratedViT):
     method = "tleg"
 
     def __init__(self, spec: ViTSpec, vit: VisionTransformer | None = None):
-        super().__init__(spec, BLOCK_PARAMS, vit)
         shapes = block_shapes(spec)
-        self.base = nn.ParameterDict({module_key(p): nn.Parameter(torch.zeros(shapes[p])) for p in BLOCK_PARAMS})
-        self.slope = nn.ParameterDict({module_key(p): nn.Parameter(torch.zeros(shapes[p])) for p in BLOCK_PARAMS})
+        super().__init__(spec, shapes, vit)
+        self.base = nn.ParameterDict({module_key(p): nn.Parameter(torch.zeros(s)) for p, s in shapes.items()})
+        self.slope = nn.ParameterDict({module_key(p): nn.Parameter(torch.zeros(s)) for p, s in shapes.items()})
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
-        """TLEG's init: Linear base and slope trunc-normal(0.02); LayerNorm base 1, slope 0; biases 0."""
+        """TLEG's init: Linear base and slope trunc-normal(0.02); gains (LayerNorm, layer scale) base 1, slope 0;
+        biases 0."""
         with torch.no_grad():
-            for param in BLOCK_PARAMS:
+            for param in self.generated_params:
                 base, slope = self.base[module_key(param)], self.slope[module_key(param)]
-                if param.startswith("norm") and param.endswith("weight"):
+                if is_gain(param):
                     base.fill_(1.0)
                     slope.zero_()
                 elif param.endswith("bias"):
@@ -54,21 +55,21 @@ class LinearExpansionViT(GeneratedViT):
                     nn.init.trunc_normal_(slope, std=0.02, generator=generator)
 
     def generated_weights(self) -> dict[str, Tensor]:
-        base = {p: self.base[module_key(p)] for p in BLOCK_PARAMS}
-        slope = {p: self.slope[module_key(p)] for p in BLOCK_PARAMS}
+        base = {p: self.base[module_key(p)] for p in self.generated_params}
+        slope = {p: self.slope[module_key(p)] for p in self.generated_params}
         return expand(base, slope, self.arch.depth)
 
     def learngene(self) -> dict[str, Tensor]:
         return {
-            **{f"base.{p}": self.base[module_key(p)] for p in BLOCK_PARAMS},
-            **{f"slope.{p}": self.slope[module_key(p)] for p in BLOCK_PARAMS},
+            **{f"base.{p}": self.base[module_key(p)] for p in self.generated_params},
+            **{f"slope.{p}": self.slope[module_key(p)] for p in self.generated_params},
         }
 
 
 def descendant_blocks(learngene: dict[str, Tensor], depth: int) -> dict[str, Tensor]:
     """The block state of a `depth`-layer descendant from a stored TLEG learngene."""
-    base = {p: learngene[f"base.{p}"] for p in BLOCK_PARAMS}
-    slope = {p: learngene[f"slope.{p}"] for p in BLOCK_PARAMS}
+    base = {k.removeprefix("base."): t for k, t in learngene.items() if k.startswith("base.")}
+    slope = {k.removeprefix("slope."): t for k, t in learngene.items() if k.startswith("slope.")}
     return expand(base, slope, depth)
 
 

@@ -62,6 +62,12 @@ def architecture_caveats(config: TemplateSetConfig, dst: Architecture, card: Qua
             f"num_classes={dst.num_classes} differs from the template set's {src.num_classes}: the classifier head "
             "is fresh (timm's random initialization), not inherited"
         )))  # fmt: skip
+    differences = family_differences(src, dst)
+    if differences:
+        out.append(Caveat(code="family_mismatch", message=(
+            f"{dst.model} is of the family {dst.family}, the template set's auxiliary model of {src.family}: "
+            + "; ".join(differences)
+        )))  # fmt: skip
     if card is not None:
         depth = ("depth", "depth", dst.depth, card.depth_range)
         width = ("width", "embed_dim", dst.embed_dim, card.width_range)
@@ -71,6 +77,29 @@ def architecture_caveats(config: TemplateSetConfig, dst: Architecture, card: Qua
                     f"{field}={value} lies outside the {what}s the template set's quality card measured "
                     f"({low}-{high}): its accuracy there is not known"
                 )))  # fmt: skip
+    return out
+
+
+def family_differences(src: Architecture, dst: Architecture) -> list[str]:
+    """What inheriting across families does (METHOD.md, Families), one phrase per difference; [] within a family.
+    Refused differences (a bias the descendant lacks) never get here: `check` refuses them first."""
+    out = []
+    if src.layer_scale and not dst.layer_scale:
+        out.append("the set's layer scale is folded into proj and fc2 (exact)")
+    if dst.layer_scale and not src.layer_scale:
+        out.append("the layer-scale gammas start at 1 (exact)")
+    for flag, name in (("qkv_bias", "qkv"), ("proj_bias", "proj"), ("mlp_bias", "MLP")):
+        if getattr(dst, flag) and not getattr(src, flag):
+            out.append(f"the {name} bias, which the set has not, starts at 0 (exact)")
+    if dst.act != src.act:
+        out.append(f"the activation is {dst.act}, the set was condensed with {src.act}: inherited weights meet "
+                   "another non-linearity")  # fmt: skip
+    if dst.attn_pool and not src.attn_pool:
+        out.append("the attention pool is fresh (timm's init): the set has none")
+    if src.attn_pool and not dst.attn_pool:
+        out.append("the set's attention pool is not used: the descendant pools another way")
+    if dst.norm_pre != src.norm_pre:
+        out.append("norm_pre is " + ("fresh (timm's init)" if dst.norm_pre else "dropped"))
     return out
 
 

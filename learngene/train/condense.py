@@ -144,8 +144,8 @@ class CondenseConfig(BaseModel):
         return self.ce if self.ce is not None else get_learngene(self.method).default_ce
 
     def templates(self) -> TemplateConfig:
-        size = self.template_size or self.aux.resolve().embed_dim
-        return TemplateConfig(size=size, counts=self.template_counts)
+        arch = self.aux.resolve()
+        return TemplateConfig(size=self.template_size or arch.embed_dim, counts=self.template_counts).for_arch(arch)
 
 
 def build_auxiliary(config: CondenseConfig, generator: torch.Generator) -> GeneratedViT:

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import httpx
 import pytest
+import timm
+import torch
+from safetensors.torch import load_file
 
 from jobs.contracts import InitializationRequest
 from learngene import TemplateSet
@@ -171,3 +174,28 @@ def test_a_request_stored_before_the_rule_still_reads_back():
     request = InitializationRequest.model_validate(stored)
     assert request.fit.steps == 200 and "fit.steps=200" in request.fitting_without_data()
     assert InitializationRequest.model_validate(DEIT_224_RGB).fit.steps == 0
+
+
+def test_a_dinov2_descendant_of_the_plain_demo_set_is_served_and_an_eva_is_refused_by_name(api, tmp_path):
+    body = {
+        "model": "vit_small_patch14_reg4_dinov2",
+        "overrides": {"depth": 4, "embed_dim": 128, "num_heads": 2, "num_classes": 10, **TINY_GREY},
+        "template_set": "demo@prod",
+    }
+    with httpx.Client(base_url=api.url) as http, Client(api.url) as client:
+        response = http.post("/v1/initializations", json=body)
+        assert response.status_code == 202, response.text
+        mismatch = [c["message"] for c in response.json()["warnings"] if c["code"] == "family_mismatch"]
+        assert mismatch and "layer-scale gammas start at 1 (exact)" in mismatch[0]
+        done = client.wait(response.json()["id"], timeout_s=120)
+        assert done["status"] == "succeeded", done
+        folder = client.download_folder(done["id"], tmp_path / "dinov2")
+        refused = http.post("/v1/initializations", json={**body, "model": "eva02_tiny_patch14_224"})
+    assert refused.status_code == 422 and "eva (the Eva class" in refused.text and "model" in refused.text
+    state = load_file(folder / "model.safetensors")
+    assert state["reg_token"].shape == (1, 4, 128) and torch.equal(state["blocks.3.ls1.gamma"], torch.ones(128))
+    strict = ViTSpec(model=body["model"], **body["overrides"]).build().eval()
+    strict.load_state_dict(state, strict=True)
+    x = torch.randn(2, 1, 28, 28)
+    model = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
+    assert torch.equal(model(x), strict(x))  # config.json rebuilds the family

@@ -8,7 +8,7 @@ import torch
 
 from learngene import CondenseConfig, Normalization, TemplateSet, condense
 from learngene.errors import SpecError
-from learngene.layers.generated import BLOCK_PARAMS
+from learngene.layers.generated import block_shapes
 from learngene.methods import AncestorWeights, build_descendant, check_method
 from learngene.methods.baselines import mimetic, select, uniform_indices
 from learngene.methods.sws import aux_stage_of_layers, stage_of_layers
@@ -93,7 +93,7 @@ def test_sws_descendant_copies_its_stage_blocks():
     model = build_descendant("sws", tiny_spec(depth=7), template_set=ts)
     state = model.state_dict()
     for layer, stage in enumerate(stage_of_layers(7, 5)):
-        for param in BLOCK_PARAMS:
+        for param in block_shapes(tiny_spec(depth=7)):
             assert torch.equal(state[f"blocks.{layer}.{param}"], ts.templates[f"stage.{param}"][stage])
 
 

@@ -64,10 +64,21 @@ def _wave_templates(config: TemplateSetConfig) -> TemplateConfig:
 
 
 def check_compatible(config: TemplateSetConfig, spec: ViTSpec) -> Architecture:
-    """The descendant's architecture, or a `SpecError` naming the field this template set cannot produce."""
+    """The descendant's architecture, or a `SpecError` naming the field this template set cannot produce.
+
+    Across families (METHOD.md, Families): a set's layer scale is folded into a descendant without one, and a
+    descendant's layer scale or bias that the set lacks starts neutral (1, 0); a bias the descendant lacks cannot
+    be dropped without changing the function, so such a descendant is refused, naming both families."""
     dst = spec.resolve()  # any width timm builds (embed_dim divisible by num_heads) is served (learngene.layers.select)
-    if not dst.qkv_bias and "qkv_bias" in _wave_templates(config).counts:
-        raise SpecError("model", f"{dst.model} has no qkv bias, but this template set templates it")
+    src, counts = config.arch, _wave_templates(config).counts
+    for kind, slot in SLOTS.items():
+        if slot.present(src) and not slot.present(dst) and not (slot.scales and kind in counts):
+            how = "templates" if kind in counts else "stores (untemplated)"
+            raise SpecError(
+                "model",
+                f"{dst.model} ({dst.family}) has no {slot.param}, but the template set's family ({src.family}) "
+                f"{how} it: that cannot be dropped without changing the function",
+            )
     return dst
 
 
@@ -106,11 +117,14 @@ def inherit_untemplated(
     k, kh = factors(src, dst)
     out: dict[str, Tensor] = {}
     for kind, slot in SLOTS.items():
-        found = [template_set.free.get(f"blocks.{i}.{slot.param}") for i in range(src.depth)]
-        layers = [t for t in found if t is not None]
-        if kind in templates.counts or len(layers) < len(found):
-            continue  # templated, or absent from the auxiliary model (no qkv bias)
-        stack = torch.stack(layers).float()
+        if kind in templates.counts or not slot.present(dst):
+            continue  # templated, or absent from the descendant (a set's layer scale is folded: TemplatedViT)
+        if not slot.present(src):  # the descendant's family has it, the set's not: neutral, so exact
+            shape = (dst.depth, *(axis.size(dst) for axis in slot.axes))
+            neutral = torch.ones(shape) if slot.unit else torch.zeros(shape)
+            out.update({f"blocks.{j}.{slot.param}": w for j, w in enumerate(neutral.unbind(0))})
+            continue
+        stack = torch.stack([template_set.free[f"blocks.{i}.{slot.param}"] for i in range(src.depth)]).float()
         weights = resize_weights(stack, slot, size, dst.depth, k, kh, _scale(selection, kind))
         if selection is not None:
             weights = selection.select(kind, weights)
@@ -140,9 +154,27 @@ def inherit_free(
     return out, fresh
 
 
+def _widen_pool(name: str, t: Tensor, k: int) -> Tensor:
+    """An attention pool's parameter at k times its width, exactly: every pooling head copied, like a block's
+    (`templates.widen`): matrices block-diagonal in copies (kv's k and v apart), vectors and the latent tiled."""
+    if name == "attn_pool.latent":
+        return torch.cat([t] * k, dim=-1)
+    groups = t.chunk(2) if name.startswith("attn_pool.kv.") else (t,)
+    if t.dim() == 2:
+        return torch.cat([torch.block_diag(*[g] * k) for g in groups])
+    return torch.cat([torch.cat([g] * k) for g in groups])
+
+
 def _transfer(name: str, t: Tensor, src: Architecture, dst: Architecture, default: Tensor) -> Tensor | None:
     def residual(t: Tensor, dim: int) -> Tensor:
         return widen_residual(t, dim, src.embed_dim, dst.embed_dim)
+
+    if name.startswith("attn_pool."):
+        k = dst.embed_dim // src.embed_dim
+        exact = dst.embed_dim == k * src.embed_dim and dst.mlp_hidden == k * src.mlp_hidden
+        if exact and dst.head_dim == src.head_dim:
+            return _widen_pool(name, t, k)
+        return None  # no exact rule at this width: timm's init (listed as fresh)
 
     if name in _WIDTH_VECTORS:
         return residual(t, 0)
@@ -206,7 +238,9 @@ def inherit(
     vit = build_fresh(spec, seed)  # fresh parameters (a new head): timm's seeded init
     free, fresh = inherit_free(template_set.free, src, dst, vit.state_dict())
     vit.load_state_dict({**free, **inherit_untemplated(template_set, dst, selection)}, strict=False)
-    model = TemplatedViT(spec, templates, scalers, vit=vit, selection=selection).to(device)
+    model = TemplatedViT(spec, templates, scalers, vit=vit, selection=selection)
+    _fold_untemplated(model)
+    model = model.to(device)
     ratio = dst.embed_dim / src.embed_dim
     model.provenance = {
         "template_set": template_set.ref,
@@ -217,5 +251,21 @@ def inherit(
         "noise": noise,
         "seed": seed,
         "fresh_parameters": fresh,
+        "family": {"template_set": src.family, "descendant": dst.family},
+        "layer_scale": "folded" if model.folded else "neutral" if dst.layer_scale and not src.layer_scale else None,
     }
     return model
+
+
+def _fold_untemplated(model: TemplatedViT) -> None:
+    """A folded layer scale also multiplies the rows of the kinds the set does not template (their stored values,
+    now free parameters of the descendant), with its inherited value: exact at initialization."""
+    with torch.no_grad():
+        for kind in model.folded:
+            gamma = model.composed(kind)
+            for target in SLOTS[kind].scales:
+                if target in model.templates.tensors:
+                    continue  # generated: folded at every forward
+                for layer, block in enumerate(model.vit.blocks):
+                    param = block.get_parameter(SLOTS[target].param)
+                    param.mul_(gamma[layer].unsqueeze(-1) if param.dim() == 2 else gamma[layer])

@@ -37,7 +37,9 @@ class Wave(Learngene[TemplatedViT]):
     def new_auxiliary(self, aux: ViTSpec, templates: TemplateConfig | None, stages: list[int] | None) -> TemplatedViT:
         if templates is None:
             raise SpecError("templates", "WAVE's auxiliary model needs a template configuration")
-        return TemplatedViT(aux, WeightTemplates(templates), WeightScalers(templates, aux.resolve()))
+        arch = aux.resolve()
+        templates = templates.for_arch(arch)  # the kinds this family has
+        return TemplatedViT(aux, WeightTemplates(templates), WeightScalers(templates, arch))
 
     def init_auxiliary(self, aux: TemplatedViT, generator: torch.Generator) -> None:
         aux.templates.reset_parameters(generator)  # [ours]

@@ -25,22 +25,34 @@ class TemplatedViT(GeneratedViT):
         vit: VisionTransformer | None = None,
         selection: WidthSelection | None = None,
     ):
-        super().__init__(spec, (slot.param for slot in templates.config.slots()), vit)
+        arch, slots = spec.resolve(), templates.config.slots()
+        super().__init__(spec, (slot.param for slot in slots if slot.present(arch)), vit)
         self.templates = templates
         self.weight_scalers = scalers
         self.selection = (
             selection  # a width that is not a multiple: composed wider, then indexed (learngene.layers.select)
         )
+        # A set's layer scale, for a descendant without: composed, then folded into the rows it multiplies.
+        self.folded = tuple(slot.kind for slot in slots if not slot.present(arch))
+
+    def composed(self, kind: str) -> Tensor:
+        """The weights of one kind for all layers, (L, rows[, cols]), at the descendant's shape."""
+        weights = compose(self.weight_scalers.tensors[kind], self.templates.tensors[kind])
+        return weights if self.selection is None else self.selection.select(kind, weights)
 
     def generated_weights(self) -> dict[str, Tensor]:
         """One composition per kind, for all layers at once."""
+        weights = {kind: self.composed(kind) for kind in self.templates.tensors}
+        for kind in self.folded:
+            gamma = weights.pop(kind)  # (L, D): x + gamma * (W y + b) = x + (gamma W) y + gamma b
+            for target in SLOTS[kind].scales:
+                if target in weights:
+                    rows = weights[target]
+                    weights[target] = rows * (gamma.unsqueeze(-1) if rows.dim() == 3 else gamma)
         out: dict[str, Tensor] = {}
-        for kind, templates in self.templates.tensors.items():
-            weights = compose(self.weight_scalers.tensors[kind], templates)
-            if self.selection is not None:
-                weights = self.selection.select(kind, weights)
+        for kind, stack in weights.items():
             param = SLOTS[kind].param
-            out.update({block_param_name(layer, param): w for layer, w in enumerate(weights.unbind(0))})
+            out.update({block_param_name(layer, param): w for layer, w in enumerate(stack.unbind(0))})
         return out
 
     def method_config(self) -> dict:

@@ -1,0 +1,239 @@
+"""The ViT families timm builds (issue 25): every name resolves or is refused by name, and WAVE (TLEG, SWS, the
+baselines) condense and inherit within and across the served families, exactly where the rules say so."""
+
+from __future__ import annotations
+
+import json
+
+import huggingface_hub
+import pytest
+import timm
+import torch
+from safetensors.torch import save_file
+
+from learngene import CondenseConfig, TemplateSet, condense, export_checkpoint, inherit
+from learngene.errors import SpecError, UserError
+from learngene.families import FEATURES
+from learngene.formats.ancestors import resolve_ancestor
+from learngene.layers.templates import SLOTS
+from learngene.methods import build_descendant
+from learngene.methods.ancestor_weights import AncestorWeights
+from learngene.quality.caveats import architecture_caveats
+from learngene.spec import VIT_PREFIXES, ViTSpec
+from tests.support.cli import cli
+from tests.support.data import FMNIST
+from tests.support.models import TINY, aux_logits, random_template_set
+
+# One tiny member of each served family (the benchmark's row groups): width 32, 2 heads, 3 layers, 28 px grey.
+FAMILIES = {
+    "plain": "vit_small_patch16_224",
+    "deit3 (layer scale, no_embed_class)": "deit3_small_patch16_224",
+    "dinov2 (layer scale, registers)": "vit_small_patch14_reg4_dinov2",
+    "siglip (attention pool, no class token, GELUTanh)": "vit_base_patch32_siglip_256",
+    "clip (norm_pre, QuickGELU)": "vit_base_patch16_clip_quickgelu_224",
+    "no qkv bias, layer scale, avg pool": "vit_medium_patch16_gap_256",
+}
+
+
+def family_spec(model: str, **overrides) -> ViTSpec:
+    return ViTSpec(model=model, **{**TINY, "embed_dim": 32, "num_heads": 2, "depth": 3, **overrides})
+
+
+@pytest.fixture(scope="module")
+def images():
+    return torch.randn(4, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.fixture(scope="module", params=list(FAMILIES), ids=list(FAMILIES))
+def family(request):
+    model = FAMILIES[request.param]
+    return model, random_template_set(family_spec(model), seed=2)
+
+
+def test_every_timm_vit_name_resolves_or_is_refused_by_name(capsys):
+    names = [n for n in timm.list_models() if n.startswith(VIT_PREFIXES)]
+    served, refused = [], {}
+    for name in names:
+        try:
+            served.append(ViTSpec(model=name).resolve())
+        except (SpecError, UserError) as exc:  # ValidationError is a ValueError; a crash is anything else
+            refused[name] = str(exc)
+    assert len(served) + len(refused) == len(names)
+    for name, message in refused.items():
+        assert any(f"{f.name} (" in message for f in FEATURES.values() if not f.served) or "builds a" in message, name
+    assert "stem (" in refused["vit_base_mci_224"]  # once an AttributeError
+    assert "eva (" in refused["eva02_small_patch14_224"] and "rel_pos (" in refused["vit_relpos_base_patch16_224"]
+    families = {a.family for a in served}
+    assert {"vit[layer_scale, registers=4]", "vit[attention_pool, GELUTanh]", "vit[norm_pre, QuickGELU]"} <= families
+    share = len(served) / len(names)
+    with capsys.disabled():
+        print(f"\nViT names served: {len(served)} of {len(names)} ({share:.0%}); families: {len(families)}")
+    assert share > 0.6  # 93 of 248 (38%) before the families
+
+
+def test_the_architecture_records_the_family():
+    dino = family_spec("vit_small_patch14_reg4_dinov2").resolve()
+    assert dino.layer_scale and dino.reg_tokens == 4 and dino.num_prefix_tokens == 5 and dino.pos_embed_prefix == 0
+    siglip = family_spec("vit_base_patch32_siglip_256").resolve()
+    assert siglip.attn_pool and siglip.num_prefix_tokens == 0 and siglip.act == "GELUTanh"
+    gap = family_spec("vit_medium_patch16_gap_256").resolve()
+    assert not gap.qkv_bias and gap.layer_scale and gap.global_pool == "avg"
+
+
+def test_a_family_set_holds_the_kinds_its_blocks_have(family):
+    _, ts = family
+    arch = ts.config.arch
+    assert set(ts.config.templates.counts) == {k for k, s in SLOTS.items() if s.present(arch)}
+    assert ("ls1_gamma" in ts.templates) == arch.layer_scale and ("qkv_bias" in ts.templates) == arch.qkv_bias
+    assert any(k.startswith("attn_pool.") for k in ts.free) == arch.attn_pool
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_widening_a_family_descendant_keeps_the_auxiliary_logits(family, images, k):
+    model, ts = family
+    d = inherit(ts, family_spec(model, embed_dim=32 * k, num_heads=2 * k), noise=0.0)
+    assert d.provenance["fresh_parameters"] == []  # the attention pool too is widened, not drawn afresh
+    with torch.no_grad():
+        torch.testing.assert_close(d.eval()(images), aux_logits(ts, images), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(("depth", "width", "heads"), [(2, 32, 2), (4, 64, 4), (6, 48, 3), (2, 40, 2)])
+def test_family_descendants_load_strictly_into_timm_and_every_scaler_learns(family, images, depth, width, heads):
+    model, ts = family
+    spec = family_spec(model, depth=depth, embed_dim=width, num_heads=heads)
+    d = inherit(ts, spec, noise=1e-3)
+    d(images).logsumexp(-1).sum().backward()
+    for kind, scalers in d.weight_scalers.tensors.items():
+        assert scalers.grad is not None and scalers.grad.abs().sum() > 0, kind
+    state = d.materialized_state()
+    assert all(torch.isfinite(t).all() for t in state.values())
+    plain = timm.create_model(model, pretrained=False, **spec.overrides())
+    plain.load_state_dict(state, strict=True)  # the family's own name and overrides
+    with torch.no_grad():
+        torch.testing.assert_close(plain.eval()(images), d.eval()(images), rtol=1e-4, atol=1e-5)
+
+
+def test_a_family_condenses_from_an_ancestor_of_its_own_family(fmnist_train):
+    spec = family_spec("vit_small_patch14_reg4_dinov2")
+    torch.manual_seed(0)
+    ancestor = family_spec("vit_small_patch14_reg4_dinov2", depth=4).build().eval()
+    config = CondenseConfig(recipe="plain", aux=spec, steps=2, batch_size=8)
+    ts = condense(ancestor, fmnist_train, config)
+    assert ts.config.arch.layer_scale and ts.config.arch.reg_tokens == 4
+    assert {"ls1_gamma", "ls2_gamma"} <= set(ts.templates)
+    assert ts.free["reg_token"].shape == (1, 4, 32)
+
+
+# --- across families -----------------------------------------------------------------------------------------
+
+
+def test_a_plain_descendant_of_a_layer_scale_set_folds_the_gammas_exactly(images):
+    ts = random_template_set(family_spec("vit_small_patch14_dinov2"), seed=4)
+    d = inherit(ts, family_spec("vit_small_patch16_224"), noise=0.0)
+    assert d.folded == ("ls1_gamma", "ls2_gamma") and d.provenance["layer_scale"] == "folded"
+    assert "blocks.0.ls1.gamma" not in d.materialized_state()
+    with torch.no_grad():
+        torch.testing.assert_close(d.eval()(images), aux_logits(ts, images), rtol=1e-4, atol=1e-5)
+    wide = inherit(ts, family_spec("vit_small_patch16_224", embed_dim=64, num_heads=4), noise=0.0)
+    with torch.no_grad():
+        torch.testing.assert_close(wide.eval()(images), aux_logits(ts, images), rtol=1e-4, atol=1e-5)
+
+
+def test_a_layer_scale_descendant_of_a_plain_set_starts_with_unit_gammas(images):
+    ts = random_template_set(family_spec("vit_small_patch16_224"), seed=5)
+    d = inherit(ts, family_spec("vit_small_patch14_dinov2"), noise=0.0)
+    state = d.materialized_state()
+    assert torch.equal(state["blocks.2.ls2.gamma"], torch.ones(32)) and d.provenance["layer_scale"] == "neutral"
+    with torch.no_grad():
+        torch.testing.assert_close(d.eval()(images), aux_logits(ts, images), rtol=1e-4, atol=1e-5)
+    warning = architecture_caveats(ts.config, d.arch)[0]
+    assert warning.code == "family_mismatch" and "start at 1 (exact)" in warning.message
+
+
+def test_a_bias_the_descendant_lacks_is_refused_and_one_the_set_lacks_starts_at_zero(images):
+    with_bias = random_template_set(family_spec("vit_base_patch16_224"), seed=6)
+    with pytest.raises(SpecError, match=r"\(vit\[no_qkv_bias\]\) has no attn.qkv.bias.*family \(vit\)") as info:
+        build_descendant("wave", family_spec("vit_base_patch16_224_miil"), template_set=with_bias)
+    assert info.value.field == "model"
+    without = random_template_set(family_spec("vit_base_patch16_224_miil"), seed=7)
+    d = inherit(without, family_spec("vit_base_patch16_224"), noise=0.0)
+    assert torch.equal(d.materialized_state()["blocks.1.attn.qkv.bias"], torch.zeros(96))
+    with torch.no_grad():
+        torch.testing.assert_close(d.eval()(images), aux_logits(without, images), rtol=1e-4, atol=1e-5)
+
+
+def test_another_activation_or_pool_is_inherited_with_a_family_mismatch_warning():
+    ts = random_template_set(family_spec("vit_small_patch16_224"), seed=8)
+    siglip = family_spec("vit_base_patch32_siglip_256").resolve()
+    (warning,) = [c for c in architecture_caveats(ts.config, siglip) if c.code == "family_mismatch"]
+    assert "GELUTanh" in warning.message and "attention pool is fresh" in warning.message
+    d = inherit(ts, family_spec("vit_base_patch32_siglip_256"))
+    assert "attn_pool.latent" in d.provenance["fresh_parameters"]
+    assert architecture_caveats(ts.config, ts.config.arch) == []
+
+
+@pytest.mark.parametrize("method", ["tleg", "sws"])
+def test_layer_learngenes_serve_their_own_family_at_any_depth(method):
+    spec = family_spec("vit_small_patch14_reg4_dinov2", depth=5)
+    extra = {"stages": [1, 1, 1, 1, 1]} if method == "sws" else {}
+    ts = random_template_set(spec, seed=9, method=method, **extra)
+    assert any(k.endswith("ls1.gamma") for k in ts.templates)
+    d = build_descendant(method, family_spec("vit_small_patch14_reg4_dinov2", depth=7), template_set=ts)
+    descendant = family_spec("vit_small_patch14_reg4_dinov2", depth=7)
+    timm.create_model(descendant.model, **descendant.overrides()).load_state_dict(d.state_dict(), strict=True)
+    with pytest.raises(SpecError, match="copies whole blocks"):
+        build_descendant(method, family_spec("vit_small_patch16_224", depth=7), template_set=ts)
+
+
+CONDENSED_BY_CLI = ["deit3_small_patch16_224", "vit_small_patch14_reg4_dinov2", "vit_base_patch32_siglip_256"]
+
+
+@pytest.mark.parametrize("model", CONDENSED_BY_CLI)
+def test_a_family_condenses_through_the_cli_and_records_its_family(model, tmp_path):
+    spec = family_spec(model, depth=2)
+    torch.manual_seed(0)
+    ancestor = tmp_path / "ancestor.safetensors"
+    export_checkpoint(spec.build(), ancestor, spec=spec)  # random weights: the family is what is tested here
+    sets = [x for k, v in spec.overrides().items() for x in ("--aux-set", f"{k}={v}")]
+    run = cli(
+        "condense", "--ancestor", str(ancestor), "--aux-model", model, *sets, "--data", f"idx://{FMNIST}",
+        "--steps", "2", "--batch-size", "8", "--recipe", "plain", "--out", str(tmp_path / "set"),
+    )  # fmt: skip
+    assert run.returncode == 0, run.output
+    ts = TemplateSet.load(tmp_path / "set")
+    recorded = json.loads((tmp_path / "set" / "manifest.json").read_text())["config"]["architecture"]
+    assert recorded["layer_scale"] == spec.resolve().layer_scale and recorded["attn_pool"] == spec.resolve().attn_pool
+    d = inherit(ts, family_spec(model, depth=4, embed_dim=64, num_heads=4))
+    timm.create_model(model, **family_spec(model, depth=4, embed_dim=64, num_heads=4).overrides()).load_state_dict(
+        d.materialized_state(), strict=True
+    )
+
+
+def test_a_dinov2_from_the_local_hub_cache_is_an_ancestor_of_its_family(tmp_path, monkeypatch, fmnist_train):
+    """The layout huggingface_hub keeps for `timm/vit_small_patch14_dinov2.lvd142m`, with random weights and a
+    config.json as timm writes it (no header of ours): read offline, condensed, inherited."""
+    model = "vit_small_patch14_dinov2"
+    spec = family_spec(model, depth=2)
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    entry = tmp_path / "hub" / "models--timm--vit_small_patch14_dinov2.lvd142m"
+    snapshot = entry / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    (entry / "refs").mkdir()
+    (entry / "refs" / "main").write_text(commit)
+    torch.manual_seed(1)
+    save_file(spec.build().state_dict(), snapshot / "model.safetensors")
+    model_args = {k: v for k, v in spec.overrides().items() if k != "num_classes"}
+    config = {"architecture": model, "num_classes": 10, "model_args": model_args,
+              "pretrained_cfg": {"mean": [0.286], "std": [0.353]}}  # fmt: skip
+    (snapshot / "config.json").write_text(json.dumps(config))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+
+    found = resolve_ancestor(f"hf-hub:timm/{model}.lvd142m")
+    ancestor = AncestorWeights.load(found.model, found.checkpoint, found.overrides)
+    assert ancestor.arch.layer_scale and ancestor.arch == spec.resolve()
+    ts = condense(ancestor.model(), fmnist_train, CondenseConfig(recipe="plain", aux=spec, steps=2, batch_size=8))
+    assert ts.config.arch.family == "vit[layer_scale]"
+    d = build_descendant("wave", family_spec(model, depth=3, embed_dim=64, num_heads=4), template_set=ts)
+    timm.create_model(model, **family_spec(model, depth=3, embed_dim=64, num_heads=4).overrides()).load_state_dict(
+        d.materialize().state_dict(), strict=True
+    )
