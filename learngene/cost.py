@@ -33,7 +33,10 @@ def estimate(spec: ViTSpec) -> Cost:
     base = ViTSpec(model=spec.model).resolve()
     dim = spec.embed_dim or base.embed_dim
     depth = spec.depth or base.depth
-    hidden = int(dim * spec.mlp_ratio) if spec.mlp_ratio is not None else base.mlp_hidden * dim // base.embed_dim
+    gates = base.mlp_gates  # a GLU's fc1 holds value and gate: mlp_ratio sizes fc1, the hidden layer is half
+    hidden = (
+        int(dim * spec.mlp_ratio) // gates if spec.mlp_ratio is not None else base.mlp_hidden * dim // base.embed_dim
+    )
     img = spec.img_size or base.img_size[0]
     patch = spec.patch_size or base.patch_size[0]
     in_chans = spec.in_chans or base.in_chans
@@ -42,11 +45,18 @@ def estimate(spec: ViTSpec) -> Cost:
     patches = (img // patch) ** 2
     tokens = patches + prefix
 
-    block = 4 * dim * dim + 2 * dim * hidden  # qkv, proj, fc1, fc2 weights
+    block = 4 * dim * dim + (gates + 1) * dim * hidden  # qkv, proj, fc1, fc2 weights
+    biases = 3 * dim * base.qkv_bias + dim * base.proj_bias + (gates * hidden + dim) * base.mlp_bias
+    block_vectors = biases + 4 * dim + 2 * dim * base.layer_scale  # two LayerNorms, the layer-scale gammas
+    pool = 0  # an attention pool (SigLIP): latent, q, kv, proj, norm, its own MLP
+    if base.attn_pool:
+        pool = dim + 4 * dim * dim + 4 * dim + 2 * dim + 2 * dim * hidden * gates + hidden * gates + dim
     parameters = (
-        depth * (block + 3 * dim + dim + hidden + dim + 4 * dim)  # their biases, two LayerNorms
+        depth * (block + block_vectors)
+        + pool
+        + 2 * dim * base.norm_pre
         + in_chans * patch * patch * dim
-        + dim  # patch embedding
+        + dim * (not base.norm_pre)  # patch embedding (timm drops its bias when a norm_pre follows)
         + (tokens if base.pos_embed_prefix else patches) * dim
         + prefix * dim  # position embedding, class token
         + 2 * dim

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, cast
 
-from timm.layers import LayerScale, Mlp
+from timm.layers import GluMlp, LayerScale, Mlp
 from timm.layers.attention import Attention
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
@@ -66,7 +66,13 @@ FEATURES: dict[str, Feature] = {
             "no parameters; recorded, and a descendant of another activation gets a family_mismatch warning",
         ),
         Feature("qk_norm", "qk_norm=True: attn.q_norm, attn.k_norm", "not served yet", served=False),
-        Feature("glu_mlp", "SwiGLUPacked / GluMlp (DINOv2 giant, ...)", "not served yet", served=False),
+        Feature(
+            "glu_mlp",
+            "SwiGLUPacked / GluMlp (DINOv2 giant): fc1 holds value and gate",
+            "fc1's value and gate halves are widened tile by tile in place (the GATED axis), so their rows stay "
+            "paired; no bridge to a GELU MLP (a 422 naming both families)",
+        ),
+        Feature("other_mlp", "SwiGLU with separate fc1_g/fc1_x, or an MLP with its own norm", "not served", False),
         Feature("eva", "the Eva class (EVA-02, DINOv3, ...: RoPE, SwiGLU)", "not served yet", served=False),
         Feature("rel_pos", "VisionTransformerRelPos", "not served", served=False),
         Feature("parallel_blocks", "ParallelScalingBlock, ParallelThingsBlock", "not served", served=False),
@@ -99,9 +105,9 @@ def _block_family(block: nn.Module) -> tuple[dict[str, Any], list[str]]:
         unserved.append("other_modules")
     elif not isinstance(attn.q_norm, nn.Identity) or not isinstance(attn.norm, nn.Identity):
         unserved.append("qk_norm")
-    if type(mlp) is not Mlp:
-        unserved.append("glu_mlp" if "Glu" in type(mlp).__name__ else "other_modules")
-    elif not isinstance(mlp.norm, nn.Identity) or type(mlp.act).__name__ not in ACTIVATIONS:
+    if type(mlp) not in (Mlp, GluMlp) or not isinstance(mlp.norm, nn.Identity):
+        unserved.append("other_mlp")
+    elif type(getattr(mlp, "act", None)).__name__ not in ACTIVATIONS or getattr(mlp, "chunk_dim", -1) != -1:
         unserved.append("other_modules")
     if not isinstance(block.norm1, nn.LayerNorm) or not isinstance(block.norm2, nn.LayerNorm):
         unserved.append("other_modules")
@@ -110,13 +116,14 @@ def _block_family(block: nn.Module) -> tuple[dict[str, Any], list[str]]:
             unserved.append("other_modules")
     if unserved:
         return {}, unserved
-    attention, perceptron = cast(Attention, attn), cast(Mlp, mlp)  # what the checks above let through
+    attention, perceptron = cast(Attention, attn), cast(Mlp | GluMlp, mlp)  # what the checks above let through
     qkv, proj, fc1 = (cast(nn.Linear, m) for m in (attention.qkv, attention.proj, perceptron.fc1))
     return {
         "layer_scale": isinstance(block.ls1, LayerScale),
         "qkv_bias": qkv.bias is not None,
         "proj_bias": proj.bias is not None,
         "mlp_bias": fc1.bias is not None,
+        "mlp_gates": 2 if isinstance(perceptron, GluMlp) else 1,
         "act": type(perceptron.act).__name__,
     }, []
 
@@ -164,6 +171,8 @@ def family_name(flags: dict[str, Any]) -> str:
     for bias in ("qkv_bias", "proj_bias", "mlp_bias"):
         if not flags.get(bias, True):
             parts.append(f"no_{bias}")
+    if flags.get("mlp_gates", 1) == 2:
+        parts.append("glu_mlp")
     if flags.get("attn_pool"):
         parts.append("attention_pool")
     if flags.get("norm_pre"):

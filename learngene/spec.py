@@ -91,6 +91,7 @@ class Architecture(BaseModel):
     proj_bias: bool = True
     mlp_bias: bool = True
     layer_scale: bool = False
+    mlp_gates: int = 1  # 2: a GLU MLP (fc1 holds value and gate, 2 x mlp_hidden rows)
     act: str = "GELU"
     attn_pool: bool = False
     norm_pre: bool = False
@@ -163,7 +164,7 @@ def _resolve_cached(spec: ViTSpec) -> Architecture:
         embed_dim=model.embed_dim,
         depth=len(model.blocks),
         num_heads=attn.num_heads,
-        mlp_hidden=cast(nn.Linear, mlp.fc1).out_features,
+        mlp_hidden=cast(nn.Linear, mlp.fc2).in_features,  # the hidden layer (a GLU's fc1 has twice its rows)
         num_classes=model.num_classes,
         img_size=tuple(model.patch_embed.img_size),
         patch_size=tuple(model.patch_embed.patch_size),

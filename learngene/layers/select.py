@@ -83,6 +83,7 @@ class WidthSelection(nn.Module):
     qkv: Tensor
     inner: Tensor
     hidden: Tensor
+    gated: Tensor
 
     def __init__(self, src: Architecture, dst: Architecture, size: int):
         super().__init__()
@@ -97,7 +98,9 @@ class WidthSelection(nn.Module):
         units = coverage(kh, m0, m)  # position copy * m0 + unit; the widened hidden axis is tile-major
         copy, unit = units // m0, units % m0
         hidden = torch.sort((unit // size) * (kh * size) + copy * size + unit % size).values
-        for name, value in (("width", width), ("inner", inner), ("hidden", hidden)):
+        # fc1's rows: the hidden units, and in a GLU MLP the same units of its gate half (Axis.GATED)
+        gated = torch.cat([hidden + g * kh * m0 for g in range(src.mlp_gates)])
+        for name, value in (("width", width), ("inner", inner), ("hidden", hidden), ("gated", gated)):
             self.register_buffer(name, value, persistent=False)
         self.register_buffer("qkv", torch.cat([inner + i * k * d0 for i in range(3)]), persistent=False)
         self.scales = {
@@ -111,10 +114,10 @@ class WidthSelection(nn.Module):
         return {
             "qkv": ("qkv", "width"),
             "proj": ("width", "inner"),
-            "fc1": ("hidden", "width"),
+            "fc1": ("gated", "width"),
             "fc2": ("width", "hidden"),
             "qkv_bias": ("qkv",),
-            "fc1_bias": ("hidden",),
+            "fc1_bias": ("gated",),
         }.get(kind, ("width",))
 
     def input_scale(self, kind: str) -> Tensor | None:

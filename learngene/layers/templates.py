@@ -31,17 +31,26 @@ class Axis(enum.Enum):
     QKV:   q, k and v stacked (3D); three groups, each widened like WIDTH, so q/k/v and their heads stay apart.
     HIDDEN: the MLP hidden layer; every tile is its own group. Any layout works here as long as fc1's rows and
             fc2's columns agree, and per-tile groups allow any hidden size that is a multiple of the tile.
+    GATED:  fc1's rows: the hidden layer, or in a GLU MLP its value and gate halves stacked (2M). Per-tile groups
+            like HIDDEN: each half is widened tile by tile in place, so value and gate rows stay paired and both
+            keep the order of fc2's columns.
     """
 
     WIDTH = "width"
     QKV = "qkv"
     HIDDEN = "hidden"
+    GATED = "gated"
 
     def size(self, arch: Architecture) -> int:
-        return {Axis.WIDTH: arch.embed_dim, Axis.QKV: 3 * arch.embed_dim, Axis.HIDDEN: arch.mlp_hidden}[self]
+        sizes = {Axis.WIDTH: arch.embed_dim, Axis.QKV: 3 * arch.embed_dim, Axis.HIDDEN: arch.mlp_hidden}
+        return sizes[self] if self is not Axis.GATED else arch.mlp_gates * arch.mlp_hidden
 
     def groups(self, tiles: int) -> int:
-        return {Axis.WIDTH: 1, Axis.QKV: 3, Axis.HIDDEN: tiles}[self]
+        return {Axis.WIDTH: 1, Axis.QKV: 3, Axis.HIDDEN: tiles, Axis.GATED: tiles}[self]
+
+    @property
+    def is_hidden(self) -> bool:
+        return self in (Axis.HIDDEN, Axis.GATED)
 
 
 @dataclass(frozen=True)
@@ -73,7 +82,7 @@ SLOTS: dict[str, Slot] = {
     for s in (
         Slot("qkv", "attn.qkv.weight", (Axis.QKV, Axis.WIDTH)),
         Slot("proj", "attn.proj.weight", (Axis.WIDTH, Axis.WIDTH)),
-        Slot("fc1", "mlp.fc1.weight", (Axis.HIDDEN, Axis.WIDTH)),
+        Slot("fc1", "mlp.fc1.weight", (Axis.GATED, Axis.WIDTH)),
         Slot("fc2", "mlp.fc2.weight", (Axis.WIDTH, Axis.HIDDEN)),
         Slot("norm1_weight", "norm1.weight", (Axis.WIDTH,), unit=True),
         Slot("norm1_bias", "norm1.bias", (Axis.WIDTH,)),
@@ -81,7 +90,7 @@ SLOTS: dict[str, Slot] = {
         Slot("proj_bias", "attn.proj.bias", (Axis.WIDTH,), needs="proj_bias"),
         Slot("norm2_weight", "norm2.weight", (Axis.WIDTH,), unit=True),
         Slot("norm2_bias", "norm2.bias", (Axis.WIDTH,)),
-        Slot("fc1_bias", "mlp.fc1.bias", (Axis.HIDDEN,), needs="mlp_bias"),
+        Slot("fc1_bias", "mlp.fc1.bias", (Axis.GATED,), needs="mlp_bias"),
         Slot("fc2_bias", "mlp.fc2.bias", (Axis.WIDTH,), needs="mlp_bias"),
         # Layer scale (DeiT-3, DINOv2): x + gamma * f(x); gamma multiplies the rows of the layer before it.
         Slot("ls1_gamma", "ls1.gamma", (Axis.WIDTH,), needs="layer_scale", unit=True, scales=("proj", "proj_bias")),
@@ -128,7 +137,7 @@ class TemplateConfig(BaseModel):
         a = self.size
         if arch.embed_dim % a:
             raise SpecError(what, f"embed_dim={arch.embed_dim} is not a multiple of the template size {a}")
-        if arch.mlp_hidden % a and any(Axis.HIDDEN in s.axes for s in self.slots()):
+        if arch.mlp_hidden % a and any(axis.is_hidden for s in self.slots() for axis in s.axes):
             raise SpecError(
                 "mlp_ratio",
                 f"the MLP hidden size {arch.mlp_hidden} is not a multiple of the template size {a}",
@@ -264,7 +273,7 @@ def widen(
     For sizes that are not multiples (`learngene.layers.select`): the MLP hidden axis may get `hidden_factor` copies
     (`copy_mixing` pairs them with the width's), and `input_scale` (one factor per input copy) scales the blocks.
     """
-    factors = [hidden_factor if axis is Axis.HIDDEN and hidden_factor else factor for axis in slot.axes]
+    factors = [hidden_factor if axis.is_hidden and hidden_factor else factor for axis in slot.axes]
     if max(factors) == 1 and input_scale is None:
         return scalers
     lead = scalers.shape[:2]

@@ -106,19 +106,20 @@ def weight_selection(ancestor: dict[str, Tensor], src: Architecture, spec: ViTSp
     for name, target in state.items():
         if name.startswith("head") or name not in ancestor:
             continue  # the head is excluded (new task); layers beyond the target depth are not asked for
-        stacked = 3 if ".qkv." in name else 2 if name.startswith("attn_pool.kv.") else 1
+        gated = ".mlp.fc1." in name and name.startswith("blocks.") and src.mlp_gates == 2
+        stacked = 3 if ".qkv." in name else 2 if name.startswith("attn_pool.kv.") or gated else 1
         chosen[name] = _select_stacked(ancestor[name], target.shape, stacked, src, dst)
     model.load_state_dict(chosen, strict=False)
     return model
 
 
 def _select_stacked(tensor: Tensor, shape: torch.Size, parts: int, src: Architecture, dst: Architecture) -> Tensor:
-    """q, k and v (an attention pool's k and v) are selected separately, so each keeps its own rows (the same
-    indices as the residual width)."""
+    """q, k and v (an attention pool's k and v, a GLU's value and gate) are selected separately, so each keeps its
+    own rows (the same indices as the residual width, or the hidden layer)."""
     if parts == 1:
         return select(tensor, tuple(shape))
-    stacked = tensor.reshape(parts, src.embed_dim, *tensor.shape[1:])
-    return torch.cat([select(p, (dst.embed_dim, *shape[1:])) for p in stacked])
+    stacked = tensor.reshape(parts, tensor.shape[0] // parts, *tensor.shape[1:])
+    return torch.cat([select(p, (shape[0] // parts, *shape[1:])) for p in stacked])
 
 
 def check_layer_learngene(src: Architecture, dst: Architecture, method: str) -> None:

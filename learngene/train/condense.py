@@ -27,7 +27,7 @@ from learngene.errors import IntegrityError, SpecError, UserError
 from learngene.formats.checkpoint import check_finite, freeze
 from learngene.formats.template_set import Lineage, Normalization, TemplateSet, TemplateSetConfig
 from learngene.layers.generated import GeneratedViT
-from learngene.layers.templates import DEFAULT_COUNTS, TemplateConfig
+from learngene.layers.templates import DEFAULT_COUNTS, SLOTS, TemplateConfig
 from learngene.methods import LearngeneName, get_learngene
 from learngene.spec import ViTSpec
 from learngene.train import distributed
@@ -98,6 +98,24 @@ class CondenseConfig(BaseModel):
         ge=0,
         description="when given, the warm-up in passes over the data (DeiT: 5), instead of optim.warmup_steps",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _family_counts(cls, values: Any) -> Any:
+        """The counts keep the kinds the auxiliary model's family has (no layer scale in a plain ViT, no qkv bias
+        without one), so that the recorded configuration is the one used. An invalid `aux` is left to its own
+        validation."""
+        if not isinstance(values, dict) or "aux" not in values:
+            return values
+        try:
+            arch = ViTSpec.model_validate(values["aux"]).resolve()
+        except ValueError:  # pydantic's ValidationError and SpecError: reported by the field's own validation
+            return values
+        counts = values.get("template_counts", DEFAULT_COUNTS)
+        if not isinstance(counts, dict):
+            return values
+        kept = {k: n for k, n in counts.items() if k not in SLOTS or SLOTS[k].present(arch)}  # unknown: refused
+        return {**values, "template_counts": kept}
 
     @model_validator(mode="before")
     @classmethod

@@ -14,10 +14,12 @@ from safetensors.torch import save_file
 from learngene import CondenseConfig, TemplateSet, condense, export_checkpoint, inherit
 from learngene.errors import SpecError, UserError
 from learngene.families import FEATURES
+from learngene.fit_settings import FitSettings
 from learngene.formats.ancestors import resolve_ancestor
 from learngene.layers.templates import SLOTS
 from learngene.methods import build_descendant
 from learngene.methods.ancestor_weights import AncestorWeights
+from learngene.quality.card import CardConfig, compute_card, load_card_data
 from learngene.quality.caveats import architecture_caveats
 from learngene.spec import VIT_PREFIXES, ViTSpec
 from tests.support.cli import cli
@@ -32,11 +34,15 @@ FAMILIES = {
     "siglip (attention pool, no class token, GELUTanh)": "vit_base_patch32_siglip_256",
     "clip (norm_pre, QuickGELU)": "vit_base_patch16_clip_quickgelu_224",
     "no qkv bias, layer scale, avg pool": "vit_medium_patch16_gap_256",
+    "dinov2 giant (GLU MLP, layer scale)": "vit_giant_patch14_dinov2",
 }
+# The giant's MLP ratio (5.33) makes a hidden layer of 85 at width 32: not a multiple of the template size.
+SIZED = {"vit_giant_patch14_dinov2": {"mlp_ratio": 4.0}}
 
 
 def family_spec(model: str, **overrides) -> ViTSpec:
-    return ViTSpec(model=model, **{**TINY, "embed_dim": 32, "num_heads": 2, "depth": 3, **overrides})
+    tiny = {**TINY, "embed_dim": 32, "num_heads": 2, "depth": 3, **SIZED.get(model, {})}
+    return ViTSpec(model=model, **{**tiny, **overrides})
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +84,14 @@ def test_the_architecture_records_the_family():
     assert siglip.attn_pool and siglip.num_prefix_tokens == 0 and siglip.act == "GELUTanh"
     gap = family_spec("vit_medium_patch16_gap_256").resolve()
     assert not gap.qkv_bias and gap.layer_scale and gap.global_pool == "avg"
+    giant = family_spec("vit_giant_patch14_dinov2").resolve()
+    assert giant.mlp_gates == 2 and giant.mlp_hidden == 64 and giant.act == "SiLU"  # fc1: 128 rows, value and gate
+
+
+def test_a_glu_mlp_is_not_bridged_to_a_plain_one():
+    glu = random_template_set(family_spec("vit_giant_patch14_dinov2"), seed=11)
+    with pytest.raises(SpecError, match=r"vit\[layer_scale, glu_mlp, SiLU\]\) have different MLPs"):
+        build_descendant("wave", family_spec("vit_small_patch14_dinov2"), template_set=glu)
 
 
 def test_a_family_set_holds_the_kinds_its_blocks_have(family):
@@ -237,3 +251,24 @@ def test_a_dinov2_from_the_local_hub_cache_is_an_ancestor_of_its_family(tmp_path
     timm.create_model(model, **family_spec(model, depth=3, embed_dim=64, num_heads=4).overrides()).load_state_dict(
         d.materialize().state_dict(), strict=True
     )
+
+
+def test_a_family_set_gets_a_quality_card():
+    template_set = random_template_set(family_spec("vit_base_patch32_siglip_256", depth=2), seed=10)
+    template_set.lineage.data_uri = f"idx://{FMNIST}"
+    config = CardConfig(depths=(1, 2), fit=FitSettings(steps=2, batch_size=16), train_samples=64, eval_samples=64)
+    card = compute_card(template_set, load_card_data(template_set, config), digest="b" * 64, config=config)
+    assert {(r.depth, r.embed_dim) for r in card.rows} == {(1, 32), (2, 32), (1, 64), (2, 64)}
+    assert all(0.0 <= r.accuracy <= 1.0 for r in card.rows)
+
+
+def test_weight_selection_keeps_a_glu_s_value_and_gate_halves_apart():
+    spec = family_spec("vit_giant_patch14_dinov2", depth=4, embed_dim=64, num_heads=4)
+    torch.manual_seed(3)
+    ancestor = AncestorWeights(spec, spec.build().state_dict(), sha256="0" * 64)
+    target = family_spec("vit_giant_patch14_dinov2", depth=2)
+    model = build_descendant("weight_selection", target, ancestor=ancestor)
+    fc1 = ancestor.state["blocks.1.mlp.fc1.weight"]  # (2 x 128, 64): value rows, then gate rows
+    value, gate = model.state_dict()["blocks.1.mlp.fc1.weight"].chunk(2)  # (2 x 64, 32)
+    torch.testing.assert_close(value, fc1[:128][::2, ::2])
+    torch.testing.assert_close(gate, fc1[128:][::2, ::2])

@@ -75,7 +75,7 @@ def test_widened_weights_act_on_tiled_inputs_like_the_original(k, c, r, n, seed)
     a = 2
     d0, h0 = c * a, r * c * a  # width and MLP hidden size of the source, in units of a-tiles
     templates = torch.randn(n, a, a, generator=g)
-    sizes = {Axis.WIDTH: d0, Axis.QKV: 3 * d0, Axis.HIDDEN: h0}
+    sizes = {Axis.WIDTH: d0, Axis.QKV: 3 * d0, Axis.HIDDEN: h0, Axis.GATED: h0}  # GATED: a plain MLP's fc1 rows
     for kind in ("qkv", "proj", "fc1", "fc2"):
         slot = SLOTS[kind]
         rows, cols = (sizes[ax] // a for ax in slot.axes)
@@ -92,7 +92,7 @@ def _tile(v: torch.Tensor, axis: Axis, k: int, d0: int, a: int) -> torch.Tensor:
         return v.repeat(k)
     if axis is Axis.QKV:
         return torch.cat([g.repeat(k) for g in v.split(d0)])
-    return torch.cat([t.repeat(k) for t in v.split(a)])  # HIDDEN: every tile is its own group
+    return torch.cat([t.repeat(k) for t in v.split(a)])  # HIDDEN, GATED: every tile is its own group
 
 
 def test_widen_vectors_repeats_each_group():

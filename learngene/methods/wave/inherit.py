@@ -71,6 +71,12 @@ def check_compatible(config: TemplateSetConfig, spec: ViTSpec) -> Architecture:
     be dropped without changing the function, so such a descendant is refused, naming both families."""
     dst = spec.resolve()  # any width timm builds (embed_dim divisible by num_heads) is served (learngene.layers.select)
     src, counts = config.arch, _wave_templates(config).counts
+    if dst.mlp_gates != src.mlp_gates:
+        raise SpecError(
+            "model",
+            f"{dst.model} ({dst.family}) and the template set's family ({src.family}) have different MLPs (a GLU "
+            "and a plain one): no rule maps one onto the other",
+        )
     for kind, slot in SLOTS.items():
         if slot.present(src) and not slot.present(dst) and not (slot.scales and kind in counts):
             how = "templates" if kind in counts else "stores (untemplated)"
