@@ -95,6 +95,13 @@ def test_any_width_timm_builds_is_served(embed_dim, num_heads, mlp_ratio):
     assert check_compatible(ts.config, spec).embed_dim == embed_dim
 
 
+# One of each served family (learngene.families).
+FAMILY_NAMES = (
+    "vit_small_patch14_reg4_dinov2", "vit_base_patch16_siglip_224", "vit_base_patch16_clip_quickgelu_224",
+    "vit_medium_patch16_gap_256", "vit_giant_patch14_dinov2", "deit3_small_patch16_224",
+)  # fmt: skip
+
+
 @pytest.mark.parametrize(
     "spec",
     [
@@ -102,13 +109,7 @@ def test_any_width_timm_builds_is_served(embed_dim, num_heads, mlp_ratio):
         ViTSpec(model="vit_base_patch16_224"),
         ViTSpec(model="vit_small_patch16_224", mlp_ratio=3.0, class_token=False, global_pool="avg"),
         tiny_spec(depth=2, embed_dim=64, num_heads=1),
-        *(  # the families (learngene.families)
-            ViTSpec(model=name, depth=2)
-            for name in (
-                "vit_small_patch14_reg4_dinov2", "vit_base_patch16_siglip_224", "vit_base_patch16_clip_quickgelu_224",
-                "vit_medium_patch16_gap_256", "vit_giant_patch14_dinov2", "deit3_small_patch16_224",
-            )
-        ),  # fmt: skip
+        *(ViTSpec(model=name, depth=2) for name in FAMILY_NAMES),
     ],
     ids=str,
 )
