@@ -1,7 +1,8 @@
 """Table E: WAVE on the ViT families timm builds (issue 25), against the other methods, family by family.
 
     python bench/family_benchmark.py --quick   # development scale (about 15 minutes on 2 CPU cores)
-    python bench/family_benchmark.py           # the benchmark's scale
+    python bench/family_benchmark.py           # the benchmark's scale (2 seeds; several hours on 2 CPU cores)
+    python bench/family_benchmark.py --quick --render --report BENCHMARKS.md   # the last quick run's section
 
 Per family (a small member of it, 64 wide, 2 heads, patch 7, on FashionMNIST): an ancestor of that family is trained
 (cached by its configuration), WAVE, TLEG and SWS are condensed from it into an auxiliary model of the same family,
@@ -190,7 +191,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--only", action="append", default=[], help="timm model name of one family (repeatable)")
+    parser.add_argument("--report", type=Path, help="the report whose `families` section is written (default: "
+                        "BENCHMARKS.md, bench/results/BENCHMARKS_quick.md for --quick)")  # fmt: skip
+    parser.add_argument("--render", action="store_true", help="write the section from the last run's JSON, no run")
     args = parser.parse_args()
+    name = "family_benchmark_quick.json" if args.quick else "family_benchmark.json"
+    report = args.report or (RESULTS / "BENCHMARKS_quick.md" if args.quick else ROOT / "BENCHMARKS.md")
+    if args.render:
+        replace_section(report, "families", section(json.loads((RESULTS / name).read_text())))
+        return
     budget = dataclasses.replace(QUICK, seeds=1) if args.quick else dataclasses.replace(Budget(), seeds=2)
     t0 = time.perf_counter()
     data = load(budget)
@@ -202,10 +211,9 @@ def main() -> None:
     }
     result["seconds"] = time.perf_counter() - t0
     RESULTS.mkdir(parents=True, exist_ok=True)
-    name = "family_benchmark_quick.json" if args.quick else "family_benchmark.json"
     (RESULTS / name).write_text(json.dumps(result, indent=1) + "\n")
     text = section(result)
-    replace_section(RESULTS / "BENCHMARKS_quick.md" if args.quick else ROOT / "BENCHMARKS.md", "families", text)
+    replace_section(report, "families", text)
     print(text)
 
 
