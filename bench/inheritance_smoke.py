@@ -84,7 +84,7 @@ def compose_timing(repeats: int = 10) -> dict[str, float]:
         global_pool="token",
         qkv_bias=True,
     )
-    config = TemplateConfig(size=768, counts=DEFAULT_COUNTS)
+    config = TemplateConfig(size=768, counts=DEFAULT_COUNTS).for_arch(arch)  # a plain ViT-B: no layer scale
     templates, scalers = WeightTemplates(config), WeightScalers(config, arch)
     templates.reset_parameters(torch.Generator().manual_seed(0))
     scalers.reset_parameters(torch.Generator().manual_seed(0))
