@@ -18,6 +18,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from learngene.layers.templates import SLOTS
 from learngene.spec import Architecture, ViTSpec
 
 
@@ -41,8 +42,8 @@ def init_block_param_(param: str, tensor: Tensor, generator: torch.Generator | N
 
 
 def is_gain(param: str) -> bool:
-    """A block parameter whose neutral value is 1: a norm weight or a layer-scale gamma."""
-    return (param.startswith("norm") and param.endswith("weight")) or param.endswith(".gamma")
+    """A block parameter whose neutral value is 1 (a norm weight, a layer-scale gamma): the `SLOTS` table says."""
+    return any(slot.param == param and slot.unit for slot in SLOTS.values())
 
 
 def block_param_name(layer: int, param: str) -> str:
