@@ -61,7 +61,8 @@ class ViTSpec(BaseModel):
 
     def build(self, **extra: Any) -> VisionTransformer:
         """The timm model, randomly initialized by timm's own rules."""
-        # `model` names a VisionTransformer (check_model_name); `resolve` refuses any other class timm builds.
+        # `model` names a VisionTransformer or an Eva (typed as the former: the attributes used are common to both;
+        # `resolve` refuses any other class timm builds).
         return cast(VisionTransformer, timm.create_model(self.model, pretrained=False, **self.overrides(), **extra))
 
     def resolve(self) -> Architecture:
@@ -96,6 +97,15 @@ class Architecture(BaseModel):
     attn_pool: bool = False
     norm_pre: bool = False
     reg_tokens: int = 0
+    # The Eva class and its features (`learngene.families.block_layout` maps its names onto the plain block's).
+    block: Literal["vit", "eva"] = "vit"
+    qkv_layout: Literal["fused", "qv_bias", "separate"] = "fused"
+    k_bias: bool = True  # with qkv biases: whether k has one (EVA's has not)
+    mlp_layout: Literal["packed", "separate"] = "packed"  # separate: SwiGLU's fc1_g and fc1_x
+    attn_norm: bool = False  # a LayerNorm over the attention output (scale_norm)
+    mlp_norm: bool = False  # a LayerNorm over the MLP's hidden layer (scale_mlp)
+    rope: str | None = None  # the rotary position embedding (`learngene.families.ROPES`), None without
+    pos_embed: bool = True  # False: no absolute position embedding (DINOv3: RoPE only)
 
     @property
     def family(self) -> str:
@@ -155,9 +165,9 @@ def _resolve_cached(spec: ViTSpec) -> Architecture:
     except (AssertionError, ValueError, TypeError, RuntimeError, ArithmeticError) as exc:
         raise SpecError("model", f"timm cannot build {spec.model!r} with {spec.overrides()}: {exc}") from exc
     family = read_family(spec.model, built)
-    model = cast(VisionTransformer, built)  # what read_family let through
+    model = cast(VisionTransformer, built)  # what read_family let through: a VisionTransformer or an Eva, alike here
     block = cast(Block, model.blocks[0])
-    attn, mlp = cast(Attention, block.attn), cast(Mlp, block.mlp)  # what read_family let through
+    attn, mlp = cast(Attention, block.attn), cast(Mlp, block.mlp)  # or Eva's; these attributes are common
     pos_embed_prefix = 0 if model.no_embed_class else model.num_prefix_tokens
     return Architecture(
         model=spec.model,

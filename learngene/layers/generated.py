@@ -5,6 +5,10 @@ scalers (`TemplatedViT`), TLEG from a base and a slope per parameter (`LinearExp
 block parameters per stage (`StageSharedViT`). The timm model keeps its free parameters (embeddings, class token,
 final norm, head, and any block parameter that is not generated); the generated ones are removed from it and
 passed in at each forward by `torch.func.functional_call`, so it is an ordinary timm module in every other respect.
+
+Block parameters are named as timm's plain `Block` names them (the canonical names of the `SLOTS` table) in
+everything this module hands out or takes, whatever the family: an Eva's own names and splits are met only at the
+timm model itself (`learngene.families.block_layout`: `to_native` going in, `to_canonical` coming out).
 """
 
 from __future__ import annotations
@@ -18,16 +22,19 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from learngene.families import block_layout, to_canonical, to_native
 from learngene.layers.templates import SLOTS
 from learngene.spec import Architecture, ViTSpec
 
 
 def block_shapes(spec: ViTSpec) -> dict[str, tuple[int, ...]]:
-    """Every parameter of one block of `spec`, in state-dict order, with its shape (what TLEG and SWS generate;
-    the family decides which there are: `learngene.families`). Built on the meta device: no memory."""
+    """Every parameter of one block of `spec`, in canonical names and state-dict order, with its shape (what TLEG
+    and SWS generate; the family decides which there are: `learngene.families`). Built on the meta device: no
+    memory."""
     with torch.device("meta"):
         block = spec.build().blocks[0]
-    return {name: tuple(t.shape) for name, t in block.state_dict().items()}
+    state = to_canonical({f"blocks.0.{k}": v for k, v in block.state_dict().items()}, spec.resolve())
+    return {name.removeprefix("blocks.0."): tuple(t.shape) for name, t in state.items()}
 
 
 def init_block_param_(param: str, tensor: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -69,10 +76,14 @@ class GeneratedViT(nn.Module, abc.ABC):
         self.vit = vit if vit is not None else spec.build()
         self.generated_params = tuple(generated)
         self.provenance: dict = {}  # how the weights came to be (filled by inheritance), carried into exports
+        layout = block_layout(self.arch)
         for param in self.generated_params:
-            owner, name = param.rsplit(".", 1)
-            for block in self.vit.blocks:
-                del block.get_submodule(owner)._parameters[name]
+            for native in layout.get(param, (param,)):
+                if native is None:
+                    continue  # a part the family lacks (EVA's k bias): generated, then dropped by to_native
+                owner, _, name = native.rpartition(".")
+                for block in self.vit.blocks:
+                    del block.get_submodule(owner)._parameters[name]
 
     @abc.abstractmethod
     def generated_weights(self) -> dict[str, Tensor]:
@@ -98,16 +109,24 @@ class GeneratedViT(nn.Module, abc.ABC):
         # Generate in fp32 even under autocast: the weights are few and their precision matters more than speed.
         with torch.autocast(device_type=x.device.type, enabled=False):
             weights = self.generated_weights()
-        return functional_call(self.vit, weights, (x,))
+        return functional_call(self.vit, to_native(weights, self.arch), (x,))
 
     def free_state(self) -> dict[str, Tensor]:
-        """The timm state-dict entries that are stored as they are (not generated)."""
-        return self.vit.state_dict()
+        """The state-dict entries that are stored as they are (not generated), in canonical names."""
+        return to_canonical(self.vit.state_dict(), self.arch)
+
+    def load_free(self, state: dict[str, Tensor]) -> None:
+        """Load free parameters given in canonical names (any subset of them, but nothing the model lacks: a name
+        it does not know would otherwise be dropped in silence)."""
+        unexpected = self.vit.load_state_dict(to_native(state, self.arch), strict=False).unexpected_keys
+        if unexpected:
+            raise ValueError(f"not free parameters of {self.arch.model}: {unexpected[:5]}")
 
     def materialized_state(self) -> dict[str, Tensor]:
-        """The full timm state dict: free parameters plus the generated block weights, detached."""
+        """The full timm state dict, in the family's own names: free parameters plus the generated block weights,
+        detached."""
         with torch.no_grad():
-            state = {**self.free_state(), **self.generated_weights()}
+            state = to_native({**self.free_state(), **self.generated_weights()}, self.arch)
         return {k: v.detach().clone().contiguous() for k, v in state.items()}
 
     def materialize(self) -> VisionTransformer:

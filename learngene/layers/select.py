@@ -118,6 +118,10 @@ class WidthSelection(nn.Module):
             "fc2": ("width", "hidden"),
             "qkv_bias": ("qkv",),
             "fc1_bias": ("gated",),
+            "attn_norm_weight": ("inner",),
+            "attn_norm_bias": ("inner",),
+            "mlp_norm_weight": ("hidden",),
+            "mlp_norm_bias": ("hidden",),
         }.get(kind, ("width",))
 
     def input_scale(self, kind: str) -> Tensor | None:

@@ -95,11 +95,16 @@ SLOTS: dict[str, Slot] = {
         # Layer scale (DeiT-3, DINOv2): x + gamma * f(x); gamma multiplies the rows of the layer before it.
         Slot("ls1_gamma", "ls1.gamma", (Axis.WIDTH,), needs="layer_scale", unit=True, scales=("proj", "proj_bias")),
         Slot("ls2_gamma", "ls2.gamma", (Axis.WIDTH,), needs="layer_scale", unit=True, scales=("fc2", "fc2_bias")),
+        # A norm inside attention (over its output, before proj) or the MLP (over the hidden layer; EVA-02 B/L).
+        Slot("attn_norm_weight", "attn.norm.weight", (Axis.WIDTH,), needs="attn_norm", unit=True),
+        Slot("attn_norm_bias", "attn.norm.bias", (Axis.WIDTH,), needs="attn_norm"),
+        Slot("mlp_norm_weight", "mlp.norm.weight", (Axis.HIDDEN,), needs="mlp_norm", unit=True),
+        Slot("mlp_norm_bias", "mlp.norm.bias", (Axis.HIDDEN,), needs="mlp_norm"),
     )
 }
 
 # The paper's counts for DeiT (its Table 8): qkv 6, proj 2, fc1 8, fc2 8 matrices; 4 of each vector kind
-# (layer scale [ours]: 4 like every other vector kind).
+# (layer scale and the inner norms [ours]: 4 like every other vector kind).
 DEFAULT_COUNTS: dict[str, int] = {
     kind: (4 if not slot.is_matrix else {"qkv": 6, "proj": 2, "fc1": 8, "fc2": 8}[kind]) for kind, slot in SLOTS.items()
 }

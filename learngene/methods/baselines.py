@@ -13,14 +13,13 @@ as a method (the classes at the end).
 from __future__ import annotations
 
 import math
-from typing import cast
 
 import torch
-from timm.layers.attention import Attention
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
 from learngene.errors import SpecError
+from learngene.families import to_canonical, to_native
 from learngene.layers.select import uniform_indices
 from learngene.methods.registry import Method, register_method
 from learngene.spec import Architecture, ViTSpec, build_fresh
@@ -52,18 +51,22 @@ def mimetic(
     arch = spec.resolve()
     d, h, dh = arch.embed_dim, arch.num_heads, arch.head_dim
     g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for block in model.blocks:
-            attn = cast(Attention, block.attn)  # a plain timm Attention: spec.resolve() checked the structure
-            qkv, proj = attn.qkv.weight, attn.proj.weight  # (3d, d), (d, d)
-            for head in range(h):
-                rows = slice(head * dh, (head + 1) * dh)
-                q, k = mimetic_factors(d, dh, alpha1, beta1, g)  # attention logits: x W_q^T W_k x^T
-                qkv[rows] = q
-                qkv[d:][rows] = k
-                v, o = mimetic_factors(d, dh, alpha2, -beta2, g)  # value path: x W_v^T W_proj[:, head]^T
-                qkv[2 * d :][rows] = v
-                proj[:, rows] = o.T
+    state = to_canonical(model.state_dict(), arch)  # q, k and v stacked, whatever the family stores
+    updates: dict[str, Tensor] = {}
+    for layer in range(arch.depth):
+        qkv = state[f"blocks.{layer}.attn.qkv.weight"].clone()  # (3d, d)
+        proj = state[f"blocks.{layer}.attn.proj.weight"].clone()  # (d, d)
+        for head in range(h):
+            rows = slice(head * dh, (head + 1) * dh)
+            q, k = mimetic_factors(d, dh, alpha1, beta1, g)  # attention logits: x W_q^T W_k x^T
+            qkv[rows] = q
+            qkv[d:][rows] = k
+            v, o = mimetic_factors(d, dh, alpha2, -beta2, g)  # value path: x W_v^T W_proj[:, head]^T
+            qkv[2 * d :][rows] = v
+            proj[:, rows] = o.T
+        updates[f"blocks.{layer}.attn.qkv.weight"] = qkv
+        updates[f"blocks.{layer}.attn.proj.weight"] = proj
+    model.load_state_dict(to_native(updates, arch), strict=False)
     return model
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from torch import nn
 
 from learngene.errors import SpecError
+from learngene.families import check_bridge, to_native
 from learngene.formats.template_set import TemplateSet, TemplateSetConfig
 from learngene.layers.generated import block_shapes
 from learngene.methods.registry import AuxT, Learngene
@@ -28,6 +29,7 @@ class LayerLearngene(Learngene[AuxT]):
                 "embed_dim",
                 f"{self.name} inherits depth only: embed_dim must be {src.embed_dim} (mlp hidden {src.mlp_hidden})",
             )
+        check_bridge(src, dst)
         if block_shapes(spec) != block_shapes(template_config.aux):
             raise SpecError(
                 "model",
@@ -44,5 +46,7 @@ class LayerLearngene(Learngene[AuxT]):
         blocks = self.blocks(template_set.templates, dst.depth)
         free = {k: v for k, v in template_set.free.items() if not k.startswith("head.")}
         inherited, _ = inherit_free(free, template_set.config.arch, dst, model.state_dict())
-        model.load_state_dict({**inherited, **blocks}, strict=False)
+        unexpected = model.load_state_dict(to_native({**inherited, **blocks}, dst), strict=False).unexpected_keys
+        if unexpected:
+            raise ValueError(f"not parameters of {dst.model}: {unexpected[:5]}")
         return model

@@ -98,8 +98,24 @@ def family_differences(src: Architecture, dst: Architecture) -> list[str]:
         out.append("the attention pool is fresh (timm's init): the set has none")
     if src.attn_pool and not dst.attn_pool:
         out.append("the set's attention pool is not used: the descendant pools another way")
+    if not (dst.attn_pool or src.attn_pool) and dst.global_pool != src.global_pool:
+        out.append(f"the descendant pools by {dst.global_pool!r}, the set's auxiliary model by {src.global_pool!r}: "
+                   "the inherited head reads other features")  # fmt: skip
     if dst.norm_pre != src.norm_pre:
         out.append("norm_pre is " + ("fresh (timm's init)" if dst.norm_pre else "dropped"))
+    if dst.pos_embed != src.pos_embed:
+        out.append("the absolute position embedding is " + ("fresh (timm's init): the set has none" if dst.pos_embed
+                   else "dropped: the descendant encodes positions by RoPE alone"))  # fmt: skip
+    if dst.reg_tokens != src.reg_tokens:
+        out.append(f"the set's {src.reg_tokens} register tokens are dropped" if not dst.reg_tokens else
+                   f"the descendant's {dst.reg_tokens} register tokens are fresh (timm's init): the set has "
+                   f"{src.reg_tokens}")  # fmt: skip
+    if dst.qkv_bias and src.qkv_bias and dst.k_bias != src.k_bias:  # RoPE makes it matter: check_bridge refuses
+        out.append(
+            "the key bias is "
+            + ("zero" if dst.k_bias else "dropped")
+            + " (exact: without RoPE a key bias shifts every logit of a query alike, and softmax ignores it)"
+        )
     return out
 
 

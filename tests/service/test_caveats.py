@@ -176,9 +176,16 @@ def test_a_request_stored_before_the_rule_still_reads_back():
     assert InitializationRequest.model_validate(DEIT_224_RGB).fit.steps == 0
 
 
-def test_a_dinov2_descendant_of_the_plain_demo_set_is_served_and_an_eva_is_refused_by_name(api, tmp_path):
+@pytest.mark.parametrize(
+    ("model", "needle", "check"),
+    [
+        ("vit_small_patch14_reg4_dinov2", "layer-scale gammas start at 1 (exact)", "blocks.3.ls1.gamma"),
+        ("eva_giant_patch14_224", "pools by 'avg'", "blocks.3.attn.q_bias"),  # the Eva class, no RoPE: q, v biases
+    ],
+)
+def test_a_descendant_of_another_family_is_served_from_the_plain_demo_set(api, tmp_path, model, needle, check):
     body = {
-        "model": "vit_small_patch14_reg4_dinov2",
+        "model": model,
         "overrides": {"depth": 4, "embed_dim": 128, "num_heads": 2, "num_classes": 10, **TINY_GREY},
         "template_set": "demo@prod",
     }
@@ -186,16 +193,26 @@ def test_a_dinov2_descendant_of_the_plain_demo_set_is_served_and_an_eva_is_refus
         response = http.post("/v1/initializations", json=body)
         assert response.status_code == 202, response.text
         mismatch = [c["message"] for c in response.json()["warnings"] if c["code"] == "family_mismatch"]
-        assert mismatch and "layer-scale gammas start at 1 (exact)" in mismatch[0]
+        assert mismatch and needle in mismatch[0]
         done = client.wait(response.json()["id"], timeout_s=120)
         assert done["status"] == "succeeded", done
-        folder = client.download_folder(done["id"], tmp_path / "dinov2")
-        refused = http.post("/v1/initializations", json={**body, "model": "eva02_tiny_patch14_224"})
-    assert refused.status_code == 422 and "eva (the Eva class" in refused.text and "model" in refused.text
+        folder = client.download_folder(done["id"], tmp_path / "descendant")
     state = load_file(folder / "model.safetensors")
-    assert state["reg_token"].shape == (1, 4, 128) and torch.equal(state["blocks.3.ls1.gamma"], torch.ones(128))
+    assert state[check].shape == (128,) and torch.isfinite(state[check]).all()
     strict = ViTSpec(model=body["model"], **body["overrides"]).build().eval()
     strict.load_state_dict(state, strict=True)
     x = torch.randn(2, 1, 28, 28)
-    model = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
-    assert torch.equal(model(x), strict(x))  # config.json rebuilds the family
+    model_ = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
+    assert type(model_) is type(strict) and torch.equal(model_(x), strict(x))  # config.json rebuilds the family
+
+
+def test_a_rope_descendant_of_the_plain_demo_set_is_refused_naming_both_families(api):
+    body = {
+        "model": "vit_small_patch16_rope_224",  # the Eva class with RoPE, a plain MLP and layer scale
+        "overrides": {"depth": 4, "embed_dim": 128, "num_heads": 2, "num_classes": 10, **TINY_GREY},
+        "template_set": "demo@prod",
+    }
+    refused = httpx.post(f"{api.url}/v1/initializations", json=body)
+    assert refused.status_code == 422, refused.text
+    assert "encode positions differently" in refused.text and "eva[rope=cat" in refused.text
+    assert "template set's family (vit)" in refused.text and "model" in refused.text

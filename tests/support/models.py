@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from learngene import CondenseConfig, Normalization, TemplatedViT, TemplateSet, ViTSpec, WeightScalers, WeightTemplates
+from learngene.families import to_native
 from learngene.train.condense import build_auxiliary
 
 TINY = dict(img_size=28, patch_size=7, in_chans=1, num_classes=10)
@@ -34,6 +35,6 @@ def aux_logits(template_set: TemplateSet, images: torch.Tensor) -> torch.Tensor:
             for kind, tensor in module.tensors.items():
                 tensor.copy_(stored[kind])
     aux = TemplatedViT(config.aux, templates, scalers)
-    aux.vit.load_state_dict(template_set.free, strict=True)
+    aux.vit.load_state_dict(to_native(template_set.free, config.arch), strict=True)  # canonical names stored
     with torch.no_grad():
         return aux.eval()(images)

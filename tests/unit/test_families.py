@@ -35,9 +35,18 @@ FAMILIES = {
     "clip (norm_pre, QuickGELU)": "vit_base_patch16_clip_quickgelu_224",
     "no qkv bias, layer scale, avg pool": "vit_medium_patch16_gap_256",
     "dinov2 giant (GLU MLP, layer scale)": "vit_giant_patch14_dinov2",
+    # the Eva class: its block read in the plain Block's names (families.block_layout)
+    "eva02 (RoPE, packed SwiGLU, q and v biases)": "eva02_tiny_patch14_224",
+    "eva02 clip (SwiGLU and q/k/v apart, attention and MLP norms)": "eva02_base_patch16_clip_224",
+    "dinov3 (RoPE only, layer scale, registers)": "vit_small_patch16_dinov3_qkvb",
+    "rope vit (AttentionRope: k bias, layer scale)": "vit_base_patch16_rope_224",
 }
-# The giant's MLP ratio (5.33) makes a hidden layer of 85 at width 32: not a multiple of the template size.
-SIZED = {"vit_giant_patch14_dinov2": {"mlp_ratio": 4.0}}
+# A GLU's MLP ratio (5.33 packed, 2.67 apart) makes a hidden layer of 85 at width 32: not a multiple of the template
+# size.
+SIZED = {
+    name: {"mlp_ratio": 4.0}
+    for name in ("vit_giant_patch14_dinov2", "eva02_tiny_patch14_224", "eva02_base_patch16_clip_224")
+} | {"eva_giant_patch14_224": {"mlp_ratio": 4.0}}
 
 
 def family_spec(model: str, **overrides) -> ViTSpec:
@@ -68,13 +77,16 @@ def test_every_timm_vit_name_resolves_or_is_refused_by_name(capsys):
     for name, message in refused.items():
         assert any(f"{f.name} (" in message for f in FEATURES.values() if not f.served) or "builds a" in message, name
     assert "stem (" in refused["vit_base_mci_224"]  # once an AttributeError
-    assert "eva (" in refused["eva02_small_patch14_224"] and "rel_pos (" in refused["vit_relpos_base_patch16_224"]
+    assert "rel_pos (" in refused["vit_relpos_base_patch16_224"]
+    assert "rope_learned (" in refused["vit_base_patch16_rope_mixed_224"]
+    assert "other_modules (" in refused["eva02_enormous_patch14_clip_224"]  # post-norm blocks
     families = {a.family for a in served}
     assert {"vit[layer_scale, registers=4]", "vit[attention_pool, GELUTanh]", "vit[norm_pre, QuickGELU]"} <= families
     share = len(served) / len(names)
     with capsys.disabled():
         print(f"\nViT names served: {len(served)} of {len(names)} ({share:.0%}); families: {len(families)}")
-    assert share > 0.6  # 93 of 248 (38%) before the families
+    assert {"eva[rope=cat, no_k_bias, glu_mlp, SiLU]", "eva[rope=cat, no_pos_embed, layer_scale]"} <= families
+    assert share > 0.8  # 93 of 248 (38%) before the families, 158 of 251 before the Eva class
 
 
 def test_the_architecture_records_the_family():
@@ -138,6 +150,25 @@ def test_a_family_condenses_from_an_ancestor_of_its_own_family(fmnist_train):
     assert ts.free["reg_token"].shape == (1, 4, 32)
 
 
+def test_an_eva_condenses_from_an_eva_ancestor_in_the_plain_block_s_kinds(fmnist_train):
+    """EVA-02 CLIP stores q, k and v apart, SwiGLU's gate and value apart, and norms inside attention and MLP: the
+    set holds them as the plain Block's kinds (families.block_layout), started from the ancestor's own blocks."""
+    model = "eva02_base_patch16_clip_224"
+    torch.manual_seed(0)
+    ancestor = family_spec(model, depth=4).build().eval()
+    ts = condense(ancestor, fmnist_train, CondenseConfig(recipe="plain", aux=family_spec(model), steps=2, batch_size=8))
+    arch = ts.config.arch
+    assert (arch.block, arch.rope, arch.qkv_layout, arch.mlp_layout) == ("eva", "cat", "separate", "separate")
+    assert {"qkv", "fc1", "attn_norm_weight", "mlp_norm_weight"} <= set(ts.templates)
+    assert not any(".q_proj." in k or ".w12." in k for k in ts.free)  # canonical names only
+    d = inherit(ts, family_spec(model, depth=5, embed_dim=64, num_heads=4))
+    state = d.materialized_state()
+    assert torch.equal(state["blocks.4.attn.k_proj.weight"].isfinite(), torch.ones(64, 64, dtype=torch.bool))
+    timm.create_model(model, **family_spec(model, depth=5, embed_dim=64, num_heads=4).overrides()).load_state_dict(
+        state, strict=True
+    )
+
+
 # --- across families -----------------------------------------------------------------------------------------
 
 
@@ -176,6 +207,48 @@ def test_a_bias_the_descendant_lacks_is_refused_and_one_the_set_lacks_starts_at_
         torch.testing.assert_close(d.eval()(images), aux_logits(without, images), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize(
+    ("set_model", "descendant", "needle"),
+    [
+        ("eva02_tiny_patch14_224", "vit_small_patch16_224", "have different MLPs"),
+        ("vit_base_patch16_rope_224", "deit3_small_patch16_224", "encode positions differently"),
+        ("vit_base_patch16_rope_224", "vit_small_patch16_dinov3", "encode positions differently"),  # another RoPE
+        ("eva02_base_patch16_clip_224", "eva02_tiny_patch14_224", "differ in a norm inside attention or the MLP"),
+        ("vit_base_patch16_rope_224", "vit_base_patch16_rope_reg1_gap_256", "differ in the key bias under RoPE"),
+    ],
+)
+def test_what_no_rule_bridges_is_refused_naming_both_families(set_model, descendant, needle):
+    ts = random_template_set(family_spec(set_model), seed=12)
+    with pytest.raises(SpecError, match=needle) as info:
+        build_descendant("wave", family_spec(descendant), template_set=ts)
+    assert info.value.field == "model"
+    assert ts.config.arch.family in str(info.value) and family_spec(descendant).resolve().family in str(info.value)
+
+
+def test_without_rope_an_eva_and_a_plain_vit_bridge_exactly_whatever_their_key_bias(images):
+    """eva_giant has no RoPE and no key bias: a constant key bias adds the same q.b_k to every logit of a query,
+    which softmax ignores, so dropping or zeroing it keeps the function."""
+    eva = random_template_set(family_spec("eva_giant_patch14_224"), seed=13)  # pools by 'avg'
+    plain = random_template_set(family_spec("vit_small_patch16_224", global_pool="avg"), seed=14)
+    for ts, descendant in ((eva, "vit_small_patch16_224"), (plain, "eva_giant_patch14_224")):
+        d = inherit(ts, family_spec(descendant, global_pool="avg"), noise=0.0)
+        with torch.no_grad():
+            torch.testing.assert_close(d.eval()(images), aux_logits(ts, images), rtol=1e-4, atol=1e-5)
+        (warning,) = [c for c in architecture_caveats(ts.config, d.arch) if c.code == "family_mismatch"]
+        assert "key bias is " + ("zero" if descendant.startswith("vit") else "dropped") in warning.message
+    d = inherit(eva, family_spec("vit_small_patch16_224"))  # token pooling: inherited, with a warning
+    assert "blocks.0.attn.qkv.bias" in d.materialized_state()
+    assert "pools by 'token'" in architecture_caveats(eva.config, d.arch)[0].message
+
+
+def test_an_absolute_position_embedding_the_set_lacks_is_fresh_with_a_warning():
+    ts = random_template_set(family_spec("vit_base_patch16_rope_224"), seed=15)
+    d = inherit(ts, family_spec("vit_base_patch16_rope_ape_224"))
+    assert d.provenance["fresh_parameters"] == ["pos_embed"]
+    (warning,) = [c for c in architecture_caveats(ts.config, d.arch) if c.code == "family_mismatch"]
+    assert "absolute position embedding is fresh" in warning.message
+
+
 def test_another_activation_or_pool_is_inherited_with_a_family_mismatch_warning():
     ts = random_template_set(family_spec("vit_small_patch16_224"), seed=8)
     siglip = family_spec("vit_base_patch32_siglip_256").resolve()
@@ -186,20 +259,26 @@ def test_another_activation_or_pool_is_inherited_with_a_family_mismatch_warning(
     assert architecture_caveats(ts.config, ts.config.arch) == []
 
 
+@pytest.mark.parametrize("model", ["vit_small_patch14_reg4_dinov2", "eva02_base_patch16_clip_224"])
 @pytest.mark.parametrize("method", ["tleg", "sws"])
-def test_layer_learngenes_serve_their_own_family_at_any_depth(method):
-    spec = family_spec("vit_small_patch14_reg4_dinov2", depth=5)
+def test_layer_learngenes_serve_their_own_family_at_any_depth(method, model):
+    spec = family_spec(model, depth=5)
     extra = {"stages": [1, 1, 1, 1, 1]} if method == "sws" else {}
     ts = random_template_set(spec, seed=9, method=method, **extra)
-    assert any(k.endswith("ls1.gamma") for k in ts.templates)
-    d = build_descendant(method, family_spec("vit_small_patch14_reg4_dinov2", depth=7), template_set=ts)
-    descendant = family_spec("vit_small_patch14_reg4_dinov2", depth=7)
+    assert any(k.endswith("attn.qkv.weight") for k in ts.templates)  # the plain Block's names, whatever the class
+    descendant = family_spec(model, depth=7)
+    d = build_descendant(method, descendant, template_set=ts)
     timm.create_model(descendant.model, **descendant.overrides()).load_state_dict(d.state_dict(), strict=True)
-    with pytest.raises(SpecError, match="copies whole blocks"):
+    with pytest.raises(SpecError, match=r"copies whole blocks|no rule maps one onto the other"):
         build_descendant(method, family_spec("vit_small_patch16_224", depth=7), template_set=ts)
 
 
-CONDENSED_BY_CLI = ["deit3_small_patch16_224", "vit_small_patch14_reg4_dinov2", "vit_base_patch32_siglip_256"]
+CONDENSED_BY_CLI = [
+    "deit3_small_patch16_224",
+    "vit_small_patch14_reg4_dinov2",
+    "vit_base_patch32_siglip_256",
+    "eva02_tiny_patch14_224",
+]
 
 
 @pytest.mark.parametrize("model", CONDENSED_BY_CLI)
@@ -272,3 +351,13 @@ def test_weight_selection_keeps_a_glu_s_value_and_gate_halves_apart():
     value, gate = model.state_dict()["blocks.1.mlp.fc1.weight"].chunk(2)  # (2 x 64, 32)
     torch.testing.assert_close(value, fc1[:128][::2, ::2])
     torch.testing.assert_close(gate, fc1[128:][::2, ::2])
+
+
+def test_mimetic_structures_an_eva_s_separate_query_and_key_projections():
+    model = build_descendant("mimetic", family_spec("eva02_base_patch16_clip_224", embed_dim=64, num_heads=2))
+    attn = model.blocks[1].attn
+    q, k = attn.q_proj.weight.detach(), attn.k_proj.weight.detach()
+    for head in range(2):
+        qk = q[head * 32 : (head + 1) * 32].T @ k[head * 32 : (head + 1) * 32]
+        off = ~torch.eye(64, dtype=torch.bool)
+        assert qk.diagonal().mean() > 0.3 and qk.diagonal().mean() > 5 * qk[off].abs().mean()

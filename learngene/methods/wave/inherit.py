@@ -21,6 +21,7 @@ from timm.models._manipulate import adapt_input_conv
 from torch import Tensor
 
 from learngene.errors import SpecError
+from learngene.families import check_bridge
 from learngene.formats.template_set import TemplateSet, TemplateSetConfig
 from learngene.layers.select import WidthSelection, factors, select_width, widen_residual
 from learngene.layers.templates import (
@@ -71,12 +72,7 @@ def check_compatible(config: TemplateSetConfig, spec: ViTSpec) -> Architecture:
     be dropped without changing the function, so such a descendant is refused, naming both families."""
     dst = spec.resolve()  # any width timm builds (embed_dim divisible by num_heads) is served (learngene.layers.select)
     src, counts = config.arch, _wave_templates(config).counts
-    if dst.mlp_gates != src.mlp_gates:
-        raise SpecError(
-            "model",
-            f"{dst.model} ({dst.family}) and the template set's family ({src.family}) have different MLPs (a GLU "
-            "and a plain one): no rule maps one onto the other",
-        )
+    check_bridge(src, dst)
     for kind, slot in SLOTS.items():
         if slot.present(src) and not slot.present(dst) and not (slot.scales and kind in counts):
             how = "templates" if kind in counts else "stores (untemplated)"
@@ -243,8 +239,8 @@ def inherit(
 
     vit = build_fresh(spec, seed)  # fresh parameters (a new head): timm's seeded init
     free, fresh = inherit_free(template_set.free, src, dst, vit.state_dict())
-    vit.load_state_dict({**free, **inherit_untemplated(template_set, dst, selection)}, strict=False)
     model = TemplatedViT(spec, templates, scalers, vit=vit, selection=selection)
+    model.load_free({**free, **inherit_untemplated(template_set, dst, selection)})
     _fold_untemplated(model)
     model = model.to(device)
     ratio = dst.embed_dim / src.embed_dim

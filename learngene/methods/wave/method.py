@@ -7,10 +7,12 @@ from __future__ import annotations
 from typing import TypeGuard
 
 import torch
+from timm.models.eva import Eva
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from learngene.errors import SpecError, UserError
+from learngene.families import to_canonical
 from learngene.layers.templates import TemplateConfig, WeightScalers, WeightTemplates, templates_from_weights
 from learngene.methods.registry import Learngene, register_method
 from learngene.methods.wave.inherit import check_compatible, inherit
@@ -57,7 +59,8 @@ class Wave(Learngene[TemplatedViT]):
             if init == "ancestor":
                 raise UserError("init='ancestor' needs a timm ViT ancestor with the auxiliary model's block shapes")
             return False
-        state, arch, size = ancestor.state_dict(), aux.arch, aux.templates.config.size
+        arch, size = aux.arch, aux.templates.config.size
+        state = to_canonical(ancestor.state_dict(), arch)  # the ancestor is of the auxiliary model's family
         depth = len(ancestor.blocks)
         layers = [round(j * (depth - 1) / max(arch.depth - 1, 1)) for j in range(arch.depth)]  # same relative depth
         with torch.no_grad():
@@ -67,18 +70,18 @@ class Wave(Learngene[TemplatedViT]):
                 templates, scalers = templates_from_weights(weights, slot, count, size)
                 aux.templates.tensors[slot.kind].copy_(templates)
                 aux.weight_scalers.tensors[slot.kind].copy_(scalers[layers])
-            free = aux.vit.state_dict()
-            aux.vit.load_state_dict(
-                {k: v for k, v in state.items() if k in free and v.shape == free[k].shape}, strict=False
-            )
+            free = aux.free_state()
+            aux.load_free({k: v for k, v in state.items() if k in free and v.shape == free[k].shape})
         return True
 
 
 def _same_block_shapes(ancestor: nn.Module, aux: TemplatedViT) -> TypeGuard[VisionTransformer]:
-    """Whether `ancestor` is a timm ViT with the auxiliary model's block shapes."""
-    if not isinstance(ancestor, VisionTransformer) or len(ancestor.blocks) == 0:
+    """Whether `ancestor` is a timm ViT (or Eva) of the auxiliary model's family with its block shapes."""
+    if not isinstance(ancestor, VisionTransformer | Eva) or len(ancestor.blocks) == 0:
         return False
-    state = ancestor.state_dict()
+    if (type(ancestor) is Eva) != (aux.arch.block == "eva"):
+        return False  # another family's names: its blocks cannot be read in the auxiliary model's
+    state = to_canonical(ancestor.state_dict(), aux.arch)
     for slot in aux.templates.config.slots():
         weight = state.get(f"blocks.0.{slot.param}")
         if weight is None or tuple(weight.shape) != tuple(axis.size(aux.arch) for axis in slot.axes):
