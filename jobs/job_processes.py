@@ -64,9 +64,15 @@ class JobProcesses:
         for role in ROLES:
             Served.register(role, callable=lambda role=role: getattr(jobs, role))
         self._server: Any = Served(address=self.address).get_server()  # its stop_event and listener are not typed
-        threading.Thread(target=self._server.serve_forever, name="learngene-job-store", daemon=True).start()
+        threading.Thread(target=self._serve, name="learngene-job-store", daemon=True).start()
         self._running: dict[int, multiprocessing.process.BaseProcess] = {}
         FORKSERVER.set_forkserver_preload(PRELOAD)
+
+    def _serve(self) -> None:
+        # Server.serve_forever ends with sys.exit(0), written for a manager process of its own; in a thread the
+        # SystemExit is only noise (pytest reports it as an unhandled thread exception).
+        with contextlib.suppress(SystemExit):
+            self._server.serve_forever()
 
     def run(self, job_id: str) -> int | None:
         """Run the job in a new process and wait for it to end; its exit status."""
