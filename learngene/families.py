@@ -336,6 +336,14 @@ def to_canonical(state: dict[str, Tensor], arch: Any) -> dict[str, Tensor]:
     return out
 
 
+def load_canonical(model: nn.Module, state: dict[str, Tensor], arch: Any) -> None:
+    """Load `state` (canonical names, any subset of the model's parameters) into the timm `model` of family `arch`.
+    A name the model does not have is an error: `strict=False` would drop it in silence."""
+    unexpected = model.load_state_dict(to_native(state, arch), strict=False).unexpected_keys
+    if unexpected:
+        raise ValueError(f"not parameters of {arch.model}: {unexpected[:5]}")
+
+
 def check_bridge(src: Any, dst: Any) -> None:
     """A `SpecError` naming both families when no rule maps a block of family `src` (a template set's) onto one of
     `dst` (a descendant's); every other difference has an exact rule or a warning. Both are `Architecture`s."""

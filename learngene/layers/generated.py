@@ -22,7 +22,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from learngene.families import block_layout, to_canonical, to_native
+from learngene.families import block_layout, load_canonical, to_canonical, to_native
 from learngene.layers.templates import SLOTS
 from learngene.spec import Architecture, ViTSpec
 
@@ -118,9 +118,7 @@ class GeneratedViT(nn.Module, abc.ABC):
     def load_free(self, state: dict[str, Tensor]) -> None:
         """Load free parameters given in canonical names (any subset of them, but nothing the model lacks: a name
         it does not know would otherwise be dropped in silence)."""
-        unexpected = self.vit.load_state_dict(to_native(state, self.arch), strict=False).unexpected_keys
-        if unexpected:
-            raise ValueError(f"not free parameters of {self.arch.model}: {unexpected[:5]}")
+        load_canonical(self.vit, state, self.arch)
 
     def materialized_state(self) -> dict[str, Tensor]:
         """The full timm state dict, in the family's own names: free parameters plus the generated block weights,

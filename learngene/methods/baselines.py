@@ -19,7 +19,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
 from learngene.errors import SpecError
-from learngene.families import to_canonical, to_native
+from learngene.families import load_canonical, to_canonical
 from learngene.layers.select import uniform_indices
 from learngene.methods.registry import Method, register_method
 from learngene.spec import Architecture, ViTSpec, build_fresh
@@ -66,7 +66,7 @@ def mimetic(
             proj[:, rows] = o.T
         updates[f"blocks.{layer}.attn.qkv.weight"] = qkv
         updates[f"blocks.{layer}.attn.proj.weight"] = proj
-    model.load_state_dict(to_native(updates, arch), strict=False)
+    load_canonical(model, updates, arch)
     return model
 
 

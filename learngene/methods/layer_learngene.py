@@ -6,7 +6,7 @@ from __future__ import annotations
 from torch import nn
 
 from learngene.errors import SpecError
-from learngene.families import check_bridge, to_native
+from learngene.families import check_bridge, load_canonical
 from learngene.formats.template_set import TemplateSet, TemplateSetConfig
 from learngene.layers.generated import block_shapes
 from learngene.methods.registry import AuxT, Learngene
@@ -46,7 +46,5 @@ class LayerLearngene(Learngene[AuxT]):
         blocks = self.blocks(template_set.templates, dst.depth)
         free = {k: v for k, v in template_set.free.items() if not k.startswith("head.")}
         inherited, _ = inherit_free(free, template_set.config.arch, dst, model.state_dict())
-        unexpected = model.load_state_dict(to_native({**inherited, **blocks}, dst), strict=False).unexpected_keys
-        if unexpected:
-            raise ValueError(f"not parameters of {dst.model}: {unexpected[:5]}")
+        load_canonical(model, {**inherited, **blocks}, dst)
         return model
