@@ -1,7 +1,8 @@
 """Accepting a job: validate everything that can be checked cheaply, pin the template version, record, dispatch.
 
-Framework-free: refusals are `FieldError` (422), `DataUnavailable` (400), `Overloaded` (429) and
-`IdempotencyConflict` (422), mapped to HTTP in one place (`service.api.errors`); the CLI could reuse all of it.
+Framework-free: refusals are `FieldError` (422), `DataUnavailable` (400), `Overloaded` (429; those two raised by
+`jobs.limits`, which checks the request's numbers) and `IdempotencyConflict` (422), mapped to HTTP in one place
+(`service.api.errors`); the CLI could reuse all of it.
 
 Nothing slow happens here (no data is read, no model is built beyond the meta device), so submission stays fast
 and every refusal is immediate and names its field.
@@ -21,12 +22,21 @@ from safetensors import SafetensorError, safe_open
 
 from jobs.contracts import CardRequest, CondensationRequest, InitializationRequest, describe
 from jobs.initialization import current_card
+from jobs.limits import (
+    CHECKPOINT_BYTES_PER_PARAMETER,
+    FieldError,
+    admit,
+    check_bounds,
+    check_cost,
+    check_limits,
+    check_overrides,
+    check_quota,
+)
 from jobs.logs import log_context, request_id_var
 from jobs.model import Job, JobKind
 from jobs.remote_data import check_data
-from jobs.retention import usage_bytes
 from jobs.services import Services
-from jobs.settings import Limits, Settings
+from jobs.settings import Settings
 from jobs.store import JobStore
 from learngene.cost import estimate
 from learngene.data import resolve_file
@@ -34,22 +44,13 @@ from learngene.errors import DataRefError, SpecError
 from learngene.formats.ancestors import ResolvedAncestor, resolve_ancestor
 from learngene.methods import ANCESTOR_METHODS, check_method, get_method
 from learngene.quality.caveats import architecture_caveats, no_fitting_caveat
-from learngene.spec import Architecture, ViTSpec
+from learngene.spec import ViTSpec
 from templates_store.refs import RefError, check_alias, check_name
 
 log = logging.getLogger(__name__)
 
 # Fields of a request body that a `SpecError` can name; any other field it names is an architecture override.
 REQUEST_FIELDS = frozenset({"model", "method", "template_set", "ancestor"})
-
-
-class FieldError(ValueError):
-    """Fields of a request that are invalid, each as (loc, message): `loc` is where in the request it is, e.g.
-    ("body", "overrides", "embed_dim"). The HTTP layer answers 422 with one entry per field."""
-
-    def __init__(self, errors: list[tuple[tuple, str]]):
-        super().__init__("; ".join(f"{'.'.join(map(str, loc))}: {msg}" for loc, msg in errors))
-        self.errors = errors
 
 
 class DataUnavailable(LookupError):
@@ -59,14 +60,6 @@ class DataUnavailable(LookupError):
 
 class IdempotencyConflict(Exception):
     """The same Idempotency-Key was used for a different request body."""
-
-
-class Overloaded(Exception):
-    """Admission control said no: the queue is full, or the client has too many jobs. Answered 429."""
-
-    def __init__(self, message: str, retry_after_s: int):
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
 
 
 @contextlib.contextmanager
@@ -162,137 +155,6 @@ def submit_initialization(
         warnings=warnings,
         checkpoint_bytes=estimate(spec).parameters * CHECKPOINT_BYTES_PER_PARAMETER,
     )
-
-
-def check_overrides(limits: Limits, spec: ViTSpec, prefix: tuple[str, ...] = ("body",)) -> None:
-    """The requested sizes against the limits, before anything is built from them."""
-    over = []
-    for field in ("depth", "embed_dim", "mlp_ratio", "img_size", "in_chans", "num_classes"):
-        value = getattr(spec, field)
-        if value is not None and value > getattr(limits, field):
-            over.append(
-                ((*prefix, "overrides", field), f"{field}={value:g} is over the limit of {getattr(limits, field):g}")
-            )
-    if over:
-        raise FieldError(over)
-
-
-def check_limits(
-    limits: Limits,
-    arch: Architecture,
-    spec: ViTSpec,
-    *,
-    fit_steps: int,
-    batch_size: int,
-    samples: int | None,
-    prefix: tuple[str, ...] = ("body",),
-) -> None:
-    """The resolved model (the named model's defaults included) and the run against the limits."""
-    over = []
-    for field, value in (
-        ("depth", arch.depth),
-        ("embed_dim", arch.embed_dim),
-        ("img_size", max(arch.img_size)),
-        ("in_chans", arch.in_chans),
-        ("num_classes", arch.num_classes),
-    ):
-        if value > getattr(limits, field):
-            over.append(
-                ((*prefix, "overrides", field), f"{field}={value} is over the limit of {getattr(limits, field)}")
-            )
-    for loc, value, limit in (
-        (("fit", "steps"), fit_steps, limits.fit_steps),
-        (("fit", "batch_size"), batch_size, limits.batch_size),
-    ):
-        if value > limit:
-            over.append(((*prefix, *loc), f"{loc[-1]}={value} is over the limit of {limit}"))
-    if samples is None or samples > limits.calibration_samples:
-        message = f"max_samples must be set, at most {limits.calibration_samples}"
-        over.append(((*prefix, "calibration", "max_samples"), message))
-    elif samples * arch.in_chans * arch.img_size[0] * arch.img_size[1] > limits.calibration_bytes:
-        size = f"{samples} x {arch.in_chans} x {arch.img_size[0]} x {arch.img_size[1]}"
-        message = f"{size} images take more than {limits.calibration_bytes:,} bytes; ask for fewer samples"
-        over.append(((*prefix, "calibration", "max_samples"), message))
-    if over:
-        raise FieldError(over)
-
-
-def check_cost(
-    limits: Limits,
-    spec: ViTSpec,
-    *,
-    batch_size: int,
-    teacher: ViTSpec | None = None,
-    prefix: tuple[str, ...] = ("body",),
-    batch_loc: tuple[str, ...] | None = None,
-) -> None:
-    """Tokens, parameters and the work of one step, estimated from the numbers of the request before any model is
-    built; `teacher` (an ancestor that distils into the model) adds its forward pass to the step. A step over the
-    limit is reported at `batch_loc` (the fit's batch size unless said)."""
-    cost = estimate(spec)
-    over = []
-    if cost.tokens > limits.tokens:
-        message = (
-            f"{cost.tokens:,} tokens per image ((img_size / patch_size)^2 and the class token) is over the "
-            f"limit of {limits.tokens:,}"
-        )
-        over.append(((*prefix, "overrides", "patch_size" if spec.patch_size else "img_size"), message))
-    if cost.parameters > limits.parameters:
-        message = f"the model has about {cost.parameters:,} parameters, the limit is {limits.parameters:,}"
-        over.append(((*prefix, "overrides"), message))
-    if not over:
-        flops = cost.step_flops(batch_size)
-        if teacher is not None:
-            flops += estimate(teacher).step_flops(batch_size, training=False)
-        if flops > limits.step_flops:
-            message = (
-                f"one step of batch_size={batch_size} is about {flops:.2g} FLOPs, over the limit of "
-                f"{limits.step_flops:.2g}; ask for a smaller batch or model"
-            )
-            over.append((batch_loc or (*prefix, "fit", "batch_size"), message))
-    if over:
-        raise FieldError(over)
-
-
-def check_bounds(limits: Limits, prefix: tuple[str, ...], **values: float | dict[str, float]) -> None:
-    """Numbers of the optimizer and the loss against their limits (a field named differently from its limit is
-    given as {field: value})."""
-    over = []
-    for limit_name, given in values.items():
-        for field, value in given.items() if isinstance(given, dict) else [(limit_name, given)]:
-            limit = getattr(limits, limit_name)
-            if value > limit:
-                over.append(((*prefix, field), f"{field}={value:g} is over the limit of {limit:g}"))
-    if over:
-        raise FieldError(over)
-
-
-# An exported checkpoint holds float32 tensors (as timm's state dict): its size, estimated before anything is built.
-CHECKPOINT_BYTES_PER_PARAMETER = 4
-
-
-def check_quota(jobs: JobStore, settings: Settings, client: str | None, *, checkpoint_bytes: int) -> None:
-    """The client's checkpoints (`jobs.retention`), this one's estimate included, against its byte quota: past it,
-    429 until checkpoints are released or expire (the next sweep frees their bytes)."""
-    used, quota = usage_bytes(jobs, client), settings.client_max_artifact_bytes
-    if used + checkpoint_bytes > quota:
-        who = f"client {client!r}" if client is not None else "this service's clients"
-        message = (
-            f"{who} hold {used:,} bytes of checkpoints and this one needs about {checkpoint_bytes:,}: over the "
-            f"quota of {quota:,} bytes; release checkpoints you have downloaded (DELETE "
-            "/v1/initializations/{id}/checkpoint)"
-        )
-        raise Overloaded(message, int(settings.artifacts_sweep_interval_s))
-
-
-def admit(jobs: JobStore, settings: Settings, kind: JobKind, client: str | None) -> None:
-    """A bounded queue, and a bound on each client's jobs: past either, 429 with Retry-After."""
-    queued = jobs.counts(kind)["queued"]
-    if queued >= settings.max_queued_jobs:
-        raise Overloaded(f"{queued} jobs are queued, the limit is {settings.max_queued_jobs}; retry later", 30)
-    if client is not None and jobs.active(client) >= settings.client_max_active_jobs:
-        limit = settings.client_max_active_jobs
-        raise Overloaded(f"client {client!r} has {limit} queued or running jobs, its limit; retry later", 10)
 
 
 def _check_safetensors(uri: str, settings: Settings, *, ancestor: ViTSpec | None = None) -> ResolvedAncestor | None:

@@ -11,7 +11,6 @@ import contextlib
 import dataclasses
 import functools
 import logging
-import re
 import shutil
 import time
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from jobs.lease import Lease, LeaseLost, Reporter, StopWatchdog, owner_dead, wor
 from jobs.logs import log_context
 from jobs.model import TRANSIENT_ERRORS, Job, JobError, JobKind, JobStatus
 from jobs.publications import Publications
+from jobs.redaction import redact_paths
 from jobs.remote_data import Sample, localize
 from jobs.settings import Settings
 from jobs.store import JobStore
@@ -222,50 +222,6 @@ def time_limit_s(settings: Settings, kind: JobKind) -> float:
     if kind == JobKind.initialization:
         return settings.inherit_soft_time_limit_s
     return settings.condense_soft_time_limit_s  # condensations and cards
-
-
-ABSOLUTE_PATH = re.compile(r"(?<![\w.~])/[^\s'\"(),;]+")
-
-
-def redact_paths(message: str, request: dict[str, Any]) -> str:
-    """A job's error as its client may see it: absolute paths are kept only where they are, or lie under, a path
-    the client sent itself (a shard pattern's names included); any other server path (a store, a cache, a resolved
-    symlink) becomes `<server path>`."""
-    sent = [_path_of(v) for v in _strings(request)]
-    sent = [p for p in sent if p.startswith("/")]
-
-    def keep(match: re.Match) -> str:
-        path = match.group(0)
-        bare = "/" + path.lstrip("/")  # 'wds:///data/x' is matched from its first slash
-        return path if any(_under(bare, p) for p in sent) else "<server path>"
-
-    return ABSOLUTE_PATH.sub(keep, message)
-
-
-def _under(path: str, sent: str) -> bool:
-    if sent.endswith("{"):  # a shard pattern: any name it may stand for, by the text before its first brace...
-        folder = sent[:-1].rpartition("/")[0]
-        return bool(folder) and path.startswith(sent[:-1])  # ...which must name a folder: '/{a,b}/x' keeps nothing
-    return path == sent or path.startswith(sent.rstrip("/") + "/")
-
-
-def _strings(value: Any) -> list[str]:
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, dict):
-        return [s for v in value.values() for s in _strings(v)]
-    if isinstance(value, list):
-        return [s for v in value for s in _strings(v)]
-    return []
-
-
-def _path_of(uri: str) -> str:
-    """The path a reference names (`idx://`, `wds://`, `file://`, `local-dir:` or bare), up to its query; a shard
-    pattern up to and including its first brace."""
-    _, sep, rest = uri.partition("://")
-    path = (rest if sep else uri.removeprefix("local-dir:")).partition("?")[0]
-    before, brace, _ = path.partition("{")
-    return before + brace
 
 
 def run_initialization(job: Job, context: WorkerContext, reporter: Reporter) -> dict[str, Any]:

@@ -13,7 +13,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException
 
-from jobs.admission import DataUnavailable, FieldError, IdempotencyConflict, Overloaded
+from jobs.admission import DataUnavailable, IdempotencyConflict
+from jobs.limits import FieldError, Overloaded
 from learngene.errors import IntegrityError
 from service.api.problems import KINDS, problem
 from storage.objects import StorageUnavailable

@@ -25,7 +25,7 @@ import torch
 import webdataset as wds
 from PIL import Image
 
-from jobs.runner import redact_paths
+from jobs.redaction import redact_paths
 from learngene import export_checkpoint
 from learngene.formats.template_set import TemplateSet
 from templates_store import TemplateStore

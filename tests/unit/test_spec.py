@@ -128,7 +128,7 @@ def test_the_cost_estimate_counts_what_timm_builds(spec):
 def test_a_request_over_the_limits_is_refused_before_any_model_of_its_size_is_built():
     """The largest request the field limits allow (64 blocks of width 4096) would take seconds to build even on
     the meta device: its cost is estimated from its numbers and refused, and only the bare name is ever built."""
-    from jobs.admission import FieldError, check_cost
+    from jobs.limits import FieldError, check_cost
     from jobs.settings import Limits
     from learngene.spec import _resolve_cached
 
