@@ -1,0 +1,1 @@
+"""The parts of scripts/gen_docs.py: one module per generated page kind, and the markdown they share."""
