@@ -67,7 +67,14 @@ FEATURES: dict[str, Feature] = {
             "act_layer: GELU, QuickGELU (CLIP), GELUTanh (SigLIP), SiLU",
             "no parameters; recorded, and a descendant of another activation gets a family_mismatch warning",
         ),
-        Feature("qk_norm", "qk_norm=True: attn.q_norm, attn.k_norm", "not served yet", served=False),
+        Feature(
+            "qk_norm",
+            "qk_norm=True: attn.q_norm, attn.k_norm (LayerNorms over the head dimension)",
+            "vector kinds of head size (q_norm_weight, q_norm_bias, k_norm_weight, k_norm_bias), per-layer free "
+            "parameters of the auxiliary model by default (templates of side D0 cannot tile a head): depth "
+            "interpolated, unchanged under widening (every copied head keeps its size: exact); a descendant must "
+            "keep the set's head size and qk-norm (a 422 otherwise)",
+        ),
         Feature(
             "glu_mlp",
             "SwiGLUPacked / GluMlp with the gate first (DINOv2 giant, EVA-02 Ti/S): fc1 holds gate and value",
@@ -154,11 +161,12 @@ def _attention(attn: Any, dim: int) -> tuple[dict[str, Any], list[str]]:
     """timm's `Attention` (ViT), `EvaAttention` or `AttentionRope`: its biases, its layout and its norm."""
     if type(attn) not in (Attention, EvaAttention, AttentionRope):
         return {}, ["other_modules"]
-    if not isinstance(attn.q_norm, nn.Identity) or not isinstance(attn.k_norm, nn.Identity):
-        return {}, ["qk_norm"]
+    qk_norm = (_norm(attn.q_norm), _norm(attn.k_norm))
     norm = _norm(attn.norm)
     other = (
         norm is None
+        or qk_norm[0] is None
+        or qk_norm[0] != qk_norm[1]  # a norm over q only, or over k only
         or getattr(attn, "gate", None) is not None  # gated attention (sigmoid gate before proj)
         or getattr(attn, "num_kv_heads", attn.num_heads) != attn.num_heads  # grouped-query attention
         or attn.num_heads * attn.head_dim != dim  # an attention width other than the residual stream's
@@ -166,7 +174,7 @@ def _attention(attn: Any, dim: int) -> tuple[dict[str, Any], list[str]]:
     if other:
         return {}, ["other_modules"]
     proj = cast(nn.Linear, attn.proj)
-    flags: dict[str, Any] = {"proj_bias": proj.bias is not None, "attn_norm": norm}
+    flags: dict[str, Any] = {"proj_bias": proj.bias is not None, "attn_norm": norm, "qk_norm": qk_norm[0]}
     if attn.qkv is None:  # separate q, k, v projections
         q, k = cast(nn.Linear, attn.q_proj), cast(nn.Linear, attn.k_proj)
         flags.update(qkv_layout="separate", qkv_bias=q.bias is not None, k_bias=k.bias is not None)
@@ -357,8 +365,13 @@ def _bridge_refusal(src: Any, dst: Any) -> str | None:
         return "have different MLPs (a GLU and a plain one): no rule maps one onto the other"
     if dst.rope != src.rope:
         return "encode positions differently (RoPE against none or another RoPE): attention cannot be mapped"
-    if dst.attn_norm != src.attn_norm or dst.mlp_norm != src.mlp_norm:
+    if dst.attn_norm != src.attn_norm or dst.mlp_norm != src.mlp_norm or dst.qk_norm != src.qk_norm:
         return "differ in a norm inside attention or the MLP: a LayerNorm cannot be added or removed exactly"
+    if dst.qk_norm and dst.head_dim != src.head_dim:
+        return (
+            f"normalize heads of different sizes ({dst.head_dim} against {src.head_dim}, qk-norm): a norm over a "
+            "head has no rule to another head size"
+        )
     if dst.rope and dst.qkv_bias and src.qkv_bias and dst.k_bias != src.k_bias:
         return "differ in the key bias under RoPE, where it changes the attention (without RoPE it would not)"
     return None
@@ -381,7 +394,7 @@ def family_name(flags: dict[str, Any]) -> str:
         parts.append("no_k_bias")
     if flags.get("mlp_gates", 1) == 2:
         parts.append("glu_mlp")
-    for norm in ("attn_norm", "mlp_norm"):
+    for norm in ("attn_norm", "mlp_norm", "qk_norm"):
         if flags.get(norm):
             parts.append(norm)
     if flags.get("attn_pool"):

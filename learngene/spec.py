@@ -52,6 +52,7 @@ class ViTSpec(BaseModel):
     in_chans: int | None = Field(default=None, ge=1)
     class_token: bool | None = None
     global_pool: Literal["token", "avg", "map"] | None = None
+    qk_norm: bool | None = None
 
     _known_model = field_validator("model")(lambda cls, name: check_model_name(name))
 
@@ -106,6 +107,7 @@ class Architecture(BaseModel):
     mlp_norm: bool = False  # a LayerNorm over the MLP's hidden layer (scale_mlp)
     rope: str | None = None  # the rotary position embedding (`learngene.families.ROPES`), None without
     pos_embed: bool = True  # False: no absolute position embedding (DINOv3: RoPE only)
+    qk_norm: bool = False  # a LayerNorm over the head dimension of q and of k (attn.q_norm, attn.k_norm)
 
     @property
     def family(self) -> str:

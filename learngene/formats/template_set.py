@@ -71,6 +71,12 @@ class TemplateSetConfig(BaseModel):
     stages: list[int] | None = Field(default=None, description="SWS: layers per stage of the auxiliary model")
     normalization: Normalization
 
+    @field_serializer("aux")
+    def _aux_as_given(self, aux: ViTSpec) -> dict[str, Any]:
+        # Like the architecture: an override added after a set was recorded (qk_norm) is not written into its
+        # manifest, whose bytes stay as they were read; a new record holds the overrides it was given.
+        return aux.model_dump(exclude_unset=True)
+
     @field_serializer("architecture")
     def _as_recorded(self, architecture: Architecture | None) -> dict[str, Any] | None:
         # A set recorded before a field existed is written back as it was read: its manifest's bytes (its digest,

@@ -122,6 +122,11 @@ class WidthSelection(nn.Module):
             "attn_norm_bias": ("inner",),
             "mlp_norm_weight": ("hidden",),
             "mlp_norm_bias": ("hidden",),
+            # qk-norm's vectors: one head, the same in every head (a descendant keeps the set's head size)
+            "q_norm_weight": (),
+            "q_norm_bias": (),
+            "k_norm_weight": (),
+            "k_norm_bias": (),
         }.get(kind, ("width",))
 
     def input_scale(self, kind: str) -> Tensor | None:

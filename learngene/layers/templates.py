@@ -34,19 +34,27 @@ class Axis(enum.Enum):
     GATED:  fc1's rows: the hidden layer, or in a GLU MLP its value and gate halves stacked (2M). Per-tile groups
             like HIDDEN: each half is widened tile by tile in place, so value and gate rows stay paired and both
             keep the order of fc2's columns.
+    HEAD:   one attention head (qk-norm's vectors): never widened, since every copied head keeps its size.
     """
 
     WIDTH = "width"
     QKV = "qkv"
     HIDDEN = "hidden"
     GATED = "gated"
+    HEAD = "head"
 
     def size(self, arch: Architecture) -> int:
-        sizes = {Axis.WIDTH: arch.embed_dim, Axis.QKV: 3 * arch.embed_dim, Axis.HIDDEN: arch.mlp_hidden}
-        return sizes[self] if self is not Axis.GATED else arch.mlp_gates * arch.mlp_hidden
+        sizes = {
+            Axis.WIDTH: arch.embed_dim,
+            Axis.QKV: 3 * arch.embed_dim,
+            Axis.HIDDEN: arch.mlp_hidden,
+            Axis.GATED: arch.mlp_gates * arch.mlp_hidden,
+            Axis.HEAD: arch.head_dim,
+        }
+        return sizes[self]
 
     def groups(self, tiles: int) -> int:
-        return {Axis.WIDTH: 1, Axis.QKV: 3, Axis.HIDDEN: tiles, Axis.GATED: tiles}[self]
+        return {Axis.WIDTH: 1, Axis.QKV: 3, Axis.HIDDEN: tiles, Axis.GATED: tiles, Axis.HEAD: tiles}[self]
 
     @property
     def is_hidden(self) -> bool:
@@ -100,13 +108,22 @@ SLOTS: dict[str, Slot] = {
         Slot("attn_norm_bias", "attn.norm.bias", (Axis.WIDTH,), needs="attn_norm"),
         Slot("mlp_norm_weight", "mlp.norm.weight", (Axis.HIDDEN,), needs="mlp_norm", unit=True),
         Slot("mlp_norm_bias", "mlp.norm.bias", (Axis.HIDDEN,), needs="mlp_norm"),
+        # qk-norm: a LayerNorm over each head of q and of k (the same vector for every head).
+        Slot("q_norm_weight", "attn.q_norm.weight", (Axis.HEAD,), needs="qk_norm", unit=True),
+        Slot("q_norm_bias", "attn.q_norm.bias", (Axis.HEAD,), needs="qk_norm"),
+        Slot("k_norm_weight", "attn.k_norm.weight", (Axis.HEAD,), needs="qk_norm", unit=True),
+        Slot("k_norm_bias", "attn.k_norm.bias", (Axis.HEAD,), needs="qk_norm"),
     )
 }
 
 # The paper's counts for DeiT (its Table 8): qkv 6, proj 2, fc1 8, fc2 8 matrices; 4 of each vector kind
-# (layer scale and the inner norms [ours]: 4 like every other vector kind).
+# (layer scale and the inner norms [ours]: 4 like every other vector kind). [ours] qk-norm's head-size vectors are
+# not templated by default: the template side is D0 by default, longer than a head, so they stay per-layer free
+# parameters of the auxiliary model (4 x head_dim numbers a layer); a set of side a dividing the head size may
+# template them.
+_MATRIX_COUNTS = {"qkv": 6, "proj": 2, "fc1": 8, "fc2": 8}
 DEFAULT_COUNTS: dict[str, int] = {
-    kind: (4 if not slot.is_matrix else {"qkv": 6, "proj": 2, "fc1": 8, "fc2": 8}[kind]) for kind, slot in SLOTS.items()
+    kind: _MATRIX_COUNTS[kind] if slot.is_matrix else 0 if Axis.HEAD in slot.axes else 4 for kind, slot in SLOTS.items()
 }
 
 
@@ -146,6 +163,12 @@ class TemplateConfig(BaseModel):
             raise SpecError(
                 "mlp_ratio",
                 f"the MLP hidden size {arch.mlp_hidden} is not a multiple of the template size {a}",
+            )
+        if arch.head_dim % a and any(Axis.HEAD in s.axes for s in self.for_arch(arch).slots()):
+            raise SpecError(
+                "template_counts",
+                f"qk-norm's vectors have the head size {arch.head_dim}, not a multiple of the template size {a}: "
+                "leave their kinds untemplated (count 0)",
             )
 
 
@@ -278,7 +301,9 @@ def widen(
     For sizes that are not multiples (`learngene.layers.select`): the MLP hidden axis may get `hidden_factor` copies
     (`copy_mixing` pairs them with the width's), and `input_scale` (one factor per input copy) scales the blocks.
     """
-    factors = [hidden_factor if axis.is_hidden and hidden_factor else factor for axis in slot.axes]
+    factors = [
+        1 if axis is Axis.HEAD else hidden_factor if axis.is_hidden and hidden_factor else factor for axis in slot.axes
+    ]
     if max(factors) == 1 and input_scale is None:
         return scalers
     lead = scalers.shape[:2]
@@ -330,6 +355,8 @@ def resize_weights(
     """Block weights of one kind (L0, m1[, m2]) to another depth and `factor` times the width, by the rules the
     scalers follow (`deepen`, then `widen`). A weight is Eq. 4 with one standard-basis template per tile entry, so
     its tiles' entries are scalers; used for block parameters a template set does not template."""
+    if slot.axes == (Axis.HEAD,):  # never widened, and a head may be shorter than a tile
+        return deepen(weights, depth)
     tiles = tiles_of(weights, slot, size)
     if slot.is_matrix:
         L, R, C, a, b = tiles.shape

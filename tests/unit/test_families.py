@@ -16,7 +16,7 @@ from learngene.errors import SpecError, UserError
 from learngene.families import FEATURES
 from learngene.fit_settings import FitSettings
 from learngene.formats.ancestors import resolve_ancestor
-from learngene.layers.templates import SLOTS
+from learngene.layers.templates import DEFAULT_COUNTS, SLOTS, Axis
 from learngene.methods import build_descendant
 from learngene.methods.ancestor_weights import AncestorWeights
 from learngene.quality.card import CardConfig, compute_card, load_card_data
@@ -40,13 +40,14 @@ FAMILIES = {
     "eva02 clip (SwiGLU and q/k/v apart, attention and MLP norms)": "eva02_base_patch16_clip_224",
     "dinov3 (RoPE only, layer scale, registers)": "vit_small_patch16_dinov3_qkvb",
     "rope vit (AttentionRope: k bias, layer scale)": "vit_base_patch16_rope_224",
+    "qk-norm (a LayerNorm over each head of q and k)": "vit_large_patch16_224",
 }
 # A GLU's MLP ratio (5.33 packed, 2.67 apart) makes a hidden layer of 85 at width 32: not a multiple of the template
 # size.
 SIZED = {
     name: {"mlp_ratio": 4.0}
     for name in ("vit_giant_patch14_dinov2", "eva02_tiny_patch14_224", "eva02_base_patch16_clip_224")
-} | {"eva_giant_patch14_224": {"mlp_ratio": 4.0}}
+} | {"eva_giant_patch14_224": {"mlp_ratio": 4.0}, "vit_large_patch16_224": {"qk_norm": True}}
 
 
 def family_spec(model: str, **overrides) -> ViTSpec:
@@ -109,7 +110,10 @@ def test_a_glu_mlp_is_not_bridged_to_a_plain_one():
 def test_a_family_set_holds_the_kinds_its_blocks_have(family):
     _, ts = family
     arch = ts.config.arch
-    assert set(ts.config.templates.counts) == {k for k, s in SLOTS.items() if s.present(arch)}
+    present = {k for k, s in SLOTS.items() if s.present(arch)}
+    per_layer = {k for k in present if Axis.HEAD in SLOTS[k].axes}  # qk-norm's, untemplated by default
+    assert set(ts.config.templates.counts) == present - per_layer and (len(per_layer) == 4) == arch.qk_norm
+    assert all(ts.free[f"blocks.2.{SLOTS[k].param}"].shape == (arch.head_dim,) for k in per_layer)
     assert ("ls1_gamma" in ts.templates) == arch.layer_scale and ("qkv_bias" in ts.templates) == arch.qkv_bias
     assert any(k.startswith("attn_pool.") for k in ts.free) == arch.attn_pool
 
@@ -127,6 +131,10 @@ def test_widening_a_family_descendant_keeps_the_auxiliary_logits(family, images,
 def test_family_descendants_load_strictly_into_timm_and_every_scaler_learns(family, images, depth, width, heads):
     model, ts = family
     spec = family_spec(model, depth=depth, embed_dim=width, num_heads=heads)
+    if ts.config.arch.qk_norm and width // heads != ts.config.arch.head_dim:
+        with pytest.raises(SpecError, match=r"normalize heads of different sizes \(20 against 16, qk-norm\)"):
+            inherit(ts, spec)
+        return  # the one size qk-norm cannot serve: another head size
     d = inherit(ts, spec, noise=1e-3)
     d(images).logsumexp(-1).sum().backward()
     for kind, scalers in d.weight_scalers.tensors.items():
@@ -223,6 +231,29 @@ def test_what_no_rule_bridges_is_refused_naming_both_families(set_model, descend
         build_descendant("wave", family_spec(descendant), template_set=ts)
     assert info.value.field == "model"
     assert ts.config.arch.family in str(info.value) and family_spec(descendant).resolve().family in str(info.value)
+
+
+def test_qk_norm_is_per_layer_by_default_templated_where_a_head_tiles_and_never_bridged(images, fmnist_train):
+    qk, plain = family_spec("vit_large_patch16_224"), family_spec("vit_large_patch16_224", qk_norm=False)
+    for src, dst in ((qk, plain), (plain, qk)):
+        with pytest.raises(SpecError, match=r"\(vit(\[qk_norm\])?\) differ in a norm inside attention"):
+            inherit(random_template_set(src, seed=16), dst)
+    counts = {**DEFAULT_COUNTS, "q_norm_weight": 2, "k_norm_bias": 1}
+    with pytest.raises(ValueError, match="head size 16, not a multiple of the template size 32"):
+        CondenseConfig(recipe="plain", aux=qk, steps=1, template_counts=counts)
+    ts = random_template_set(qk, seed=17, template_size=16, template_counts=counts)
+    assert ts.templates["q_norm_weight"].shape == (2, 16) and "blocks.0.attn.k_norm.weight" in ts.free
+    wide = inherit(ts, family_spec("vit_large_patch16_224", embed_dim=64, num_heads=4), noise=0.0)
+    with torch.no_grad():
+        torch.testing.assert_close(wide.eval()(images), aux_logits(ts, images), rtol=1e-4, atol=1e-5)
+    torch.manual_seed(0)
+    ancestor = family_spec("vit_large_patch16_224", depth=4, embed_dim=64, num_heads=4).build().eval()
+    condensed = condense(ancestor, fmnist_train, CondenseConfig(recipe="plain", aux=qk, steps=2, batch_size=8))
+    assert condensed.config.arch.family == "vit[qk_norm]" and condensed.free["blocks.2.attn.q_norm.bias"].shape == (16,)
+    for method, extra in (("tleg", {}), ("sws", {"stages": [1, 1, 1]})):
+        layered = random_template_set(qk, seed=18, method=method, **extra)
+        d = build_descendant(method, family_spec("vit_large_patch16_224", depth=5), template_set=layered)
+        assert d.blocks[4].attn.q_norm.weight.shape == (16,)
 
 
 def test_without_rope_an_eva_and_a_plain_vit_bridge_exactly_whatever_their_key_bias(images):
