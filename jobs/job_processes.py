@@ -15,6 +15,8 @@ import contextlib
 import logging
 import logging.handlers
 import multiprocessing
+import multiprocessing.util
+import shutil
 import socket
 import tempfile
 import threading
@@ -54,8 +56,13 @@ class JobProcesses:
 
     def __init__(self, settings: Settings, jobs: JobStore) -> None:
         self.settings, self.jobs = settings, jobs
-        self._folder = tempfile.TemporaryDirectory(prefix="learngene-jobs-")  # mode 0700: the socket is ours only
-        self.address = str(Path(self._folder.name) / "store.sock")
+        folder = tempfile.mkdtemp(prefix="learngene-jobs-")  # mode 0700: the socket is ours only
+        self.address = str(Path(folder) / "store.sock")
+        # Removed at close, or at exit after the listener's own finalizer (priority 0) has unlinked the socket: an
+        # API built and never started (its schema read, say) leaves nothing behind and reports no missing file.
+        self._remove_folder = multiprocessing.util.Finalize(
+            None, shutil.rmtree, args=(folder,), kwargs={"ignore_errors": True}, exitpriority=-1
+        )
 
         class Served(BaseManager):
             pass
@@ -128,7 +135,7 @@ class JobProcesses:
             self._server.stop_event.set()
         with contextlib.suppress(OSError):
             self._server.listener.close()
-        self._folder.cleanup()
+        self._remove_folder()
 
 
 class _PipeHandler(logging.handlers.QueueHandler):
