@@ -188,6 +188,17 @@ def submit_condensation(
     if request.promote is not None:
         with located("body", "promote"):
             check_alias(request.promote)
+        if request.promote_if == "card" and not (settings.card_on_publish and request.method == "wave"):
+            why = "this deployment measures no cards" if request.method == "wave" else "only WAVE sets get one"
+            raise FieldError(
+                [
+                    (
+                        ("body", "promote_if"),
+                        f"the promotion is gated on the quality card, but this condensation gets none ({why}): send "
+                        "promote_if='always' to move the alias on publication",
+                    )
+                ]
+            )
     with located("body", "aux"):
         aux = request.aux.spec()
         check_overrides(settings.limits, aux, prefix=("body", "aux"))

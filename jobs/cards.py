@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from jobs.promotion import rows_below_baseline
 from jobs.remote_data import localize
 from jobs.settings import Settings
 from learngene.data import DataAccess
@@ -57,4 +58,5 @@ def measure_card(
 def card_summary(revision: int, card: QualityCard) -> dict:
     """What a job's result says about the card it stored."""
     return {"revision": revision, "rows": len(card.rows), "best_accuracy": card.best.accuracy,
-            "worst_accuracy": card.worst.accuracy, "seconds": round(card.seconds, 3)}  # fmt: skip
+            "worst_accuracy": card.worst.accuracy, "seconds": round(card.seconds, 3),
+            "below_baseline": rows_below_baseline(card)}  # fmt: skip

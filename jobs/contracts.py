@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
+from jobs.promotion import PromoteIf
 from learngene import ViTSpec
 from learngene.data.transforms import Augment
 from learngene.fit_settings import SEED_MAX, Calibration, FitSettings
@@ -165,6 +166,12 @@ class CondensationRequest(Body):
     templates: TemplatesSpec = Field(default_factory=TemplatesSpec)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     promote: str | None = Field(default=None, description="alias to point at the new version when it succeeds")
+    promote_if: PromoteIf = Field(
+        default="card",
+        description="'card': move `promote` only once the quality card is measured and WAVE is at or above timm's "
+        "init on every row (else the set stays unpromoted, with a `promotion_withheld` warning); 'always': on "
+        "publication",
+    )
     nproc: int | None = Field(
         default=None,
         ge=1,

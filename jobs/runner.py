@@ -24,6 +24,7 @@ from jobs.initialization import cache_key, load_inputs, run_request
 from jobs.lease import Lease, LeaseLost, Reporter, StopWatchdog, owner_dead, worker_identity
 from jobs.logs import log_context
 from jobs.model import TRANSIENT_ERRORS, Job, JobError, JobKind, JobStatus
+from jobs.promotion import promotion_warning, withheld_reason
 from jobs.publications import Publications
 from jobs.redaction import redact_paths
 from jobs.remote_data import Sample, localize
@@ -317,16 +318,14 @@ def run_condensation_job(job: Job, context: WorkerContext, reporter: Reporter) -
     state = condensation_state(settings, job.id)  # per job: a redelivered job resumes where it stopped
     published = Publications(state)
     # An earlier attempt that published but died before recording it: nothing is published twice, and its card is
-    # measured if it was not yet.
+    # measured, and its alias moved, if they were not yet.
     document = published.get(job.id)
-    wants_card = settings.card_on_publish and request.method == "wave"  # cards measure WAVE descendants
-    if document is not None and ("card" in document or not wants_card):
-        return document
     if document is None:
         document = _condense_and_publish(request, job, context, reporter)
         published.record(job.id, document)  # until the outcome is recorded, a rerun must not publish again
-    if wants_card:
-        resolved = ResolvedRef.model_validate(document["template_set"])
+    resolved = ResolvedRef.model_validate(document["template_set"])
+    wants_card = settings.card_on_publish and request.method == "wave"  # cards measure WAVE descendants
+    if wants_card and "card" not in document:
         try:  # on the lineage's data as sent (an s3:// copy is already in this worker's cache)
             document["card"] = _measure_and_store(context, resolved, reporter)
         except (LeaseLost, *TRANSIENT_ERRORS):
@@ -337,7 +336,29 @@ def run_condensation_job(job: Job, context: WorkerContext, reporter: Reporter) -
             log.warning("job %s: %s published, but its quality card failed: %s", job.id, resolved, exc)
             document["card"] = {"error": {"type": type(exc).__name__, "message": redact_paths(str(exc), job.request)}}
         published.record(job.id, document)
+    if request.promote and "promotion" not in document:
+        document.update(_promote(request, resolved, document.get("card"), context, reporter))
+        published.record(job.id, document)
     return document
+
+
+def _promote(request, resolved, card, context, reporter) -> dict[str, Any]:
+    """Move the alias, unless the card gate withholds it (`jobs.promotion`): the result's `promotion` and
+    `warnings`."""
+    alias = request.promote
+    reason = withheld_reason(request.promote_if, card)
+    if reason is not None:
+        log.warning("job %s: %s published but not promoted to %r: %s", reporter.job_id, resolved, alias, reason)
+        return {"promotion": {"alias": alias, "moved": False, "reason": reason},
+                "warnings": [promotion_warning(alias, reason)]}  # fmt: skip
+    reporter.confirm_lease()
+    through_outages(
+        lambda: context.store.promote(resolved.name, resolved.version, alias),
+        reporter,
+        context.settings,
+        "moving the alias",
+    )
+    return {"promotion": {"alias": alias, "moved": True}, "warnings": []}
 
 
 def _condense_and_publish(request, job, context, reporter) -> dict[str, Any]:
@@ -383,13 +404,6 @@ def _condense_and_publish(request, job, context, reporter) -> dict[str, Any]:
     resolved = through_outages(
         lambda: context.store.publish(template_set, request.name), reporter, settings, "publishing the template set"
     )
-    if request.promote:
-        through_outages(
-            lambda: context.store.promote(resolved.name, resolved.version, request.promote),
-            reporter,
-            settings,
-            "moving the alias",
-        )
     return {"template_set": resolved.model_dump(), "ref": str(resolved), "metrics": template_set.metrics}
 
 

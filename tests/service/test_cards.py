@@ -4,6 +4,7 @@ this process; tests.support.store_contract: storage on both backends)."""
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import subprocess
@@ -11,6 +12,7 @@ import sys
 
 import httpx
 import pytest
+import torch
 import yaml
 
 from learngene import export_checkpoint
@@ -152,3 +154,44 @@ def http_rows_of(api, revision: int) -> list[dict]:
     listed = httpx.get(f"{api.url}/v1/template-sets", params={"name": "carded-tiny"}).json()["items"][0]
     assert listed["card"]["revision"] == revision
     return card["rows"]
+
+
+def test_a_condensation_whose_card_loses_to_timm_s_init_is_published_but_not_promoted(card_server, ancestor):
+    """promote_if='card' (the default): an ancestor whose head is turned against its classes (x -10) gives a set
+    that starts from it (the auxiliary width is the ancestor's) and predicts the wrong class at every card size, so
+    timm's init, trained as long, wins every row: the version is published, `prod` stays where it was (nowhere)."""
+    api, _, data_root = card_server
+    anc_spec = tiny_spec(embed_dim=64, num_heads=2, depth=2)
+    inverted = copy.deepcopy(ancestor)
+    with torch.no_grad():
+        inverted.head.weight.mul_(-10)
+        inverted.head.bias.mul_(-10)
+    export_checkpoint(inverted, data_root / "inverted.safetensors", spec=anc_spec)
+    body = {
+        "name": "losing-tiny",
+        "ancestor": {"model": anc_spec.model, "overrides": anc_spec.overrides(),
+                     "checkpoint": str(data_root / "inverted.safetensors")},
+        "aux": {"model": anc_spec.model, "overrides": anc_spec.overrides()},
+        "data": {"uri": f"idx://{FMNIST}", "max_samples": 512},
+        "training": {"steps": 2, "batch_size": 32, "warmup_steps": 0, "lr": 1e-6, "recipe": "plain"},
+        "promote": "prod",
+    }  # fmt: skip
+    with httpx.Client(base_url=api.url, timeout=30) as http:
+        job = http.post("/v1/admin/condensations", json=body, headers=ADMIN)
+        assert job.status_code == 202, job.text
+        assert job.json()["request"]["promote_if"] == "card"  # the default, recorded
+        done = wait_for(http, job.headers["location"], finished, timeout=300, headers=ADMIN)
+        assert done["status"] == "succeeded", done
+        result = done["result"]
+        card = http.get("/v1/template-sets/losing-tiny@1/card").json()
+        losing = [r for r in card["rows"] if r["accuracy"] < r["baseline_accuracy"]]
+        assert losing and [(r["depth"], r["embed_dim"]) for r in result["card"]["below_baseline"]] == [
+            (r["depth"], r["embed_dim"]) for r in losing
+        ]
+        assert result["promotion"]["alias"] == "prod" and result["promotion"]["moved"] is False
+        [warning] = result["warnings"]
+        assert warning["code"] == "promotion_withheld"
+        assert f"below timm's init on {len(losing)} of 6 card rows" in warning["message"]
+        [listed] = http.get("/v1/template-sets", params={"name": "losing-tiny"}).json()["items"]
+        assert listed["version"] == 1 and listed["aliases"] == []
+        assert http.get("/v1/template-sets/losing-tiny@prod").status_code == 404

@@ -322,6 +322,11 @@ def test_data_and_checkpoint_references_cannot_escape_or_smuggle_pickles(queue_o
     assert steps.status_code == 422 and first_error(steps)["loc"] == ["body", "training", "steps"]
     alias = condensation(promote="latest")  # refused now, not after hours of condensation
     assert alias.status_code == 422 and first_error(alias)["loc"] == ["body", "promote"]
+    ungated = condensation(method="tleg", promote="prod")  # a card gates it, and a TLEG set gets none
+    assert ungated.status_code == 422 and first_error(ungated)["loc"] == ["body", "promote_if"]
+    assert "only WAVE sets get one" in first_error(ungated)["msg"]
+    gate = condensation(promote_if="sometimes")
+    assert gate.status_code == 422 and first_error(gate)["loc"] == ["body", "promote_if"]
     assert condensation().status_code == 202
     assert not (tmp_path / "unpickled").exists()
 

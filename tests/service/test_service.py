@@ -262,6 +262,7 @@ def test_admin_condensation_publishes_a_version_that_initializations_can_use(cel
         "eval_data": f"idx://{FMNIST}?split=test",
         "training": {"steps": 40, "batch_size": 32, "warmup_steps": 5, "recipe": "plain"},
         "promote": "prod",
+        "promote_if": "always",  # this stack's cards are a token budget (tests/service/test_cards.py gates on one)
     }  # fmt: skip
     with httpx.Client(base_url=celery_stack.url, headers=ADMIN) as http:
         bad = http.post(
@@ -280,6 +281,7 @@ def test_admin_condensation_publishes_a_version_that_initializations_can_use(cel
         job = wait_for(http, response.headers["location"], finished, timeout=180)
         assert job["status"] == "succeeded", job
         assert job["result"]["ref"] == "fmnist-tiny@1" and job["result"]["metrics"]["aux_accuracy"] > 0.2
+        assert job["result"]["promotion"] == {"alias": "prod", "moved": True} and job["result"]["warnings"] == []
 
         listed = http.get("/v1/template-sets", params={"name": "fmnist-tiny"}).json()["items"]
         assert [(v["version"], v["aliases"]) for v in listed] == [(1, ["prod"])]
