@@ -30,11 +30,12 @@ fi
 echo "hadolint ($("$hadolint_bin" --version)): docker/*.Dockerfile"
 "$hadolint_bin" --config docker/hadolint.yaml docker/*.Dockerfile
 
-# A dummy admin token satisfies the required ${LEARNGENE_ADMIN_TOKEN:?...} interpolation. COMPOSE_PROFILES is
+# A dummy admin token and key file satisfy the required ${LEARNGENE_ADMIN_TOKEN:?...} and
+# ${LEARNGENE_SIGNING_KEY_FILE:?...} interpolations. COMPOSE_PROFILES is
 # cleared for the default run and set for the full one (docker-compose 1.29 reads it like `--profile`).
 echo "${compose[*]} config: default services"
-COMPOSE_PROFILES='' LEARNGENE_ADMIN_TOKEN=dummy "${compose[@]}" -f docker-compose.yml config -q
+COMPOSE_PROFILES='' LEARNGENE_ADMIN_TOKEN=dummy LEARNGENE_SIGNING_KEY_FILE=/dev/null "${compose[@]}" -f docker-compose.yml config -q
 echo "${compose[*]} config: profiles admin,monitoring"
-COMPOSE_PROFILES=admin,monitoring LEARNGENE_ADMIN_TOKEN=dummy "${compose[@]}" -f docker-compose.yml config -q
+COMPOSE_PROFILES=admin,monitoring LEARNGENE_ADMIN_TOKEN=dummy LEARNGENE_SIGNING_KEY_FILE=/dev/null "${compose[@]}" -f docker-compose.yml config -q
 
 echo "docker deployment: OK"

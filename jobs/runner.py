@@ -29,11 +29,14 @@ from jobs.publications import Publications
 from jobs.redaction import redact_paths
 from jobs.remote_data import Sample, localize
 from jobs.settings import Settings
+from jobs.signing import SIGNATURE, sign_folder
 from jobs.store import JobStore
 from learngene.control import Stopped
 from learngene.data import DataAccess
 from learngene.errors import IntegrityError, UserError
+from learngene.formats.files import sha256_file
 from learngene.formats.pretrained import WEIGHTS, write_companions
+from learngene.formats.template_set import FileEntry
 from learngene.methods import get_method
 from learngene.pipeline import CondensationSpec
 from learngene.train.launch import condense_run
@@ -280,6 +283,8 @@ def run_initialization(job: Job, context: WorkerContext, reporter: Reporter) -> 
         hooks = Hooks(progress=reporter.progress, should_stop=reporter.should_stop)
         result = run_request(request, inputs, folder / WEIGHTS, device=pick_device(settings.device), hooks=hooks)
         files = write_companions(folder)
+        signature = sign_folder(folder, settings.signing_key)  # over the three files: one more file of the folder
+        files[SIGNATURE] = FileEntry(sha256=sha256_file(signature), bytes=signature.stat().st_size)
         reporter.confirm_lease()
         for name, entry in files.items():  # by content: a rerun, or a retry after an outage, lands on the same object
             publish = functools.partial(context.artifacts.publish, folder / name, entry.sha256, PurePath(name).suffix)

@@ -129,6 +129,12 @@ class Settings(BaseSettings):
         description="bytes of checkpoints one client's kept, unreleased jobs may name; past "
         "it, submissions get 429 until the client releases some (DELETE .../checkpoint) or their records expire",
     )
+    signing_key: Path = Field(
+        default_factory=lambda: Path(platformdirs.user_data_dir("learngene")) / "signing-key.pem",
+        description="the EC private key (PEM, P-256) every published checkpoint folder is signed with (model.sig, "
+        "OpenSSF model-signing) and whose public half GET /v1/signing-key serves; generated at first start when "
+        "absent. With API and workers on several hosts, the same key (a mounted secret) on each",
+    )
     work_dir: Path = Field(
         default_factory=lambda: Path(platformdirs.user_cache_dir("learngene")),
         description="resumable condensation states and other scratch files",

@@ -212,8 +212,9 @@ class Client:
         return self._fetch(f"/v1/initializations/{job_id}/checkpoint", Path(path), f"checkpoint of job {job_id}")
 
     def download_folder(self, job_id: str, folder: str | Path) -> Path:
-        """Write the checkpoint as a timm / Hugging Face folder (model.safetensors, config.json, README.md), each
-        file sha256-checked; `timm.create_model(f"local-dir:{folder}", pretrained=True)` then loads it."""
+        """Write the checkpoint as a timm / Hugging Face folder (model.safetensors, config.json, README.md and the
+        service's signature model.sig: `verify`), each file sha256-checked;
+        `timm.create_model(f"local-dir:{folder}", pretrained=True)` then loads it."""
         folder = Path(folder)
         job = self.get(job_id)
         if job["status"] != "succeeded":
@@ -224,6 +225,25 @@ class Client:
         for name in job["checkpoint"]["files"]:
             self._fetch(f"/v1/initializations/{job_id}/files/{name}", folder / name, f"{name} of job {job_id}")
         return folder
+
+    def signing_key(self) -> bytes:
+        """The service's public signing key (PEM): what its checkpoint folders' `model.sig` is checked against."""
+        response = self.http.get("/v1/signing-key")
+        if response.status_code != 200:
+            raise ApiError.of(response)
+        return response.content
+
+    def verify(self, folder: str | Path, public_key: bytes | None = None) -> list[str]:
+        """Check a downloaded checkpoint folder against its `model.sig` and the service's key (fetched when not
+        given); the files it vouches for. Raises `SignatureInvalid` for a changed, missing or extra file, or a
+        signature by another key."""
+        # Imported here: OpenSSF model-signing loads in about half a second, which a client that never verifies
+        # should not pay.
+        from jobs.signing import SIGNATURE, verify_folder
+
+        folder = Path(folder)
+        verify_folder(folder, public_key if public_key is not None else self.signing_key())
+        return sorted(p.name for p in folder.iterdir() if p.is_file() and p.name != SIGNATURE)
 
     def _fetch(self, url: str, path: Path, what: str) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,7 @@ from pathlib import Path
 from storage.objects import Bucket, is_url
 
 SUFFIX = ".safetensors"
-SUFFIXES = (SUFFIX, ".json", ".md")  # the kinds of file stored: weights, config.json, README.md
+SUFFIXES = (SUFFIX, ".json", ".md", ".sig")  # the kinds of file stored: weights, config.json, README.md, model.sig
 
 
 def artifact_key(sha256: str, suffix: str = SUFFIX) -> str:

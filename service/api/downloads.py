@@ -41,7 +41,12 @@ def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
     return start, end
 
 
-MEDIA_TYPES = {SUFFIX: "application/octet-stream", ".json": "application/json", ".md": "text/markdown; charset=utf-8"}
+MEDIA_TYPES = {
+    SUFFIX: "application/octet-stream",
+    ".json": "application/json",
+    ".md": "text/markdown; charset=utf-8",
+    ".sig": "application/vnd.dev.sigstore.bundle.v0.3+json",  # model-signing writes a Sigstore bundle
+}
 
 
 def etag_matches(if_none_match: str, etag: str) -> bool:

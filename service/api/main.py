@@ -20,6 +20,7 @@ from jobs.retention import Sweeper
 from jobs.runner import WorkerContext
 from jobs.services import Services
 from jobs.settings import Settings, get_settings
+from jobs.signing import public_key_pem
 from jobs.storage import artifacts, template_store
 from learngene import __version__
 from service.api import error_docs, errors, openapi
@@ -27,7 +28,7 @@ from service.api.limits import BodyLimit
 from service.api.metrics import build_registry
 from service.api.public_url import PublicUrl
 from service.api.request_ids import RequestIds, wrap_outermost
-from service.api.routes import admin, health, initializations, problems, template_sets
+from service.api.routes import admin, health, initializations, problems, signing, template_sets
 from storage.objects import StorageUnavailable
 from workers.celery_app import CeleryDispatcher, create_celery
 
@@ -54,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        public_key_pem(settings.signing_key)  # generated at first start when absent (the embedded default)
         try:
             store.resolve("demo")  # publishes the bundled demo template set on first start
         except StorageUnavailable:  # /readyz says so; the set is published on first use once the storage is back
@@ -89,7 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.public_url:
         wrap_outermost(app, lambda inner: PublicUrl(inner, settings.public_url))
     errors.install(app)
-    for module in (initializations, template_sets, admin, health, problems):
+    for module in (initializations, template_sets, admin, health, problems, signing):
         app.include_router(module.router)
     error_docs.document(app)  # the problems each operation can answer, read off the generated document
     openapi.install(app, settings)  # then operation ids' examples, security alternatives, binary bodies

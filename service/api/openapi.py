@@ -68,6 +68,7 @@ OPERATION_IDS: dict[str, str] = {
     "readyz": "getReadiness",
     "metrics": "getMetrics",
     "problems.get": "getProblemType",
+    "get_signing_key": "getSigningKey",
 }
 
 TAGS: list[dict[str, str]] = [

@@ -253,3 +253,24 @@ def download(
 ):
     """Download a finished job's checkpoint, verifying the sha256 of each file."""
     _run(lambda: {"job": job_id, "path": str(_download(_client(url), job_id, out))})
+
+
+def verify(
+    folder: Annotated[Path, typer.Argument(help="a checkpoint folder (download --out DIR/, or files.tar unpacked)")],
+    key: Annotated[
+        Path | None, typer.Option(help="the service's public key (PEM); default: the API's /v1/signing-key")
+    ] = None,
+    url: UrlOption = None,
+):
+    """Check a checkpoint folder against its model.sig: exit 0 only when every file is the one the service signed."""
+    from jobs.signing import SignatureInvalid  # model-signing loads in half a second: only for this command
+
+    if not folder.is_dir():
+        raise fail(f"{folder} is not a folder")
+    public_key = key.read_bytes() if key is not None else None
+    client = Client("http://unused") if key is not None else _client(url)  # no API call when the key is given
+    try:
+        files = _answer(lambda: client.verify(folder, public_key))
+    except SignatureInvalid as exc:
+        raise fail(str(exc)) from None
+    emit({"folder": str(folder), "verified": True, "files": files})

@@ -159,6 +159,14 @@ def test_admin_token_is_required():
     assert re.fullmatch(r"\$\{LEARNGENE_ADMIN_TOKEN:\?.+\}", SERVICES["api"]["environment"]["LEARNGENE_ADMIN_TOKEN"])
 
 
+def test_the_api_and_every_worker_read_one_signing_key_from_a_required_secret():
+    """Workers sign each checkpoint folder, the API serves the public half: the same key, as a secret (not a volume)."""
+    assert re.fullmatch(r"\$\{LEARNGENE_SIGNING_KEY_FILE:\?.+\}", COMPOSE["secrets"]["signing-key"]["file"])
+    for service in ("api", "worker", "worker-condense"):
+        assert SERVICES[service]["secrets"] == ["signing-key"], service
+        assert SERVICES[service]["environment"]["LEARNGENE_SIGNING_KEY"] == "/run/secrets/signing-key", service
+
+
 @pytest.mark.parametrize("name", DOCKERFILES)
 def test_dockerfiles_run_as_non_root(name):
     users = re.findall(r"^USER\s+(\S+)", DOCKERFILES[name].read_text(), re.MULTILINE)

@@ -43,6 +43,7 @@ GENERATOR_CONFIG = {
     "content_type_overrides": {
         "application/x-tar": "application/octet-stream",
         "image/png": "application/octet-stream",
+        "application/x-pem-file": "application/octet-stream",
     },
     "post_hooks": [],
 }

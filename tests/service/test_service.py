@@ -10,12 +10,14 @@ import re
 import tarfile
 
 import httpx
+import model_signing
 import pytest
 import timm
 import torch
 from safetensors.torch import load_file
 
 from jobs.redis_store import RedisJobStore
+from jobs.signing import SIGNATURE, SignatureInvalid, public_key_pem
 from learngene import ViTSpec, export_checkpoint, read_metadata
 from learngene.formats.pretrained import FOLDER_FILES
 from service.client import ApiError, Client
@@ -99,7 +101,7 @@ def test_the_checkpoint_as_a_timm_folder_file_by_file_and_as_one_tar(server, tmp
         job_id = http.post("/v1/initializations", json=with_fit(seed=11, steps=3)).json()["id"]
         done = client.wait(job_id, timeout_s=120)
         files = done["checkpoint"]["files"]
-        assert list(files) == list(FOLDER_FILES) and "files" not in done["result"]
+        assert list(files) == [*FOLDER_FILES, SIGNATURE] and "files" not in done["result"]
         assert files["model.safetensors"]["sha256"] == done["checkpoint"]["sha256"]
         for name, entry in files.items():
             answer = http.get(entry["download"])
@@ -114,21 +116,43 @@ def test_the_checkpoint_as_a_timm_folder_file_by_file_and_as_one_tar(server, tmp
         for name in ("secret.txt", "model.pt", "..%2F..%2Fjobs", "config.JSON"):
             missing = http.get(f"/v1/initializations/{job_id}/files/{name}")
             assert missing.status_code == 404, name
-        assert "a checkpoint folder holds model.safetensors, config.json, README.md" in missing.json()["detail"]
+        holds = "a checkpoint folder holds model.safetensors, config.json, README.md, model.sig"
+        assert holds in missing.json()["detail"]
 
         tar = http.get(done["links"]["folder"])
         assert tar.status_code == 200 and tar.headers["content-type"] == "application/x-tar"
         assert int(tar.headers["content-length"]) == len(tar.content)
         assert http.get(done["links"]["folder"], headers={"If-None-Match": tar.headers["etag"]}).status_code == 304
         with tarfile.open(fileobj=io.BytesIO(tar.content)) as archive:
-            assert archive.getnames() == [job_id, *(f"{job_id}/{name}" for name in FOLDER_FILES)]
+            assert archive.getnames() == [job_id, *(f"{job_id}/{name}" for name in (*FOLDER_FILES, SIGNATURE))]
             for name, entry in files.items():
                 data = archive.extractfile(f"{job_id}/{name}").read()
                 assert hashlib.sha256(data).hexdigest() == entry["sha256"], name
             archive.extractall(tmp_path / "untarred", filter="data")
         folder = client.download_folder(job_id, tmp_path / "folder")
+        key = http.get("/v1/signing-key")
+        assert key.headers["content-type"] == "application/x-pem-file" and key.content.startswith(b"-----BEGIN PUBLIC")
+        assert client.verify(folder) == sorted(FOLDER_FILES)  # the key fetched from the API
+        assert client.verify(tmp_path / "untarred" / job_id, key.content) == sorted(FOLDER_FILES)
     for name, entry in files.items():
         assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == entry["sha256"]
+    # OpenSSF model-signing's own verifier accepts it: a DSSE envelope over every file but the signature
+    (tmp_path / "key.pem").write_bytes(key.content)
+    verifier = model_signing.verifying.Config().use_elliptic_key_verifier(public_key=tmp_path / "key.pem")
+    verifier.set_hashing_config(model_signing.hashing.Config().set_ignored_paths(paths=[SIGNATURE]))
+    verifier.verify(folder, folder / SIGNATURE)
+    readme = (folder / "README.md").read_bytes()
+    (folder / "README.md").write_bytes(readme.replace(b"timm", b"timM", 1))  # one byte of the model card
+    with pytest.raises(SignatureInvalid, match=r"folder/ does not match its signature: .*README.md"):
+        Client(server.url).verify(folder, key.content)
+    (folder / "README.md").write_bytes(readme)
+    (folder / "extra.bin").write_bytes(b"x")
+    with pytest.raises(SignatureInvalid, match=r"extra\.bin"):
+        Client(server.url).verify(folder, key.content)
+    (folder / "extra.bin").unlink()
+    foreign = public_key_pem(tmp_path / "foreign-key.pem")
+    with pytest.raises(SignatureInvalid, match="Key mismatch"):
+        Client(server.url).verify(folder, foreign)
 
     spec = ViTSpec(model=BODY["model"], **BODY["overrides"])
     strict = spec.build().eval()
@@ -400,7 +424,12 @@ def test_cli_client_submits_waits_and_downloads(embedded_stack, tmp_path):
     model = timm.create_model(f"local-dir:{folder}", pretrained=True)
     weights, single = model.state_dict(), load_file(out)  # the very weights of the single-file download
     assert weights.keys() == single.keys() and all(torch.equal(weights[k], single[k]) for k in single)
-    assert sorted(p.name for p in (tmp_path / "folder").iterdir()) == sorted(FOLDER_FILES)
+    assert sorted(p.name for p in (tmp_path / "folder").iterdir()) == sorted([*FOLDER_FILES, SIGNATURE])
+    assert cli("verify", folder) == {"folder": folder, "verified": True, "files": sorted(FOLDER_FILES)}
+    (tmp_path / "folder" / "config.json").write_text("{}")
+    tampered = CliRunner().invoke(app, ["verify", folder, "--url", embedded_stack.url])
+    assert tampered.exit_code == 2 and "does not match its signature" in tampered.output
+    assert "config.json" in tampered.output and "Traceback" not in tampered.output
     released = cli("job", "release", job["id"])  # done with it: its bytes leave the quota, its downloads are gone
     assert released["status"] == "succeeded" and released["result"]["released_at"] > 0
     late = CliRunner().invoke(

@@ -74,6 +74,7 @@ def service_env(home: Path, *, redis_url: str | None, data_roots: list[Path], **
         LEARNGENE_STORE=str(home / "store"),
         LEARNGENE_ARTIFACTS=str(home / "artifacts"),
         LEARNGENE_WORK_DIR=str(home / "work"),
+        LEARNGENE_SIGNING_KEY=str(home / "signing-key.pem"),
         LEARNGENE_DATA_ROOTS="[" + ",".join(f'"{p}"' for p in data_roots) + "]",
         LEARNGENE_ADMIN_TOKEN=ADMIN_TOKEN,
         # The quality card every condensation measures after publishing: a token budget, so that the tests of other

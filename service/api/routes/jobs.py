@@ -15,12 +15,15 @@ from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import AwareDatetime, BeforeValidator
 
 from jobs.model import Job, JobKind, JobStatus
+from jobs.signing import SIGNATURE
 from jobs.store import JobQuery, JobStore, Position
 from learngene.formats.pretrained import FOLDER_FILES, WEIGHTS
 from service.api.deps import JobsDep, ServicesDep, current_client
 from service.api.downloads import etag_matches, file_response, tar_response
 from service.api.pages import Cursor, Limit, decode_cursor, encode_cursor, invalid, next_link
 from service.api.schemas import CheckpointView, FileView, JobList, JobView, Links, Timings
+
+SIGNED_FOLDER = (*FOLDER_FILES, SIGNATURE)  # a checkpoint folder's files, its signature last
 
 DOWNLOAD_CODES = (206, 304, 307, 409, 410, 416)  # partial, not modified, presigned redirect, not done, gone, range
 FILE_CODES = (*DOWNLOAD_CODES, 404)  # and a name that is not one of the folder's files
@@ -270,7 +273,7 @@ def job_routes(kind: JobKind, route_name: str) -> APIRouter:
 
         def download_file(
             job_id: str,
-            name: Annotated[str, Path(description=f"one of {', '.join(FOLDER_FILES)}")],
+            name: Annotated[str, Path(description=f"one of {', '.join(SIGNED_FOLDER)}")],
             request: Request,
             services: ServicesDep,
             if_none_match: Annotated[str | None, Header()] = None,
@@ -278,10 +281,11 @@ def job_routes(kind: JobKind, route_name: str) -> APIRouter:
             client: str | None = owner,
         ) -> Response:
             """One file of the checkpoint as a timm / Hugging Face folder: `model.safetensors` (the same bytes as
-            `/checkpoint`), `config.json` (timm's), `README.md` (the model card). `ETag` is its sha256."""
-            if name not in FOLDER_FILES:
+            `/checkpoint`), `config.json` (timm's), `README.md` (the model card), `model.sig` (the service's
+            signature of the other three: GET /v1/signing-key). `ETag` is its sha256."""
+            if name not in SIGNED_FOLDER:
                 raise HTTPException(  # the name is not echoed back: it may be anything
-                    status.HTTP_404_NOT_FOUND, f"no such file: a checkpoint folder holds {', '.join(FOLDER_FILES)}"
+                    status.HTTP_404_NOT_FOUND, f"no such file: a checkpoint folder holds {', '.join(SIGNED_FOLDER)}"
                 )
             job = succeeded(services.jobs, job_id, client)
             files = stored_files(job)
