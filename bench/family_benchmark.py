@@ -211,7 +211,9 @@ def main() -> None:
     t0 = time.perf_counter()
     data = load(budget)
     families = {n: m for n, m in FAMILIES.items() if not args.only or m in args.only}
-    result = {"quick": args.quick, "budget": dataclasses.asdict(budget), "families": {}, "seconds": 0.0}
+    # the budget as JSON reads it back (tuples as lists), so that a partial run recognises the last run's budget
+    recorded = json.loads(json.dumps(dataclasses.asdict(budget)))
+    result = {"quick": args.quick, "budget": recorded, "families": {}, "seconds": 0.0}
     previous = RESULTS / name
     if args.only and previous.is_file():  # a partial run updates its families in the last run of the same budget
         last = json.loads(previous.read_text())
