@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
 from collections.abc import Callable
@@ -10,6 +11,7 @@ from typing import Any
 from jobs.model import STATUSES, Job, JobStatus
 from jobs.store import (
     IdempotencyKeys,
+    JobLogs,
     JobPage,
     JobQuery,
     JobStore,
@@ -83,15 +85,35 @@ class MemoryMetrics(Metrics):
             return dict(self._counters)
 
 
+class MemoryJobLogs(JobLogs):
+    def __init__(self, max_lines: int) -> None:
+        super().__init__(max_lines)
+        self._lines: dict[str, collections.deque[str]] = {}
+        self._appended: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def append(self, job_id: str, line: str) -> None:
+        with self._lock:
+            self._lines.setdefault(job_id, collections.deque(maxlen=self.max_lines)).append(line[: self.MAX_LINE])
+            self._appended[job_id] = self._appended.get(job_id, 0) + 1
+
+    def read(self, job_id: str, start: int = 0) -> tuple[list[str], int]:
+        with self._lock:
+            lines, end = list(self._lines.get(job_id, ())), self._appended.get(job_id, 0)
+        first = end - len(lines)
+        return lines[max(start - first, 0) :], end
+
+
 class MemoryJobStore(JobStore):
     """In-process records for the embedded executor: same semantics, no durability across restarts."""
 
-    def __init__(self, idempotency_ttl_s: float = 86400.0) -> None:
+    def __init__(self, idempotency_ttl_s: float = 86400.0, log_lines: int = 2000) -> None:
         self._jobs: dict[str, Job] = {}
         self._lock = threading.RLock()
         self.keys = MemoryIdempotencyKeys(idempotency_ttl_s)
         self.results = MemoryResultCache()
         self.metrics = MemoryMetrics()
+        self.logs = MemoryJobLogs(log_lines)
 
     def create(self, job: Job) -> None:
         with self._lock:

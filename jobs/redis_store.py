@@ -23,6 +23,7 @@ from jobs.model import STATUSES, Job, JobKind, JobStatus
 from jobs.settings import Settings
 from jobs.store import (
     IdempotencyKeys,
+    JobLogs,
     JobPage,
     JobQuery,
     JobStore,
@@ -97,6 +98,25 @@ class RedisResultCache(ResultCache):
         self.r.set(f"{self.p}:cache:{key}", json.dumps(result), ex=self.ttl_s)
 
 
+class RedisJobLogs(JobLogs):
+    def __init__(self, client: Client, prefix: str, ttl_s: int, max_lines: int):
+        super().__init__(max_lines)
+        self.r, self.p, self.ttl_s = client, prefix, ttl_s
+
+    def append(self, job_id: str, line: str) -> None:
+        lines, count = f"{self.p}:log:{job_id}", f"{self.p}:logn:{job_id}"
+        with self.r.pipeline(transaction=True) as pipe:  # the list and its count move together
+            pipe.rpush(lines, line[: self.MAX_LINE]).ltrim(lines, -self.max_lines, -1).incr(count)
+            pipe.expire(lines, self.ttl_s).expire(count, self.ttl_s).execute()
+
+    def read(self, job_id: str, start: int = 0) -> tuple[list[str], int]:
+        with self.r.pipeline(transaction=True) as pipe:
+            kept, count = pipe.lrange(f"{self.p}:log:{job_id}", 0, -1).get(f"{self.p}:logn:{job_id}").execute()
+        end = int(count or 0)
+        first = end - len(kept)
+        return kept[max(start - first, 0) :], end
+
+
 class RedisMetrics(Metrics):
     def __init__(self, client: Client, prefix: str):
         self.r, self.p = client, prefix
@@ -131,7 +151,12 @@ class RedisJobStore(JobStore):
     """The records and, over the same client and key prefix, the idempotency keys, result cache and metrics."""
 
     def __init__(
-        self, client: Client, prefix: str = "learngene", job_ttl_s: int = 30 * 86400, idempotency_ttl_s: int = 86400
+        self,
+        client: Client,
+        prefix: str = "learngene",
+        job_ttl_s: int = 30 * 86400,
+        idempotency_ttl_s: int = 86400,
+        log_lines: int = 2000,
     ):
         self.r = client
         self.p = prefix
@@ -139,6 +164,7 @@ class RedisJobStore(JobStore):
         self.keys = RedisIdempotencyKeys(client, prefix, idempotency_ttl_s)
         self.results = RedisResultCache(client, prefix, job_ttl_s)
         self.metrics = RedisMetrics(client, prefix)
+        self.logs = RedisJobLogs(client, prefix, job_ttl_s, log_lines)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RedisJobStore:
@@ -149,6 +175,7 @@ class RedisJobStore(JobStore):
             prefix=settings.redis_prefix,
             job_ttl_s=settings.job_ttl_s,
             idempotency_ttl_s=settings.idempotency_ttl_s,
+            log_lines=settings.job_log_lines,
         )
 
     @classmethod

@@ -21,6 +21,7 @@ from typing import Any
 from jobs.cards import card_summary, measure_card
 from jobs.contracts import CondensationRequest, InitializationRequest
 from jobs.initialization import cache_key, load_inputs, run_request
+from jobs.job_log import job_log
 from jobs.lease import Lease, LeaseLost, Reporter, StopWatchdog, owner_dead, worker_identity
 from jobs.logs import log_context
 from jobs.model import TRANSIENT_ERRORS, Job, JobError, JobKind, JobStatus
@@ -145,13 +146,15 @@ def run_job(job_id: str, context: WorkerContext) -> None:
 
     with log_context(job_id=job_id):
         claim = _until_redis_answers(claim_it, f"claiming job {job_id}", settings)
-        with log_context(request_id=claim.job.request_id if claim.job else None):
+        job = claim.job
+        request = job.request if job else {}
+        with log_context(request_id=job.request_id if job else None), job_log(jobs.logs, job_id, request):
             if claim.outcome != "claimed":
                 log.info("job %s not run: %s", job_id, claim.outcome)
                 if claim.outcome in ("cancelled", "exhausted"):  # ended now, by this claim
                     shutil.rmtree(condensation_state(settings, job_id), ignore_errors=True)
                 return
-            _run_claimed(claim.job, owner, context)
+            _run_claimed(job, owner, context)
 
 
 def _run_claimed(job: Job, owner: str, context: WorkerContext) -> None:
@@ -188,8 +191,8 @@ def _run_claimed(job: Job, owner: str, context: WorkerContext) -> None:
         expected = isinstance(exc, EXPECTED_FAILURES)  # the request's fault or the store's: its message says it all
         if expected:
             log.info("job %s failed: %s: %s", job.id, error.type, error.message)
-        else:  # a bug: its traceback goes to the log, and the job's record says only what it was
-            log.exception("job %s failed", job.id)
+        else:  # a bug: its traceback goes to the log (not the job's own), and the job's record says only what it was
+            log.exception("job %s failed: %s: %s", job.id, error.type, error.message)
         ended = _finish(jobs, job.id, owner, JobStatus.failed, error=error)
         if not expected:
             raise

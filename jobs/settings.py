@@ -172,6 +172,9 @@ class Settings(BaseSettings):
     )
     redis_prefix: str = Field(default="learngene", description="prefix of the service's own Redis keys")
     job_ttl_s: int = Field(default=30 * 86400, ge=60, description="how long finished job records are kept")
+    job_log_lines: int = Field(
+        default=2000, ge=10, le=100_000, description="log lines kept per job (the last ones; GET .../{id}/logs)"
+    )
     idempotency_ttl_s: int = Field(default=86400, ge=60, description="how long an Idempotency-Key is remembered")
     max_attempts: int = Field(default=3, ge=1, description="deliveries of one job before it is failed")
     lease_s: float = Field(

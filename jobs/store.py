@@ -23,6 +23,8 @@ Redis keys (prefix `P`, default "learngene"):
     P:cache:<key>     the result of a finished initialization, reused by identical requests
     P:hist:<name>     hash: histogram buckets, sum and count of a duration or rate
     P:counter:<name>  integer counters (cache hits)
+    P:log:<id>        list: the job's own log lines (JSON), the last `JobLogs.max_lines`; P:logn:<id> how many
+                      were ever appended (a line's position), both expiring with the job's record
 """
 
 from __future__ import annotations
@@ -116,13 +118,32 @@ class Metrics(abc.ABC):
     def counters(self) -> dict[str, int]: ...
 
 
+class JobLogs(abc.ABC):
+    """Each job's own log lines (JSON lines, `jobs.job_log`), kept as long as its record and bounded: the last
+    `max_lines` of them, each at most `MAX_LINE` characters. A line's position counts from the job's first line,
+    so a reader that follows asks for what it lacks and never sees a line twice."""
+
+    MAX_LINE = 4096
+
+    def __init__(self, max_lines: int) -> None:
+        self.max_lines = max_lines
+
+    @abc.abstractmethod
+    def append(self, job_id: str, line: str) -> None: ...
+
+    @abc.abstractmethod
+    def read(self, job_id: str, start: int = 0) -> tuple[list[str], int]:
+        """The kept lines from position `start` on, and the position after the last one."""
+
+
 class JobStore(abc.ABC):
     """Job records and their leases. The other roles kept beside them, over the same connection: `keys`
-    (idempotency keys), `results` (the result cache), `metrics`."""
+    (idempotency keys), `results` (the result cache), `metrics`, `logs` (each job's own log lines)."""
 
     keys: IdempotencyKeys
     results: ResultCache
     metrics: Metrics
+    logs: JobLogs
 
     @abc.abstractmethod
     def create(self, job: Job) -> None:

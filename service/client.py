@@ -10,6 +10,7 @@ client.download(job["id"], "vit.safetensors")    # or client.download_folder(job
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import time
 import uuid
@@ -225,6 +226,28 @@ class Client:
         for name in job["checkpoint"]["files"]:
             self._fetch(f"/v1/initializations/{job_id}/files/{name}", folder / name, f"{name} of job {job_id}")
         return folder
+
+    def logs(self, job_id: str, kind: str = "initializations", since: int = 0) -> tuple[list[dict[str, Any]], int, str]:
+        """The job's own log lines from position `since` (each a dict: timestamp, level, logger, message,
+        request_id, job_id), the position to ask from next, and the job's status when they were read."""
+        response = self.http.get(f"{self._job_path(job_id, kind)}/logs", params={"since": since})
+        if response.status_code != 200:
+            raise ApiError.of(response)
+        lines = [json.loads(line) for line in response.text.splitlines() if line]
+        return lines, int(response.headers["Log-Next"]), response.headers["Job-Status"]
+
+    def follow_logs(
+        self, job_id: str, kind: str = "initializations", *, poll_s: float = 1.0
+    ) -> Iterator[dict[str, Any]]:
+        """Every log line of the job, as it comes, until the job has ended and its last line is read."""
+        since = 0
+        while True:
+            lines, since, status = self.logs(job_id, kind, since)
+            yield from lines
+            if status in TERMINAL and not lines:
+                return
+            if not lines:
+                time.sleep(poll_s)
 
     def signing_key(self) -> bytes:
         """The service's public signing key (PEM): what its checkpoint folders' `model.sig` is checked against."""

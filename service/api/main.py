@@ -41,7 +41,7 @@ def build_services(settings: Settings) -> Services:
     if settings.redis_url:
         jobs = RedisJobStore.from_settings(settings)
         return Services(settings, jobs, store, checkpoints, CeleryDispatcher(create_celery(settings)))
-    memory = MemoryJobStore(idempotency_ttl_s=settings.idempotency_ttl_s)
+    memory = MemoryJobStore(idempotency_ttl_s=settings.idempotency_ttl_s, log_lines=settings.job_log_lines)
     context = WorkerContext(settings=settings, jobs=memory, store=store, artifacts=checkpoints)
     dispatcher = EmbeddedDispatcher(context, threads=settings.embedded_workers)
     return Services(settings, memory, store, checkpoints, dispatcher)

@@ -46,6 +46,7 @@ OPERATION_IDS: dict[str, str] = {
     "initializations.file_head": "headCheckpointFile",
     "initializations.folder": "downloadCheckpointFolder",
     "initializations.release": "releaseCheckpoint",
+    "initializations.logs": "getInitializationLogs",
     # template sets
     "list_template_sets": "listTemplateSets",
     "get_template_set": "getTemplateSet",
@@ -57,10 +58,12 @@ OPERATION_IDS: dict[str, str] = {
     "condensations.list": "listCondensations",
     "condensations.get": "getCondensation",
     "condensations.cancel": "cancelCondensation",
+    "condensations.logs": "getCondensationLogs",
     "create_card": "createCardJob",
     "cards.list": "listCardJobs",
     "cards.get": "getCardJob",
     "cards.cancel": "cancelCardJob",
+    "cards.logs": "getCardJobLogs",
     "set_alias": "setAlias",
     "jobs.list": "listJobs",  # every kind
     # operations

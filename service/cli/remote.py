@@ -3,6 +3,7 @@ download`."""
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from collections.abc import Callable
@@ -227,6 +228,27 @@ def _warned(job: dict[str, Any]) -> dict[str, Any]:
     """Show the job's warnings: those of its result once it has one (they include the ones known at acceptance)."""
     show_warnings((job.get("result") or {}).get("warnings") or job.get("warnings") or [])
     return job
+
+
+@app.command()
+def logs(
+    job_id: str,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing lines until the job ends")] = False,
+    kind: Annotated[str, typer.Option(help="initializations or condensations")] = "initializations",
+    json_: JsonOption = False,
+    url: UrlOption = None,
+) -> None:
+    """Print the job's own log lines (a failed job's last one says why): time, level, message; --json: as stored."""
+    client = _client(url)
+
+    def show(line: dict[str, Any]) -> None:
+        typer.echo(json.dumps(line) if json_ else f"{line.get('timestamp')} {line.get('level')} {line.get('message')}")
+
+    def run() -> None:
+        for line in client.follow_logs(job_id, kind) if follow else client.logs(job_id, kind)[0]:
+            show(line)
+
+    _answer(run)
 
 
 @app.command()

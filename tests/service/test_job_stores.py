@@ -210,3 +210,22 @@ def test_racing_claims_and_cancels_leave_every_record_and_index_consistent(jobs)
     counts = jobs.counts(JobKind.initialization)
     assert counts["queued"] == 0 and counts["running"] == statuses.count("running")
     assert counts["cancelled"] == statuses.count("cancelled") and jobs.active("racer") == counts["running"]
+
+
+def test_job_logs_keep_the_last_lines_by_position_each_bounded_and_expiring_with_the_record(jobs):
+    jobs.logs.max_lines = 5  # (both stores read it at each append)
+    job = new(jobs)
+    assert jobs.logs.read(job.id) == ([], 0)
+    for i in range(8):
+        jobs.logs.append(job.id, f'{{"n": {i}}}')
+    assert jobs.logs.read(job.id) == ([f'{{"n": {i}}}' for i in range(3, 8)], 8)  # the last 5 of 8
+    assert jobs.logs.read(job.id, 6) == (['{"n": 6}', '{"n": 7}'], 8)  # a follower asks for what it lacks
+    assert jobs.logs.read(job.id, 1) == ([f'{{"n": {i}}}' for i in range(3, 8)], 8)  # gone ones are not invented
+    assert jobs.logs.read(job.id, 8) == ([], 8)
+    jobs.logs.append(job.id, "x" * 10_000)
+    lines, end = jobs.logs.read(job.id, 8)
+    assert end == 9 and len(lines[0]) == jobs.logs.MAX_LINE
+    assert jobs.logs.read("another-job") == ([], 0)
+    if isinstance(jobs, RedisJobStore):
+        for key in (f"{jobs.p}:log:{job.id}", f"{jobs.p}:logn:{job.id}"):
+            assert 590 < jobs.r.ttl(key) <= 600  # the record's TTL

@@ -44,6 +44,7 @@ GENERATOR_CONFIG = {
         "application/x-tar": "application/octet-stream",
         "image/png": "application/octet-stream",
         "application/x-pem-file": "application/octet-stream",
+        "application/x-ndjson": "application/octet-stream",
     },
     "post_hooks": [],
 }

@@ -20,7 +20,7 @@ from jobs.redis_store import RedisJobStore
 from jobs.signing import SIGNATURE, SignatureInvalid, public_key_pem
 from learngene import ViTSpec, export_checkpoint, read_metadata
 from learngene.formats.pretrained import FOLDER_FILES
-from service.client import ApiError, Client
+from service.client import ApiError, Client, JobFailed
 from tests.support.data import FMNIST, SHARED_DATA
 from tests.support.harness import ADMIN_TOKEN, finished, wait_for
 from tests.support.models import tiny_spec
@@ -94,6 +94,37 @@ def test_end_to_end_submit_poll_download_load(server, tmp_path):
     model = spec.build()
     model.load_state_dict(load_file(path), strict=True)
     assert read_metadata(path)["template_set"] == done["template_set"]  # the pinned (name, version, digest)
+
+
+def test_a_job_s_own_log_lines_are_served_by_position_and_a_failed_one_says_why(server):
+    with httpx.Client(base_url=server.url) as http, Client(server.url) as client:
+        sent = http.post("/v1/initializations", json=with_fit(seed=12, steps=3), headers={"X-Request-ID": "logs-ok-1"})
+        job_id = sent.json()["id"]
+        client.wait(job_id, timeout_s=120)
+        lines, end, status = client.logs(job_id)
+        assert status == "succeeded" and end == len(lines) >= 1, lines
+        assert all(line["job_id"] == job_id and line["request_id"] == "logs-ok-1" for line in lines)
+        assert any(f"job {job_id} (initialization) attempt 1/" in line["message"] for line in lines)
+        assert client.logs(job_id, since=end) == ([], end, "succeeded")
+        last = http.get(f"/v1/initializations/{job_id}/logs", params={"since": end - 1})
+        assert last.headers["content-type"] == "application/x-ndjson" and len(last.text.splitlines()) == 1
+        assert json.loads(last.text) == lines[-1] and last.headers["log-next"] == str(end)
+        refused = http.get(f"/v1/initializations/{job_id}/logs", params={"since": -1})
+        assert refused.status_code == 422 and refused.json()["errors"][0]["loc"] == ["query", "since"]
+        assert http.get("/v1/initializations/no-such-job/logs").status_code == 404
+
+        # Five classes against FashionMNIST's ten: accepted (issue 27 will refuse it at once), failed at run time.
+        wrong = {**BODY, "overrides": {**BODY["overrides"], "num_classes": 5}}
+        failing = http.post("/v1/initializations", json=wrong).json()["id"]
+        with pytest.raises(JobFailed, match="labels go up to 9 but the model has num_classes=5"):
+            client.wait(failing, timeout_s=120)
+        failed = client.get(failing)
+        told = list(client.follow_logs(failing, poll_s=0.2))  # ended: read to the last line, then stops
+        [why] = [line for line in told if line["message"].startswith(f"job {failing} failed: ")]
+        assert why["message"] == f"job {failing} failed: {failed['error']['type']}: {failed['error']['message']}"
+        assert told[-1]["message"] == f"job {failing} failed"  # the outcome recorded, the last line
+        text = json.dumps(told)
+        assert "Traceback" not in text and str(server.home) not in text  # no server path, no traceback
 
 
 def test_the_checkpoint_as_a_timm_folder_file_by_file_and_as_one_tar(server, tmp_path):
@@ -417,6 +448,8 @@ def test_cli_client_submits_waits_and_downloads(embedded_stack, tmp_path):
     assert job["status"] == "succeeded" and job["downloaded_to"] == str(out)
     assert hashlib.sha256(out.read_bytes()).hexdigest() == job["checkpoint"]["sha256"]
     assert cli("job", "status", job["id"])["status"] == "succeeded"
+    last_line = cli("job", "logs", job["id"], "--json", "--follow")  # ended: --follow prints all and stops
+    assert last_line["job_id"] == job["id"] and last_line["message"] == f"job {job['id']} succeeded"
     assert cli("job", "cancel", job["id"])["status"] == "succeeded"  # a finished job stays as it is
     assert cli("job", "download", job["id"], "--out", str(tmp_path / "again.safetensors"))["job"] == job["id"]
     assert (tmp_path / "again.safetensors").read_bytes() == out.read_bytes()

@@ -24,6 +24,11 @@ from service.api.pages import Cursor, Limit, decode_cursor, encode_cursor, inval
 from service.api.schemas import CheckpointView, FileView, JobList, JobView, Links, Timings
 
 SIGNED_FOLDER = (*FOLDER_FILES, SIGNATURE)  # a checkpoint folder's files, its signature last
+NDJSON = "application/x-ndjson"
+LOG_HEADERS = {
+    "Log-Next": {"description": "the position after the last line: the next `since`", "schema": {"type": "integer"}},
+    "Job-Status": {"description": "the job's status when the lines were read", "schema": {"type": "string"}},
+}
 
 DOWNLOAD_CODES = (206, 304, 307, 409, 410, 416)  # partial, not modified, presigned redirect, not done, gone, range
 FILE_CODES = (*DOWNLOAD_CODES, 404)  # and a name that is not one of the folder's files
@@ -227,6 +232,27 @@ def job_routes(kind: JobKind, route_name: str) -> APIRouter:
         """Cancel: a queued job never starts; a running one stops at its next step. Finished jobs are unchanged."""
         load(jobs, job_id, client)
         return job_view(jobs.request_cancel(job_id), request, route_name)
+
+    @router.get(
+        "/{job_id}/logs",
+        name=f"{route_name}.logs",
+        response_class=Response,
+        responses={200: {"content": {NDJSON: {}}, "headers": LOG_HEADERS}},
+    )
+    def job_logs(
+        job_id: str,
+        jobs: JobsDep,
+        since: Annotated[int, Query(ge=0, description="the position to read from: the last answer's Log-Next")] = 0,
+        client: str | None = owner,
+    ) -> Response:
+        """The job's own log lines (JSON lines with its request and job ids), from position `since`: the last
+        `LEARNGENE_JOB_LOG_LINES` are kept, as long as the record. To follow a running job, ask again with the
+        answer's `Log-Next` until `Job-Status` is terminal and no line comes."""
+        job = load(jobs, job_id, client)
+        lines, end = jobs.logs.read(job_id, since)
+        body = "".join(f"{line}\n" for line in lines)
+        headers = {"Log-Next": str(end), "Job-Status": job.status.value, "Cache-Control": "no-store"}
+        return Response(body, media_type=NDJSON, headers=headers)
 
     if kind == JobKind.initialization:
 
