@@ -5,7 +5,7 @@ Key-based, since there is no Sigstore service here: an elliptic-curve key (P-256
 generated on first use when absent (mode 0600; several processes starting at once agree on one key: the first to
 link its file wins). Every host that signs (the workers) or serves the public half (`GET /v1/signing-key`, the API)
 reads the same key: in a deployment of several hosts it is a secret mounted on each. Verification needs only the
-public key (`learngene verify DIR`, `Client.verify`). Imports nothing heavy: the light client verifies too.
+public key (`learngene verify DIR`, `Client.verify`). Imports neither torch nor the server: a client verifies too.
 """
 
 from __future__ import annotations
