@@ -20,7 +20,9 @@ import torch
 from safetensors.torch import load, load_file, save_file
 
 from jobs.remote_data import MAX_HEAD_REQUESTS
+from jobs.signing import SIGNATURE
 from learngene import ViTSpec, export_checkpoint
+from learngene.formats.pretrained import FOLDER_FILES
 from service.client import Client
 from storage.artifacts import artifact_key
 from storage.objects import Bucket
@@ -120,7 +122,7 @@ def test_a_checkpoint_made_on_one_host_is_served_by_another(hosts, tmp_path):
         # The timm / Hugging Face folder, published to S3 by the worker too: file by file and as one tar.
         files = {n: f["sha256"] for n, f in done["checkpoint"]["files"].items()}
         urls = {n: f["download"] for n, f in done["checkpoint"]["files"].items()}
-        assert list(files) == ["model.safetensors", "config.json", "README.md"]
+        assert list(files) == [*FOLDER_FILES, SIGNATURE]
         assert {n: hashlib.sha256(http.get(u).content).hexdigest() for n, u in urls.items()} == files
         with tarfile.open(fileobj=io.BytesIO(http.get(done["links"]["folder"]).content)) as archive:
             members = {m.name: hashlib.sha256(archive.extractfile(m).read()).hexdigest() for m in archive if m.isfile()}

@@ -13,12 +13,14 @@ import pytest
 
 from learngene import ViTSpec
 from learngene.cost import estimate
+from learngene.formats.pretrained import FOLDER_FILES
 from tests.support.data import FMNIST, SHARED_DATA
 from tests.support.harness import finished, service_env, start_api, wait_for
 from tests.support.scale import patient
 
 OVERRIDES = dict(depth=2, embed_dim=48, num_heads=3, img_size=28, patch_size=7, in_chans=1, num_classes=10)
 MODEL = "vit_tiny_patch16_224"
+ALL_STORED = [True] * (len(FOLDER_FILES) + 1)  # the folder's files and its signature
 TOKENS = {name: f"{name}-retention-token-0123456789" for name in ("alpha", "beta", "gamma", "delta")}
 # Room for two and a half checkpoints of this model, as the API estimates them (4 bytes a parameter).
 ESTIMATE = estimate(ViTSpec(model=MODEL, **OVERRIDES)).parameters * 4
@@ -91,7 +93,7 @@ def test_a_client_past_its_byte_quota_is_refused_until_it_releases_checkpoints(a
     folder = api[1]
     with client(api, "alpha") as alpha, client(api, "beta") as beta:
         first, second = run(alpha, 1), run(alpha, 2)
-        assert stored(folder, first) == stored(folder, second) == [True, True, True]
+        assert stored(folder, first) == stored(folder, second) == ALL_STORED
         refused = alpha.post("/v1/initializations", json=body(3))
         assert refused.status_code == 429 and refused.headers["content-type"] == "application/problem+json"
         detail = refused.json()["detail"]
@@ -107,9 +109,9 @@ def test_a_client_past_its_byte_quota_is_refused_until_it_releases_checkpoints(a
         assert alpha.get(f"/v1/initializations/{first['id']}/files.tar").status_code == 410
         assert beta.delete(f"/v1/initializations/{second['id']}/checkpoint").status_code == 404  # not beta's
         wait_for_sweep(folder, first, second)
-        assert stored(folder, second) == [True, True, True]
+        assert stored(folder, second) == ALL_STORED
         third = run(alpha, 3)  # room again
-        assert stored(folder, third) == [True, True, True]
+        assert stored(folder, third) == ALL_STORED
 
 
 def test_a_file_two_jobs_name_stays_until_both_are_released(api):
@@ -121,7 +123,7 @@ def test_a_file_two_jobs_name_stays_until_both_are_released(api):
         for job in (twin, other):
             assert gamma.delete(f"/v1/initializations/{job['id']}/checkpoint").status_code == 200
         wait_for_sweep(folder, other, original)  # a sweep ran after both releases...
-        assert stored(folder, original) == [True, True, True]  # ...and kept what `original` still names
+        assert stored(folder, original) == ALL_STORED  # ...and kept what `original` still names
         assert gamma.get(f"/v1/initializations/{original['id']}/checkpoint").status_code == 200
         assert gamma.delete(f"/v1/initializations/{original['id']}/checkpoint").status_code == 200
         wait_for_sweep(folder, original, *kept(api))
