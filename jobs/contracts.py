@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
 from jobs.promotion import PromoteIf
+from jobs.webhooks.model import EVENT_TYPES, EventType
 from learngene import ViTSpec
 from learngene.data.transforms import Augment
 from learngene.fit_settings import SEED_MAX, Calibration, FitSettings
@@ -45,6 +46,34 @@ class Body(BaseModel):
     @classmethod
     def _few_unknown(cls, data: Any) -> Any:
         return few_unknown_fields(cls, data)
+
+
+DESTINATION = "an http(s) URL the service may reach: a public address, or one LEARNGENE_WEBHOOK_ALLOWED_HOSTS lists"
+
+
+class Notify(Body):
+    """Where this job's events go (a webhook of its own, Standard Webhooks format): its secret is shown once, in
+    the answer that accepts the job."""
+
+    url: str = Field(
+        max_length=2048, description="an http(s) URL the service may reach (LEARNGENE_WEBHOOK_ALLOWED_HOSTS)"
+    )
+    events: list[EventType] = Field(
+        default_factory=lambda: list(EVENT_TYPES),  # type: ignore[arg-type]  # EVENT_TYPES is EventType's values
+        min_length=1,
+        max_length=len(EVENT_TYPES),
+        description="of this job only; default: all (an initialization's end is job.succeeded, job.failed or "
+        "job.cancelled; a condensation also sends template_set.published, card.ready and alias.moved)",
+    )
+
+
+class WebhookRequest(Body):
+    """POST /v1/admin/webhooks: a deployment's subscription, to the events of every job."""
+
+    url: str = Field(
+        max_length=2048, description="an http(s) URL the service may reach (LEARNGENE_WEBHOOK_ALLOWED_HOSTS)"
+    )
+    events: list[EventType] = Field(min_length=1, max_length=len(EVENT_TYPES))
 
 
 # The overrides are exactly ViTSpec's fields other than the model name: one definition, two shapes. A type checker
@@ -94,6 +123,7 @@ class InitializationRequest(Architecture):
         description="data for WAVE's scaler fitting; without it the descendant is pure inheritance (fit.steps 0)",
     )
     fit: FitSettings = Field(default_factory=FitSettings)
+    notify: Notify | None = Field(default=None, description="a webhook for this job's end")
 
     def fitting_without_data(self) -> str | None:
         """Why the request cannot run as asked: scaler-fitting steps but no calibration data. Checked when a request
@@ -178,6 +208,7 @@ class CondensationRequest(Body):
         description="processes to run on (torchrun ranks on the worker's machine, one per GPU); "
         "default: the worker's LEARNGENE_CONDENSE_NPROC",
     )
+    notify: Notify | None = Field(default=None, description="a webhook for this job's events")
 
     def condense_config(self) -> CondenseConfig:
         t = self.training

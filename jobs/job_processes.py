@@ -45,7 +45,7 @@ class _StoreClient(BaseManager):
 
 
 # The records and, beside them, the store's other roles (a proxy serves methods, not attributes).
-ROLES = ("keys", "results", "metrics", "logs")
+ROLES = ("keys", "results", "metrics", "logs", "webhooks")
 for _name in ("jobs", *ROLES):
     _StoreClient.register(_name)
 

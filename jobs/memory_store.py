@@ -21,6 +21,7 @@ from jobs.store import (
     bucket_fields,
 )
 from jobs.transitions import Move
+from jobs.webhooks.store import MemoryWebhookStore
 
 
 class MemoryIdempotencyKeys(IdempotencyKeys):
@@ -107,13 +108,14 @@ class MemoryJobLogs(JobLogs):
 class MemoryJobStore(JobStore):
     """In-process records for the embedded executor: same semantics, no durability across restarts."""
 
-    def __init__(self, idempotency_ttl_s: float = 86400.0, log_lines: int = 2000) -> None:
+    def __init__(self, idempotency_ttl_s: float = 86400.0, log_lines: int = 2000, webhooks_kept: int = 1000) -> None:
         self._jobs: dict[str, Job] = {}
         self._lock = threading.RLock()
         self.keys = MemoryIdempotencyKeys(idempotency_ttl_s)
         self.results = MemoryResultCache()
         self.metrics = MemoryMetrics()
         self.logs = MemoryJobLogs(log_lines)
+        self.webhooks = MemoryWebhookStore(webhooks_kept)
 
     def create(self, job: Job) -> None:
         with self._lock:

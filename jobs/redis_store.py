@@ -33,6 +33,7 @@ from jobs.store import (
     bucket_fields,
 )
 from jobs.transitions import Move, index_effects
+from jobs.webhooks.store import RedisWebhookStore
 
 # A client made with decode_responses=True: str in and out, where redis' annotations say bytes | str.
 Client = Any
@@ -157,6 +158,7 @@ class RedisJobStore(JobStore):
         job_ttl_s: int = 30 * 86400,
         idempotency_ttl_s: int = 86400,
         log_lines: int = 2000,
+        webhooks_kept: int = 1000,
     ):
         self.r = client
         self.p = prefix
@@ -165,6 +167,7 @@ class RedisJobStore(JobStore):
         self.results = RedisResultCache(client, prefix, job_ttl_s)
         self.metrics = RedisMetrics(client, prefix)
         self.logs = RedisJobLogs(client, prefix, job_ttl_s, log_lines)
+        self.webhooks = RedisWebhookStore(client, prefix, job_ttl_s, webhooks_kept)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RedisJobStore:
@@ -176,6 +179,7 @@ class RedisJobStore(JobStore):
             job_ttl_s=settings.job_ttl_s,
             idempotency_ttl_s=settings.idempotency_ttl_s,
             log_lines=settings.job_log_lines,
+            webhooks_kept=settings.webhook_deliveries_kept,
         )
 
     @classmethod

@@ -32,6 +32,7 @@ from jobs.remote_data import Sample, localize
 from jobs.settings import Settings
 from jobs.signing import SIGNATURE, sign_folder
 from jobs.store import JobStore
+from jobs.webhooks import events
 from learngene.control import Stopped
 from learngene.data import DataAccess
 from learngene.errors import IntegrityError, UserError
@@ -330,12 +331,15 @@ def run_condensation_job(job: Job, context: WorkerContext, reporter: Reporter) -
     document = published.get(job.id)
     if document is None:
         document = _condense_and_publish(request, job, context, reporter)
+        new = ResolvedRef.model_validate(document["template_set"])  # announced before it is recorded: at least once
+        events.template_set_published(context.jobs.webhooks, job.id, new, request.method)
         published.record(job.id, document)  # until the outcome is recorded, a rerun must not publish again
     resolved = ResolvedRef.model_validate(document["template_set"])
     wants_card = settings.card_on_publish and request.method == "wave"  # cards measure WAVE descendants
     if wants_card and "card" not in document:
         try:  # on the lineage's data as sent (an s3:// copy is already in this worker's cache)
             document["card"] = _measure_and_store(context, resolved, reporter)
+            events.card_ready(context.jobs.webhooks, job.id, resolved, document["card"])
         except (LeaseLost, *TRANSIENT_ERRORS):
             raise  # another worker holds the job, or it is redelivered: that one records the card
         except Exception as exc:  # the set stays published; the job's result says why it has no card
@@ -360,12 +364,14 @@ def _promote(request, resolved, card, context, reporter) -> dict[str, Any]:
         return {"promotion": {"alias": alias, "moved": False, "reason": reason},
                 "warnings": [promotion_warning(alias, reason)]}  # fmt: skip
     reporter.confirm_lease()
-    through_outages(
+    record = through_outages(
         lambda: context.store.promote(resolved.name, resolved.version, alias),
         reporter,
         context.settings,
         "moving the alias",
     )
+    previous = record.history[-2] if len(record.history) > 1 else None
+    events.alias_moved(context.jobs.webhooks, resolved.name, alias, resolved.version, previous, reporter.job_id)
     return {"promotion": {"alias": alias, "moved": True}, "warnings": []}
 
 
@@ -418,8 +424,9 @@ def _condense_and_publish(request, job, context, reporter) -> dict[str, Any]:
 def run_card_job(job: Job, context: WorkerContext, reporter: Reporter) -> dict[str, Any]:
     """Measure the pinned version's quality card on its lineage's data and store it as a new revision."""
     resolved = ResolvedRef.model_validate(job.template_set)
-    return {"template_set": resolved.model_dump(), "ref": str(resolved),
-            "card": _measure_and_store(context, resolved, reporter)}  # fmt: skip
+    card = _measure_and_store(context, resolved, reporter)
+    events.card_ready(context.jobs.webhooks, job.id, resolved, card)
+    return {"template_set": resolved.model_dump(), "ref": str(resolved), "card": card}
 
 
 def _measure_and_store(context: WorkerContext, resolved: ResolvedRef, reporter: Reporter) -> dict:

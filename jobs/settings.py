@@ -6,10 +6,11 @@ from functools import lru_cache
 from pathlib import Path
 
 import platformdirs
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from jobs.logs import LogFormat
+from jobs.webhooks.destinations import check_allow_list
 from learngene.data import DecodeLimits
 from storage.objects import is_url
 
@@ -211,6 +212,36 @@ class Settings(BaseSettings):
         "training step costs",
     )
 
+    # webhooks (jobs.webhooks): sent from the workers' side, at least once
+    webhook_allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="host names or CIDRs (JSON list) webhooks may be sent to besides public addresses; by default "
+        "loopback, private, link-local (cloud metadata) and reserved addresses are refused, checked after DNS "
+        "resolution and again at every attempt",
+    )
+    webhook_retry_schedule_s: list[float] = Field(
+        default_factory=lambda: [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0],
+        min_length=1,
+        max_length=30,
+        description="seconds before each retry of a failed delivery (Svix's schedule: 5 s, 5 min, 30 min, 2 h, "
+        "5 h, 10 h, 10 h); once spent, the delivery is failed (a manual redelivery starts it again)",
+    )
+    webhook_retry_jitter: float = Field(
+        default=0.2, ge=0, lt=1, description="each retry's delay is spread by this fraction either way"
+    )
+    webhook_timeout_s: float = Field(default=10.0, gt=0, description="a receiver's answer must come within it")
+    webhook_lease_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="a delivery being sent is another sender's again after this long (its sender died): more than "
+        "webhook_timeout_s",
+    )
+    webhook_poll_s: float = Field(default=1.0, gt=0, description="how often due deliveries are looked for")
+    webhook_senders: int = Field(default=4, ge=1, le=64, description="deliveries one process sends at once")
+    webhook_deliveries_kept: int = Field(
+        default=1000, ge=10, description="deliveries listed per subscription (the newest)"
+    )
+
     # worker reliability (Celery)
     inherit_soft_time_limit_s: int = Field(default=900, ge=1)
     inherit_time_limit_s: int = Field(default=960, ge=1)
@@ -270,6 +301,24 @@ class Settings(BaseSettings):
         default="auto",
         description="json: one JSON object per line; text: for people; auto: text when stderr is a terminal, else json",
     )
+
+    @field_validator("webhook_allowed_hosts")
+    @classmethod
+    def _allow_list(cls, entries: list[str]) -> list[str]:
+        return check_allow_list(entries)
+
+    @field_validator("webhook_retry_schedule_s")
+    @classmethod
+    def _schedule(cls, delays: list[float]) -> list[float]:
+        if any(not 0 <= d <= 7 * 86400 for d in delays):
+            raise ValueError("every delay is between 0 and 604800 s (a week)")
+        return delays
+
+    @model_validator(mode="after")
+    def _lease_outlasts_timeout(self) -> Settings:
+        if self.webhook_lease_s <= self.webhook_timeout_s:
+            raise ValueError("webhook_lease_s must be longer than webhook_timeout_s (an attempt is sent within it)")
+        return self
 
     @property
     def folder_roots(self) -> list[Path]:

@@ -25,6 +25,7 @@ Redis keys (prefix `P`, default "learngene"):
     P:counter:<name>  integer counters (cache hits)
     P:log:<id>        list: the job's own log lines (JSON), the last `JobLogs.max_lines`; P:logn:<id> how many
                       were ever appended (a line's position), both expiring with the job's record
+    P:wh:...          webhook subscriptions and deliveries (`jobs.webhooks.store`)
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ from typing import Any
 from jobs import transitions
 from jobs.model import BUCKETS, Claim, Job, JobError, JobKind, JobProgress, JobStatus
 from jobs.transitions import Move
+from jobs.webhooks.events import job_ended
+from jobs.webhooks.store import WebhookStore
 
 
 @dataclass(frozen=True, order=True)
@@ -138,12 +141,14 @@ class JobLogs(abc.ABC):
 
 class JobStore(abc.ABC):
     """Job records and their leases. The other roles kept beside them, over the same connection: `keys`
-    (idempotency keys), `results` (the result cache), `metrics`, `logs` (each job's own log lines)."""
+    (idempotency keys), `results` (the result cache), `metrics`, `logs` (each job's own log lines), `webhooks`
+    (subscriptions and the deliveries of every event)."""
 
     keys: IdempotencyKeys
     results: ResultCache
     metrics: Metrics
     logs: JobLogs
+    webhooks: WebhookStore
 
     @abc.abstractmethod
     def create(self, job: Job) -> None:
@@ -216,10 +221,12 @@ class JobStore(abc.ABC):
         return self._move(job_id, transitions.take_redelivery, now=now, grace_s=grace_s)[0].outcome == "reserved"
 
     def _move(self, job_id: str, transition: Callable[..., Move], **arguments: Any) -> tuple[Move, Job | None]:
-        """Apply one transition; a move that ends the job records its durations."""
+        """Apply one transition; a move that ends the job records its durations and emits its event, whichever
+        process made it (a worker finishing, an API cancelling a queued job)."""
         move, job = self._apply(job_id, lambda record: transition(record, **arguments))
         if move.ends and job is not None:
             self.record_finish(job)
+            job_ended(self.webhooks, job)
         return move, job
 
     @abc.abstractmethod

@@ -42,6 +42,7 @@ from jobs.runner import WorkerContext, run_job
 from jobs.settings import Settings, get_settings
 from jobs.storage import artifacts, template_store
 from workers.heartbeat import beat
+from workers.webhooks import Deliverer
 
 log = logging.getLogger(__name__)
 # The message header that carries the submitting request's id to the worker (the job id is the task's argument).
@@ -206,8 +207,10 @@ def leave_job_context(task_id: str | None = None, **_: object) -> None:
 
 @worker_ready.connect
 def start_reaper(sender: object = None, **_: object) -> None:
-    """The worker's main process redelivers jobs of workers that died (see jobs.reaper). It gets a Redis client of
-    its own: the pool processes build theirs after the fork (`worker_context`)."""
+    """The worker's main process redelivers jobs of workers that died (see jobs.reaper) and sends the webhooks'
+    deliveries (workers.webhooks). Each gets a Redis client of its own: the pool processes build theirs after
+    the fork (`worker_context`)."""
     settings = get_settings()
     app = getattr(sender, "app", None) or create_celery(settings)
     Reaper(RedisJobStore.from_settings(settings), CeleryDispatcher(app), settings).start()
+    Deliverer(RedisJobStore.from_settings(settings).webhooks, settings).start()

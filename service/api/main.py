@@ -28,9 +28,10 @@ from service.api.limits import BodyLimit
 from service.api.metrics import build_registry
 from service.api.public_url import PublicUrl
 from service.api.request_ids import RequestIds, wrap_outermost
-from service.api.routes import admin, health, initializations, problems, signing, template_sets
+from service.api.routes import admin, health, initializations, problems, signing, template_sets, webhooks
 from storage.objects import StorageUnavailable
 from workers.celery_app import CeleryDispatcher, create_celery
+from workers.webhooks import Deliverer
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,11 @@ def build_services(settings: Settings) -> Services:
     if settings.redis_url:
         jobs = RedisJobStore.from_settings(settings)
         return Services(settings, jobs, store, checkpoints, CeleryDispatcher(create_celery(settings)))
-    memory = MemoryJobStore(idempotency_ttl_s=settings.idempotency_ttl_s, log_lines=settings.job_log_lines)
+    memory = MemoryJobStore(
+        idempotency_ttl_s=settings.idempotency_ttl_s,
+        log_lines=settings.job_log_lines,
+        webhooks_kept=settings.webhook_deliveries_kept,
+    )
     context = WorkerContext(settings=settings, jobs=memory, store=store, artifacts=checkpoints)
     dispatcher = EmbeddedDispatcher(context, threads=settings.embedded_workers)
     return Services(settings, memory, store, checkpoints, dispatcher)
@@ -64,6 +69,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         reaper = Reaper(jobs, dispatcher, settings) if settings.redis_url else None  # embedded jobs die with us
         if reaper is not None:
             reaper.start()
+        # Webhooks are sent from the workers' side: by the Celery workers, or by this process when it is the worker.
+        deliverer = None if settings.redis_url else Deliverer(jobs.webhooks, settings)
+        if deliverer is not None:
+            deliverer.start()
         sweeper = Sweeper(
             jobs, checkpoints, interval_s=settings.artifacts_sweep_interval_s, grace_s=settings.artifacts_sweep_grace_s
         )
@@ -72,6 +81,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         if reaper is not None:
             reaper.stop()
+        if deliverer is not None:
+            deliverer.stop()
         sweeper.stop()
         dispatcher.close()
 
@@ -91,7 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.public_url:
         wrap_outermost(app, lambda inner: PublicUrl(inner, settings.public_url))
     errors.install(app)
-    for module in (initializations, template_sets, admin, health, problems, signing):
+    for module in (initializations, template_sets, admin, webhooks, health, problems, signing):
         app.include_router(module.router)
     error_docs.document(app)  # the problems each operation can answer, read off the generated document
     openapi.install(app, settings)  # then operation ids' examples, security alternatives, binary bodies

@@ -66,6 +66,12 @@ OPERATION_IDS: dict[str, str] = {
     "cards.logs": "getCardJobLogs",
     "set_alias": "setAlias",
     "jobs.list": "listJobs",  # every kind
+    "create_webhook": "createWebhook",
+    "list_webhooks": "listWebhooks",
+    "get_webhook": "getWebhook",
+    "delete_webhook": "deleteWebhook",
+    "list_deliveries": "listWebhookDeliveries",
+    "redeliver": "redeliverWebhook",
     # operations
     "healthz": "getLiveness",
     "readyz": "getReadiness",

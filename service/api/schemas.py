@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, Field, PlainSerializer, WithJsonSchema, model_validator
 
 from jobs.model import JobError, JobKind, JobProgress, JobStatus
+from jobs.webhooks.model import Delivery, DeliveryStatus, EventType, Subscription
 from learngene.quality.caveats import Caveat
 from templates_store import AliasRecord, VersionInfo
 
@@ -71,6 +73,13 @@ class CheckpointView(BaseModel):
     folder: str | None = Field(default=None, description="the whole folder as one .tar (null for those older jobs)")
 
 
+class NotifyView(BaseModel):
+    subscription: str
+    url: str
+    events: list[EventType]
+    secret: str = Field(description="whsec_...: verify the deliveries' webhook-signature with it (shown only here)")
+
+
 class JobView(BaseModel):
     id: str
     kind: JobKind
@@ -90,6 +99,9 @@ class JobView(BaseModel):
     checkpoint: CheckpointView | None = None
     error: JobError | None = None
     links: Links
+    notify: NotifyView | None = Field(
+        default=None, description="the request's own webhook, with its secret: only in the answer that accepted it"
+    )
 
 
 class JobList(BaseModel):
@@ -125,6 +137,61 @@ class AliasUpdate(BaseModel):
 class AliasView(AliasRecord):
     name: str
     alias: str
+
+
+class WebhookView(BaseModel):
+    id: str
+    url: str
+    events: list[EventType]
+    created_at: UtcTime
+    secret: str | None = Field(default=None, description="whsec_...: only in the answer that created the subscription")
+
+    @classmethod
+    def of(cls, subscription: Subscription, *, with_secret: bool = False) -> WebhookView:
+        return cls(
+            id=subscription.id,
+            url=subscription.url,
+            events=subscription.events,
+            created_at=subscription.created_at,
+            secret=subscription.secret if with_secret else None,
+        )
+
+
+class WebhookList(BaseModel):
+    items: list[WebhookView] = Field(description="oldest first")
+
+
+class AttemptView(BaseModel):
+    at: UtcTime
+    status_code: int | None
+    error: str | None
+    duration_s: float
+
+
+class DeliveryView(BaseModel):
+    id: str = Field(description="the webhook-id: the same on every attempt")
+    type: EventType
+    status: DeliveryStatus
+    created_at: UtcTime
+    attempts: list[AttemptView]
+    next_attempt_at: UtcTime | None
+    payload: dict[str, Any] = Field(description="the event as sent")
+
+    @classmethod
+    def of(cls, delivery: Delivery) -> DeliveryView:
+        return cls(
+            id=delivery.id,
+            type=delivery.type,
+            status=delivery.status,
+            created_at=delivery.created_at,
+            attempts=[AttemptView(**a.model_dump()) for a in delivery.attempts],
+            next_attempt_at=delivery.next_attempt_at,
+            payload=json.loads(delivery.payload),
+        )
+
+
+class DeliveryList(BaseModel):
+    items: list[DeliveryView] = Field(description="newest first")
 
 
 class Health(BaseModel):

@@ -10,6 +10,7 @@ from jobs.admission import located, submit_card, submit_condensation
 from jobs.contracts import CardRequest, CondensationRequest
 from jobs.model import JobKind
 from jobs.store import JobQuery
+from jobs.webhooks.events import alias_moved
 from service.api.deps import IdempotencyKey, JobsDep, ServicesDep, StoreDep, require_admin
 from service.api.pages import Cursor, Limit
 from service.api.routes import initializations
@@ -90,11 +91,13 @@ def list_all_jobs(
 
 
 @router.put("/template-sets/{name}/aliases/{alias}", response_model=AliasView)
-def set_alias(name: str, alias: str, body: AliasUpdate, store: StoreDep) -> AliasView:
-    """Promote (`{"version": N}`) or roll back (`{"rollback": true}`) an alias."""
+def set_alias(name: str, alias: str, body: AliasUpdate, store: StoreDep, jobs: JobsDep) -> AliasView:
+    """Promote (`{"version": N}`) or roll back (`{"rollback": true}`) an alias; either sends `alias.moved`."""
     with located("path", "name"):
         check_name(name)
     with located("path", "alias"):
         check_alias(alias)
     record = store.rollback(name, alias) if body.rollback else store.promote(name, body.version, alias)
+    previous = record.history[-2] if len(record.history) > 1 else None
+    alias_moved(jobs.webhooks, name, alias, record.version, previous)
     return AliasView(name=name, alias=alias, **record.model_dump())

@@ -21,7 +21,7 @@ from learngene.formats.pretrained import FOLDER_FILES, WEIGHTS
 from service.api.deps import JobsDep, ServicesDep, current_client
 from service.api.downloads import etag_matches, file_response, tar_response
 from service.api.pages import Cursor, Limit, decode_cursor, encode_cursor, invalid, next_link
-from service.api.schemas import CheckpointView, FileView, JobList, JobView, Links, Timings
+from service.api.schemas import CheckpointView, FileView, JobList, JobView, Links, NotifyView, Timings
 
 SIGNED_FOLDER = (*FOLDER_FILES, SIGNATURE)  # a checkpoint folder's files, its signature last
 NDJSON = "application/x-ndjson"
@@ -165,6 +165,10 @@ def list_filters(statuses: list[JobStatus] | None, created_after: AwareDatetime 
 def accepted(job: Job, created: bool, request: Request, response: Response, route_name: str) -> JobView:
     """The answer to a submission: 202 with a Location header, or 200 for an idempotent replay."""
     view = job_view(job, request, route_name)
+    if created and job.request.get("notify"):  # its webhook's secret, this once
+        own = request.app.state.services.jobs.webhooks.job_subscription(job.id)
+        if own is not None:
+            view.notify = NotifyView(subscription=own.id, url=own.url, events=own.events, secret=own.secret)
     response.headers["Location"] = view.links.self
     response.status_code = status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK
     return view
