@@ -20,6 +20,7 @@ from templates_store import TemplateStore
 from tests.support.data import FMNIST, REPO, SHARED_DATA
 from tests.support.harness import ADMIN_TOKEN, finished, service_env, start_api, wait_for
 from tests.support.models import random_template_set, tiny_spec
+from tests.support.receiver import Receiver
 from tests.support.scale import PROCESS_TIMEOUT_S
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -38,6 +39,8 @@ def card_server(tmp_path_factory):
         LEARNGENE_CARD_FIT_STEPS="5",
         LEARNGENE_CARD_TRAIN_SAMPLES="256",
         LEARNGENE_CARD_EVAL_SAMPLES="200",
+        LEARNGENE_WEBHOOK_ALLOWED_HOSTS='["127.0.0.1"]',  # the losing condensation's receiver
+        LEARNGENE_WEBHOOK_POLL_S="0.2",
     )
     api = start_api(env, home / "api.log")
     yield api, home, data_root
@@ -176,8 +179,9 @@ def test_a_condensation_whose_card_loses_to_timm_s_init_is_published_but_not_pro
         "training": {"steps": 2, "batch_size": 32, "warmup_steps": 0, "lr": 1e-6, "recipe": "plain"},
         "promote": "prod",
     }  # fmt: skip
+    receiver = Receiver().start()
     with httpx.Client(base_url=api.url, timeout=30) as http:
-        job = http.post("/v1/admin/condensations", json=body, headers=ADMIN)
+        job = http.post("/v1/admin/condensations", json={**body, "notify": {"url": receiver.url}}, headers=ADMIN)
         assert job.status_code == 202, job.text
         assert job.json()["request"]["promote_if"] == "card"  # the default, recorded
         done = wait_for(http, job.headers["location"], finished, timeout=300, headers=ADMIN)
@@ -195,3 +199,7 @@ def test_a_condensation_whose_card_loses_to_timm_s_init_is_published_but_not_pro
         [listed] = http.get("/v1/template-sets", params={"name": "losing-tiny"}).json()["items"]
         assert listed["version"] == 1 and listed["aliases"] == []
         assert http.get("/v1/template-sets/losing-tiny@prod").status_code == 404
+    seen = receiver.wait_for(lambda got: any(r.event["type"] == "job.succeeded" for r in got))
+    receiver.stop()
+    events = [r.event["type"] for r in sorted(seen, key=lambda r: r.event["timestamp"])]  # sent concurrently
+    assert events == ["template_set.published", "card.ready", "job.succeeded"]  # and no alias.moved

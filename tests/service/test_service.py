@@ -24,6 +24,7 @@ from service.client import ApiError, Client, JobFailed
 from tests.support.data import FMNIST, SHARED_DATA
 from tests.support.harness import ADMIN_TOKEN, finished, wait_for
 from tests.support.models import tiny_spec
+from tests.support.receiver import Receiver
 
 SHAPE = dict(img_size=28, patch_size=7, in_chans=1, num_classes=10)
 BODY = {
@@ -331,12 +332,25 @@ def test_admin_condensation_publishes_a_version_that_initializations_can_use(cel
         )
         assert pickled.status_code == 422 and pickled.json()["errors"][0]["loc"] == ["body", "ancestor", "checkpoint"]
         assert "only .safetensors" in pickled.json()["errors"][0]["msg"]  # fmt: skip
-        response = http.post("/v1/admin/condensations", json=body)
+        receiver = Receiver().start()
+        response = http.post("/v1/admin/condensations", json={**body, "notify": {"url": receiver.url}})
         assert response.status_code == 202, response.text
+        receiver.secrets["own"] = response.json()["notify"]["secret"]
         job = wait_for(http, response.headers["location"], finished, timeout=180)
         assert job["status"] == "succeeded", job
         assert job["result"]["ref"] == "fmnist-tiny@1" and job["result"]["metrics"]["aux_accuracy"] > 0.2
         assert job["result"]["promotion"] == {"alias": "prod", "moved": True} and job["result"]["warnings"] == []
+        # Its webhook heard each step (in the order emitted: senders run concurrently), each delivery verified
+        # with the request's own secret.
+        steps = ["template_set.published", "card.ready", "alias.moved", "job.succeeded"]
+        got = receiver.wait_for(lambda got: len(got) >= len(steps))
+        seen = sorted(got, key=lambda r: (r.event["timestamp"], steps.index(r.event["type"])))  # ms: ties
+        receiver.stop()
+        assert [r.event["type"] for r in seen] == steps and all(r.verified == {"own": True} for r in seen)
+        published, card, moved, ended = (r.event["data"] for r in seen)
+        assert published["ref"] == card["ref"] == ended["ref"] == "fmnist-tiny@1" and published["method"] == "wave"
+        assert card["card"]["revision"] == 1 and moved == {"name": "fmnist-tiny", "alias": "prod", "version": 1,
+                                                          "previous": None, "job_id": job["id"]}  # fmt: skip
 
         listed = http.get("/v1/template-sets", params={"name": "fmnist-tiny"}).json()["items"]
         assert [(v["version"], v["aliases"]) for v in listed] == [(1, ["prod"])]

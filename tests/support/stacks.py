@@ -59,13 +59,23 @@ def _stopped(stack: Stack) -> None:
         proc.stop()
 
 
+# The test's own webhook receivers listen on loopback, which a deployment refuses unless it lists it.
+LOOPBACK_WEBHOOKS = {"LEARNGENE_WEBHOOK_ALLOWED_HOSTS": '["127.0.0.1"]', "LEARNGENE_WEBHOOK_POLL_S": "0.2"}
+
+
 @pytest.fixture(scope="session")
 def embedded_stack(tmp_path_factory) -> Iterator[Stack]:
     """An embedded API (jobs run in its process) with one executor thread, as the Celery stack has one worker
     process: tests that queue behind a busy worker see the same on both."""
     home = tmp_path_factory.mktemp("embedded-stack")
     (home / "data").mkdir()
-    env = service_env(home, redis_url=None, data_roots=[SHARED_DATA, home / "data"], LEARNGENE_EMBEDDED_WORKERS="1")
+    env = service_env(
+        home,
+        redis_url=None,
+        data_roots=[SHARED_DATA, home / "data"],
+        LEARNGENE_EMBEDDED_WORKERS="1",
+        **LOOPBACK_WEBHOOKS,
+    )
     stack = _started(home, env, worker=False)
     yield stack
     _stopped(stack)
@@ -78,7 +88,7 @@ def celery_stack(tmp_path_factory) -> Iterator[Stack]:
     home = tmp_path_factory.mktemp("celery-stack")
     (home / "data").mkdir()
     redis_proc, redis_url = start_redis(home / "redis", durable=False)
-    env = service_env(home, redis_url=redis_url, data_roots=[SHARED_DATA, home / "data"])
+    env = service_env(home, redis_url=redis_url, data_roots=[SHARED_DATA, home / "data"], **LOOPBACK_WEBHOOKS)
     try:
         stack = _started(home, env, worker=True, redis_url=redis_url)
     except Exception:
