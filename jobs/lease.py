@@ -17,7 +17,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from jobs.model import TRANSIENT_ERRORS, JobProgress
+from jobs.model import TRANSIENT_ERRORS, JobKind, JobProgress
+from jobs.phases import PLANS, Phase, metric, typical_durations, whole_eta
 from jobs.store import JobStore
 from learngene.train.loop import Progress
 
@@ -37,34 +38,64 @@ class Reporter:
         job_id: str,
         lease: Lease | None = None,
         *,
+        kind: JobKind = JobKind.initialization,
         time_limit_s: float | None = None,
         min_interval_s: float = 0.5,
         poll_s: float = 0.25,
     ):
-        self.jobs, self.job_id, self.lease, self.min_interval_s, self.poll_s = (
-            jobs,
-            job_id,
-            lease,
-            min_interval_s,
-            poll_s,
-        )
+        self.jobs, self.job_id, self.lease, self.kind = jobs, job_id, lease, kind
+        self.min_interval_s, self.poll_s = min_interval_s, poll_s
         self.deadline = None if time_limit_s is None else time.monotonic() + time_limit_s
         self.time_limit_s = time_limit_s
         self._last = 0.0
         self._polled, self._cancelled = -float("inf"), False
+        self.current: Phase = PLANS[kind][0]
+        self._phase_started = time.monotonic()
+        self._typical: dict[Phase, float] | None = None  # read once, at the first report
+        self._reported: JobProgress | None = None
+
+    def typical(self) -> dict[Phase, float]:
+        if self._typical is None:
+            try:
+                self._typical = typical_durations(self.jobs.metrics.histograms(), self.kind)
+            except TRANSIENT_ERRORS:
+                return {}
+        return self._typical
+
+    def phase(self, phase: Phase | None) -> None:
+        """Enter `phase` (None: the job's work is done): the one before it is timed, and the record says so."""
+        now = time.monotonic()
+        if phase != self.current:  # a card job starts in its only phase: nothing ended yet
+            with contextlib.suppress(*TRANSIENT_ERRORS):
+                self.jobs.metrics.observe(metric(self.kind, self.current), now - self._phase_started)
+        if phase is None:
+            return
+        self.current, self._phase_started = phase, now
+        eta = whole_eta(self.kind, phase, None, self.typical())
+        # Until the new phase counts steps of its own, the record keeps the last counts (a finished fit's 200/200
+        # while its checkpoint is exported), marked with the phase it is in now.
+        since = self._reported or JobProgress(step=0, total_steps=0)
+        update = since.model_copy(update={"phase": phase, "eta_s": eta, "phase_eta_s": None, "updated_at": time.time()})
+        self._reported = update
+        with contextlib.suppress(*TRANSIENT_ERRORS):
+            self.jobs.set_progress(self.job_id, update)
+        self._last = now
 
     def progress(self, p: Progress) -> None:
         now = time.monotonic()
         if now - self._last >= self.min_interval_s or p.step == p.total_steps:
             self._last = now
             update = JobProgress(
+                phase=self.current,
                 step=p.step,
                 total_steps=p.total_steps,
                 loss=p.loss,
                 accuracy=p.accuracy,
                 images_per_s=p.images_per_s,
-                eta_s=p.eta_s,
+                eta_s=whole_eta(self.kind, self.current, p.eta_s, self.typical()),
+                phase_eta_s=p.eta_s,
             )
+            self._reported = update
             with contextlib.suppress(*TRANSIENT_ERRORS):
                 self.jobs.set_progress(self.job_id, update)
 

@@ -41,12 +41,16 @@ TERMINAL = frozenset({JobStatus.succeeded.value, JobStatus.failed.value, JobStat
 
 
 class JobProgress(BaseModel):
-    step: int
+    phase: str | None = Field(default=None, description="what the job is doing (jobs.phases); null in old records")
+    step: int = Field(
+        description="of the phase's own steps; a phase without steps (exporting, publishing) shows the last counts"
+    )
     total_steps: int
     loss: float | None = None
     accuracy: float | None = None
     images_per_s: float | None = None
-    eta_s: float | None = None
+    eta_s: float | None = Field(default=None, description="seconds the whole job has left (jobs.phases.whole_eta)")
+    phase_eta_s: float | None = Field(default=None, description="seconds the current phase's steps have left")
     updated_at: float = Field(default_factory=time.time)
 
 

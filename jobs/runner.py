@@ -25,6 +25,7 @@ from jobs.job_log import job_log
 from jobs.lease import Lease, LeaseLost, Reporter, StopWatchdog, owner_dead, worker_identity
 from jobs.logs import log_context
 from jobs.model import TRANSIENT_ERRORS, Job, JobError, JobKind, JobStatus
+from jobs.outages import through_outages, until_redis_answers
 from jobs.promotion import promotion_warning, withheld_reason
 from jobs.publications import Publications
 from jobs.redaction import redact_paths
@@ -99,41 +100,6 @@ def condensation_state(settings: Settings, job_id: str) -> Path:
     return settings.work_dir / "condense" / job_id
 
 
-def _until_redis_answers(call, what: str, settings: Settings):
-    """Retry `call` through a Redis outage (backoff capped at `retry_backoff_max_s`). Before its claim a delivered
-    job exists only as this message: giving up here would drop it, so the worker waits, as it could not take new
-    work anyway."""
-    delay = min(0.5, settings.retry_backoff_max_s)
-    while True:
-        try:
-            return call()
-        except TRANSIENT_ERRORS:
-            log.warning("%s: Redis unreachable, retrying in %.1f s", what, delay)
-            time.sleep(delay)
-            delay = min(settings.retry_backoff_max_s, delay * 2)
-
-
-def through_outages(call, reporter: Reporter, settings: Settings, what: str):
-    """Retry `call` while object storage is unreachable, with backoff capped at `retry_backoff_max_s`, for up to
-    `storage_outage_s`; a cancel, a lost lease or the job's deadline ends the wait (`Stopped`). Past the bound the
-    job fails with `StorageUnavailable`: recorded, with its reason, rather than held forever."""
-    deadline = time.monotonic() + settings.storage_outage_s
-    delay = min(0.5, settings.retry_backoff_max_s)
-    while True:
-        try:
-            return call()
-        except StorageUnavailable:
-            if time.monotonic() + delay > deadline:
-                raise
-            log.warning("job %s: %s: object storage is unavailable; retrying in %.1f s", reporter.job_id, what, delay)
-        wake = time.monotonic() + delay
-        while time.monotonic() < wake:
-            if reporter.should_stop():
-                raise Stopped(f"stopped while waiting for object storage ({what})")
-            time.sleep(min(0.25, max(0.0, wake - time.monotonic())))
-        delay = min(settings.retry_backoff_max_s, delay * 2)
-
-
 def run_job(job_id: str, context: WorkerContext) -> None:
     """Claim the job and run it, every log line on the way carrying its `job_id` and, once its record is read, the
     `request_id` of the request that submitted it."""
@@ -146,7 +112,7 @@ def run_job(job_id: str, context: WorkerContext) -> None:
         return jobs.claim(job_id, owner, settings.lease_s, takeover=takeover)
 
     with log_context(job_id=job_id):
-        claim = _until_redis_answers(claim_it, f"claiming job {job_id}", settings)
+        claim = until_redis_answers(claim_it, f"claiming job {job_id}", settings)
         job = claim.job
         request = job.request if job else {}
         with log_context(request_id=job.request_id if job else None), job_log(jobs.logs, job_id, request):
@@ -162,7 +128,7 @@ def _run_claimed(job: Job, owner: str, context: WorkerContext) -> None:
     jobs, settings = context.jobs, context.settings
     log.info("job %s (%s) attempt %d/%d by %s", job.id, job.kind.value, job.attempts, job.max_attempts, owner)
     lease = Lease(jobs, job.id, owner, settings.lease_s)
-    reporter = Reporter(jobs, job.id, lease, time_limit_s=time_limit_s(settings, job.kind))
+    reporter = Reporter(jobs, job.id, lease, kind=job.kind, time_limit_s=time_limit_s(settings, job.kind))
     ended = False  # recorded as finished by this worker: nothing of its working state is needed any more
 
     def record_stop() -> bool:
@@ -198,6 +164,7 @@ def _run_claimed(job: Job, owner: str, context: WorkerContext) -> None:
         if not expected:
             raise
     else:
+        reporter.phase(None)  # its last phase is timed: a later job's ETA counts it
         ended = _finish(jobs, job.id, owner, JobStatus.succeeded, result=result)
     finally:
         if ended and job.kind == JobKind.condensation:
@@ -285,7 +252,9 @@ def run_initialization(job: Job, context: WorkerContext, reporter: Reporter) -> 
     folder = scratch / f".{job.id}.{job.attempts}.partial"  # made when the checkpoint is written, at the end
     try:
         hooks = Hooks(progress=reporter.progress, should_stop=reporter.should_stop)
+        reporter.phase("fitting")
         result = run_request(request, inputs, folder / WEIGHTS, device=pick_device(settings.device), hooks=hooks)
+        reporter.phase("exporting")
         files = write_companions(folder)
         signature = sign_folder(folder, settings.signing_key)  # over the three files: one more file of the folder
         files[SIGNATURE] = FileEntry(sha256=sha256_file(signature), bytes=signature.stat().st_size)
@@ -390,6 +359,7 @@ def _condense_and_publish(request, job, context, reporter) -> dict[str, Any]:
         )
         roots = list(dict.fromkeys([*roots, *eval_roots]))
     runtime = Runtime(device=settings.device, workers=settings.data_workers, compile=settings.condense_compile)
+    reporter.phase("fitting")
     spec = CondensationSpec(
         ancestor=request.ancestor.ref(),
         data_uri=data_uri,
@@ -410,6 +380,7 @@ def _condense_and_publish(request, job, context, reporter) -> dict[str, Any]:
         progress=reporter.progress,
         should_stop=reporter.should_stop,
     )
+    reporter.phase("publishing")
     # The lineage names the data as the client sent it, not this worker's local copy of it.
     template_set.lineage = template_set.lineage.model_copy(
         update={"data_uri": request.data.uri, "eval_data_uri": request.eval_data}
@@ -431,6 +402,7 @@ def run_card_job(job: Job, context: WorkerContext, reporter: Reporter) -> dict[s
 
 def _measure_and_store(context: WorkerContext, resolved: ResolvedRef, reporter: Reporter) -> dict:
     settings = context.settings
+    reporter.phase("measuring_card")
     template_set = through_outages(lambda: context.store.load(resolved), reporter, settings, "reading the set")
     card = measure_card(template_set, resolved, settings, progress=reporter.progress, should_stop=reporter.should_stop)
     reporter.confirm_lease()

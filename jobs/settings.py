@@ -292,6 +292,12 @@ class Settings(BaseSettings):
         description="a request body that has not arrived this long "
         "after the headers gets 408: a slow sender holds no API task",
     )
+    events_poll_s: float = Field(
+        default=0.5, gt=0, le=60, description="how often a job's event stream (GET .../{id}/events) reads its record"
+    )
+    events_ping_s: int = Field(
+        default=15, ge=1, le=300, description="a comment line this often keeps a quiet stream open"
+    )
     limits: Limits = Field(default_factory=Limits)
     api_url: str = Field(default="http://127.0.0.1:8000", description="where the client reaches the API")
     api_token: SecretStr | None = Field(default=None, description="the bearer token the CLI's client commands send")

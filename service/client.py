@@ -19,8 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import httpx_sse
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
+# An event stream sends a comment line every LEARNGENE_EVENTS_PING_S (15 s): a minute without a byte is a dead one.
+EVENT_TIMEOUT = httpx.Timeout(30.0, read=60.0)
 # Every answer carries one (service/api/request_ids.py). Written here: the client imports nothing of the server.
 REQUEST_ID_HEADER = "X-Request-ID"
 
@@ -207,6 +210,32 @@ class Client:
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"job {job_id} still {job['status']} after {timeout_s} s")
             time.sleep(poll_s)
+
+    def events(
+        self, job_id: str, kind: str = "initializations", *, last_event_id: str | None = None, retries: int = 5
+    ) -> Iterator[dict[str, Any]]:
+        """The job's Server-Sent Events as they come (each `{"id", "event", "data"}`: status, warning, progress,
+        and last `end`, whose data is the finished job). A dropped connection is resumed after the last event
+        seen (`Last-Event-ID`), up to `retries` times in a row."""
+        url, dropped = f"{self._job_path(job_id, kind)}/events", 0
+        while True:
+            headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+            try:
+                with httpx_sse.connect_sse(self.http, "GET", url, headers=headers, timeout=EVENT_TIMEOUT) as source:
+                    if source.response.status_code != 200:
+                        source.response.read()
+                        raise ApiError.of(source.response)
+                    for sse in source.iter_sse():
+                        dropped, last_event_id = 0, sse.id or last_event_id
+                        yield {"id": sse.id, "event": sse.event, "data": sse.json()}
+                        if sse.event == "end":
+                            return
+            except httpx.TransportError:
+                pass
+            dropped += 1  # closed before its end (the API restarted, a proxy cut it): resume
+            if dropped > retries:
+                raise ConnectionError(f"the event stream of job {job_id} dropped {dropped} times in a row")
+            time.sleep(min(0.5 * 2**dropped, 8))
 
     def download(self, job_id: str, path: str | Path) -> Path:
         """Stream the checkpoint to `path` (atomically) and check its sha256 against the job's ETag."""

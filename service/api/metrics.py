@@ -23,6 +23,7 @@ HISTOGRAMS = {
     "job_duration_seconds": ("learngene_job_duration_seconds", "time from a job's start to its end", "kind"),
     "queue_wait_seconds": ("learngene_queue_wait_seconds", "time from acceptance to start", "kind"),
     "fit_steps_per_second": ("learngene_fit_steps_per_second", "scaler-fitting speed per job", None),
+    "phase_seconds": ("learngene_phase_seconds", "time a job spent in one phase (kind.phase)", "job_phase"),
 }
 
 

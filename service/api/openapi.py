@@ -47,6 +47,7 @@ OPERATION_IDS: dict[str, str] = {
     "initializations.folder": "downloadCheckpointFolder",
     "initializations.release": "releaseCheckpoint",
     "initializations.logs": "getInitializationLogs",
+    "initializations.events": "getInitializationEvents",
     # template sets
     "list_template_sets": "listTemplateSets",
     "get_template_set": "getTemplateSet",
@@ -59,11 +60,13 @@ OPERATION_IDS: dict[str, str] = {
     "condensations.get": "getCondensation",
     "condensations.cancel": "cancelCondensation",
     "condensations.logs": "getCondensationLogs",
+    "condensations.events": "getCondensationEvents",
     "create_card": "createCardJob",
     "cards.list": "listCardJobs",
     "cards.get": "getCardJob",
     "cards.cancel": "cancelCardJob",
     "cards.logs": "getCardJobLogs",
+    "cards.events": "getCardJobEvents",
     "set_alias": "setAlias",
     "jobs.list": "listJobs",  # every kind
     "create_webhook": "createWebhook",

@@ -84,6 +84,10 @@ class JobView(BaseModel):
     id: str
     kind: JobKind
     status: JobStatus
+    phase: str | None = Field(
+        default=None,
+        description="queued, loading_data, fitting, exporting, publishing or measuring_card; null once ended",
+    )
     attempts: int
     max_attempts: int
     template_set: dict[str, Any] | None = Field(description="the resolved (name, version, digest) the job uses")

@@ -50,8 +50,15 @@ def _wait(client: Client, job_id: str) -> dict[str, Any]:
             if p:
                 bar.total = p["total_steps"]
                 bar.update(p["step"] - bar.n)
-                bar.set_postfix({"loss": f"{p['loss']:.4f}" if p.get("loss") is not None else "-"})
-            bar.set_description(job["status"])
+                eta = p.get("eta_s")
+                bar.set_postfix(
+                    {
+                        "loss": f"{p['loss']:.4f}" if p.get("loss") is not None else "-",
+                        "job eta": f"{eta:.0f} s" if eta is not None else "-",
+                    }
+                )
+            phase = job.get("phase")
+            bar.set_description(f"{job['status']} ({phase})" if phase else job["status"])
 
         return client.wait(job_id, on_progress=show)
 
@@ -197,13 +204,14 @@ def list_(
         typer.echo(f"the newest {limit} are shown; more match (--limit N or --all)", err=True)
     if json_:
         return emit(jobs)
-    table = Table("id", "kind", "status", "created", "finished", "progress", "attempts")
+    table = Table("id", "kind", "status", "phase", "created", "finished", "progress", "attempts")
     for job in jobs:
         p, t = job.get("progress"), job["timings"]
         table.add_row(
             job["id"],
             job["kind"],
             job["status"],
+            job.get("phase") or "-",
             t["created_at"],
             t["finished_at"] or "-",
             f"{p['step']}/{p['total_steps']}" if p else "-",

@@ -3,28 +3,34 @@ checkpoint."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import re
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import PurePath
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request, Response, status
 from fastapi.responses import FileResponse, StreamingResponse
 from pydantic import AwareDatetime, BeforeValidator
+from sse_starlette import EventSourceResponse
+from starlette.concurrency import run_in_threadpool
 
+from jobs.job_events import EventId, job_events
 from jobs.model import Job, JobKind, JobStatus
+from jobs.phases import shown_phase
 from jobs.signing import SIGNATURE
 from jobs.store import JobQuery, JobStore, Position
 from learngene.formats.pretrained import FOLDER_FILES, WEIGHTS
-from service.api.deps import JobsDep, ServicesDep, current_client
+from service.api.deps import JobsDep, ServicesDep, SettingsDep, current_client
 from service.api.downloads import etag_matches, file_response, tar_response
 from service.api.pages import Cursor, Limit, decode_cursor, encode_cursor, invalid, next_link
 from service.api.schemas import CheckpointView, FileView, JobList, JobView, Links, NotifyView, Timings
 
 SIGNED_FOLDER = (*FOLDER_FILES, SIGNATURE)  # a checkpoint folder's files, its signature last
 NDJSON = "application/x-ndjson"
+EVENT_STREAM = "text/event-stream"
 LOG_HEADERS = {
     "Log-Next": {"description": "the position after the last line: the next `since`", "schema": {"type": "integer"}},
     "Job-Status": {"description": "the job's status when the lines were read", "schema": {"type": "string"}},
@@ -111,6 +117,7 @@ def job_view(job: Job, request: Request, route_name: str) -> JobView:
         id=job.id,
         kind=job.kind,
         status=job.status,
+        phase=shown_phase(job.kind, job.status.value, job.progress.phase if job.progress else None),
         attempts=job.attempts,
         max_attempts=job.max_attempts,
         template_set=job.template_set,
@@ -236,6 +243,45 @@ def job_routes(kind: JobKind, route_name: str) -> APIRouter:
         """Cancel: a queued job never starts; a running one stops at its next step. Finished jobs are unchanged."""
         load(jobs, job_id, client)
         return job_view(jobs.request_cancel(job_id), request, route_name)
+
+    @router.get(
+        "/{job_id}/events",
+        name=f"{route_name}.events",
+        response_class=Response,
+        responses={200: {"content": {EVENT_STREAM: {}}, "description": "Server-Sent Events until the job ends"}},
+    )
+    async def job_events_stream(
+        job_id: str,
+        request: Request,
+        jobs: JobsDep,
+        settings: SettingsDep,
+        last_event_id: Annotated[str | None, Header(description="resume after this event (the last `id` seen)")] = None,
+        client: str | None = owner,
+    ) -> Response:
+        """The job as it goes, as Server-Sent Events: `status` (with the phase), `warning`, `progress` (phase, the
+        phase's step and total, the whole job's ETA) and, last, `end` (the job as GET shows it), then the stream
+        closes. Reconnecting with `Last-Event-ID` resumes after that event."""
+        first = await run_in_threadpool(load, jobs, job_id, client)  # a 404 before any stream
+
+        async def stream() -> AsyncIterator[dict[str, str]]:
+            after, job = EventId.parse(last_event_id), first
+            while True:
+                for event in job_events(job):
+                    if after is not None and event.id <= after:
+                        continue
+                    data = (
+                        job_view(job, request, route_name).model_dump(mode="json")
+                        if event.event == "end"
+                        else event.data
+                    )
+                    yield {"id": str(event.id), "event": event.event, "data": json.dumps(data)}
+                    after = event.id
+                if job.terminal:
+                    return
+                await asyncio.sleep(settings.events_poll_s)
+                job = await run_in_threadpool(jobs.get, job_id) or job  # an expired record: the last one seen
+
+        return EventSourceResponse(stream(), ping=settings.events_ping_s, headers={"Cache-Control": "no-store"})
 
     @router.get(
         "/{job_id}/logs",
