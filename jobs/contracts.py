@@ -209,6 +209,18 @@ class CondensationRequest(Body):
         "default: the worker's LEARNGENE_CONDENSE_NPROC",
     )
     notify: Notify | None = Field(default=None, description="a webhook for this job's events")
+    license: str = Field(
+        default="other",
+        pattern=r"^[a-z0-9][a-z0-9.+-]{0,63}$",
+        description="the set's terms as a Hugging Face license id (apache-2.0, cc-by-nc-4.0, ...; 'other' for "
+        "custom terms): its descendants' model cards carry it",
+    )
+    base_model: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$",
+        description="the ancestor's Hugging Face Hub id (owner/name), named as base_model in descendants' model "
+        "cards; default: the id of an hf-hub: ancestor, else none",
+    )
 
     def condense_config(self) -> CondenseConfig:
         t = self.training

@@ -273,6 +273,7 @@ def run_initialization(job: Job, context: WorkerContext, reporter: Reporter) -> 
         "method": request.method,
         "fit": fit.model_dump(),
         "template_set": str(template) if template else None,
+        "calibration_digest": inputs.data.digest() if inputs.data else None,  # the lineage's
         "warnings": [c.model_dump() for c in result.warnings],
         "cached": False,
     }
@@ -383,7 +384,12 @@ def _condense_and_publish(request, job, context, reporter) -> dict[str, Any]:
     reporter.phase("publishing")
     # The lineage names the data as the client sent it, not this worker's local copy of it.
     template_set.lineage = template_set.lineage.model_copy(
-        update={"data_uri": request.data.uri, "eval_data_uri": request.eval_data}
+        update={
+            "data_uri": request.data.uri,
+            "eval_data_uri": request.eval_data,
+            "license": request.license,
+            "base_model": request.base_model or template_set.lineage.base_model,
+        }
     )
     reporter.confirm_lease()  # a worker that was frozen and lost the job must not publish a second version
     resolved = through_outages(

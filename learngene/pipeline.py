@@ -19,7 +19,7 @@ from learngene.data.sources import sample_source, source_stats
 from learngene.data.transforms import Augment, eval_transform, train_transform
 from learngene.errors import DataRefError, UserError
 from learngene.fit_settings import Calibration, FitSettings
-from learngene.formats.ancestors import resolve_ancestor
+from learngene.formats.ancestors import HUB_PREFIX, resolve_ancestor
 from learngene.formats.checkpoint import CheckpointInfo, export_checkpoint, load_ancestor, read_metadata
 from learngene.formats.files import sha256_file
 from learngene.formats.template_set import Lineage, Normalization, TemplateSet
@@ -145,6 +145,8 @@ def initialize(
         "fit": {**fit.model_dump(), "steps": steps, **report.model_dump(exclude={"steps"})},
         "calibration": None if data is None else {"uri": data.uri, "samples": len(data), "digest": data.digest()},
         "ancestor_sha256": ancestor.sha256 if ancestor else None,
+        "license": template_set.lineage.license if template_set else None,
+        "base_model": template_set.lineage.base_model if template_set else None,
         "normalization": None if normalization is None else normalization.for_channels(arch.in_chans).model_dump(),
         "warnings": [c.model_dump() for c in caveats],
         "card_row": None,
@@ -222,11 +224,13 @@ def run_condensation(
     if normalization is None:  # the ancestor's convention is unknown: the data's own statistics, from a sample
         normalization = source_stats(source, arch.img_size, arch.in_chans, seed=config.seed)
     eval_source = open_source(spec.eval_uri, access) if spec.eval_uri else None
+    named = spec.ancestor.checkpoint
     lineage = Lineage(
         ancestor_model=resolved.model,
         ancestor_overrides=resolved.overrides,
         ancestor_sha256=sha256_file(checkpoint),
         data_uri=spec.data_uri,
+        base_model=named.removeprefix(HUB_PREFIX) if named.startswith(HUB_PREFIX) else None,  # its hub id
     )
     hooks = Hooks(
         progress=progress,

@@ -278,6 +278,10 @@ class Client:
             if not lines:
                 time.sleep(poll_s)
 
+    def lineage(self, sha256: str) -> dict[str, Any]:
+        """The graph around an artifact by its sha256 (ancestor weights, template-set manifest or checkpoint)."""
+        return self._call("GET", f"/v1/lineage/{sha256}")
+
     def signing_key(self) -> bytes:
         """The service's public signing key (PEM): what its checkpoint folders' `model.sig` is checked against."""
         response = self.http.get("/v1/signing-key")

@@ -70,12 +70,17 @@ def model_card(meta: dict[str, Any]) -> str:
     method = meta.get("method") or provenance.get("method") or "unknown"
     template = meta.get("template_set")
     warnings, card_row = meta.get("warnings") or [], meta.get("card_row")
-    front = {
+    # Hugging Face's conventions: the license the template set was published under ("other": terms of its own),
+    # never null; `base_model` only when the ancestor's hub id is known, never an architecture name.
+    front: dict[str, Any] = {
         "library_name": "timm",
         "pipeline_tag": "image-classification",
         "tags": ["image-classification", "timm", "learngene", method],
-        "license": None,  # the ancestor's and the data's terms decide: for the owner to fill in
+        "license": meta.get("license") or "other",
     }
+    if meta.get("base_model"):
+        front["base_model"] = [meta["base_model"]]
+        front["base_model_relation"] = "finetune"  # its weights derive from the base model's (no closer relation)
     lines = ["---", yaml.safe_dump(front, sort_keys=False).strip(), "---", ""]
     ref = f"{template['name']}@{template['version']}" if template else None
     source = f"template set {_code(ref)}" if template else f"method {_code(method)}"
@@ -83,8 +88,8 @@ def model_card(meta: dict[str, Any]) -> str:
         f"# {spec.model} ({_overrides_text(spec)})",
         "",
         f"An **initialization** made by learngene from the {source}: weights to start training "
-        "from, not a trained classifier. The license is not set; it follows the terms of the ancestor and the data "
-        "the template set was condensed from (set `license` above before sharing).",
+        "from, not a trained classifier. Its `license` is the template set's, as given by whoever condensed it; the "
+        "terms of the ancestor and of the data it was condensed from apply too.",
     ]
     if warnings:  # first: what the user should know before using it
         lines += ["", "## Warnings", ""] + [f"- {_text(w['message'])} ({_code(w['code'])})" for w in warnings]

@@ -19,7 +19,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_serializer,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 from safetensors import SafetensorError
 from safetensors.torch import load as load_bytes
 from torch import Tensor
@@ -118,6 +128,19 @@ class Lineage(BaseModel):
     eval_data_uri: str | None = Field(default=None, description="where the recorded accuracies were measured")
     condensation: dict[str, Any] = Field(default_factory=dict)
     code_version: str | None = None
+    license: str | None = Field(
+        default=None, description="the set's terms (a Hugging Face license id), inherited by every descendant"
+    )
+    base_model: str | None = Field(
+        default=None, description="the ancestor's Hugging Face Hub id, when known (an hf-hub: ancestor, or given)"
+    )
+
+    @model_serializer(mode="wrap")
+    def _unset_terms_unwritten(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Without a license or hub id a manifest is written byte for byte as before these fields existed, so a set
+        published again (the bundled demo) keeps its digest, and the card keyed to it."""
+        data = handler(self)
+        return {k: v for k, v in data.items() if not (k in ("license", "base_model") and v is None)}
 
 
 class FileEntry(BaseModel):

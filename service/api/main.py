@@ -28,7 +28,16 @@ from service.api.limits import BodyLimit
 from service.api.metrics import build_registry
 from service.api.public_url import PublicUrl
 from service.api.request_ids import RequestIds, wrap_outermost
-from service.api.routes import admin, health, initializations, problems, signing, template_sets, webhooks
+from service.api.routes import (
+    admin,
+    health,
+    initializations,
+    lineage,
+    problems,
+    signing,
+    template_sets,
+    webhooks,
+)
 from storage.objects import StorageUnavailable
 from workers.celery_app import CeleryDispatcher, create_celery
 from workers.webhooks import Deliverer
@@ -102,7 +111,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.public_url:
         wrap_outermost(app, lambda inner: PublicUrl(inner, settings.public_url))
     errors.install(app)
-    for module in (initializations, template_sets, admin, webhooks, health, problems, signing):
+    for module in (initializations, template_sets, lineage, admin, webhooks, health, problems, signing):
         app.include_router(module.router)
     error_docs.document(app)  # the problems each operation can answer, read off the generated document
     openapi.install(app, settings)  # then operation ids' examples, security alternatives, binary bodies

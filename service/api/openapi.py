@@ -54,6 +54,7 @@ OPERATION_IDS: dict[str, str] = {
     "get_card": "getQualityCard",
     "get_card_png": "getQualityCardPlot",
     "get_model_card": "getModelCard",
+    "get_lineage": "getLineage",
     # admin
     "create_condensation": "createCondensation",
     "condensations.list": "listCondensations",

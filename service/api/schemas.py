@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, Field, PlainSerializer, WithJsonSchema, model_validator
 
@@ -196,6 +196,35 @@ class DeliveryView(BaseModel):
 
 class DeliveryList(BaseModel):
     items: list[DeliveryView] = Field(description="newest first")
+
+
+class LineageVersion(BaseModel):
+    ref: str
+    digest: str
+    method: str
+    created: str
+    ancestor_sha256: str | None
+    data_uri: str | None = Field(description="the condensation's data, as the admin named it")
+    license: str | None
+    base_model: str | None
+
+
+class LineageDescendant(BaseModel):
+    job_id: str
+    model: str | None
+    method: str | None
+    template_set: str | None = Field(description="the manifest digest it inherited from")
+    checkpoint_sha256: str | None
+    calibration_digest: str | None = Field(description="of the calibration data its scalers were fitted on")
+    finished_at: UtcTime | None
+
+
+class LineageView(BaseModel):
+    sha256: str
+    found: Literal["ancestor", "template_set", "checkpoint"] = Field(description="what the digest is")
+    ancestors: list[dict[str, str]]
+    template_sets: list[LineageVersion]
+    descendants: list[LineageDescendant]
 
 
 class Health(BaseModel):

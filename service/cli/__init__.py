@@ -62,7 +62,7 @@ def main(
             logging.getLogger(name).setLevel(logging.WARNING)
 
 
-for command in (server.serve, server.worker, remote.submit, remote.verify):
+for command in (server.serve, server.worker, remote.submit, remote.verify, remote.lineage):
     app.command()(command)
 app.add_typer(templates.app, name="templates")
 app.add_typer(remote.app, name="job")

@@ -285,6 +285,14 @@ def download(
     _run(lambda: {"job": job_id, "path": str(_download(_client(url), job_id, out))})
 
 
+def lineage(
+    sha256: Annotated[str, typer.Argument(help="of an ancestor's weights, a template-set manifest or a checkpoint")],
+    url: UrlOption = None,
+):
+    """Print where an artifact came from and what came of it: ancestor -> template-set versions -> descendants."""
+    _run(lambda: _client(url).lineage(sha256))
+
+
 def verify(
     folder: Annotated[Path, typer.Argument(help="a checkpoint folder (download --out DIR/, or files.tar unpacked)")],
     key: Annotated[

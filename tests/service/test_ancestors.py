@@ -91,6 +91,7 @@ def test_condense_takes_a_local_dir_and_a_cached_hub_model_offline(local_dir, tm
         lineage = manifest["lineage"]
         assert lineage["ancestor_model"] == SPEC.model and lineage["ancestor_overrides"] == SPEC.overrides()
         assert manifest["config"]["normalization"]["mean"] == MEAN  # from the ancestor's pretrained_cfg
+        assert lineage.get("base_model") == (None, "timm/fmnist-vit")[number]  # a hub id only when there is one
     missing = condense_from("hf-hub:timm/not-cached", tmp_path / "none", env)
     assert missing.returncode == 2 and "not in the local Hugging Face cache" in missing.stderr, missing.stderr
 

@@ -14,6 +14,7 @@ import model_signing
 import pytest
 import timm
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from jobs.redis_store import RedisJobStore
@@ -396,6 +397,31 @@ def test_admin_condensation_publishes_a_version_that_initializations_can_use(cel
             wrong["status"] == "failed"
             and "is not the one fmnist-tiny@1 was condensed from" in wrong["error"]["message"]
         )
+
+        # Lineage, from any end: the ancestor's weights, the version's manifest, a descendant's checkpoint.
+        ancestor_sha = hashlib.sha256((data_root / "ancestor.safetensors").read_bytes()).hexdigest()
+        digest = http.get("/v1/template-sets/fmnist-tiny@1").json()["digest"]
+        by_ancestor = http.get(f"/v1/lineage/{ancestor_sha}").json()
+        assert by_ancestor["found"] == "ancestor" and by_ancestor["ancestors"] == [{"sha256": ancestor_sha}]
+        [version] = by_ancestor["template_sets"]
+        assert version["ref"] == "fmnist-tiny@1" and version["digest"] == digest and version["method"] == "wave"
+        assert version["license"] == "other" and version["base_model"] is None  # none given, not an hf-hub: one
+        assert version["data_uri"] == body["data"]["uri"]  # as the admin sent it
+        children = {d["job_id"]: d for d in by_ancestor["descendants"]}
+        assert {done["id"], taught["id"]} <= set(children) and wrong["id"] not in children
+        assert children[done["id"]]["checkpoint_sha256"] == done["checkpoint"]["sha256"]
+        assert children[done["id"]]["calibration_digest"] and children[done["id"]]["method"] == "wave"
+        assert http.get(f"/v1/lineage/{digest}").json()["descendants"] == by_ancestor["descendants"]
+        by_checkpoint = http.get(f"/v1/lineage/{done['checkpoint']['files']['README.md']['sha256']}").json()
+        assert by_checkpoint["found"] == "checkpoint" and [d["job_id"] for d in by_checkpoint["descendants"]] == [
+            done["id"]
+        ]
+        assert by_checkpoint["template_sets"] == [version] and by_checkpoint["ancestors"] == [{"sha256": ancestor_sha}]
+        assert http.get(f"/v1/lineage/{'0' * 64}").status_code == 404
+        assert http.get("/v1/lineage/not-a-digest").status_code == 422
+        card = http.get(done["checkpoint"]["files"]["README.md"]["download"]).text
+        front = yaml.safe_load(card.split("---\n")[1])
+        assert front["license"] == "other" and "base_model" not in front  # the set's license; no hub id known
 
 
 def test_operations_endpoints(celery_stack):

@@ -97,8 +97,15 @@ def test_the_model_card_has_hub_metadata_and_states_what_the_numbers_are(templat
     front, body = card.split("---\n")[1], card.split("---\n", 2)[2]
     metadata = yaml.safe_load(front)
     assert metadata["library_name"] == "timm" and {"timm", "learngene", "wave"} <= set(metadata["tags"])
-    assert "license" in metadata and metadata["license"] is None  # for the owner to fill in
+    assert metadata["license"] == "other" and "base_model" not in metadata  # never null; no hub id, no base_model
     assert ModelCard(card).data.library_name == "timm"  # the Hub's own parser reads it
+    named = yaml.safe_load(
+        model_card({**meta, "license": "apache-2.0", "base_model": "timm/vit_small_patch14_dinov2.lvd142m"}).split(
+            "---\n"
+        )[1]
+    )
+    assert named["license"] == "apache-2.0" and named["base_model"] == ["timm/vit_small_patch14_dinov2.lvd142m"]
+    assert named["base_model_relation"] == "finetune"
     assert "`demo@3` (digest `" + "d" * 64 + "`)" in body and "method: `wave`" in body
     assert "## Fitting (calibration-set metrics)" in body and "0.11 -> 0.955 (on 1024 of the calibration" in body
     assert "- held-out accuracy: 0.861 on 2000 images" in body
