@@ -29,6 +29,16 @@ class Overloaded(Exception):
         self.retry_after_s = retry_after_s
 
 
+def shown(value: float) -> str:
+    """A number as a message echoes it: `:g`, or its first digits for an integer too large for a float (JSON has
+    no bound on digits)."""
+    try:
+        return f"{value:g}"
+    except OverflowError:
+        digits = str(abs(int(value)))
+        return f"{'-' if value < 0 else ''}{digits[0]}.{digits[1:4]}e+{len(digits) - 1}"
+
+
 def check_overrides(limits: Limits, spec: ViTSpec, prefix: tuple[str, ...] = ("body",)) -> None:
     """The requested sizes against the limits, before anything is built from them."""
     over = []
@@ -36,7 +46,10 @@ def check_overrides(limits: Limits, spec: ViTSpec, prefix: tuple[str, ...] = ("b
         value = getattr(spec, field)
         if value is not None and value > getattr(limits, field):
             over.append(
-                ((*prefix, "overrides", field), f"{field}={value:g} is over the limit of {getattr(limits, field):g}")
+                (
+                    (*prefix, "overrides", field),
+                    f"{field}={shown(value)} is over the limit of {getattr(limits, field):g}",
+                )
             )
     if over:
         raise FieldError(over)
@@ -127,7 +140,7 @@ def check_bounds(limits: Limits, prefix: tuple[str, ...], **values: float | dict
         for field, value in given.items() if isinstance(given, dict) else [(limit_name, given)]:
             limit = getattr(limits, limit_name)
             if value > limit:
-                over.append(((*prefix, field), f"{field}={value:g} is over the limit of {limit:g}"))
+                over.append(((*prefix, field), f"{field}={shown(value)} is over the limit of {limit:g}"))
     if over:
         raise FieldError(over)
 

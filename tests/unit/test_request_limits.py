@@ -64,3 +64,19 @@ def test_links_come_from_the_public_url_not_from_the_clients_host_header(tmp_pat
         http.post("/v1/initializations", json=body, headers=forged)
         listed = http.get("/v1/initializations", params={"limit": 1}, headers=forged).json()
         assert listed["next"].startswith(f"{public}/v1/initializations?")
+
+
+def test_a_number_too_large_for_a_float_is_refused_naming_its_field(tmp_path):
+    """JSON puts no bound on an integer's digits: one of 400 digits is over the limit, said in a line, not a 500."""
+    settings = settings_for(tmp_path, redis_url=None, data_roots=[SHARED_DATA])
+    huge = "1" + "0" * 400
+    with served(settings) as api:
+        for field in ("depth", "embed_dim", "num_classes"):
+            body = '{"model": "vit_tiny_patch16_224", "overrides": {"' + field + '": ' + huge + "}}"
+            answer = httpx.post(f"{api.url}/v1/initializations", content=body, timeout=30,
+                                headers={"Content-Type": "application/json"})  # fmt: skip
+            assert answer.status_code == 422, answer.text
+            [error] = answer.json()["errors"]
+            assert (
+                error["loc"] == ["body", "overrides", field] and f"{field}=1.000e+400 is over the limit" in error["msg"]
+            )
