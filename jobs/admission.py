@@ -38,7 +38,7 @@ from jobs.remote_data import check_data
 from jobs.services import Services
 from jobs.settings import Settings
 from jobs.store import JobStore
-from jobs.webhooks.subscriptions import check_destination, subscribe
+from jobs.webhooks.subscriptions import subscribe
 from learngene.cost import estimate
 from learngene.data import resolve_file
 from learngene.errors import DataRefError, SpecError
@@ -94,8 +94,6 @@ def submit_initialization(
     settings, store = services.settings, services.store
     if problem := request.fitting_without_data():
         raise FieldError([(("body", "calibration"), problem)])
-    if request.notify is not None:
-        check_destination(request.notify.url, settings, ("body", "notify", "url"))
     fits = request.calibration is not None and request.fit.steps > 0 and get_method(request.method).fits_scalers
     batch_size = request.fit.batch_size if fits else 1  # without fitting: one forward pass at a time
     with located("body"):
@@ -188,8 +186,6 @@ def submit_condensation(
     settings = services.settings
     with located("body", "name"):
         check_name(request.name)
-    if request.notify is not None:
-        check_destination(request.notify.url, settings, ("body", "notify", "url"))
     if request.promote is not None:
         with located("body", "promote"):
             check_alias(request.promote)
@@ -310,7 +306,8 @@ def _accept(
         admit(jobs, settings, kind, client)
         if checkpoint_bytes:  # a job that writes a checkpoint
             check_quota(jobs, settings, client, checkpoint_bytes=checkpoint_bytes)
-        if (notify := getattr(request, "notify", None)) is not None:  # before the record: a quick job is heard too
+        # Its destination checked (a 422 naming it) and subscribed before the record: a quick job is heard too.
+        if (notify := getattr(request, "notify", None)) is not None:
             subscribe(jobs.webhooks, settings, notify.url, notify.events, job_id=job.id, loc=("body", "notify", "url"))
         jobs.create(job)
     except BaseException:

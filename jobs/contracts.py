@@ -55,9 +55,7 @@ class Notify(Body):
     """Where this job's events go (a webhook of its own, Standard Webhooks format): its secret is shown once, in
     the answer that accepts the job."""
 
-    url: str = Field(
-        max_length=2048, description="an http(s) URL the service may reach (LEARNGENE_WEBHOOK_ALLOWED_HOSTS)"
-    )
+    url: str = Field(max_length=2048, description=DESTINATION)
     events: list[EventType] = Field(
         default_factory=lambda: list(EVENT_TYPES),  # type: ignore[arg-type]  # EVENT_TYPES is EventType's values
         min_length=1,
@@ -70,9 +68,7 @@ class Notify(Body):
 class WebhookRequest(Body):
     """POST /v1/admin/webhooks: a deployment's subscription, to the events of every job."""
 
-    url: str = Field(
-        max_length=2048, description="an http(s) URL the service may reach (LEARNGENE_WEBHOOK_ALLOWED_HOSTS)"
-    )
+    url: str = Field(max_length=2048, description=DESTINATION)
     events: list[EventType] = Field(min_length=1, max_length=len(EVENT_TYPES))
 
 

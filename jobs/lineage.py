@@ -13,13 +13,13 @@ from typing import Any, Literal
 
 from jobs.model import Job, JobKind, JobStatus
 from jobs.store import JobQuery, JobStore
+from learngene.formats.template_set import Manifest
 from templates_store import ResolvedRef, TemplateStore
 
 Found = Literal["ancestor", "template_set", "checkpoint"]
 
 
-def _version(store: TemplateStore, resolved: ResolvedRef) -> dict[str, Any]:
-    manifest = store.manifest(resolved)
+def _version(resolved: ResolvedRef, manifest: Manifest) -> dict[str, Any]:
     lineage = manifest.lineage
     return {
         "ref": str(resolved),
@@ -68,8 +68,7 @@ def _succeeded(jobs: JobStore, client: str | None) -> list[Job]:
 
 def lineage(sha256: str, store: TemplateStore, jobs: JobStore, client: str | None = None) -> dict[str, Any] | None:
     """The graph around the artifact with this digest; None when none is known."""
-    versions = [ResolvedRef(name=v.name, version=v.version, digest=v.digest) for v in store.list()]
-    described = {v.digest: _version(store, v) for v in versions}
+    described = {resolved.digest: _version(resolved, manifest) for resolved, manifest in store.manifests()}
     descendants = _succeeded(jobs, client)
     found: Found
     if sha256 in described:

@@ -340,8 +340,7 @@ def _promote(request, resolved, card, context, reporter) -> dict[str, Any]:
         context.settings,
         "moving the alias",
     )
-    previous = record.history[-2] if len(record.history) > 1 else None
-    events.alias_moved(context.jobs.webhooks, resolved.name, alias, resolved.version, previous, reporter.job_id)
+    events.alias_moved(context.jobs.webhooks, resolved.name, alias, record, reporter.job_id)
     return {"promotion": {"alias": alias, "moved": True}, "warnings": []}
 
 

@@ -8,7 +8,7 @@ import datetime as dt
 import hashlib
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import platformdirs
@@ -177,51 +177,59 @@ class TemplateStore:
         verify_files(self.backend.folder(resolved.name, resolved.version, manifest, resolved.digest), manifest)
         return resolved
 
-    def list(
-        self, name: str | None = None, *, after: tuple[str, int] | None = None, limit: int | None = None
-    ) -> list[VersionInfo]:
-        """Versions in (name, version) order; with `after`, those past it; with `limit`, at most that many (a page:
-        only its manifests are read)."""
+    def manifests(
+        self, name: str | None = None, *, after: tuple[str, int] | None = None
+    ) -> Iterator[tuple[ResolvedRef, Manifest]]:
+        """Every usable version in (name, version) order, past `after`, with its manifest, each read once (read
+        lazily: a caller that stops early reads no more). A damaged version is skipped (`problems` lists it)."""
         for builtin in [check_name(name)] if name else self.builtins:
             self._ensure_builtin(builtin)
-        names = [name] if name else sorted(self.backend.names())
-        out = []
-        for n in names:
+        for n in [name] if name else sorted(self.backend.names()):
             if after is not None and n < after[0]:
                 continue
-            versions = [v for v in self.backend.versions(n) if after is None or (n, v) > after]
-            if not versions:
-                continue
-            targets: dict[int, list[str]] = {}
-            for alias, record in sorted(self.backend.read_aliases(n).items()):
-                targets.setdefault(record["version"], []).append(alias)
-            for version in versions:
+            for version in self.backend.versions(n):
+                if after is not None and (n, version) <= after:
+                    continue
                 try:
                     data = self.backend.manifest(n, version)
-                    m = _parse(n, version, data)
+                    manifest = _parse(n, version, data)
                 except (IntegrityError, NotFoundError):
-                    continue  # listed by `problems` (or deleted meanwhile), never half-shown here
-                resolved = ResolvedRef(name=n, version=version, digest=hashlib.sha256(data).hexdigest())
-                card = None
-                with contextlib.suppress(IntegrityError, NotFoundError):  # a damaged card: none shown, `card` says why
-                    card = self._current_card(resolved)
-                out.append(
-                    VersionInfo(
-                        name=n,
-                        version=version,
-                        digest=hashlib.sha256(data).hexdigest(),
-                        method=m.method,
-                        created=m.created,
-                        aliases=targets.get(version, []),
-                        metrics=m.metrics,
-                        parameters=m.parameters,
-                        bytes=sum(f.bytes for f in m.files.values()),
-                        domain=CardDomain.of(m.config, m.lineage),
-                        card=None if card is None else _summary(*card),
-                    )
+                    continue  # listed by `problems` (or deleted meanwhile), never half-shown
+                yield ResolvedRef(name=n, version=version, digest=hashlib.sha256(data).hexdigest()), manifest
+
+    def list(
+        self, name: str | None = None, *, after: tuple[str, int] | None = None, limit: int | None = None
+    ) -> builtins.list[VersionInfo]:
+        """Versions in (name, version) order; with `after`, those past it; with `limit`, at most that many (a page:
+        only its manifests are read)."""
+        out: builtins.list[VersionInfo] = []
+        aliases: dict[str, dict[int, builtins.list[str]]] = {}  # name -> version -> its aliases, read once a name
+        for resolved, m in self.manifests(name, after=after):
+            if resolved.name not in aliases:
+                targets: dict[int, builtins.list[str]] = {}
+                for alias, record in sorted(self.backend.read_aliases(resolved.name).items()):
+                    targets.setdefault(record["version"], []).append(alias)
+                aliases[resolved.name] = targets
+            card = None
+            with contextlib.suppress(IntegrityError, NotFoundError):  # a damaged card: none shown, `card` says why
+                card = self._current_card(resolved)
+            out.append(
+                VersionInfo(
+                    name=resolved.name,
+                    version=resolved.version,
+                    digest=resolved.digest,
+                    method=m.method,
+                    created=m.created,
+                    aliases=aliases[resolved.name].get(resolved.version, []),
+                    metrics=m.metrics,
+                    parameters=m.parameters,
+                    bytes=sum(f.bytes for f in m.files.values()),
+                    domain=CardDomain.of(m.config, m.lineage),
+                    card=None if card is None else _summary(*card),
                 )
-                if limit is not None and len(out) >= limit:
-                    return out
+            )
+            if limit is not None and len(out) >= limit:
+                return out
         return out
 
     def card(self, ref: str | ResolvedRef) -> QualityCard | None:

@@ -208,9 +208,10 @@ def leave_job_context(task_id: str | None = None, **_: object) -> None:
 @worker_ready.connect
 def start_reaper(sender: object = None, **_: object) -> None:
     """The worker's main process redelivers jobs of workers that died (see jobs.reaper) and sends the webhooks'
-    deliveries (workers.webhooks). Each gets a Redis client of its own: the pool processes build theirs after
-    the fork (`worker_context`)."""
+    deliveries (workers.webhooks), over a Redis client of the main process's own: the pool processes build theirs
+    after the fork (`worker_context`)."""
     settings = get_settings()
     app = getattr(sender, "app", None) or create_celery(settings)
-    Reaper(RedisJobStore.from_settings(settings), CeleryDispatcher(app), settings).start()
-    Deliverer(RedisJobStore.from_settings(settings).webhooks, settings).start()
+    jobs = RedisJobStore.from_settings(settings)
+    Reaper(jobs, CeleryDispatcher(app), settings).start()
+    Deliverer(jobs.webhooks, settings).start()

@@ -16,7 +16,7 @@ import ipaddress
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 MAX_URL = 2048
@@ -33,8 +33,8 @@ class Destination:
     server_name: str  # TLS's SNI and certificate name
 
 
-def check_url(url: str) -> tuple[str, str, int]:
-    """Scheme, host and port of a well-formed destination URL."""
+def check_url(url: str) -> tuple[SplitResult, str, int]:
+    """The parts, host and port of a well-formed destination URL."""
     if len(url) > MAX_URL:
         raise DestinationRefused(f"is longer than {MAX_URL} characters")
     try:
@@ -48,7 +48,7 @@ def check_url(url: str) -> tuple[str, str, int]:
         raise DestinationRefused("must not carry credentials (sign with the subscription's secret instead)")
     if not parts.hostname:
         raise DestinationRefused("has no host")
-    return parts.scheme, parts.hostname, port or (443 if parts.scheme == "https" else 80)
+    return parts, parts.hostname, port or (443 if parts.scheme == "https" else 80)
 
 
 def check_allow_list(entries: Sequence[str]) -> list[str]:
@@ -74,21 +74,14 @@ def _allowed(address: IPAddress, networks: list) -> bool:
 
 def resolve(url: str, allowed: Sequence[str]) -> Destination:
     """The checked destination of `url` (raises DestinationRefused)."""
-    scheme, host, port = check_url(url)
+    parts, host, port = check_url(url)
     names = {e.lower() for e in allowed if _network(e) is None}
     networks = [n for e in allowed if (n := _network(e)) is not None]
-    try:
-        literal: IPAddress | None = ipaddress.ip_address(host)
-    except ValueError:
-        literal = None
-    if literal is not None:
-        addresses = [literal]
-    else:
-        try:
-            found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except (OSError, UnicodeError):
-            raise DestinationRefused(f"host {host!r} does not resolve") from None
-        addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0]) for info in found))
+    try:  # an address literal comes back as itself, without a DNS query
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        raise DestinationRefused(f"host {host!r} does not resolve") from None
+    addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0]) for info in found))
     if host.lower() not in names and not all(_allowed(a, networks) for a in addresses):
         raise DestinationRefused(
             f"host {host!r} is or resolves to a loopback, private, link-local or reserved address, refused unless "
@@ -96,5 +89,5 @@ def resolve(url: str, allowed: Sequence[str]) -> Destination:
         )
     address = addresses[0]
     netloc = f"[{address}]:{port}" if address.version == 6 else f"{address}:{port}"
-    parts = urlsplit(url)  # without credentials, its netloc is the Host header as the URL spells it
-    return Destination(urlunsplit((scheme, netloc, parts.path or "/", parts.query, "")), parts.netloc, host)
+    # Without credentials, the URL's netloc is the Host header as the URL spells it.
+    return Destination(urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, "")), parts.netloc, host)

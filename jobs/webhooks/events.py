@@ -12,7 +12,7 @@ from typing import Any
 from jobs.model import Job, JobKind
 from jobs.webhooks.model import JOB_END_EVENTS, EventType
 from jobs.webhooks.store import WebhookStore
-from templates_store.refs import ResolvedRef
+from templates_store import AliasRecord, ResolvedRef
 
 
 def job_ended(webhooks: WebhookStore, job: Job) -> None:
@@ -45,9 +45,8 @@ def card_ready(webhooks: WebhookStore, job_id: str, resolved: ResolvedRef, summa
     webhooks.emit("card.ready", data, job_id=job_id)
 
 
-def alias_moved(
-    webhooks: WebhookStore, name: str, alias: str, version: int, previous: int | None, job_id: str | None = None
-) -> None:
-    """An alias now points at `version` (a promotion by a condensation job, or by hand: `job_id` None)."""
-    data = {"name": name, "alias": alias, "version": version, "previous": previous, "job_id": job_id}
+def alias_moved(webhooks: WebhookStore, name: str, alias: str, record: AliasRecord, job_id: str | None = None) -> None:
+    """An alias was moved to `record.version` (by a condensation job's promotion, or by hand: `job_id` None)."""
+    previous = record.history[-2] if len(record.history) > 1 else None
+    data = {"name": name, "alias": alias, "version": record.version, "previous": previous, "job_id": job_id}
     webhooks.emit("alias.moved", data, job_id=job_id)

@@ -98,6 +98,5 @@ def set_alias(name: str, alias: str, body: AliasUpdate, store: StoreDep, jobs: J
     with located("path", "alias"):
         check_alias(alias)
     record = store.rollback(name, alias) if body.rollback else store.promote(name, body.version, alias)
-    previous = record.history[-2] if len(record.history) > 1 else None
-    alias_moved(jobs.webhooks, name, alias, record.version, previous)
+    alias_moved(jobs.webhooks, name, alias, record)
     return AliasView(name=name, alias=alias, **record.model_dump())
