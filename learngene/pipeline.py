@@ -196,7 +196,7 @@ class CondensationSpec(BaseModel):
     eval_uri: str | None = None
     max_samples: int | None = None
     allowed_roots: list[str] | None = None
-    limits: dict[str, int] = Field(default_factory=lambda: dataclasses.asdict(DEFAULT_LIMITS))
+    limits: dict[str, int | float] = Field(default_factory=lambda: dataclasses.asdict(DEFAULT_LIMITS))
     runtime: Runtime = Field(default_factory=Runtime)
     run_dir: str | None = Field(
         default=None,

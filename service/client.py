@@ -226,6 +226,8 @@ class Client:
                         source.response.read()
                         raise ApiError.of(source.response)
                     for sse in source.iter_sse():
+                        if not sse.data:  # a keep-alive comment: the SSE spec dispatches nothing, httpx-sse does
+                            continue
                         dropped, last_event_id = 0, sse.id or last_event_id
                         yield {"id": sse.id, "event": sse.event, "data": sse.json()}
                         if sse.event == "end":

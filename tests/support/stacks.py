@@ -74,6 +74,7 @@ def embedded_stack(tmp_path_factory) -> Iterator[Stack]:
         redis_url=None,
         data_roots=[SHARED_DATA, home / "data"],
         LEARNGENE_EMBEDDED_WORKERS="1",
+        LEARNGENE_EVENTS_PING_S="1",  # every event stream read here meets keep-alive comments
         **LOOPBACK_WEBHOOKS,
     )
     stack = _started(home, env, worker=False)
