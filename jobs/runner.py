@@ -31,7 +31,6 @@ from jobs.publications import Publications
 from jobs.redaction import redact_paths
 from jobs.remote_data import Sample, localize
 from jobs.settings import Settings
-from jobs.signing import SIGNATURE, sign_folder
 from jobs.store import JobStore
 from jobs.webhooks import events
 from learngene.control import Stopped
@@ -46,6 +45,7 @@ from learngene.train.launch import condense_run
 from learngene.train.loop import Hooks, Runtime, pick_device
 from storage.artifacts import Artifacts
 from storage.objects import StorageUnavailable
+from storage.signing import SIGNATURE, sign_folder
 from templates_store import ResolvedRef, StoreError, TemplateStore
 
 log = logging.getLogger(__name__)
@@ -368,7 +368,7 @@ def _condense_and_publish(request, job, context, reporter) -> dict[str, Any]:
         eval_uri=eval_uri,
         max_samples=request.data.max_samples,
         allowed_roots=[str(root) for root in roots],
-        limits=dataclasses.asdict(settings.limits.decode()),
+        limits=settings.limits.decode(),
         runtime=runtime,
         run_dir=str(state),
         checkpoint_every=settings.condense_checkpoint_every,

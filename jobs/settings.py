@@ -132,7 +132,8 @@ class Settings(BaseSettings):
     )
     signing_key: Path = Field(
         default_factory=lambda: Path(platformdirs.user_data_dir("learngene")) / "signing-key.pem",
-        description="the EC private key (PEM, P-256) every published checkpoint folder is signed with (model.sig, "
+        description="the EC private key (PEM, P-256) every published checkpoint folder and template-set version is "
+        "signed with (model.sig, "
         "OpenSSF model-signing) and whose public half GET /v1/signing-key serves; generated at first start when "
         "absent. With API and workers on several hosts, the same key (a mounted secret) on each",
     )

@@ -13,6 +13,7 @@ def template_store(settings: Settings) -> TemplateStore:
         cache_dir=settings.work_dir / "store-cache",
         cache_bytes=settings.store_cache_bytes,
         cache_size=settings.store_cache_size,
+        signing_key=settings.signing_key,  # every version published through it is signed, as checkpoints are
     )
 
 

@@ -196,7 +196,7 @@ class CondensationSpec(BaseModel):
     eval_uri: str | None = None
     max_samples: int | None = None
     allowed_roots: list[str] | None = None
-    limits: dict[str, int | float] = Field(default_factory=lambda: dataclasses.asdict(DEFAULT_LIMITS))
+    limits: DecodeLimits = DEFAULT_LIMITS
     runtime: Runtime = Field(default_factory=Runtime)
     run_dir: str | None = Field(
         default=None,
@@ -212,7 +212,7 @@ def run_condensation(
     """Load the ancestor (safetensors only, from under the allowed roots), open the data (streamed, never decoded
     whole), condense, record lineage."""
     config, roots = spec.config, spec.allowed_roots
-    access = DataAccess(roots, DecodeLimits(**spec.limits), should_stop)
+    access = DataAccess(roots, spec.limits, should_stop)
     arch = config.aux.resolve()
     resolved = resolve_ancestor(spec.ancestor.checkpoint, spec.ancestor.model, spec.ancestor.overrides, roots)
     checkpoint = resolved.checkpoint

@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tarfile
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -292,12 +294,12 @@ class Client:
         return response.content
 
     def verify(self, folder: str | Path, public_key: bytes | None = None) -> list[str]:
-        """Check a downloaded checkpoint folder against its `model.sig` and the service's key (fetched when not
-        given); the files it vouches for. Raises `SignatureInvalid` for a changed, missing or extra file, or a
-        signature by another key."""
+        """Check a downloaded checkpoint folder or template-set version against its `model.sig` and the service's
+        key (fetched when not given); the files it vouches for. Raises `SignatureInvalid` for a changed, missing
+        or extra file, or a signature by another key."""
         # Imported here: OpenSSF model-signing loads in about half a second, which a client that never verifies
         # should not pay.
-        from jobs.signing import SIGNATURE, verify_folder
+        from storage.signing import SIGNATURE, verify_folder
 
         folder = Path(folder)
         verify_folder(folder, public_key if public_key is not None else self.signing_key())
@@ -332,6 +334,31 @@ class Client:
             page = self._call("GET", page["next"])
             versions += page["items"]
         return versions
+
+    def download_template_set(self, ref: str, folder: str | Path) -> Path:
+        """Write the template-set version `ref` (`name@N` or `name@alias`) into `folder`: its manifest.json (whose
+        sha256 is checked against the ETag), the files it names and the service's signature model.sig (`verify`)."""
+        folder = Path(folder)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=folder.parent, prefix=f".{folder.name}.") as scratch:
+            archive = Path(scratch) / "files.tar"
+            with self.http.stream("GET", f"/v1/template-sets/{ref}/files.tar") as response:
+                if response.status_code != 200:
+                    response.read()
+                    raise ApiError.of(response)
+                expected = response.headers["ETag"].strip('"')
+                with open(archive, "wb") as f:
+                    for chunk in response.iter_bytes(1 << 20):
+                        f.write(chunk)
+            with tarfile.open(archive) as tar:
+                tar.extractall(scratch, filter="data")  # no links, no paths outside, no device files
+            unpacked = next(p for p in Path(scratch).iterdir() if p.is_dir())
+            if hashlib.sha256((unpacked / "manifest.json").read_bytes()).hexdigest() != expected:
+                raise RuntimeError(f"template set {ref}: manifest.json does not match the ETag {expected}")
+            folder.mkdir(exist_ok=True)
+            for file in unpacked.iterdir():
+                os.replace(file, folder / file.name)
+        return folder
 
     def set_alias(self, name: str, alias: str, *, version: int | None = None, rollback: bool = False) -> dict[str, Any]:
         body = {"rollback": True} if rollback else {"version": version}

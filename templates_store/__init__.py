@@ -10,7 +10,8 @@ from templates_store.refs import (
     StoreError,
     parse_ref,
 )
-from templates_store.store import AliasRecord, CardSummary, TemplateStore, VersionInfo
+from templates_store.store import TemplateStore
+from templates_store.views import AliasRecord, CardSummary, VersionInfo
 
 __all__ = [
     "AliasRecord",

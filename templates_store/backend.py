@@ -5,6 +5,7 @@ verified download cache, `publish` as uploads followed by a conditional create o
 Local layout:
 
     <root>/<name>/<version>/{manifest.json, tensors.safetensors}   committed versions (immutable)
+    <root>/<name>/<version>/model.sig                              its signature (storage.signing), if signed
     <root>/<name>/<version>/cards/card-<rev>-<sha256>.json         its quality cards, one file per revision
     <root>/<name>/aliases.json                                     alias -> version and history
     <root>/<name>/.retired                                         version numbers never to be reused
@@ -33,6 +34,7 @@ from typing import Any
 from learngene.errors import IntegrityError
 from learngene.formats.files import fsync_dir, write_json_atomic
 from learngene.formats.template_set import MANIFEST, Manifest
+from storage.signing import SIGNATURE
 from templates_store.refs import ConflictError, NotFoundError, check_name, is_number
 
 ALIASES = "aliases.json"
@@ -73,7 +75,12 @@ class StorageBackend(abc.ABC):
         """Make a new version visible all at once, or not at all; returns its number.
 
         `stage(folder)` writes the version's data files; `finalize(folder, version)` writes its manifest once the
-        version number is known (it may be called again with a higher number if another publisher won the race)."""
+        version number is known (it may be called again with a higher number if another publisher won the race),
+        and its signature (`model.sig`, over the manifest and the data files) when the store signs."""
+
+    @abc.abstractmethod
+    def signature(self, name: str, version: int, digest: str) -> bytes | None:
+        """The signature published with the version whose manifest has sha256 `digest`; None if it has none."""
 
     @abc.abstractmethod
     def delete(self, name: str, version: int) -> None: ...
@@ -176,6 +183,10 @@ class LocalBackend(StorageBackend):
 
     def folder(self, name: str, version: int, manifest: Manifest | None = None, digest: str | None = None) -> Path:
         return self._version_dir(name, version)  # the files are read in place (and checked by the reader)
+
+    def signature(self, name: str, version: int, digest: str) -> bytes | None:
+        path = self._version_dir(name, version) / SIGNATURE  # renamed into place with the manifest it signs
+        return path.read_bytes() if path.is_file() else None
 
     def publish(self, name: str, stage: Callable[[Path], None], finalize: Callable[[Path, int], None]) -> int:
         base = self._dir(name)

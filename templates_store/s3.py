@@ -5,20 +5,23 @@ Layout under `s3://bucket/prefix`:
     .objects/<sha256>                      content-addressed files, uploaded before any manifest names them
     <name>/versions/<version>/manifest.json the version itself: created with If-None-Match: *, the commit point
     <name>/versions/<version>/cards/card-<rev>-<sha256>.json  its quality cards, each created with If-None-Match: *
+    <name>/versions/<version>/signatures/<manifest sha256>.sig its signature (storage.signing), put before the commit
     <name>/retired/<version>               a deleted version's number, never reused
     <name>/aliases.json                    alias -> version and history
     <name>/.lock                           a lease (conditional create) serializing alias and delete operations
 
 A version is visible whole or not at all: its files are uploaded first and its manifest, created last, is the only
 thing that makes it exist. Two racing publishers both try `versions/<n>`; the create is conditional, so one wins and
-the other tries n + 1. Reads go through a local cache keyed by the manifest's sha256 (`folder`): each file is
-downloaded once, checked against the manifest, and evicted least recently used past `cache_bytes`.
+the other tries n + 1 (a signature is keyed by the manifest it signs, so the loser's never replaces the winner's).
+Reads go through a local cache keyed by the manifest's sha256 (`folder`): each file is downloaded once, checked
+against the manifest, and evicted least recently used past `cache_bytes`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import json
 import shutil
 import socket
@@ -34,10 +37,12 @@ from learngene.formats.files import sha256_file
 from learngene.formats.template_set import MANIFEST, Manifest, parse_manifest
 from storage.cache import cached_entry
 from storage.objects import Bucket, ObjectChanged, ObjectExists, ObjectMismatch, ObjectMissing
+from storage.signing import SIGNATURE
 from templates_store.backend import ALIASES, CARDS, StorageBackend, card_file, card_revisions
 from templates_store.refs import ConflictError, NotFoundError, StoreError, check_name, is_number
 
 OBJECTS = ".objects"
+SIGNATURES = "signatures"
 LOCK_TTL_S = 30.0  # a lock holder that died is replaced after this long; every operation under it takes milliseconds
 
 
@@ -100,10 +105,23 @@ class S3Backend(StorageBackend):
                 except ObjectMismatch:
                     message = "sha256 does not match the manifest (modified or corrupt)"
                     raise IntegrityError(f"{name}/{version}/{file}: {message}") from None
-            (target / MANIFEST).write_text(manifest.model_dump_json())
+            stored = self.manifest(name, version)  # as stored, byte for byte: the signature covers these bytes
+            if hashlib.sha256(stored).hexdigest() != digest:
+                raise IntegrityError(f"{name}/{version}/{MANIFEST}: changed while it was being read")
+            (target / MANIFEST).write_bytes(stored)
 
         entry = cached_entry(self.cache_dir, digest[:32], download, max_bytes=self.cache_bytes)
         return entry / name / str(version)
+
+    @staticmethod
+    def _signature_key(name: str, version: int, digest: str) -> str:
+        return f"{check_name(name)}/versions/{version}/{SIGNATURES}/{digest}.sig"
+
+    def signature(self, name: str, version: int, digest: str) -> bytes | None:
+        try:
+            return self.bucket.get(self._signature_key(name, version, digest))[0]
+        except ObjectMissing:
+            return None
 
     def _cards_prefix(self, name: str, version: int) -> str:
         return f"{check_name(name)}/versions/{version}/{CARDS}/"
@@ -148,8 +166,12 @@ class S3Backend(StorageBackend):
             while True:
                 version = max([0, *self.versions(name), *self._retired(name)]) + 1
                 finalize(staging, version)
+                manifest = (staging / MANIFEST).read_bytes()
+                if (staging / SIGNATURE).is_file():  # before the commit: a version never shows up unsigned
+                    key = self._signature_key(name, version, hashlib.sha256(manifest).hexdigest())
+                    self.bucket.put(key, (staging / SIGNATURE).read_bytes())
                 try:
-                    self.bucket.put(self._manifest_key(name, version), (staging / MANIFEST).read_bytes(), create=True)
+                    self.bucket.put(self._manifest_key(name, version), manifest, create=True)
                 except ObjectExists:
                     continue  # another publisher took this number
                 return version
@@ -160,7 +182,7 @@ class S3Backend(StorageBackend):
         # publisher (which lists both) never hands it out again. The files stay for `gc`.
         self.bucket.put(f"{name}/retired/{version}", b"")
         self.bucket.delete(self._manifest_key(name, version))
-        for info in self.bucket.list(self._cards_prefix(name, version)):  # its cards go with it
+        for info in self.bucket.list(f"{name}/versions/{version}/"):  # its cards and signatures go with it
             self.bucket.delete(info.key)
 
     def read_aliases(self, name: str) -> dict[str, Any]:
@@ -215,19 +237,26 @@ class S3Backend(StorageBackend):
         for name in self.bucket.folders():
             if name.startswith("."):
                 continue
-            live = self.versions(name)
-            for info in self.bucket.list(f"{name}/versions/"):  # cards left by a deletion interrupted midway
+            live: dict[int, str] = {}  # version -> the sha256 of its manifest
+            for version in self.versions(name):
+                try:
+                    data = self.manifest(name, version)
+                    manifest = parse_manifest(data, Path(name, str(version), MANIFEST))
+                except (IntegrityError, NotFoundError):
+                    continue
+                live[version] = hashlib.sha256(data).hexdigest()
+                referenced.update(entry.sha256 for entry in manifest.files.values())
+            # Cards and signatures left by a deletion interrupted midway; signatures of a publisher that lost the
+            # race for its number.
+            for info in self.bucket.list(f"{name}/versions/"):
                 parts = info.key.split("/")
-                dead = len(parts) == 5 and parts[3] == CARDS and is_number(parts[2]) and int(parts[2]) not in live
+                if len(parts) != 5 or parts[3] not in (CARDS, SIGNATURES) or not is_number(parts[2]):
+                    continue
+                digest = live.get(int(parts[2]))
+                dead = digest is None or (parts[3] == SIGNATURES and parts[4] != f"{digest}.sig")
                 if dead and info.modified <= cutoff:
                     self.bucket.delete(info.key)
                     removed.append(f"{self.bucket.url}/{info.key}")
-            for version in live:
-                try:
-                    manifest = parse_manifest(self.manifest(name, version), Path(name, str(version), MANIFEST))
-                except (IntegrityError, NotFoundError):
-                    continue
-                referenced.update(entry.sha256 for entry in manifest.files.values())
         for info in self.bucket.list(f"{OBJECTS}/"):
             digest = info.key.rpartition("/")[2]
             if digest not in referenced and info.modified <= cutoff:

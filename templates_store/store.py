@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import platformdirs
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from learngene.errors import IntegrityError
 from learngene.formats.template_set import (
@@ -27,6 +27,7 @@ from learngene.formats.template_set import (
 from learngene.quality.card import CardDomain, QualityCard
 from learngene.train.condense import check_template_set
 from storage.objects import Bucket
+from storage.signing import sign_folder
 from templates_store.backend import LocalBackend, StorageBackend
 from templates_store.refs import (
     LATEST,
@@ -41,36 +42,7 @@ from templates_store.refs import (
     parse_ref,
 )
 from templates_store.s3 import S3Backend
-
-
-class AliasRecord(BaseModel):
-    version: int
-    history: list[int]  # every target the alias has had, oldest first; the last is the current one
-    updated: str
-
-
-class CardSummary(BaseModel):
-    """A version's current quality card in one line: its held-out accuracy range over the ladder of sizes."""
-
-    revision: int
-    created: str
-    best_accuracy: float
-    worst_accuracy: float
-    sizes: int
-
-
-class VersionInfo(BaseModel):
-    name: str
-    version: int
-    digest: str
-    method: str
-    created: str
-    aliases: list[str]
-    metrics: dict[str, float]
-    parameters: dict[str, int]
-    bytes: int
-    domain: CardDomain
-    card: CardSummary | None = None
+from templates_store.views import AliasRecord, VersionFiles, VersionInfo, card_summary
 
 
 class TemplateStore:
@@ -80,8 +52,10 @@ class TemplateStore:
         *,
         cache_size: int = 8,
         builtins: Mapping[str, Path] = BUILTIN_TEMPLATE_SETS,
+        signing_key: Path | None = None,
     ):
         self.backend = backend
+        self.signing_key = signing_key  # every version published through this store is signed with it
         self.builtins = dict(builtins)
         self.cache_size = cache_size
         self._cache: OrderedDict[str, TemplateSet] = OrderedDict()
@@ -177,6 +151,23 @@ class TemplateStore:
         verify_files(self.backend.folder(resolved.name, resolved.version, manifest, resolved.digest), manifest)
         return resolved
 
+    def files(self, ref: str | ResolvedRef) -> VersionFiles:
+        """The version as a folder of files to hand out, each re-hashed: its manifest (as stored), the files it
+        names and, for a version published signed, its `model.sig`."""
+        resolved = self._resolved(ref)
+        manifest = self._checked_manifest(resolved)
+        folder = self.backend.folder(resolved.name, resolved.version, manifest, resolved.digest)
+        if hashlib.sha256((folder / MANIFEST).read_bytes()).hexdigest() != resolved.digest and self.backend.forget(
+            resolved.digest
+        ):  # a local copy from before copies kept the manifest's bytes: fetched again
+            folder = self.backend.folder(resolved.name, resolved.version, manifest, resolved.digest)
+        if hashlib.sha256((folder / MANIFEST).read_bytes()).hexdigest() != resolved.digest:
+            raise IntegrityError(f"{resolved}: the local copy of its manifest differs from the stored one")
+        verify_files(folder, manifest)
+        paths = {MANIFEST: folder / MANIFEST, **{file: folder / file for file in manifest.files}}
+        signature = self.backend.signature(resolved.name, resolved.version, resolved.digest)
+        return VersionFiles(ref=resolved, paths=paths, signature=signature)
+
     def manifests(
         self, name: str | None = None, *, after: tuple[str, int] | None = None
     ) -> Iterator[tuple[ResolvedRef, Manifest]]:
@@ -225,7 +216,7 @@ class TemplateStore:
                     parameters=m.parameters,
                     bytes=sum(f.bytes for f in m.files.values()),
                     domain=CardDomain.of(m.config, m.lineage),
-                    card=None if card is None else _summary(*card),
+                    card=None if card is None else card_summary(*card),
                 )
             )
             if limit is not None and len(out) >= limit:
@@ -363,6 +354,8 @@ class TemplateStore:
 
         def finalize(folder: Path, version: int) -> None:
             template_set.model_copy(update={"version": version}).write_manifest(folder, files)
+            if self.signing_key is not None:  # over the manifest and the files it names, as they will be stored
+                sign_folder(folder, self.signing_key)
 
         return self.backend.publish(name, stage, finalize)
 
@@ -432,16 +425,6 @@ class TemplateStore:
             bundled = self._bundled_card(resolved)
             if bundled is not None:
                 self._add_card(resolved, bundled[1])
-
-
-def _summary(revision: int, card: QualityCard) -> CardSummary:
-    return CardSummary(
-        revision=revision,
-        created=card.created,
-        best_accuracy=card.best.accuracy,
-        worst_accuracy=card.worst.accuracy,
-        sizes=len(card.rows),
-    )
 
 
 def _parse(name: str, version: int, data: bytes) -> Manifest:

@@ -2,15 +2,18 @@
 storage, or a redirect to a short-lived presigned URL. `ETag` is the sha256, `Range` is honoured (one range; RFC 9110
 lets a server answer others with the whole representation), `If-None-Match` is answered by the caller before any I/O.
 
-A checkpoint folder as one uncompressed tar, streamed: headers from the stdlib `tarfile`, the files' bytes straight
-from storage, so its length is known before the first byte and nothing is held in memory."""
+A folder (a checkpoint's, a template-set version's) as one uncompressed tar, streamed: headers from the stdlib
+`tarfile`, the files' bytes straight from storage, so its length is known before the first byte and nothing is held
+in memory."""
 
 from __future__ import annotations
 
+import functools
 import re
 import tarfile
-from collections.abc import Iterator
-from pathlib import PurePath
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePath
 
 from fastapi import HTTPException, status
 from fastapi.responses import RedirectResponse, Response, StreamingResponse
@@ -95,35 +98,64 @@ def file_response(
     return StreamingResponse(body, status_code=code, headers=headers, media_type=media_type)
 
 
-def tar_response(artifacts: Artifacts, files: dict[str, dict], *, top: str, mtime: int, etag: str) -> Response:
-    """`files` (name -> {sha256, bytes}) as `top/<name>` in one tar; 410 before any byte when one is gone."""
+@dataclass(frozen=True)
+class TarMember:
+    """One file of a tar: its size, known before the first byte, and its bytes as they are read."""
+
+    size: int
+    chunks: Callable[[], Iterable[bytes]]
+
+
+def stored_members(artifacts: Artifacts, files: dict[str, dict]) -> dict[str, TarMember]:
+    """A checkpoint folder's files (name -> {sha256, bytes}) as tar members read from the artifact store; 410
+    before any byte when one is gone."""
+    members = {}
     for name, entry in files.items():
-        if artifacts.size(entry["sha256"], PurePath(name).suffix) != entry["bytes"]:
+        suffix = PurePath(name).suffix
+        if artifacts.size(entry["sha256"], suffix) != entry["bytes"]:
             raise HTTPException(status.HTTP_410_GONE, f"{name} is no longer stored")
+        members[name] = TarMember(entry["bytes"], functools.partial(artifacts.stream, entry["sha256"], suffix=suffix))
+    return members
+
+
+def local_members(paths: dict[str, Path], blobs: dict[str, bytes]) -> dict[str, TarMember]:
+    """Local files (name -> path) and small ones held in memory (name -> bytes) as tar members."""
+    members = {name: TarMember(path.stat().st_size, functools.partial(_read, path)) for name, path in paths.items()}
+    return members | {name: TarMember(len(data), functools.partial(iter, [data])) for name, data in blobs.items()}
+
+
+def _read(path: Path, chunk: int = 1 << 20) -> Iterator[bytes]:
+    with open(path, "rb") as f:
+        while piece := f.read(chunk):
+            yield piece
+
+
+def tar_response(members: dict[str, TarMember], *, top: str, mtime: int, etag: str) -> Response:
+    """`members` as `top/<name>` in one tar, its length known before the first byte."""
     folder = tarfile.TarInfo(top)
     folder.type, folder.mode, folder.mtime = tarfile.DIRTYPE, 0o755, mtime
-    parts: list[bytes | tuple[str, dict]] = [_header(folder)]
-    for name, entry in files.items():
-        member = tarfile.TarInfo(f"{top}/{name}")
-        member.size, member.mode, member.mtime = entry["bytes"], 0o644, mtime
-        parts += [_header(member), (name, entry), _padding(entry["bytes"])]
-    members = sum(len(p) if isinstance(p, bytes) else p[1]["bytes"] for p in parts)
+    parts: list[bytes | tuple[str, TarMember]] = [_header(folder)]
+    for name, member in members.items():
+        info = tarfile.TarInfo(f"{top}/{name}")
+        info.size, info.mode, info.mtime = member.size, 0o644, mtime
+        parts += [_header(info), (name, member), _padding(member.size)]
+    length = sum(len(p) if isinstance(p, bytes) else p[1].size for p in parts)
     end = 2 * tarfile.BLOCKSIZE  # two zero blocks end the archive; tarfile pads it to a whole record
-    parts.append(bytes(end + (-(members + end)) % tarfile.RECORDSIZE))
-    length = members + len(parts[-1])
+    parts.append(bytes(end + (-(length + end)) % tarfile.RECORDSIZE))
+    length += len(parts[-1])
 
     def body() -> Iterator[bytes]:
         for part in parts:
             if isinstance(part, bytes):
                 yield part
                 continue
-            name, entry = part
+            name, member = part
             sent = 0
-            for piece in artifacts.stream(entry["sha256"], suffix=PurePath(name).suffix):
+            for piece in member.chunks():
                 sent += len(piece)
                 yield piece
-            if sent != entry["bytes"]:  # changed under us: end the response short rather than send a broken tar
-                raise RuntimeError(f"{name}: {sent} bytes stored, {entry['bytes']} recorded")
+            if sent != member.size:  # changed under us: end the response short rather than send a broken tar
+                raise RuntimeError(f"{name}: {sent} bytes read, {member.size} expected")
 
     disposition = f'attachment; filename="{top}.tar"'
     headers = {"ETag": etag, "Content-Length": str(length), "Content-Disposition": disposition}

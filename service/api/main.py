@@ -20,7 +20,6 @@ from jobs.retention import Sweeper
 from jobs.runner import WorkerContext
 from jobs.services import Services
 from jobs.settings import Settings, get_settings
-from jobs.signing import public_key_pem
 from jobs.storage import artifacts, template_store
 from learngene import __version__
 from service.api import error_docs, errors, openapi
@@ -39,6 +38,7 @@ from service.api.routes import (
     webhooks,
 )
 from storage.objects import StorageUnavailable
+from storage.signing import public_key_pem
 from workers.celery_app import CeleryDispatcher, create_celery
 from workers.webhooks import Deliverer
 

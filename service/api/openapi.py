@@ -51,6 +51,7 @@ OPERATION_IDS: dict[str, str] = {
     # template sets
     "list_template_sets": "listTemplateSets",
     "get_template_set": "getTemplateSet",
+    "download_template_set": "downloadTemplateSet",
     "get_card": "getQualityCard",
     "get_card_png": "getQualityCardPlot",
     "get_model_card": "getModelCard",

@@ -294,14 +294,20 @@ def lineage(
 
 
 def verify(
-    folder: Annotated[Path, typer.Argument(help="a checkpoint folder (download --out DIR/, or files.tar unpacked)")],
+    folder: Annotated[
+        Path,
+        typer.Argument(
+            help="a checkpoint folder or a template-set version (download --out DIR/, or a files.tar unpacked)"
+        ),
+    ],
     key: Annotated[
         Path | None, typer.Option(help="the service's public key (PEM); default: the API's /v1/signing-key")
     ] = None,
     url: UrlOption = None,
 ):
-    """Check a checkpoint folder against its model.sig: exit 0 only when every file is the one the service signed."""
-    from jobs.signing import SignatureInvalid  # model-signing loads in half a second: only for this command
+    """Check a checkpoint folder or template-set version against its model.sig: exit 0 only when every file is the
+    one the service signed."""
+    from storage.signing import SignatureInvalid  # model-signing loads in half a second: only for this command
 
     if not folder.is_dir():
         raise fail(f"{folder} is not a folder")

@@ -20,12 +20,12 @@ import torch
 from safetensors.torch import load, load_file, save_file
 
 from jobs.remote_data import MAX_HEAD_REQUESTS
-from jobs.signing import SIGNATURE
 from learngene import ViTSpec, export_checkpoint
 from learngene.formats.pretrained import FOLDER_FILES
 from service.client import Client
 from storage.artifacts import artifact_key
 from storage.objects import Bucket
+from storage.signing import SIGNATURE
 from templates_store import TemplateStore
 from tests.support.data import FMNIST, SHARED_DATA, fmnist_rgb64, write_folder, write_shards
 from tests.support.harness import (

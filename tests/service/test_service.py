@@ -18,10 +18,11 @@ import yaml
 from safetensors.torch import load_file
 
 from jobs.redis_store import RedisJobStore
-from jobs.signing import SIGNATURE, SignatureInvalid, public_key_pem
 from learngene import ViTSpec, export_checkpoint, read_metadata
 from learngene.formats.pretrained import FOLDER_FILES
+from learngene.formats.template_set import MANIFEST, TENSORS
 from service.client import ApiError, Client, JobFailed
+from storage.signing import SIGNATURE, SignatureInvalid, public_key_pem
 from tests.support.data import FMNIST, SHARED_DATA
 from tests.support.harness import ADMIN_TOKEN, finished, wait_for
 from tests.support.models import tiny_spec
@@ -503,6 +504,17 @@ def test_cli_client_submits_waits_and_downloads(embedded_stack, tmp_path):
     tampered = CliRunner().invoke(app, ["verify", folder, "--url", embedded_stack.url])
     assert tampered.exit_code == 2 and "does not match its signature" in tampered.output
     assert "config.json" in tampered.output and "Traceback" not in tampered.output
+    with Client(embedded_stack.url) as client:  # a template-set version is signed as a checkpoint folder is
+        demo = client.download_template_set("demo@prod", tmp_path / "demo")
+        digest = client.http.get("/v1/template-sets/demo@prod").json()["digest"]
+    assert sorted(p.name for p in demo.iterdir()) == sorted([MANIFEST, TENSORS, SIGNATURE])
+    assert hashlib.sha256((demo / MANIFEST).read_bytes()).hexdigest() == digest
+    assert cli("verify", str(demo))["files"] == sorted([MANIFEST, TENSORS])
+    weights = bytearray((demo / TENSORS).read_bytes())
+    weights[len(weights) // 2] ^= 0x01  # one bit of one template
+    (demo / TENSORS).write_bytes(bytes(weights))
+    tampered = CliRunner().invoke(app, ["verify", str(demo), "--url", embedded_stack.url])
+    assert tampered.exit_code == 2 and f"{TENSORS}" in tampered.output and "Traceback" not in tampered.output
     released = cli("job", "release", job["id"])  # done with it: its bytes leave the quota, its downloads are gone
     assert released["status"] == "succeeded" and released["result"]["released_at"] > 0
     late = CliRunner().invoke(

@@ -19,6 +19,7 @@ from tests.support.store_contract import (  # noqa: F401 - collected here: the c
     flip,
     open_store,
     racing_publishers_get_distinct_whole_versions,
+    test_a_signing_store_signs_every_version_it_publishes,
     test_a_tampered_file_is_refused,
     test_aliases_move_roll_back_and_protect_their_targets,
     test_cards_are_immutable_checksummed_revisions,

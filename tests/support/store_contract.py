@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
+import shutil
 import threading
 
 import pytest
@@ -16,6 +17,7 @@ from learngene.errors import IntegrityError
 from learngene.fit_settings import FitSettings
 from learngene.formats.template_set import MANIFEST, TENSORS
 from learngene.quality.card import CardDomain, CardRow, QualityCard
+from storage.signing import SIGNATURE, SignatureInvalid, public_key_pem, verify_folder
 from templates_store import ConflictError, NotFoundError, TemplateStore
 from templates_store.s3 import OBJECTS, S3Backend
 from tests.support.models import random_template_set, tiny_spec
@@ -27,6 +29,7 @@ CONTRACT = [
     "test_a_tampered_file_is_refused",
     "test_gc_removes_only_what_no_version_uses",
     "test_cards_are_immutable_checksummed_revisions",
+    "test_a_signing_store_signs_every_version_it_publishes",
 ]
 
 
@@ -250,3 +253,41 @@ def test_cards_are_immutable_checksummed_revisions(store):
         store.card_revisions("carded@1")
     second = store.publish(random_template_set(tiny_spec(depth=2)), "carded")
     assert second.version == 2 and store.card(second) is None and store.backend.cards("carded", 1) == []
+
+
+def test_a_signing_store_signs_every_version_it_publishes(location, tmp_path):
+    key = tmp_path / "key.pem"
+    signing = open_store(location, tmp_path / "cache", signing_key=key)
+    first = signing.publish(random_template_set(tiny_spec(), seed=1), "signed")
+    second = signing.publish(random_template_set(tiny_spec(), seed=2), "signed")
+    signing.put_card(first, hand_card(first))  # a card added later is no file of the signed version
+    other = open_store(location, tmp_path / "other-cache")  # another host, reading: it needs no key
+    for ref in (first, second):
+        version = other.files(str(ref))
+        assert version.ref == ref and sorted(version.paths) == [MANIFEST, TENSORS] and version.signature
+        folder = tmp_path / "download" / str(ref.version)
+        folder.mkdir(parents=True)
+        for name, path in version.paths.items():
+            shutil.copyfile(path, folder / name)
+        (folder / SIGNATURE).write_bytes(version.signature)
+        verify_folder(folder, public_key_pem(key))
+        assert json.loads((folder / MANIFEST).read_bytes())["version"] == ref.version
+    (folder / TENSORS).write_bytes(flip((folder / TENSORS).read_bytes()))
+    with pytest.raises(SignatureInvalid, match=TENSORS):
+        verify_folder(folder, public_key_pem(key))
+    with pytest.raises(SignatureInvalid):  # signed, but not by this key
+        verify_folder(tmp_path / "download" / "1", public_key_pem(tmp_path / "foreign.pem"))
+
+    unsigned = other.publish(random_template_set(tiny_spec(), seed=3), "plain")
+    assert other.files(str(unsigned)).signature is None
+
+    signing.delete(str(first))
+    if isinstance(signing.backend, S3Backend):  # a publisher that lost the race for number 2 left its signature
+        signing.backend.bucket.put(f"signed/versions/2/signatures/{'0' * 64}.sig", b"a loser's")
+        signing.backend.orphan_grace_s = 0.0
+        removed = signing.gc()
+        assert {r.rpartition("/")[2] for r in removed} >= {f"{'0' * 64}.sig"}
+        left = [i.key for i in signing.backend.bucket.list("signed/versions/")]
+        assert not any(k.startswith("signed/versions/1/") for k in left)
+        assert f"signed/versions/2/signatures/{second.digest}.sig" in left
+    assert open_store(location, tmp_path / "cold").files("signed@2").signature == other.files("signed@2").signature

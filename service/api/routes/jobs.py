@@ -20,13 +20,13 @@ from starlette.concurrency import run_in_threadpool
 from jobs.job_events import EventId, job_events
 from jobs.model import Job, JobKind, JobStatus
 from jobs.phases import shown_phase
-from jobs.signing import SIGNATURE
 from jobs.store import JobQuery, JobStore, Position
 from learngene.formats.pretrained import FOLDER_FILES, WEIGHTS
 from service.api.deps import JobsDep, ServicesDep, SettingsDep, current_client
-from service.api.downloads import etag_matches, file_response, tar_response
+from service.api.downloads import etag_matches, file_response, stored_members, tar_response
 from service.api.pages import Cursor, Limit, decode_cursor, encode_cursor, invalid, next_link
 from service.api.schemas import CheckpointView, FileView, JobList, JobView, Links, NotifyView, Timings
+from storage.signing import SIGNATURE
 
 SIGNED_FOLDER = (*FOLDER_FILES, SIGNATURE)  # a checkpoint folder's files, its signature last
 NDJSON = "application/x-ndjson"
@@ -412,6 +412,7 @@ def job_routes(kind: JobKind, route_name: str) -> APIRouter:
             etag = folder_etag(job, files)
             if if_none_match is not None and etag_matches(if_none_match, etag):
                 return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag})
-            return tar_response(services.artifacts, files, top=job.id, mtime=int(job.finished_at or 0), etag=etag)
+            members = stored_members(services.artifacts, files)
+            return tar_response(members, top=job.id, mtime=int(job.finished_at or 0), etag=etag)
 
     return router

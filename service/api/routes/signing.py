@@ -1,12 +1,12 @@
-"""The public half of the key the service signs its artifacts with (jobs.signing): what `learngene verify` and any
-OpenSSF model-signing verifier check a checkpoint folder's `model.sig` against."""
+"""The public half of the key the service signs its artifacts with (storage.signing): what `learngene verify` and any
+OpenSSF model-signing verifier check the `model.sig` of a checkpoint folder or a template-set version against."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Response
 
-from jobs.signing import public_key_pem
 from service.api.deps import SettingsDep, current_client
+from storage.signing import public_key_pem
 
 router = APIRouter(tags=["operations"], dependencies=[Depends(current_client)])  # a /v1/ route like the others
 PEM_MEDIA_TYPE = "application/x-pem-file"

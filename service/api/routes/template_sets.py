@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import hashlib
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Request, Response
+from fastapi.responses import StreamingResponse
 
 from jobs.card_views import card_png, card_readme
 from learngene.quality.card import QualityCard
 from service.api.deps import StoreDep, current_client
-from service.api.downloads import etag_matches
+from service.api.downloads import etag_matches, local_members, tar_response
 from service.api.pages import Cursor, Limit, decode_cursor, encode_cursor, invalid, next_link
 from service.api.schemas import TemplateSetList, TemplateSetView
+from storage.signing import SIGNATURE
 from templates_store import NotFoundError, ResolvedRef, TemplateStore
 
 router = APIRouter(prefix="/v1/template-sets", tags=["template sets"], dependencies=[Depends(current_client)])
@@ -48,6 +51,25 @@ def get_template_set(ref: str, store: StoreDep) -> TemplateSetView:
         aliases={alias: record.version for alias, record in store.aliases(resolved.name).items()},
         manifest=store.manifest(resolved).model_dump(mode="json"),
     )
+
+
+@router.get(
+    "/{ref}/files.tar",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/x-tar": {}}}, 304: {}},
+)
+def download_template_set(ref: str, store: StoreDep, if_none_match: Annotated[str | None, Header()] = None) -> Response:
+    """The version as one uncompressed tar, `<name>-<version>/`: `manifest.json`, the files it names and
+    `model.sig`, the service's signature over them (`learngene verify DIR`). The ETag is the manifest's sha256."""
+    resolved = store.resolve(ref)
+    etag = f'"{resolved.digest}"'
+    if if_none_match is not None and etag_matches(if_none_match, etag):
+        return Response(status_code=304, headers={"ETag": etag})
+    version = store.files(resolved)  # every file re-hashed against the manifest before the first byte
+    signed = {} if version.signature is None else {SIGNATURE: version.signature}
+    members = local_members(version.paths, signed)
+    mtime = int(dt.datetime.fromisoformat(store.manifest(resolved).created).timestamp())
+    return tar_response(members, top=f"{resolved.name}-{resolved.version}", mtime=mtime, etag=etag)
 
 
 def card_or_404(store: TemplateStore, ref: str) -> tuple[ResolvedRef, QualityCard]:

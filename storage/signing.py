@@ -1,5 +1,6 @@
-"""Signed artifacts: every checkpoint folder a worker publishes carries `model.sig`, an OpenSSF model-signing
-signature (a DSSE envelope over the sha256 of each file of the folder) made with the service's key.
+"""Signed artifacts: every checkpoint folder a worker publishes and every template-set version the store publishes
+carries `model.sig`, an OpenSSF model-signing signature (a DSSE envelope over the sha256 of each file of the folder)
+made with the service's key.
 
 Key-based, since there is no Sigstore service here: an elliptic-curve key (P-256, PEM) at `Settings.signing_key`,
 generated on first use when absent (mode 0600; several processes starting at once agree on one key: the first to
@@ -69,7 +70,7 @@ def verify_folder(folder: Path, public_key: bytes) -> None:
     """Raise `SignatureInvalid` unless `folder/model.sig` is the key's signature of exactly the folder's files."""
     signature = folder / SIGNATURE
     if not signature.is_file():
-        raise SignatureInvalid(f"{folder.name}/ has no {SIGNATURE}: it is not a signed checkpoint folder")
+        raise SignatureInvalid(f"{folder.name}/ has no {SIGNATURE}: it is not a signed folder")
     with tempfile.TemporaryDirectory() as scratch:
         key = Path(scratch) / "public.pem"
         key.write_bytes(public_key)

@@ -1,0 +1,62 @@
+"""What the store shows of its versions: one line per version for listings, an alias's record, a card's summary."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from learngene.quality.card import CardDomain, QualityCard
+from templates_store.refs import ResolvedRef
+
+
+class AliasRecord(BaseModel):
+    version: int
+    history: list[int]  # every target the alias has had, oldest first; the last is the current one
+    updated: str
+
+
+class CardSummary(BaseModel):
+    """A version's current quality card in one line: its held-out accuracy range over the ladder of sizes."""
+
+    revision: int
+    created: str
+    best_accuracy: float
+    worst_accuracy: float
+    sizes: int
+
+
+class VersionInfo(BaseModel):
+    name: str
+    version: int
+    digest: str
+    method: str
+    created: str
+    aliases: list[str]
+    metrics: dict[str, float]
+    parameters: dict[str, int]
+    bytes: int
+    domain: CardDomain
+    card: CardSummary | None = None
+
+
+def card_summary(revision: int, card: QualityCard) -> CardSummary:
+    return CardSummary(
+        revision=revision,
+        created=card.created,
+        best_accuracy=card.best.accuracy,
+        worst_accuracy=card.worst.accuracy,
+        sizes=len(card.rows),
+    )
+
+
+@dataclass(frozen=True)
+class VersionFiles:
+    """A version as the folder a client downloads: file name -> local path (`manifest.json` and the files it
+    names), and the bytes of its `model.sig` (None for a version published before signing, or by an unsigned
+    store)."""
+
+    ref: ResolvedRef
+    paths: dict[str, Path]
+    signature: bytes | None
