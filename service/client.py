@@ -308,23 +308,27 @@ class Client:
     def _fetch(self, url: str, path: Path, what: str) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.part")
-        digest = hashlib.sha256()
         try:
-            with self.http.stream("GET", url) as response:
-                if response.status_code != 200:
-                    response.read()
-                    raise ApiError.of(response)
-                expected = response.headers["ETag"].strip('"')
-                with open(tmp, "wb") as f:
-                    for chunk in response.iter_bytes(1 << 20):
-                        digest.update(chunk)
-                        f.write(chunk)
-            if digest.hexdigest() != expected:
-                raise RuntimeError(f"{what}: sha256 {digest.hexdigest()} != ETag {expected}")
+            expected, sha256 = self._stream_to(url, tmp)
+            if sha256 != expected:
+                raise RuntimeError(f"{what}: sha256 {sha256} != ETag {expected}")
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
         return path
+
+    def _stream_to(self, url: str, path: Path) -> tuple[str, str]:
+        """GET `url` into `path`, a chunk at a time; the response's ETag and the sha256 of what was written."""
+        digest = hashlib.sha256()
+        with self.http.stream("GET", url) as response:
+            if response.status_code != 200:
+                response.read()
+                raise ApiError.of(response)
+            with open(path, "wb") as f:
+                for chunk in response.iter_bytes(1 << 20):
+                    digest.update(chunk)
+                    f.write(chunk)
+            return response.headers["ETag"].strip('"'), digest.hexdigest()
 
     def template_sets(self) -> list[dict[str, Any]]:
         """Every stored version, following the pages."""
@@ -342,14 +346,7 @@ class Client:
         folder.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=folder.parent, prefix=f".{folder.name}.") as scratch:
             archive = Path(scratch) / "files.tar"
-            with self.http.stream("GET", f"/v1/template-sets/{ref}/files.tar") as response:
-                if response.status_code != 200:
-                    response.read()
-                    raise ApiError.of(response)
-                expected = response.headers["ETag"].strip('"')
-                with open(archive, "wb") as f:
-                    for chunk in response.iter_bytes(1 << 20):
-                        f.write(chunk)
+            expected, _ = self._stream_to(f"/v1/template-sets/{ref}/files.tar", archive)  # ETag: the manifest's
             with tarfile.open(archive) as tar:
                 tar.extractall(scratch, filter="data")  # no links, no paths outside, no device files
             unpacked = next(p for p in Path(scratch).iterdir() if p.is_dir())
