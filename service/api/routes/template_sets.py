@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import hashlib
@@ -68,7 +69,9 @@ def download_template_set(ref: str, store: StoreDep, if_none_match: Annotated[st
     version = store.files(resolved)  # every file re-hashed against the manifest before the first byte
     signed = {} if version.signature is None else {SIGNATURE: version.signature}
     members = local_members(version.paths, signed)
-    mtime = int(dt.datetime.fromisoformat(store.manifest(resolved).created).timestamp())
+    mtime = 0  # a manifest placed by hand may carry any text as its date
+    with contextlib.suppress(ValueError, OverflowError):
+        mtime = max(int(dt.datetime.fromisoformat(store.manifest(resolved).created).timestamp()), 0)
     return tar_response(members, top=f"{resolved.name}-{resolved.version}", mtime=mtime, etag=etag)
 
 
