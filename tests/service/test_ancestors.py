@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 from learngene.errors import DataRefError
 from learngene.formats.ancestors import resolve_ancestor
 from learngene.formats.checkpoint import export_checkpoint
-from tests.support.data import FMNIST
+from tests.support.data import FMNIST, write_idx_subset
 from tests.support.models import tiny_spec
 from tests.support.scale import PROCESS_TIMEOUT_S
 
@@ -72,10 +72,10 @@ def test_only_safetensors_and_json_are_read(local_dir, tmp_path):
         resolve_ancestor(str(tmp_path / "bad"))
 
 
-def condense_from(reference: str, out: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+def condense_from(reference: str, out: Path, env: dict[str, str], data: Path = FMNIST) -> subprocess.CompletedProcess:
     args = [sys.executable, "-m", "service.cli", "condense", "--ancestor", reference, "--aux-model", SPEC.model,
             *[a for k, v in tiny_spec(depth=2).overrides().items() for a in ("--aux-set", f"{k}={v}")],
-            "--data", f"idx://{FMNIST}", "--steps", "3", "--batch-size", "16", "--recipe", "plain", "--workers", "0",
+            "--data", f"idx://{data}", "--steps", "3", "--batch-size", "16", "--recipe", "plain", "--workers", "0",
             "--out", str(out)]  # fmt: skip
     return subprocess.run(args, capture_output=True, text=True, env=env, timeout=PROCESS_TIMEOUT_S)
 
@@ -83,9 +83,10 @@ def condense_from(reference: str, out: Path, env: dict[str, str]) -> subprocess.
 def test_condense_takes_a_local_dir_and_a_cached_hub_model_offline(local_dir, tmp_path):
     env = {**os.environ, "HF_HUB_CACHE": str(hub_cache(tmp_path / "hf", "timm/fmnist-vit", local_dir)),
            "HF_HUB_OFFLINE": "1"}  # fmt: skip
+    data = write_idx_subset(tmp_path / "FashionMNIST", train=1000, test=100)  # what 3 steps and a check need
     for number, reference in enumerate((str(local_dir), "hf-hub:timm/fmnist-vit")):
         out = tmp_path / f"set{number}"
-        run = condense_from(reference, out, env)
+        run = condense_from(reference, out, env, data)
         assert run.returncode == 0, run.stderr[-2000:]
         manifest = json.loads((out / "manifest.json").read_text())
         lineage = manifest["lineage"]

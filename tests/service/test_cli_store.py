@@ -13,7 +13,7 @@ from pathlib import Path
 
 from learngene import TemplateSet, ViTSpec, export_checkpoint, read_metadata
 from tests.support.cli import cli, last_json, learngene
-from tests.support.data import FMNIST, REPO, write_idx_subset
+from tests.support.data import REPO, write_idx_subset
 from tests.support.models import tiny_spec
 from tests.support.scale import PROCESS_TIMEOUT_S
 
@@ -26,11 +26,12 @@ def test_condense_publishes_into_the_store_and_the_store_commands_manage_it(ance
     anc_spec = tiny_spec(embed_dim=64, num_heads=2, depth=2)
     anc_path = tmp_path / "ancestor.safetensors"
     export_checkpoint(ancestor, anc_path, spec=anc_spec)
+    data = write_idx_subset(tmp_path / "FashionMNIST", train=2000, test=1000)  # three condensations read it
     # No --ancestor-model or --ancestor-set: the architecture is the one the checkpoint's header records.
     run_args = [
         "condense", "--ancestor", str(anc_path),
         "--aux-model", anc_spec.model, *overrides("--aux-set", tiny_spec(depth=2)),
-        "--data", f"idx://{FMNIST}", "--eval-data", f"idx://{FMNIST}?split=test", "--steps", "30", "--batch-size", "32",
+        "--data", f"idx://{data}", "--eval-data", f"idx://{data}?split=test", "--steps", "30", "--batch-size", "32",
         "--recipe", "plain",
     ]  # fmt: skip
     args = [*run_args, "--publish", "mini"]
@@ -46,7 +47,7 @@ def test_condense_publishes_into_the_store_and_the_store_commands_manage_it(ance
     lineage = shown["manifest"]["lineage"]
     assert lineage["ancestor_sha256"] == hashlib.sha256(anc_path.read_bytes()).hexdigest()
     assert lineage["ancestor_model"] == anc_spec.model and lineage["ancestor_overrides"] == anc_spec.overrides()
-    assert lineage["data_uri"] == f"idx://{FMNIST}" and len(lineage["data_digest"]) == 64
+    assert lineage["data_uri"] == f"idx://{data}" and len(lineage["data_digest"]) == 64
     assert set(shown["manifest"]["metrics"]) == {"aux_accuracy", "ancestor_accuracy", "final_loss"}
 
     rerun = learngene(*args)  # finished and published: the same version again, nothing new in the store
