@@ -105,10 +105,7 @@ class S3Backend(StorageBackend):
                 except ObjectMismatch:
                     message = "sha256 does not match the manifest (modified or corrupt)"
                     raise IntegrityError(f"{name}/{version}/{file}: {message}") from None
-            stored = self.manifest(name, version)  # as stored, byte for byte: the signature covers these bytes
-            if hashlib.sha256(stored).hexdigest() != digest:
-                raise IntegrityError(f"{name}/{version}/{MANIFEST}: changed while it was being read")
-            (target / MANIFEST).write_bytes(stored)
+            (target / MANIFEST).write_text(manifest.model_dump_json())
 
         entry = cached_entry(self.cache_dir, digest[:32], download, max_bytes=self.cache_bytes)
         return entry / name / str(version)

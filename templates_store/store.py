@@ -27,7 +27,7 @@ from learngene.formats.template_set import (
 from learngene.quality.card import CardDomain, QualityCard
 from learngene.train.condense import check_template_set
 from storage.objects import Bucket
-from storage.signing import sign_folder
+from storage.signing import SIGNATURE, sign_folder
 from templates_store.backend import LocalBackend, StorageBackend
 from templates_store.refs import (
     LATEST,
@@ -152,21 +152,19 @@ class TemplateStore:
         return resolved
 
     def files(self, ref: str | ResolvedRef) -> VersionFiles:
-        """The version as a folder of files to hand out, each re-hashed: its manifest (as stored), the files it
-        names and, for a version published signed, its `model.sig`."""
+        """The version as a folder of files to hand out: the files its manifest names (each re-hashed), the
+        manifest's stored bytes and, for a version published signed, its `model.sig`."""
         resolved = self._resolved(ref)
-        manifest = self._checked_manifest(resolved)
+        data = self._stored_manifest(resolved)
+        manifest = _parse(resolved.name, resolved.version, data)
         folder = self.backend.folder(resolved.name, resolved.version, manifest, resolved.digest)
-        if hashlib.sha256((folder / MANIFEST).read_bytes()).hexdigest() != resolved.digest and self.backend.forget(
-            resolved.digest
-        ):  # a local copy from before copies kept the manifest's bytes: fetched again
-            folder = self.backend.folder(resolved.name, resolved.version, manifest, resolved.digest)
-        if hashlib.sha256((folder / MANIFEST).read_bytes()).hexdigest() != resolved.digest:
-            raise IntegrityError(f"{resolved}: the local copy of its manifest differs from the stored one")
         verify_files(folder, manifest)
-        paths = {MANIFEST: folder / MANIFEST, **{file: folder / file for file in manifest.files}}
+        blobs = {MANIFEST: data}
         signature = self.backend.signature(resolved.name, resolved.version, resolved.digest)
-        return VersionFiles(ref=resolved, paths=paths, signature=signature)
+        if signature is not None:
+            blobs[SIGNATURE] = signature
+        paths = {file: folder / file for file in manifest.files}
+        return VersionFiles(ref=resolved, manifest=manifest, paths=paths, blobs=blobs)
 
     def manifests(
         self, name: str | None = None, *, after: tuple[str, int] | None = None
@@ -404,11 +402,14 @@ class TemplateStore:
             raise IntegrityError(f"the bundled card of {resolved.name} is not valid ({message})") from None
         return (0, card) if card.digest == resolved.digest else None
 
-    def _checked_manifest(self, resolved: ResolvedRef) -> Manifest:
+    def _stored_manifest(self, resolved: ResolvedRef) -> bytes:
         data = self.backend.manifest(resolved.name, resolved.version)
         if hashlib.sha256(data).hexdigest() != resolved.digest:
             raise IntegrityError(f"{resolved}: manifest differs from the one it was resolved to")
-        return _parse(resolved.name, resolved.version, data)
+        return data
+
+    def _checked_manifest(self, resolved: ResolvedRef) -> Manifest:
+        return _parse(resolved.name, resolved.version, self._stored_manifest(resolved))
 
     def _ensure_builtin(self, name: str) -> None:
         """Publish a bundled template set (e.g. `demo`) as version 1 with alias `prod` the first time it is used."""

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from learngene.formats.template_set import Manifest
 from learngene.quality.card import CardDomain, QualityCard
 from templates_store.refs import ResolvedRef
 
@@ -53,10 +54,11 @@ def card_summary(revision: int, card: QualityCard) -> CardSummary:
 
 @dataclass(frozen=True)
 class VersionFiles:
-    """A version as the folder a client downloads: file name -> local path (`manifest.json` and the files it
-    names), and the bytes of its `model.sig` (None for a version published before signing, or by an unsigned
-    store)."""
+    """A version as the folder a client downloads: the files its manifest names (file name -> local path), and
+    the small ones as bytes: `manifest.json` as stored and `model.sig` (absent for a version published before
+    signing, or by an unsigned store)."""
 
     ref: ResolvedRef
+    manifest: Manifest
     paths: dict[str, Path]
-    signature: bytes | None
+    blobs: dict[str, bytes]

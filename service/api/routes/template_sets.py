@@ -17,7 +17,6 @@ from service.api.deps import StoreDep, current_client
 from service.api.downloads import etag_matches, local_members, tar_response
 from service.api.pages import Cursor, Limit, decode_cursor, encode_cursor, invalid, next_link
 from service.api.schemas import TemplateSetList, TemplateSetView
-from storage.signing import SIGNATURE
 from templates_store import NotFoundError, ResolvedRef, TemplateStore
 
 router = APIRouter(prefix="/v1/template-sets", tags=["template sets"], dependencies=[Depends(current_client)])
@@ -67,11 +66,10 @@ def download_template_set(ref: str, store: StoreDep, if_none_match: Annotated[st
     if if_none_match is not None and etag_matches(if_none_match, etag):
         return Response(status_code=304, headers={"ETag": etag})
     version = store.files(resolved)  # every file re-hashed against the manifest before the first byte
-    signed = {} if version.signature is None else {SIGNATURE: version.signature}
-    members = local_members(version.paths, signed)
     mtime = 0  # a manifest placed by hand may carry any text as its date
     with contextlib.suppress(ValueError, OverflowError):
-        mtime = max(int(dt.datetime.fromisoformat(store.manifest(resolved).created).timestamp()), 0)
+        mtime = max(int(dt.datetime.fromisoformat(version.manifest.created).timestamp()), 0)
+    members = local_members(version.paths, version.blobs)
     return tar_response(members, top=f"{resolved.name}-{resolved.version}", mtime=mtime, etag=etag)
 
 
