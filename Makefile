@@ -72,11 +72,13 @@ format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-# The service with its embedded defaults: the HTTP API on http://127.0.0.1:8000, jobs run in-process,
+# The service with its embedded defaults: the HTTP API on http://127.0.0.1:$(PORT), jobs run in-process,
 # the bundled demo template set published into the store on first start. Ctrl-C stops it. Clients may name data
-# under the default data folder and, for the README's example, ../shared/data.
+# under the default data folder and, for the README's example, ../shared/data. `make run PORT=8001`: another port
+# (the CLI's remote commands find it with LEARNGENE_PORT=8001 or LEARNGENE_URL).
+PORT ?= $(or $(LEARNGENE_PORT),8000)
 run: install
-	$(BIN)/learngene serve --host 127.0.0.1 --port 8000 --data-root ../shared/data
+	$(BIN)/learngene serve --host 127.0.0.1 --port $(PORT) --data-root ../shared/data
 
 # The main job without a server: a 4-layer, 128-wide ViT from the demo template set, fitted on FashionMNIST.
 init-demo: install

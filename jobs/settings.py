@@ -300,8 +300,6 @@ class Settings(BaseSettings):
         default=15, ge=1, le=300, description="a comment line this often keeps a quiet stream open"
     )
     limits: Limits = Field(default_factory=Limits)
-    api_url: str = Field(default="http://127.0.0.1:8000", description="where the client reaches the API")
-    api_token: SecretStr | None = Field(default=None, description="the bearer token the CLI's client commands send")
 
     # logs (API and workers; see jobs.logs)
     log_format: LogFormat = Field(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 from typing import Any, Literal, cast
 
 import timm
@@ -200,17 +199,3 @@ def build_fresh(spec: ViTSpec, seed: int) -> VisionTransformer:
     stream = int.from_bytes(hashlib.sha256(f"learngene-descendant:{seed}".encode()).digest()[:8], "big")
     torch.manual_seed(stream)
     return spec.build()
-
-
-def parse_overrides(pairs: list[str]) -> dict[str, Any]:
-    """`["depth=4", "class_token=false", "mlp_ratio=4.0"]` -> typed dict (JSON literals, else strings)."""
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key:
-            raise SpecError("set", f"expected key=value, got {pair!r}")
-        try:
-            out[key.strip()] = json.loads(raw)
-        except json.JSONDecodeError:
-            out[key.strip()] = raw
-    return out

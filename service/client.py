@@ -9,6 +9,7 @@ client.download(job["id"], "vit.safetensors")    # or client.download_folder(job
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import json
 import os
@@ -23,7 +24,26 @@ from typing import Any
 import httpx
 import httpx_sse
 
-TERMINAL = {"succeeded", "failed", "cancelled"}
+from service.client_settings import ClientSettings
+
+
+class JobStatus(str, enum.Enum):
+    """A job's status as the API reports it (the server's own is jobs.model.JobStatus; a test keeps them equal)."""
+
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+class JobKind(str, enum.Enum):
+    initialization = "initialization"
+    condensation = "condensation"
+    card = "card"
+
+
+TERMINAL = {JobStatus.succeeded.value, JobStatus.failed.value, JobStatus.cancelled.value}
 # An event stream sends a comment line every LEARNGENE_EVENTS_PING_S (15 s): a minute without a byte is a dead one.
 EVENT_TIMEOUT = httpx.Timeout(30.0, read=60.0)
 # Every answer carries one (service/api/request_ids.py). Written here: the client imports nothing of the server.
@@ -36,10 +56,17 @@ class ApiError(RuntimeError):
     answered with, which its log lines carry (quote it when you report a problem). The subclass says what to do."""
 
     def __init__(
-        self, status: int, detail: str, problem: dict[str, Any] | None = None, *, request_id: str | None = None
+        self,
+        status: int,
+        detail: str,
+        problem: dict[str, Any] | None = None,
+        *,
+        request_id: str | None = None,
+        path: str | None = None,
     ):
         super().__init__(f"HTTP {status}: {detail}" + (f" (request id {request_id})" if request_id else ""))
         self.status, self.detail, self.problem, self.request_id = status, detail, problem or {}, request_id
+        self.path = path  # of the request answered (/v1/admin/... needs the admin token)
 
     @property
     def errors(self) -> list[dict[str, Any]]:
@@ -58,7 +85,8 @@ class ApiError(RuntimeError):
         problem = problem if isinstance(problem, dict) else None
         detail = str(problem.get("detail") or problem.get("title") or "") if problem else response.text
         extra = {"retry_after": _seconds(response.headers.get("Retry-After"))} if kind is Overloaded else {}
-        return kind(status, detail, problem, request_id=response.headers.get(REQUEST_ID_HEADER), **extra)
+        request_id = response.headers.get(REQUEST_ID_HEADER)
+        return kind(status, detail, problem, request_id=request_id, path=response.request.url.path, **extra)
 
 
 class Refused(ApiError):
@@ -118,6 +146,12 @@ class Client:
         """`token`: the bearer token of this client (LEARNGENE_CLIENT_TOKENS) or, for admin calls, the admin one."""
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.http = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout)
+
+    @classmethod
+    def from_env(cls, url: str | None = None, *, admin: bool = False) -> Client:
+        """A client of `url` or LEARNGENE_URL, sending LEARNGENE_API_TOKEN (LEARNGENE_ADMIN_TOKEN with `admin`)."""
+        settings = ClientSettings()
+        return cls(url or settings.base_url, token=settings.token(admin=admin))
 
     def close(self) -> None:
         self.http.close()
@@ -339,6 +373,29 @@ class Client:
             versions += page["items"]
         return versions
 
+    def template_set(self, ref: str) -> dict[str, Any]:
+        """One version (`name`, `name@N` or `name@alias`): `ref`, `digest`, `aliases` and its `manifest`."""
+        return self._call("GET", f"/v1/template-sets/{ref}")
+
+    def card(self, ref: str) -> dict[str, Any]:
+        """The version's current quality card: held-out accuracy by size, next to timm's initialization."""
+        return self._call("GET", f"/v1/template-sets/{ref}/card")
+
+    def card_files(self, ref: str) -> dict[str, bytes]:
+        """The card as files: README.md (the model card) and card.png (its plot)."""
+        files = {}
+        for name in ("README.md", "card.png"):
+            response = self.http.get(f"/v1/template-sets/{ref}/{name}")
+            if response.status_code != 200:
+                raise ApiError.of(response)
+            files[name] = response.content
+        return files
+
+    def refresh_card(self, ref: str, *, idempotency_key: str | None = None) -> dict[str, Any]:
+        """Measure the version's card again (an admin job; wait for it with `wait(id, kind="cards")`)."""
+        headers = {"Idempotency-Key": idempotency_key or uuid.uuid4().hex}
+        return self._call("POST", f"/v1/admin/template-sets/{ref}/card", headers=headers)
+
     def download_template_set(self, ref: str, folder: str | Path) -> Path:
         """Write the template-set version `ref` (`name@N` or `name@alias`) into `folder`: its manifest.json (whose
         sha256 is checked against the ETag), the files it names and the service's signature model.sig (`verify`)."""
@@ -363,4 +420,5 @@ class Client:
 
     @staticmethod
     def _job_path(job_id: str, kind: str) -> str:
-        return f"/v1/admin/condensations/{job_id}" if kind == "condensations" else f"/v1/initializations/{job_id}"
+        """`kind`: initializations, condensations or cards (the last two are admin routes)."""
+        return f"/v1/initializations/{job_id}" if kind == "initializations" else f"/v1/admin/{kind}/{job_id}"

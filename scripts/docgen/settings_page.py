@@ -254,4 +254,14 @@ def settings_page() -> str:
         out.append(text)
         queue += [(p, m, level) for p, m in nested]
         first = False
+    out += _client_section()
     return "\n".join(part for part in out if part).rstrip() + "\n"
+
+
+def _client_section() -> list[str]:
+    """The client's own settings (`service.client_settings`): what a machine without the server reads."""
+    from service import client_settings as module
+
+    model = module.ClientSettings
+    text, _ = _settings_section(model, model.model_config.get("env_prefix", ""), "__", 2)
+    return [f"## {code(model.__name__)}: the client's\n", paragraphs(module.__doc__), text]

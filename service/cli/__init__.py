@@ -3,15 +3,18 @@ manage the template store (`learngene templates ...`); run the service (`serve`,
 (`submit`, `job ...`).
 
 Job commands print progress on stderr (tqdm) and a one-line JSON summary as the last line of stdout.
-Exit status: 0 done; 2 a refused input, a failed job or an error answer from the API; 3 the API could not be reached.
+Exit status: 0 done; 2 a refused input, a failed job or an error answer from the API; 3 the API could not be reached;
+1 a fault of the CLI itself. Every failure is one line on stderr (`main`); `--verbose` adds the traceback of a fault.
 """
 
 import logging
+import sys
 
 import typer
+from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError  # typer's own (vendored) click
 
 from learngene.version import __version__
-from service.cli import remote, server, templates
+from service.cli import admin, remote, server, templates
 from service.cli.deferred import Deferred, DeferredGroup
 
 # The commands that run the method load torch and timm (their options' defaults come from CondenseConfig): they are
@@ -42,7 +45,7 @@ class Commands(DeferredGroup):
     deferred = DEFERRED
 
 
-app = typer.Typer(cls=Commands, no_args_is_help=True, help=__doc__)
+app = typer.Typer(cls=Commands, no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False)
 
 
 def _version(value: bool) -> None:
@@ -52,7 +55,7 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def main(
+def options(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging, including each HTTP request"),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="print the version"),
 ) -> None:
@@ -66,3 +69,52 @@ for command in (server.serve, server.worker, remote.submit, remote.verify, remot
     app.command()(command)
 app.add_typer(templates.app, name="templates")
 app.add_typer(remote.app, name="job")
+app.add_typer(admin.app, name="admin")
+
+
+# Top-level packages of each extra (pyproject.toml): a command that needs one names the extra to install.
+EXTRAS = {
+    "method": "torch torchvision timm safetensors numpy PIL platformdirs webdataset obstore matplotlib yaml "
+    "pythonjsonlogger",
+    "verify": "model_signing cryptography OpenSSL",
+    "service": "fastapi starlette uvicorn prometheus_client sse_starlette fastapi_offline",
+    "worker": "celery kombu redis standardwebhooks",
+}
+EXTRA_OF = {module: extra for extra, modules in EXTRAS.items() for module in modules.split()}
+# The commands whose extra includes the method's: whichever package is found missing first, they need all of it.
+EXTRA_OF_COMMAND = {"serve": "service", "worker": "worker"}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The `learngene` command: the typer application, with every failure reported as one line on stderr."""
+    argv = sys.argv[1:] if argv is None else argv
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=argv, prog_name="learngene", standalone_mode=False)
+    except NoArgsIsHelpError as exc:  # `learngene`, `learngene job`: the help is the answer
+        exc.show()
+        code = exc.exit_code
+    except UsageError as exc:  # a bad option or argument: the message, and where the help is
+        where = f"learngene {exc.ctx.command_path.partition(' ')[2]}".strip() if exc.ctx else "learngene"
+        code = _fail(f"{exc.format_message()} (see `{where} --help`)", exc.exit_code)
+    except ClickException as exc:
+        code = _fail(exc.format_message(), exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        code = _fail("interrupted", 130)
+    except Exception as exc:
+        missing = (exc.name or "").partition(".")[0] if isinstance(exc, ModuleNotFoundError) else ""
+        if missing in EXTRA_OF:  # the light install running a command of an extra
+            command_name = next((arg for arg in argv if not arg.startswith("-")), "")
+            extra = EXTRA_OF_COMMAND.get(command_name, EXTRA_OF[missing])
+            code = _fail(f"this command needs the {extra} extra ({missing} is not installed): "
+                         f"pip install 'learngene[{extra}]'")  # fmt: skip
+        elif {"-v", "--verbose"} & set(argv):
+            raise
+        else:  # a fault of the CLI, not of the input: one line; the traceback with --verbose
+            code = _fail(f"internal error: {type(exc).__name__}: {exc} (rerun with --verbose for the traceback)", 1)
+    sys.exit(code or 0)
+
+
+def _fail(message: str, code: int = 2) -> int:
+    typer.echo(f"error: {' '.join(message.split())}", err=True)
+    return code

@@ -1,3 +1,3 @@
-from service.cli import app
+from service.cli import main
 
-app()
+main()

@@ -1,27 +1,22 @@
 """What every command shares: error reporting, progress bars, JSON output, the configured store, and the options
 whose defaults come from the models they fill.
 
-`learngene --help` imports this module: nothing here loads torch until a command uses the store or the method."""
+The remote commands (submit, job ..., admin ...) import only this and `service.cli.calls`: nothing here loads the
+method or a server (the import-linter contract on the light client); what the commands that work on this machine
+share is in `service.cli.machine`."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
-from collections.abc import Iterator
-from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
-from pydantic import ValidationError
 from tqdm import tqdm
+from typer._click.core import ParameterSource  # typer's own (vendored) click
 
 from learngene.fit_settings import Calibration, FitSettings
-
-if TYPE_CHECKING:
-    from learngene.train.loop import Progress
-    from templates_store import TemplateStore
 
 SetOption = Annotated[list[str] | None, typer.Option("--set", help="architecture override key=value (repeatable)")]
 JsonOption = Annotated[bool, typer.Option("--json", help="print JSON instead of a table")]
@@ -48,46 +43,58 @@ Seed = Annotated[int, typer.Option(help="seed of the noise, the calibration subs
 OUT_HELP = "a folder for timm / Hugging Face (model.safetensors, config.json, README.md), or a .safetensors file"
 
 
+def parse_overrides(pairs: list[str], option: str = "--set") -> dict[str, Any]:
+    """`["depth=4", "class_token=false", "mlp_ratio=4.0"]` -> typed dict (JSON literals, else strings)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise fail(f"{option}: expected key=value, got {pair!r}")
+        try:
+            out[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key.strip()] = raw
+    return out
+
+
+BodyOption = Annotated[
+    Path | None, typer.Option("--file", "-f", help="the request's JSON body from this file ('-': standard input)")
+]
+
+
+def read_body(path: Path) -> dict[str, Any]:
+    """A request body written by the user (`-f`): a JSON object, or one line of error."""
+    try:
+        text = sys.stdin.read() if str(path) == "-" else path.read_text()
+    except OSError as exc:
+        raise fail(f"--file: cannot read {path} ({exc.strerror or exc})") from None
+    try:
+        body = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise fail(f"--file: {path} is not JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
+    if not isinstance(body, dict):
+        raise fail(f"--file: {path} holds a JSON {type(body).__name__}, not an object")
+    return body
+
+
+def refuse_request_options(ctx: typer.Context, keep: set[str]) -> None:
+    """With `-f`, the file is the whole request: an option that also describes it, given too, is refused."""
+    given = [
+        p.opts[0] for p in ctx.command.params
+        if p.name not in keep and ctx.get_parameter_source(p.name) is not ParameterSource.DEFAULT
+    ]  # fmt: skip
+    if given:
+        raise fail(f"{', '.join(given)}: the request comes from --file; give its fields there, not as options")
+
+
 def fail(message: str, code: int = 2) -> typer.Exit:
     typer.echo(f"error: {message}", err=True)
     return typer.Exit(code)
 
 
-@contextlib.contextmanager
-def user_errors() -> Iterator[None]:
-    """Turn input and store errors into one readable line and exit status 2 (no traceback)."""
-    # Imported when a command runs, not with the module: both load torch, which --help never needs (start-up time).
-    from learngene.errors import LearngeneError
-    from templates_store import StoreError
-
-    try:
-        yield
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or "input"
-        raise fail(f"{field}: {first['msg']}") from None
-    except (LearngeneError, StoreError, OSError) as exc:  # the user's own inputs and files; a bug keeps its traceback
-        raise fail(str(exc)) from None
-
-
 def bar_on_stderr(desc: str, unit: str, total: int | None = None) -> tqdm:
     """The progress bar of every job command: on stderr, as stdout carries the JSON result."""
     return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True)
-
-
-@contextlib.contextmanager
-def progress_bar(total: int, desc: str) -> Iterator[Any]:
-    with bar_on_stderr(desc, "step", total) as bar:
-
-        def update(p: Progress) -> None:
-            bar.total = p.total_steps  # known once the data is open (a run given in epochs)
-            bar.update(p.step - bar.n)
-            post = {"loss": f"{p.loss:.4f}", "img/s": f"{p.images_per_s:.0f}"}
-            if p.accuracy is not None:
-                post["acc"] = f"{p.accuracy:.3f}"
-            bar.set_postfix(post)
-
-        yield update
 
 
 def show_warnings(warnings: list[dict[str, Any]]) -> None:
@@ -99,15 +106,6 @@ def show_warnings(warnings: list[dict[str, Any]]) -> None:
 def emit(summary: Any) -> None:
     """The command's result as one JSON line on stdout (the last line, for scripts)."""
     typer.echo(json.dumps(summary, sort_keys=True, default=str))
-
-
-@lru_cache
-def get_store() -> TemplateStore:
-    # Imported on first use: the store loads torch, which --help and the client commands never need (start-up time).
-    from jobs.settings import get_settings
-    from jobs.storage import template_store
-
-    return template_store(get_settings())
 
 
 def is_folder(out: Path) -> bool:

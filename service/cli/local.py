@@ -28,7 +28,6 @@ from learngene.formats.pretrained import WEIGHTS, write_companions
 from learngene.formats.template_set import Normalization, TemplateSet
 from learngene.methods import LEARNGENE_METHODS, METHODS
 from learngene.pipeline import AncestorRef, CondensationSpec, TrainingSpec, run_training
-from learngene.spec import parse_overrides
 from learngene.train.launch import condense_run
 from learngene.train.loop import Hooks, OptimConfig, Runtime, pick_device
 from learngene.train.loop import evaluate as evaluate_model
@@ -48,12 +47,11 @@ from service.cli.common import (
     Workers,
     bar_on_stderr,
     emit,
-    get_store,
     is_folder,
-    progress_bar,
+    parse_overrides,
     show_warnings,
-    user_errors,
 )
+from service.cli.machine import get_store, progress_bar, user_errors
 from templates_store import StoreError
 from templates_store.refs import ResolvedRef, check_name
 
@@ -62,8 +60,8 @@ CONDENSE = {name: field.get_default(call_default_factory=True) for name, field i
             if not field.is_required()}  # fmt: skip
 
 
-def make_spec(model: str, pairs: list[str] | None) -> ViTSpec:
-    return ViTSpec(model=model, **parse_overrides(pairs or []))
+def make_spec(model: str, pairs: list[str] | None, option: str = "--set") -> ViTSpec:
+    return ViTSpec(model=model, **parse_overrides(pairs or [], option))
 
 
 def device_option(device: str | None) -> str:
@@ -176,11 +174,11 @@ def condense(
         if publish is not None:
             check_name(publish)
         counts = dict(CONDENSE["template_counts"])
-        counts.update({k: int(v) for k, v in parse_overrides(templates or []).items()})
+        counts.update({k: int(v) for k, v in parse_overrides(templates or [], "--templates").items()})
         config = CondenseConfig(
             method=method,
             stages=[int(n) for n in stages.split(",")],
-            aux=make_spec(aux_model, aux_set),
+            aux=make_spec(aux_model, aux_set, "--aux-set"),
             template_size=template_size,
             template_counts=counts,
             steps=steps,
@@ -193,7 +191,9 @@ def condense(
             epochs=epochs,
             warmup_epochs=warmup_epochs,
         )
-        ref = AncestorRef(model=ancestor_model, overrides=parse_overrides(ancestor_set or []), checkpoint=ancestor)
+        ref = AncestorRef(
+            model=ancestor_model, overrides=parse_overrides(ancestor_set or [], "--ancestor-set"), checkpoint=ancestor
+        )
         roots = get_settings().local_data_roots()
         run = _run_key(config, ref, data, roots)
         state = checkpoint_dir or get_settings().work_dir / "condense" / run[:16]
@@ -289,7 +289,9 @@ def init(
             if not name:
                 raise UserError("--ancestor-model is needed (no template set lineage names the ancestor)")
             overrides = (
-                parse_overrides(ancestor_set) if ancestor_set else (lineage.ancestor_overrides if lineage else {})
+                parse_overrides(ancestor_set, "--ancestor-set")
+                if ancestor_set
+                else (lineage.ancestor_overrides if lineage else {})
             )
             ancestor_spec = AncestorSpec(model=name, overrides=overrides, checkpoint=str(ancestor))
         request = InitializationRequest(

@@ -4,22 +4,20 @@ download`."""
 from __future__ import annotations
 
 import json
-import re
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
-import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from jobs.model import JobKind, JobStatus
+from service.cli.calls import UrlOption, answer, connect, run_call, wait_with_bar
 from service.cli.common import (
     CALIBRATION_SAMPLES,
     FIT,
     OUT_HELP,
+    BodyOption,
     EvalData,
     FitBatch,
     FitLr,
@@ -29,91 +27,22 @@ from service.cli.common import (
     Noise,
     Seed,
     SetOption,
-    bar_on_stderr,
     emit,
     fail,
     is_folder,
+    parse_overrides,
+    read_body,
+    refuse_request_options,
     show_warnings,
 )
-from service.client import ApiError, Client, JobFailed
+from service.client import Client, JobKind, JobStatus
 
 app = typer.Typer(no_args_is_help=True, help="Inspect and control jobs of a running API.")
-UrlOption = Annotated[str | None, typer.Option("--url", help="API base URL (default: LEARNGENE_API_URL)")]
-API_UNREACHABLE = 3  # exit status when no answer came from the API (2: it answered with an error, or the job failed)
-
-
-def _wait(client: Client, job_id: str) -> dict[str, Any]:
-    with bar_on_stderr("job", "step") as bar:
-
-        def show(job: dict[str, Any]) -> None:
-            p = job.get("progress")
-            if p:
-                bar.total = p["total_steps"]
-                bar.update(p["step"] - bar.n)
-                eta = p.get("eta_s")
-                bar.set_postfix(
-                    {
-                        "loss": f"{p['loss']:.4f}" if p.get("loss") is not None else "-",
-                        "job eta": f"{eta:.0f} s" if eta is not None else "-",
-                    }
-                )
-            phase = job.get("phase")
-            bar.set_description(f"{job['status']} ({phase})" if phase else job["status"])
-
-        return client.wait(job_id, on_progress=show)
-
-
-def _client(url: str | None) -> Client:
-    from jobs.settings import get_settings  # loads torch (via the data limits): not for --help (start-up time)
-
-    settings = get_settings()
-    token = settings.api_token.get_secret_value() if settings.api_token else None
-    return Client(url or settings.api_url, token=token)
-
-
-def _run(action: Callable[[], Any]) -> None:
-    """Run `action` against the API and print its result; any failure is one line on stderr, never a traceback."""
-    emit(_answer(action))
-
-
-def _answer(action: Callable[[], Any]) -> Any:
-    """What `action` got from the API; any failure is one line on stderr, never a traceback."""
-    try:
-        return action()
-    except httpx.TransportError as exc:
-        raise fail(f"cannot reach the API at {_origin(exc)} ({_reason(exc)})", API_UNREACHABLE) from None
-    except ApiError as exc:
-        quoted = f" (request id {exc.request_id})" if exc.request_id else ""  # what the API's log lines carry
-        raise fail(f"the API answered {exc.status}: {_detail(exc)}{quoted}") from None
-    except (JobFailed, TimeoutError, OSError) as exc:
-        raise fail(str(exc)) from None
-
-
-def _origin(exc: httpx.TransportError) -> str:
-    try:
-        url = exc.request.url
-    except RuntimeError:  # raised before a request was built
-        return "the configured URL"
-    return f"{url.scheme}://{url.netloc.decode()}"
-
-
-def _reason(exc: httpx.TransportError) -> str:
-    """'connection refused', 'timed out', ...: the cause without errno numbers or exception names."""
-    if isinstance(exc, httpx.TimeoutException):
-        return "timed out"
-    return re.sub(r"^\[Errno -?\d+\] ", "", str(exc)).lower() or type(exc).__name__
-
-
-def _detail(error: ApiError) -> str:
-    """The server's message on one line: the problem's detail, or every refused field (`loc: msg; ...`)."""
-    fields = [
-        f"{'.'.join(map(str, e.get('loc', [])))}: {e.get('msg', '')}" for e in error.errors if isinstance(e, dict)
-    ]
-    return " ".join(("; ".join(fields) if fields else str(error.detail)).split())
 
 
 def submit(
-    model: Annotated[str, typer.Option(help="timm model name of the descendant")],
+    ctx: typer.Context,
+    model: Annotated[str | None, typer.Option(help="timm model name of the descendant (or give -f)")] = None,
     set_: SetOption = None,
     templates: Annotated[str, typer.Option(help="template set reference")] = "demo@prod",
     method: Annotated[str, typer.Option(help="wave, tleg, sws or a baseline (see `learngene init --help`)")] = "wave",
@@ -129,11 +58,15 @@ def submit(
     out: Annotated[
         Path | None, typer.Option(help="download the checkpoint here, as for `job download` (implies --wait)")
     ] = None,
+    body: BodyOption = None,
     url: UrlOption = None,
 ) -> None:
     """Submit an initialization job to the API; prints the job as JSON."""
-    from learngene.spec import parse_overrides  # loads timm: imported by the command, not by --help (start-up time)
-
+    if body is not None:  # the whole request from the file: options that would also describe it are refused
+        refuse_request_options(ctx, keep={"body", "wait", "out", "url"})
+        return _submit(read_body(body), wait=wait, out=out, url=url)
+    if model is None:
+        raise fail("give --model (and the options of the request) or -f REQUEST.json")
     request = {
         "model": model,
         "method": method,
@@ -143,20 +76,23 @@ def submit(
         "fit": {"lr": lr, "batch_size": batch_size, "seed": seed, "noise": noise}
         | ({} if steps is None else {"steps": steps}),  # unset: the service's default for the data given
     }
+    _submit(request, wait=wait, out=out, url=url)
 
+
+def _submit(request: dict[str, Any], *, wait: bool, out: Path | None, url: str | None) -> None:
     def action() -> dict[str, Any]:
-        with _client(url) as client:
+        with connect(url) as client:
             job = client.submit(request)
             show_warnings(job["warnings"])  # known at acceptance
             if wait or out:
-                job = _wait(client, job["id"])
+                job = wait_with_bar(client, job["id"])
                 known = {c["code"] for c in job["warnings"]}  # shown already; the run adds what the data showed
                 show_warnings([c for c in (job.get("result") or {}).get("warnings", []) if c["code"] not in known])
             if out:
                 job["downloaded_to"] = str(_download(client, job["id"], out))
             return job
 
-    _run(action)
+    run_call(action)
 
 
 console = Console(width=None if sys.stdout.isatty() else 160)  # piped output: no truncated columns
@@ -192,19 +128,21 @@ def list_(
     def action() -> tuple[list[dict[str, Any]], bool]:
         """The jobs to show, and whether more match."""
         shown: list[dict[str, Any]] = []
-        with _client(url) as client:
+        with connect(url, admin=not set(filters["kinds"]) <= {"initialization"}) as client:
             for page in client.job_pages(**filters, limit=MAX_PAGE if all_ else min(limit, MAX_PAGE)):
                 shown += page["items"]
                 if not all_ and len(shown) >= limit:
                     return shown[:limit], len(shown) > limit or page["next"] is not None
         return shown, False
 
-    jobs, more = _answer(action)
+    jobs, more = answer(action)
     if more:
         typer.echo(f"the newest {limit} are shown; more match (--limit N or --all)", err=True)
     if json_:
         return emit(jobs)
-    table = Table("id", "kind", "status", "phase", "created", "finished", "progress", "attempts")
+    table = Table(
+        "id", "kind", "status", "phase", "model", "size", "template set", "created", "finished", "progress", "attempts"
+    )
     for job in jobs:
         p, t = job.get("progress"), job["timings"]
         table.add_row(
@@ -212,6 +150,7 @@ def list_(
             job["kind"],
             job["status"],
             job.get("phase") or "-",
+            *_what(job),
             t["created_at"],
             t["finished_at"] or "-",
             f"{p['step']}/{p['total_steps']}" if p else "-",
@@ -220,16 +159,31 @@ def list_(
     console.print(table)
 
 
+def _what(job: dict[str, Any]) -> tuple[str, str, str]:
+    """A job's model, size (depth x width, as asked) and template set, for the table: an initialization's
+    descendant, a condensation's ancestor and the set it publishes, a card's set."""
+    request = job.get("request") or {}
+    architecture = request.get("ancestor") or request  # a condensation: its ancestor
+    overrides = architecture.get("overrides") or {}
+    depth, width = overrides.get("depth"), overrides.get("embed_dim")
+    size = f"{depth or '-'} x {width or '-'}" if depth or width else "default"
+    resolved = job.get("template_set")
+    name = (
+        f"{resolved['name']}@{resolved['version']}" if resolved else request.get("template_set") or request.get("name")
+    )
+    return architecture.get("model") or "-", size if architecture.get("model") else "-", name or "-"
+
+
 @app.command()
 def status(job_id: str, url: UrlOption = None) -> None:
     """Print a job (its warnings first, on stderr)."""
-    _run(lambda: _warned(_client(url).get(job_id)))
+    run_call(lambda: _warned(connect(url).get(job_id)))
 
 
 @app.command("wait")
 def wait_cmd(job_id: str, url: UrlOption = None) -> None:
     """Wait for a job to end, showing its progress (and its warnings, on stderr)."""
-    _run(lambda: _warned(_wait(_client(url), job_id)))
+    run_call(lambda: _warned(wait_with_bar(connect(url), job_id)))
 
 
 def _warned(job: dict[str, Any]) -> dict[str, Any]:
@@ -247,7 +201,7 @@ def logs(
     url: UrlOption = None,
 ) -> None:
     """Print the job's own log lines (a failed job's last one says why): time, level, message; --json: as stored."""
-    client = _client(url)
+    client = connect(url, admin=kind != "initializations")
 
     def show(line: dict[str, Any]) -> None:
         typer.echo(json.dumps(line) if json_ else f"{line.get('timestamp')} {line.get('level')} {line.get('message')}")
@@ -256,19 +210,19 @@ def logs(
         for line in client.follow_logs(job_id, kind) if follow else client.logs(job_id, kind)[0]:
             show(line)
 
-    _answer(run)
+    answer(run)
 
 
 @app.command()
 def cancel(job_id: str, url: UrlOption = None) -> None:
     """Cancel a job (a running one stops at its next step, or within LEARNGENE_STOP_GRACE_S)."""
-    _run(lambda: _client(url).cancel(job_id))
+    run_call(lambda: connect(url).cancel(job_id))
 
 
 @app.command()
 def release(job_id: str, url: UrlOption = None) -> None:
     """Release a finished job's checkpoint once downloaded: its bytes leave your quota, its files may be removed."""
-    _run(lambda: _client(url).release(job_id))
+    run_call(lambda: connect(url).release(job_id))
 
 
 def _download(client: Client, job_id: str, out: Path) -> Path:
@@ -282,7 +236,7 @@ def download(
     url: UrlOption = None,
 ):
     """Download a finished job's checkpoint, verifying the sha256 of each file."""
-    _run(lambda: {"job": job_id, "path": str(_download(_client(url), job_id, out))})
+    run_call(lambda: {"job": job_id, "path": str(_download(connect(url), job_id, out))})
 
 
 def lineage(
@@ -290,7 +244,7 @@ def lineage(
     url: UrlOption = None,
 ):
     """Print where an artifact came from and what came of it: ancestor -> template-set versions -> descendants."""
-    _run(lambda: _client(url).lineage(sha256))
+    run_call(lambda: connect(url).lineage(sha256))
 
 
 def verify(
@@ -312,9 +266,9 @@ def verify(
     if not folder.is_dir():
         raise fail(f"{folder} is not a folder")
     public_key = key.read_bytes() if key is not None else None
-    client = Client("http://unused") if key is not None else _client(url)  # no API call when the key is given
+    client = Client("http://unused") if key is not None else connect(url)  # no API call when the key is given
     try:
-        files = _answer(lambda: client.verify(folder, public_key))
+        files = answer(lambda: client.verify(folder, public_key))
     except SignatureInvalid as exc:
         raise fail(str(exc)) from None
     emit({"folder": str(folder), "verified": True, "files": files})

@@ -9,10 +9,12 @@ from typing import Annotated
 
 import typer
 
+from service.client_settings import DEFAULT_PORT
+
 
 def serve(
     host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    port: Annotated[int, typer.Option(help="TCP port", envvar="LEARNGENE_PORT")] = DEFAULT_PORT,
     workers: Annotated[int, typer.Option(help="API processes (Celery mode only; embedded mode runs one)")] = 1,
     data_root: Annotated[
         list[Path] | None,

@@ -229,6 +229,7 @@ def cli(monkeypatch):
 
     def run(token: str, *args: str):
         monkeypatch.setenv("LEARNGENE_API_TOKEN", token)
+        monkeypatch.setenv("LEARNGENE_ADMIN_TOKEN", token)  # the CLI sends this one to the admin routes
         get_settings.cache_clear()
         return CliRunner().invoke(app, list(args))
 

@@ -123,3 +123,17 @@ def test_the_readme_opens_with_its_two_commands():
     first = text.split("```sh\n", 1)[1].split("```", 1)[0].splitlines()
     assert [line.split()[:2] for line in first] == [["make", "run"], ["make", "test"]]
     assert text.index("```sh\nmake run") < 1200  # on the first screen
+
+
+def test_the_readmes_condensation_body_is_a_valid_request():
+    """The README's complete condensation request (its JSON block) is accepted by the contract the API applies."""
+    import json
+
+    from jobs.contracts import CondensationRequest
+
+    text = (ROOT / "README.md").read_text()
+    body = json.loads(text.split("```json\n", 1)[1].split("```", 1)[0])
+    request = CondensationRequest.model_validate(body)
+    assert (
+        request.name == "fmnist" and request.promote == "prod" and request.ancestor.checkpoint.endswith(".safetensors")
+    )

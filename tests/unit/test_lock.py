@@ -26,7 +26,8 @@ def project_requirements() -> list[Requirement]:
     requirements = list(project["dependencies"])
     for extra in project["optional-dependencies"].values():
         requirements += extra
-    return [Requirement(r) for r in requirements]
+    parsed = [Requirement(r) for r in requirements]
+    return [r for r in parsed if canonicalize_name(r.name) != "learngene"]  # an extra naming another (method)
 
 
 def lock_pins() -> list[tuple[str, Version, list[str]]]:
