@@ -40,12 +40,13 @@ from jobs.settings import Settings
 from jobs.store import JobStore
 from jobs.webhooks.subscriptions import subscribe
 from learngene.cost import estimate
-from learngene.data import resolve_file
+from learngene.data import DataAccess, DataRef, label_classes, resolve_file
 from learngene.errors import DataRefError, SpecError
 from learngene.formats.ancestors import ResolvedAncestor, resolve_ancestor
 from learngene.methods import ANCESTOR_METHODS, check_method, get_method
 from learngene.quality.caveats import architecture_caveats, no_fitting_caveat
 from learngene.spec import ViTSpec
+from storage.objects import is_url
 from templates_store.refs import RefError, check_alias, check_name
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,39 @@ def located(*loc: str) -> Iterator[None]:
         raise DataUnavailable(f"{'.'.join(loc[1:])}: {exc}") from None
 
 
+def require_absolute(*references: tuple[str | None, tuple[str, ...]]) -> None:
+    """The references of an HTTP request name the server's files absolutely (or are s3:// URLs, hub models): a
+    relative path would be read from the server's working directory, which no client knows (a 422, before any
+    other check). `references`: (reference or None, its field)."""
+    for uri, loc in references:
+        if not uri or is_url(uri) or uri.startswith("hf-hub:"):
+            continue
+        try:
+            path = DataRef.parse(uri.removeprefix("local-dir:")).path
+        except DataRefError:
+            continue  # malformed: the check of the field names the problem
+        if not path.is_absolute():
+            message = (
+                f"{uri!r} is a relative path, which the server would read from its own working directory: name an "
+                "absolute path or a URI (idx:///data/FashionMNIST, file:///data/ancestor.safetensors, s3://...)"
+            )
+            raise FieldError([(loc, message)])
+
+
+def check_classes(uri: str, num_classes: int, settings: Settings, *loc: str) -> None:
+    """Labels past the model's outputs are refused now, where the data tells them cheaply (`label_classes`): a job
+    would fail on its first batch. Object-storage data is counted when a job reads it."""
+    if is_url(uri):
+        return
+    classes = label_classes(uri, DataAccess(settings.folder_roots, settings.limits.decode()))
+    if classes is not None and classes > num_classes:
+        message = (
+            f"its labels span {classes} classes (0-{classes - 1}), more than the model's {num_classes} outputs: "
+            f"set overrides.num_classes to {classes} or more, or name data of {num_classes} classes"
+        )
+        raise FieldError([(loc, message)])
+
+
 def request_hash(document: dict) -> str:
     return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
 
@@ -92,6 +126,12 @@ def submit_initialization(
 ) -> tuple[Job, bool]:
     """Returns the job and whether it was created now (False: an idempotent replay of an earlier submission)."""
     settings, store = services.settings, services.store
+    calibration = request.calibration
+    require_absolute(
+        (request.ancestor.checkpoint if request.ancestor else None, ("body", "ancestor", "checkpoint")),
+        (calibration.uri if calibration else None, ("body", "calibration", "uri")),
+        (calibration.eval_uri if calibration else None, ("body", "calibration", "eval_uri")),
+    )
     if problem := request.fitting_without_data():
         raise FieldError([(("body", "calibration"), problem)])
     fits = request.calibration is not None and request.fit.steps > 0 and get_method(request.method).fits_scalers
@@ -133,12 +173,16 @@ def submit_initialization(
     if request.calibration is not None:
         with located("body", "calibration", "uri"):
             check_data(request.calibration.uri, settings)
+            check_classes(request.calibration.uri, arch.num_classes, settings, "body", "calibration", "uri")
         if request.calibration.eval_uri is not None:
             if not get_method(request.method).fits_scalers:  # only the fitted methods read calibration data
                 message = f"held-out accuracy is measured for the methods that fit scalers, not {request.method}"
                 raise FieldError([(("body", "calibration", "eval_uri"), message)])
             with located("body", "calibration", "eval_uri"):
                 check_data(request.calibration.eval_uri, settings)
+                check_classes(
+                    request.calibration.eval_uri, arch.num_classes, settings, "body", "calibration", "eval_uri"
+                )
     template = resolved.model_dump() if resolved else None
     warnings = []
     if config is not None and resolved is not None:
@@ -184,6 +228,11 @@ def submit_condensation(
     request: CondensationRequest, services: Services, *, idempotency_key: str | None
 ) -> tuple[Job, bool]:
     settings = services.settings
+    require_absolute(
+        (request.ancestor.checkpoint, ("body", "ancestor", "checkpoint")),
+        (request.data.uri, ("body", "data", "uri")),
+        (request.eval_data, ("body", "eval_data")),
+    )
     with located("body", "name"):
         check_name(request.name)
     if request.promote is not None:
@@ -255,6 +304,7 @@ def submit_condensation(
         ancestor.resolve()
     with located("body", "data", "uri"):
         check_data(request.data.uri, settings)
+        check_classes(request.data.uri, arch.num_classes, settings, "body", "data", "uri")  # the auxiliary's head
     if request.eval_data:
         with located("body", "eval_data"):
             check_data(request.eval_data, settings)

@@ -83,9 +83,10 @@ def card_readme(card: QualityCard, manifest: Manifest) -> str:
         "",
         f"# {card.template_set}: a {manifest.method.upper()} template set",
         "",
-        f"Initializes timm Vision Transformers of depths {_range(card.depth_range)} and widths "
-        f"{_range(card.width_range)} (multiples of {manifest.config.arch.embed_dim}) from templates condensed out of "
-        f"`{lineage.ancestor_model}`. Manifest sha256 `{card.digest}`.",
+        f"Initializes timm Vision Transformers of any depth and width (a width that is no multiple of the templates' "
+        f"{manifest.config.arch.embed_dim} is selected from the next multiple) from templates condensed out of "
+        f"`{lineage.ancestor_model}`; this card measured depths {_range(card.depth_range)} and widths "
+        f"{_range(card.width_range)}. Manifest sha256 `{card.digest}`.",
         "",
         "## Input domain",
         "",

@@ -35,6 +35,7 @@ __all__ = [
     "channel_stats",
     "check_data_ref",
     "file_uri_path",
+    "label_classes",
     "load_images",
     "open_source",
     "resolve_file",
@@ -107,3 +108,19 @@ def check_data_ref(uri: str, access: DataAccess = UNRESTRICTED) -> None:
     elif fmt == "idx":
         for part, magic in IDX_PARTS:
             reader.idx_header(idx_file(uri, path, ref.split, part, allowed_roots), magic)
+
+
+def label_classes(uri: str, access: DataAccess = UNRESTRICTED) -> int | None:
+    """How many classes the labels of `uri` span (its largest label + 1), found without decoding an image: an
+    ImageFolder's class folders, an IDX labels file or a bundle's `labels` (read whole: a few bytes per image).
+    None where it cannot be told cheaply: WebDataset shards (their `.cls` entries lie among the images) and a
+    bundle without labels."""
+    ref = DataRef.parse(uri)
+    if ref.format == "wds":
+        return None
+    path = resolve_inside(uri, ref.path, access.allowed_roots)
+    fmt = ref.format or infer_format(uri, path)
+    if fmt == "imagefolder":
+        return sum(1 for d in path.iterdir() if d.is_dir() and not d.name.startswith("."))  # as the reader counts
+    labels = Reader(uri, access.limits).labels(path, fmt, ref.split, access.allowed_roots)
+    return None if labels is None or not len(labels) else int(labels.max()) + 1

@@ -224,6 +224,28 @@ class Reader:
             labels = labels.long()
         return images, labels
 
+    # --- labels alone (admission: the classes a model must have) -----------------------------------------------
+
+    def labels(self, path: Path, fmt: str, split: str, roots: Sequence[str | Path] | None) -> np.ndarray | None:
+        """Every label of an IDX folder or a bundle, read without an image (a byte to eight per image); None for
+        a bundle without labels."""
+        every = lambda header: np.arange(header.rows)  # noqa: E731
+        if fmt == "idx":
+            file = idx_file(self.uri, path, split, "labels-idx1", roots)
+            header = self.idx_header(file, dict(IDX_PARTS)["labels-idx1"])
+            with _open_idx(file) as f:
+                f.read(header.offset)
+                return self.rows(f, header, every(header), file.name)
+        headers = self.bundle_headers(path)
+        if "labels" not in headers:
+            return None
+        if path.suffix == ".safetensors":
+            with safe_open(str(path), framework="np") as f:
+                return f.get_tensor("labels")
+        with self._npz(path) as npz, npz.open("labels.npy") as f:
+            f.read(headers["labels"].offset)
+            return self.rows(f, headers["labels"], every(headers["labels"]), f"labels of {path.name}")
+
     @contextlib.contextmanager
     def _npz(self, path: Path) -> Iterator[zipfile.ZipFile]:
         try:

@@ -39,7 +39,7 @@ def architecture_caveats(config: TemplateSetConfig, dst: Architecture, card: Qua
     """What inheriting `dst` from a set condensed as `config` adapts, known before anything runs; with the set's
     quality `card`, whether `dst` lies inside the depths and widths it measured."""
     src, out = config.arch, []
-    if dst.img_size != src.img_size:
+    if dst.grid_size != src.grid_size:  # the same grid of patches at another patch size keeps its position embedding
         out.append(Caveat(code="input_size", message=(
             f"input size {_size(dst.img_size)} differs from the template set's {_size(src.img_size)}: the position "
             f"embedding is resampled from a {_size(src.grid_size)} to a {_size(dst.grid_size)} grid (bicubic)"

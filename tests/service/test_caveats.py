@@ -54,6 +54,9 @@ def test_every_departure_from_the_domain_is_named_with_its_adaptation():
     assert [c.code for c in architecture_caveats(demo, arch)] == ["input_size", "patch_size", "in_chans", "fresh_head"]
     inside = ViTSpec(model="vit_tiny_patch16_224", depth=4, embed_dim=128, num_heads=2, num_classes=10, **TINY_GREY)
     assert architecture_caveats(demo, inside.resolve(), card) == []
+    # 32x32 in patches of 8 is the set's 4x4 grid: only the patch embedding is resampled, the positions are kept
+    same_grid = inside.model_copy(update={"img_size": 32, "patch_size": 8}).resolve()
+    assert codes([c.model_dump() for c in architecture_caveats(demo, same_grid, card)]) == ["patch_size"]
 
 
 def test_deit_at_224_rgb_from_the_demo_set_is_warned_before_and_after(api):

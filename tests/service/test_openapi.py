@@ -208,6 +208,12 @@ def test_docs_pages_load_nothing_from_another_origin(server, page, least):
         assert "Redoc" in httpx.get(f"{server.url}/docs-assets/redoc.standalone.js").text
 
 
+def test_the_bare_address_leads_to_the_api_reference(server):
+    first = httpx.get(f"{server.url}/")
+    assert first.status_code == 307 and first.headers["location"] == "/docs"
+    assert httpx.get(f"{server.url}/", follow_redirects=True).url.path == "/docs"
+
+
 def generate_client(server, where: Path):
     """openapi-python-client over the served /openapi.json, imported from `where`."""
     spec, config = where / "openapi.json", where / "generator.json"

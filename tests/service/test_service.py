@@ -23,7 +23,7 @@ from learngene.formats.pretrained import FOLDER_FILES
 from learngene.formats.template_set import MANIFEST, TENSORS
 from service.client import ApiError, Client, JobFailed
 from storage.signing import SIGNATURE, SignatureInvalid, public_key_pem
-from tests.support.data import FMNIST, SHARED_DATA
+from tests.support.data import FMNIST, SHARED_DATA, fmnist_rgb64, write_shards
 from tests.support.harness import ADMIN_TOKEN, finished, wait_for
 from tests.support.models import tiny_spec
 from tests.support.receiver import Receiver
@@ -99,7 +99,7 @@ def test_end_to_end_submit_poll_download_load(server, tmp_path):
     assert read_metadata(path)["template_set"] == done["template_set"]  # the pinned (name, version, digest)
 
 
-def test_a_job_s_own_log_lines_are_served_by_position_and_a_failed_one_says_why(server):
+def test_a_job_s_own_log_lines_are_served_by_position_and_a_failed_one_says_why(server, request):
     with httpx.Client(base_url=server.url) as http, Client(server.url) as client:
         sent = http.post("/v1/initializations", json=with_fit(seed=12, steps=3), headers={"X-Request-ID": "logs-ok-1"})
         job_id = sent.json()["id"]
@@ -116,9 +116,17 @@ def test_a_job_s_own_log_lines_are_served_by_position_and_a_failed_one_says_why(
         assert refused.status_code == 422 and refused.json()["errors"][0]["loc"] == ["query", "since"]
         assert http.get("/v1/initializations/no-such-job/logs").status_code == 404
 
-        # Five classes against FashionMNIST's ten: accepted (issue 27 will refuse it at once), failed at run time.
-        wrong = {**BODY, "overrides": {**BODY["overrides"], "num_classes": 5}}
-        failing = http.post("/v1/initializations", json=wrong).json()["id"]
+        # Five classes against FashionMNIST's ten: IDX labels are read at admission, and the request refused.
+        five = {**BODY["overrides"], "num_classes": 5}
+        refused = http.post("/v1/initializations", json={**BODY, "overrides": five})
+        assert refused.status_code == 422 and refused.json()["errors"][0]["loc"] == ["body", "calibration", "uri"]
+        assert "labels span 10 classes" in refused.json()["errors"][0]["msg"]
+        # Shards' labels lie among their images, unread at admission: accepted, then failed at run time.
+        images, labels = fmnist_rgb64(64)
+        shards = write_shards(server.folder(request) / "logs-shards", images, labels, shards=1)
+        calibration = {"uri": shards, "max_samples": 64}
+        sent = http.post("/v1/initializations", json={**BODY, "overrides": five, "calibration": calibration})
+        failing = sent.json()["id"]
         with pytest.raises(JobFailed, match="labels go up to 9 but the model has num_classes=5"):
             client.wait(failing, timeout_s=120)
         failed = client.get(failing)
@@ -126,7 +134,7 @@ def test_a_job_s_own_log_lines_are_served_by_position_and_a_failed_one_says_why(
         [why] = [line for line in told if line["message"].startswith(f"job {failing} failed: ")]
         assert why["message"] == f"job {failing} failed: {failed['error']['type']}: {failed['error']['message']}"
         assert told[-1]["message"] == f"job {failing} failed"  # the outcome recorded, the last line
-        text = json.dumps(told)
+        text = json.dumps(told).replace(shards, "<sent>")  # the reference as sent is the client's own
         assert "Traceback" not in text and str(server.home) not in text  # no server path, no traceback
 
 
@@ -586,3 +594,28 @@ def test_an_admin_condensation_on_two_processes_reports_progress_cancels_and_pub
         shown = http.get("/v1/template-sets/ddp-tiny@1").json()
         assert shown["manifest"]["lineage"]["condensation"]["world_size"] == 2
         assert [v["version"] for v in http.get("/v1/template-sets", params={"name": "ddp-tiny"}).json()["items"]] == [1]
+
+
+def test_relative_paths_in_a_request_are_refused_with_the_field_named(server):
+    """A relative path would be read from the server's working directory, which no client knows: 422, at once."""
+    with httpx.Client(base_url=server.url, headers=ADMIN) as http:
+        cases = {
+            ("body", "calibration", "uri"): ("/v1/initializations", {**BODY, "calibration": {"uri": "idx://data/x"}}),
+            ("body", "calibration", "eval_uri"): ("/v1/initializations", {
+                **BODY, "calibration": {**BODY["calibration"], "eval_uri": "../shared/data/FashionMNIST"}}),
+            ("body", "data", "uri"): ("/v1/admin/condensations", {
+                "name": "rel", "ancestor": {"model": BODY["model"], "checkpoint": "/nope.safetensors"},
+                "aux": {"model": BODY["model"]}, "data": {"uri": "imagefolder://flowers"}}),
+            ("body", "ancestor", "checkpoint"): ("/v1/admin/condensations", {
+                "name": "rel", "ancestor": {"model": BODY["model"], "checkpoint": "local-dir:ancestors/vit"},
+                "aux": {"model": BODY["model"]}, "data": {"uri": f"idx://{FMNIST}"}}),
+        }  # fmt: skip
+        for loc, (path, body) in cases.items():
+            answer = http.post(path, json=body)
+            assert answer.status_code == 422, (loc, answer.text)
+            [error] = answer.json()["errors"]
+            assert (
+                error["loc"] == list(loc)
+                and "relative path" in error["msg"]
+                and "absolute path or a URI" in error["msg"]
+            )

@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 
 from learngene import Normalization, load_images
 from learngene.control import Stopped
-from learngene.data import DataAccess, DataRef, open_source
+from learngene.data import DataAccess, DataRef, label_classes, open_source
 from learngene.data.images import channel_stats, fit_images, images_per_chunk
 from learngene.data.refs import shard_names
 from learngene.errors import DataRefError
@@ -76,6 +76,24 @@ def test_imagefolder(tmp_path):
     (tmp_path / "dog" / "notes.txt").write_text("not an image")
     data = load(f"imagefolder://{tmp_path}", img_size=(16, 16), in_chans=3)
     assert data.images.shape == (6, 3, 16, 16) and data.labels.tolist() == [0, 0, 0, 1, 1, 1]
+
+
+def test_label_classes_are_counted_without_decoding_an_image(tmp_path):
+    """What admission compares with a model's num_classes: the largest label + 1 of IDX and bundle labels, an
+    ImageFolder's class folders; None for shards and for unlabelled bundles."""
+    assert label_classes(f"idx://{FMNIST}") == label_classes(f"idx://{FMNIST}?split=test") == 10
+    labels = torch.tensor([0, 3, 6, 2])
+    images = torch.zeros(4, 8, 8, dtype=torch.uint8)
+    save_file({"images": images, "labels": labels}, tmp_path / "b.safetensors")
+    np.savez(tmp_path / "b.npz", images=images.numpy(), labels=labels.numpy().astype(np.int16))
+    save_file({"images": images}, tmp_path / "unlabelled.safetensors")
+    assert label_classes(str(tmp_path / "b.safetensors")) == label_classes(f"bundle://{tmp_path / 'b.npz'}") == 7
+    assert label_classes(str(tmp_path / "unlabelled.safetensors")) is None
+    rgb, classes = np.zeros((6, 8, 8, 3), dtype=np.uint8), np.array([0, 1, 2, 2, 1, 0])
+    assert label_classes(f"imagefolder://{write_folder(tmp_path / 'folder', rgb, classes)}") == 3
+    assert label_classes(write_shards(tmp_path / "shards", rgb, classes, shards=2)) is None
+    with pytest.raises(DataRefError, match="does not exist"):
+        label_classes(str(tmp_path / "b.safetensors"), DataAccess([tmp_path / "elsewhere"]))
 
 
 def test_pickled_npz_is_refused(tmp_path):
