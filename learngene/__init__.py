@@ -11,6 +11,7 @@ grouped by concern (ARCHITECTURE.md, "The method core"):
     quality/               quality cards and their caveats
     data/                  data references, readers, sources, loaders, transforms
     pipeline.py            the two jobs end to end: initialize a descendant, condense an ancestor
+    create.py              timm's one-liner: create_model (and list_template_sets), built here or by a service
     errors.py              one taxonomy: a UserError is the request's fault, anything else is a bug or the machine
 
 The names below are imported on first use (PEP 562), for start-up time: importing a torch-free submodule such as
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING
 from learngene.version import __version__
 
 if TYPE_CHECKING:  # what a type checker sees of the lazy names below: the same objects, imported eagerly
+    from learngene.create import create_model, list_template_sets
     from learngene.data import DataAccess, ImageData, load_images
     from learngene.errors import DataRefError, IntegrityError, LearngeneError, SpecError, UserError
     from learngene.fit_settings import Calibration, FitSettings
@@ -38,6 +40,7 @@ if TYPE_CHECKING:  # what a type checker sees of the lazy names below: the same 
     from learngene.train.condense import CondenseConfig, condense
 
 _EXPORTS = {
+    "learngene.create": ["create_model", "list_template_sets"],
     "learngene.formats.checkpoint": [
         "CheckpointInfo",
         "export_checkpoint",

@@ -364,9 +364,12 @@ class Client:
                     f.write(chunk)
             return response.headers["ETag"].strip('"'), digest.hexdigest()
 
-    def template_sets(self) -> list[dict[str, Any]]:
-        """Every stored version, following the pages."""
-        page = self._call("GET", "/v1/template-sets", params={"limit": 500})
+    def template_sets(self, **query: Any) -> list[dict[str, Any]]:
+        """Every stored version, following the pages. `query`: `name`; `img_size`, `in_chans`, `num_classes` (only
+        the sets condensed for that domain); `depth` and `embed_dim` (ranked by their card's prediction at that size,
+        the best first, each with the `prediction` and the card row it used)."""
+        params = {key: value for key, value in query.items() if value is not None} | {"limit": 500}
+        page = self._call("GET", "/v1/template-sets", params=params)
         versions = page["items"]
         while page["next"] is not None:
             page = self._call("GET", page["next"])
@@ -422,3 +425,20 @@ class Client:
     def _job_path(job_id: str, kind: str) -> str:
         """`kind`: initializations, condensations or cards (the last two are admin routes)."""
         return f"/v1/initializations/{job_id}" if kind == "initializations" else f"/v1/admin/{kind}/{job_id}"
+
+
+class RemoteBackend:
+    """The `remote` backend of `learngene.create_model(..., url=...)` (entry point of `learngene.backends`): the
+    service at `url` builds the model; its checkpoint folder is downloaded, each file's sha256 checked."""
+
+    def __init__(self, url: str):
+        self.url = url
+
+    def initialize(self, request: dict[str, Any], folder: Path) -> None:
+        with Client.from_env(self.url) as client:
+            job = client.wait(client.submit(request)["id"])
+            client.download_folder(job["id"], folder)
+
+    def template_sets(self, **wanted: Any) -> list[dict[str, Any]]:
+        with Client.from_env(self.url) as client:
+            return client.template_sets(**wanted)

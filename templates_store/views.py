@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from learngene.formats.template_set import Manifest
-from learngene.quality.card import CardDomain, QualityCard
+from learngene.quality.card import CardDomain, CardRow, QualityCard
 from templates_store.refs import ResolvedRef
 
 
@@ -28,6 +28,13 @@ class CardSummary(BaseModel):
     sizes: int
 
 
+class Prediction(BaseModel):
+    """What a version's quality card predicts for a requested size: the accuracy of its row nearest that size."""
+
+    accuracy: float = Field(description="held-out accuracy of WAVE at the card row used")
+    row: CardRow = Field(description="the card row nearest the size asked for (in log depth and log width)")
+
+
 class VersionInfo(BaseModel):
     name: str
     version: int
@@ -40,6 +47,9 @@ class VersionInfo(BaseModel):
     bytes: int
     domain: CardDomain
     card: CardSummary | None = None
+    prediction: Prediction | None = Field(
+        default=None, description="with a size asked for (depth, embed_dim): the card's prediction for it"
+    )
 
 
 def card_summary(revision: int, card: QualityCard) -> CardSummary:

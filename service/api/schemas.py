@@ -113,6 +113,26 @@ class JobList(BaseModel):
     next: str | None = Field(description="the next page (the same filters and limit); null on the last page")
 
 
+class TemplateSetQuery(BaseModel):
+    """The filters of GET /v1/template-sets: a name, a domain (each given field must equal the set's), a size to
+    rank by (depth and embed_dim together)."""
+
+    name: str | None = Field(default=None, max_length=64, description="only this template set")
+    img_size: int | None = Field(
+        default=None, ge=1, le=1_000_000, description="sets condensed on square images of this side"
+    )
+    in_chans: int | None = Field(default=None, ge=1, le=1_000_000, description="sets condensed on this many channels")
+    num_classes: int | None = Field(
+        default=None, ge=1, le=1_000_000, description="sets condensed for this many classes"
+    )
+    depth: int | None = Field(
+        default=None, ge=1, le=1_000_000, description="with embed_dim: rank by the card's prediction"
+    )
+    embed_dim: int | None = Field(
+        default=None, ge=1, le=1_000_000, description="with depth: rank by the card's prediction"
+    )
+
+
 class TemplateSetList(BaseModel):
     items: list[VersionInfo] = Field(description="by name, then version")
     next: str | None = Field(description="the next page (the same filter and limit); null on the last page")

@@ -74,6 +74,56 @@ def list_(
     console.print(table)
 
 
+@app.command()
+def recommend(
+    img_size: Annotated[int | None, typer.Option(min=1, help="side of the (square) images, in pixels")] = None,
+    in_chans: Annotated[int | None, typer.Option(min=1, help="channels of the images")] = None,
+    num_classes: Annotated[int | None, typer.Option(min=1, help="classes of the task")] = None,
+    depth: Annotated[int | None, typer.Option(min=1, help="with --embed-dim: the size to rank for")] = None,
+    embed_dim: Annotated[int | None, typer.Option(min=1, help="with --depth: the size to rank for")] = None,
+    json_: JsonOption = False,
+    url: UrlOption = None,
+):
+    """The template sets condensed for your images and classes, best first by what their quality card predicts at
+    the size you ask for (with the card row it used)."""
+    if (depth is None) != (embed_dim is None):
+        raise typer.BadParameter("give --depth and --embed-dim together (the size to rank for)")
+    wanted = {"img_size": img_size, "in_chans": in_chans, "num_classes": num_classes, "depth": depth,
+              "embed_dim": embed_dim}  # fmt: skip
+    client = _api(url)
+    if client is not None:
+        chosen = answer(lambda: client.template_sets(**wanted))
+    else:
+        from templates_store.choice import Wanted, choose  # the store loads torch: only here (start-up time)
+
+        with user_errors():
+            chosen = [v.model_dump(mode="json") for v in choose(get_store(), Wanted(**wanted))]
+    if json_:
+        return emit(chosen)
+    if not chosen:
+        asked = ", ".join(f"{k}={v}" for k, v in wanted.items() if v is not None and k not in ("depth", "embed_dim"))
+        typer.echo(
+            f"no template set was condensed for {asked or 'any domain'}: see `learngene templates list`", err=True
+        )
+        return None
+    table = Table("rank", "template set", "aliases", "domain", "predicted acc", "card row (depth x width)",
+                  "row: WAVE / timm init", "card acc")  # fmt: skip
+    for rank, v in enumerate(chosen, 1):
+        p = v.get("prediction")
+        row = p["row"] if p else None
+        table.add_row(
+            str(rank),
+            f"{v['name']}@{v['version']}",
+            ", ".join(v["aliases"]) or "-",
+            _domain(v["domain"]),
+            f"{p['accuracy']:.3f}" if p else "-",
+            f"{row['depth']} x {row['embed_dim']}" if row else "-",
+            f"{row['accuracy']:.3f} / {row['baseline_accuracy']:.3f}" if row else "-",
+            _card_range(v["card"]),
+        )
+    console.print(table)
+
+
 def _domain(domain: dict) -> str:
     """`28x28x1, 10 classes`: the images and labels a set was condensed on."""
     height, width = domain["img_size"]

@@ -53,6 +53,7 @@ def cases(tmp: str, dead: str) -> dict[tuple[str, ...], list[str]]:
         ("templates", "delete"): ["templates", "delete", "nosuch@1"],
         ("templates", "gc"): ["templates", "gc", "everything"],
         ("templates", "card"): ["templates", "card", "../nosuch"],
+        ("templates", "recommend"): ["templates", "recommend", "--depth", "4"],
         ("job", "list"): ["job", "list", "--limit", "0"],
         ("job", "status"): ["job", "status", "some-job", "--url", dead],
         ("job", "wait"): ["job", "wait"],

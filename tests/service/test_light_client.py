@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from learngene.formats.checkpoint import export_checkpoint
@@ -105,6 +107,35 @@ def test_a_users_session_imports_neither_the_method_nor_a_server(embedded_stack,
     shown = last(light("templates", "show", "demo@prod", "--json", LEARNGENE_URL=url))
     assert shown["ref"] == f"demo@{demo['version']}" and shown["digest"] == demo["digest"]
     assert "configuration" in light("templates", "show", "demo@prod", LEARNGENE_URL=url).stdout
+
+
+def test_recommend_ranks_the_sets_of_a_domain_by_their_cards_prediction(embedded_stack):
+    url = embedded_stack.url
+    grey = ["--img-size", "28", "--in-chans", "1", "--num-classes", "10"]
+    ranked = last(light("templates", "recommend", *grey, "--depth", "5", "--embed-dim", "96", "--json", "--url", url))
+    assert all((v["domain"]["img_size"], v["domain"]["in_chans"], v["domain"]["num_classes"]) == ([28, 28], 1, 10)
+               for v in ranked)  # fmt: skip
+    predicted = [v["prediction"]["accuracy"] for v in ranked if v["prediction"]]
+    assert predicted == sorted(predicted, reverse=True) and all(v["prediction"] for v in ranked[: len(predicted)])
+    demo = next(v for v in ranked if v["name"] == "demo")
+    card = httpx.get(f"{url}/v1/template-sets/demo@{demo['version']}/card").json()
+    nearest = min(card["rows"], key=lambda r: (abs(math.log(5 / r["depth"])) + abs(math.log(96 / r["embed_dim"])),
+                                               -r["accuracy"]))  # fmt: skip
+    assert demo["prediction"] == {"accuracy": nearest["accuracy"], "row": nearest}
+    table = light("templates", "recommend", *grey, "--depth", "5", "--embed-dim", "96", "--url", url).stdout
+    assert f"demo@{demo['version']}" in table and f"{nearest['depth']} x {nearest['embed_dim']}" in table
+
+    rgb = last(light("templates", "recommend", "--in-chans", "3", "--json", "--url", url))
+    assert all(v["domain"]["in_chans"] == 3 for v in rgb) and "demo" not in {v["name"] for v in rgb}
+    one_sided = httpx.get(f"{url}/v1/template-sets", params={"depth": 4})
+    assert one_sided.status_code == 422 and one_sided.json()["errors"][0]["loc"] == ["query", "embed_dim"]
+    if len(ranked) > 1:  # a ranking pages by position, in the same order
+        first = httpx.get(
+            f"{url}/v1/template-sets",
+            params={"depth": 5, "embed_dim": 96, "num_classes": 10, "in_chans": 1, "img_size": 28, "limit": 1},
+        ).json()
+        second = httpx.get(first["next"]).json()  # fmt: skip
+        assert [first["items"][0]["digest"], second["items"][0]["digest"]] == [v["digest"] for v in ranked[:2]]
 
 
 def test_an_admin_condenses_and_moves_an_alias_through_the_api(embedded_stack, ancestor, request, tmp_path):

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import functools
 import hashlib
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from jobs.card_views import card_png, card_readme
@@ -16,28 +17,49 @@ from learngene.quality.card import QualityCard
 from service.api.deps import StoreDep, current_client
 from service.api.downloads import etag_matches, local_members, tar_response
 from service.api.pages import Cursor, Limit, decode_cursor, encode_cursor, invalid, next_link
-from service.api.schemas import TemplateSetList, TemplateSetView
+from service.api.schemas import TemplateSetList, TemplateSetQuery, TemplateSetView
 from templates_store import NotFoundError, ResolvedRef, TemplateStore
+from templates_store.choice import Wanted, choose
 
 router = APIRouter(prefix="/v1/template-sets", tags=["template sets"], dependencies=[Depends(current_client)])
 
 
 @router.get("", response_model=TemplateSetList)
 def list_template_sets(
-    request: Request, store: StoreDep, name: str | None = None, limit: Limit = 50, cursor: Cursor = None
+    request: Request,
+    store: StoreDep,
+    query: Annotated[TemplateSetQuery, Query()],
+    limit: Limit = 50,
+    cursor: Cursor = None,
 ) -> TemplateSetList:
     """Every version with its input domain and, when it has a quality card, its best and worst card accuracy; by
-    name, then version, a page at a time: follow `next` (null on the last page)."""
-    after = None
-    if cursor is not None:
-        after = tuple(decode_cursor(cursor, (str, int)))
-        if after[1] < 1:
-            raise invalid("cursor", "not a cursor of this list: pass the `next` link's cursor unchanged")
-    found = store.list(name, after=after, limit=limit + 1)
-    shown = found[:limit]
-    more = encode_cursor(shown[-1].name, shown[-1].version) if len(found) > limit else None
+    name, then version, a page at a time: follow `next` (null on the last page). `img_size`, `in_chans`,
+    `num_classes` keep the sets condensed for that domain; `depth` and `embed_dim` together rank them by what their
+    card predicts at that size (`prediction`: the row used), the best first, sets without a card last."""
+    name, depth, embed_dim = query.name, query.depth, query.embed_dim
+    wanted = Wanted(query.img_size, query.in_chans, query.num_classes, depth, embed_dim)
+    params = {"name": name, **dataclasses.asdict(wanted), "limit": limit}
+    if (depth is None) != (embed_dim is None):
+        raise invalid(
+            "depth" if depth is None else "embed_dim", "give depth and embed_dim together (the size to rank for)"
+        )
+    if wanted == Wanted():  # the whole store: pages read only their own manifests
+        after = None
+        if cursor is not None:
+            after = tuple(decode_cursor(cursor, (str, int)))
+            if after[1] < 1:
+                raise invalid("cursor", "not a cursor of this list: pass the `next` link's cursor unchanged")
+        found = store.list(name, after=after, limit=limit + 1)
+        shown = found[:limit]
+        more = encode_cursor(shown[-1].name, shown[-1].version) if len(found) > limit else None
+        return TemplateSetList(items=shown, next=next_link(request, "list_template_sets", params, more))
+    start = decode_cursor(cursor, (int,))[0] if cursor is not None else 0  # a ranking is paged by position
+    if start < 0:
+        raise invalid("cursor", "not a cursor of this list: pass the `next` link's cursor unchanged")
+    chosen = choose(store, wanted, name)
+    more = encode_cursor(start + limit) if len(chosen) > start + limit else None
     return TemplateSetList(
-        items=shown, next=next_link(request, "list_template_sets", {"name": name, "limit": limit}, more)
+        items=chosen[start : start + limit], next=next_link(request, "list_template_sets", params, more)
     )
 
 

@@ -1,0 +1,47 @@
+"""`learngene.create_model`, timm's one-liner for a model of any size: the class `timm.create_model` returns, with
+the template set's preprocessing in `pretrained_cfg`, built on this machine or (`url=`) by a running service, the
+two giving the same weights; `learngene.list_template_sets` on either side."""
+
+from __future__ import annotations
+
+import timm
+import torch
+
+import learngene
+from tests.support.data import FMNIST
+
+SIZE = {"depth": 4, "embed_dim": 96, "num_heads": 2, "img_size": 28, "patch_size": 7, "in_chans": 1, "num_classes": 10}
+FITTED = {"calibration": f"idx://{FMNIST}", "max_samples": 256, "fit": {"steps": 5, "batch_size": 32, "seed": 3}}
+
+
+def test_a_timm_model_built_here_or_by_the_service(embedded_stack):
+    here = learngene.create_model("vit_tiny_patch16_224", template_set="demo@prod", **FITTED, **SIZE)
+    plain = timm.create_model("vit_tiny_patch16_224", pretrained=False, **SIZE)
+    assert type(here) is type(plain)
+    assert {k: v.shape for k, v in here.state_dict().items()} == {k: v.shape for k, v in plain.state_dict().items()}
+    cfg = here.pretrained_cfg
+    assert tuple(cfg["input_size"]) == (1, 28, 28) and len(cfg["mean"]) == len(cfg["std"]) == 1
+    assert abs(cfg["mean"][0] - 0.286) < 1e-3  # FashionMNIST's, the demo set's normalization
+    x = torch.randn(3, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.isfinite(here.eval()(x)).all()
+    qkv = "blocks.0.attn.qkv.weight"
+    assert not torch.allclose(here.state_dict()[qkv], plain.state_dict()[qkv])  # inherited, not timm's own init
+
+    served = learngene.create_model("vit_tiny_patch16_224", template_set="demo@prod", url=embedded_stack.url,
+                                    **FITTED, **SIZE)  # fmt: skip
+    assert type(served) is type(here) and served.pretrained_cfg["mean"] == cfg["mean"]
+    # The same request, seed and data: the same weights, up to float rounding (the server's BLAS runs on other
+    # thread counts, and five fitting steps carry the difference along).
+    for (name, a), (_, b) in zip(here.state_dict().items(), served.state_dict().items(), strict=True):
+        assert (a - b).abs().max() <= 1e-4 * max(1.0, a.abs().max().item()), (name, (a - b).abs().max())
+    with torch.no_grad():
+        assert torch.allclose(here(x), served.eval()(x), atol=1e-4)
+
+
+def test_template_sets_of_a_domain_here_and_on_the_service(embedded_stack):
+    for url in (None, embedded_stack.url):
+        ranked = learngene.list_template_sets(img_size=28, in_chans=1, num_classes=10, depth=5, embed_dim=96, url=url)
+        demo = next(v for v in ranked if v["name"] == "demo")
+        assert demo["prediction"]["row"]["embed_dim"] in (64, 128) and 0 < demo["prediction"]["accuracy"] <= 1
+        assert learngene.list_template_sets(in_chans=3, name="demo", url=url) == []  # demo is grey
