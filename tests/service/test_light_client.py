@@ -23,7 +23,7 @@ import pytest
 from learngene.formats.checkpoint import export_checkpoint
 from tests.support.data import FMNIST, REPO
 from tests.support.fixtures import ANCESTOR_SPEC
-from tests.support.harness import ADMIN_TOKEN
+from tests.support.harness import ADMIN_TOKEN, service_env, start_api
 from tests.support.scale import PROCESS_TIMEOUT_S
 
 # What a remote command must never import: the method, its numerics and files, the servers, the queue.
@@ -171,6 +171,21 @@ def test_an_admin_condenses_and_moves_an_alias_through_the_api(embedded_stack, a
     assert moved["name"] == "light" and moved["alias"] == "beta" and moved["version"] == 1
     shown = last(light("templates", "show", "light@beta", "--json", "--url", url))
     assert shown["aliases"] == {"candidate": 1, "beta": 1}
+
+
+def test_the_port_is_one_variable_for_the_server_and_its_clients(tmp_path):
+    """LEARNGENE_PORT moves `learngene serve` (as `make run PORT=...` does), and the clients' default URL with it."""
+    api = start_api(service_env(tmp_path, redis_url=None, data_roots=[]), tmp_path / "api.log", port_from_env=True)
+    try:
+        port = api.url.rpartition(":")[2]
+        assert port != "8000"
+        assert last(light("job", "list", "--json", LEARNGENE_PORT=port)) == []
+        assert "demo" in {v["name"] for v in last(light("templates", "list", "--json", LEARNGENE_PORT=port,
+                                                        LEARNGENE_URL=api.url))}  # fmt: skip
+    finally:
+        api.stop()
+    dry = subprocess.run(["make", "-n", "run", "PORT=8123"], cwd=REPO, capture_output=True, text=True, check=True)
+    assert "serve --host 127.0.0.1 --port 8123" in dry.stdout
 
 
 @pytest.fixture(scope="module")

@@ -137,12 +137,18 @@ def start_worker(env: dict[str, str], log: Path, name: str = "worker", timeout: 
     raise TimeoutError(f"{name} not ready after {patient(timeout)} s:\n{proc.tail()}")
 
 
-def start_api(env: dict[str, str], log: Path, timeout: float = 90, args: tuple[str, ...] = ()) -> Process:
+def start_api(
+    env: dict[str, str], log: Path, timeout: float = 90, args: tuple[str, ...] = (), *, port_from_env: bool = False
+) -> Process:
     """`learngene serve` on a free port, once it answers /readyz; on another port if it lost the one it was given
-    to another process."""
+    to another process. `port_from_env`: the port is given as LEARNGENE_PORT, not --port."""
     for _ in range(5):
         port, since = free_port(), log_size(log)
-        argv = [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", "--port", str(port), *args]
+        argv = [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1", *args]
+        if port_from_env:
+            env = {**env, "LEARNGENE_PORT": str(port)}
+        else:
+            argv += ["--port", str(port)]
         proc = Process("api", _spawn("api", argv, env, log), log, url=f"http://127.0.0.1:{port}", env=env)
         if _until_ready(proc, patient(timeout), since):
             return proc

@@ -40,3 +40,14 @@ def test_the_bundled_demo_set_ships_its_card(tmp_path):
     assert len({r.depth for r in card.rows}) >= 3 and len({r.embed_dim for r in card.rows}) >= 2
     assert fresh.card_revisions("demo@1")[0][0] == 1  # stored, checksummed, as any card
     assert fresh.list("demo")[0].card.best_accuracy == card.best.accuracy
+
+
+def test_the_model_card_says_every_width_is_served(tmp_path):
+    """The README of a set's card: any depth and width (a width between multiples is selected from the next), with
+    the sizes the card measured; not "widths 64-128 (multiples of 64)"."""
+    from jobs.card_views import card_readme
+
+    store = TemplateStore.local(tmp_path / "store")
+    text = card_readme(store.card("demo@prod"), store.manifest(store.resolve("demo@prod")))
+    assert "any depth and width" in text and "selected from the next multiple" in text
+    assert "measured depths 3-12 and widths 64-128" in text and "(multiples of" not in text
