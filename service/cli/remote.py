@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from service.cli.calls import UrlOption, answer, connect, run_call, wait_with_bar
 from service.cli.common import (
@@ -140,9 +140,11 @@ def list_(
         typer.echo(f"the newest {limit} are shown; more match (--limit N or --all)", err=True)
     if json_:
         return emit(jobs)
+    whole = {"no_wrap": True}  # ids and times are copied from the table: never folded (the other columns wrap)
     table = Table(
-        "id", "kind", "status", "phase", "model", "size", "template set", "created", "finished", "progress", "attempts"
-    )
+        Column("id", **whole), "kind", "status", "phase", "model", "size", "template set", Column("created", **whole),
+        Column("finished", **whole), "progress", "attempts",
+    )  # fmt: skip
     for job in jobs:
         p, t = job.get("progress"), job["timings"]
         table.add_row(
