@@ -95,7 +95,7 @@ def _submit(request: dict[str, Any], *, wait: bool, out: Path | None, url: str |
     run_call(action)
 
 
-console = Console(width=None if sys.stdout.isatty() else 160)  # piped output: no truncated columns
+console = Console(width=None if sys.stdout.isatty() else 240)  # piped output: every column of a job whole
 MAX_PAGE = 500  # the API's largest page
 
 
