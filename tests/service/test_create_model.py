@@ -28,15 +28,17 @@ def test_a_timm_model_built_here_or_by_the_service(embedded_stack):
     qkv = "blocks.0.attn.qkv.weight"
     assert not torch.allclose(here.state_dict()[qkv], plain.state_dict()[qkv])  # inherited, not timm's own init
 
+    # Built by the service from the same request: the same weights, to float rounding. Compared without fitting steps:
+    # inheritance is the same arithmetic on the same templates and seed, while Adam turns the last-bit differences of
+    # another BLAS thread count into lr-sized steps on near-zero gradients.
+    inherited = {**FITTED, "fit": {**FITTED["fit"], "steps": 0}}
+    mine = learngene.create_model("vit_tiny_patch16_224", template_set="demo@prod", **inherited, **SIZE)
     served = learngene.create_model("vit_tiny_patch16_224", template_set="demo@prod", url=embedded_stack.url,
-                                    **FITTED, **SIZE)  # fmt: skip
+                                    **inherited, **SIZE)  # fmt: skip
     assert type(served) is type(here) and served.pretrained_cfg["mean"] == cfg["mean"]
-    # The same request, seed and data: the same weights, up to float rounding (the server's BLAS runs on other
-    # thread counts, and five fitting steps carry the difference along).
-    for (name, a), (_, b) in zip(here.state_dict().items(), served.state_dict().items(), strict=True):
-        assert (a - b).abs().max() <= 1e-4 * max(1.0, a.abs().max().item()), (name, (a - b).abs().max())
-    with torch.no_grad():
-        assert torch.allclose(here(x), served.eval()(x), atol=1e-4)
+    for (name, a), (_, b) in zip(mine.state_dict().items(), served.state_dict().items(), strict=True):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6), (name, (a - b).abs().max())  # float rounding only
+    assert not torch.equal(mine.state_dict()[qkv], here.state_dict()[qkv])  # the five fitting steps moved it
 
 
 def test_template_sets_of_a_domain_here_and_on_the_service(embedded_stack):
