@@ -16,6 +16,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 from pydantic import ValidationError
 from safetensors import SafetensorError, safe_open
@@ -89,13 +90,15 @@ def require_absolute(*references: tuple[str | None, tuple[str, ...]]) -> None:
     relative path would be read from the server's working directory, which no client knows (a 422, before any
     other check). `references`: (reference or None, its field)."""
     for uri, loc in references:
-        if not uri or is_url(uri) or uri.startswith("hf-hub:"):
+        hub = loc[-1] == "checkpoint" and uri is not None and uri.startswith("hf-hub:")  # a hub model: no path
+        if not uri or is_url(uri) or hub:
             continue
+        first, *more = uri.removeprefix("local-dir:").split("::")  # WebDataset: patterns joined by ::
         try:
-            path = DataRef.parse(uri.removeprefix("local-dir:")).path
+            paths = [DataRef.parse(first).path, *map(Path, more)]
         except DataRefError:
             continue  # malformed: the check of the field names the problem
-        if not path.is_absolute():
+        if not all(path.is_absolute() for path in paths):
             message = (
                 f"{uri!r} is a relative path, which the server would read from its own working directory: name an "
                 "absolute path or a URI (idx:///data/FashionMNIST, file:///data/ancestor.safetensors, s3://...)"
@@ -308,6 +311,7 @@ def submit_condensation(
     if request.eval_data:
         with located("body", "eval_data"):
             check_data(request.eval_data, settings)
+            check_classes(request.eval_data, arch.num_classes, settings, "body", "eval_data")
     return _accept(JobKind.condensation, request, services, idempotency_key=idempotency_key)
 
 

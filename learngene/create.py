@@ -18,12 +18,12 @@ from __future__ import annotations
 import tempfile
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, Protocol
-
-import timm
-import torch
+from typing import TYPE_CHECKING, Any, Protocol
 
 from learngene.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
 
 BACKENDS = "learngene.backends"  # the entry-point group: `local` and `remote`
 
@@ -61,6 +61,10 @@ def create_model(
     initialized by `method` from `template_set` (default demo@prod) and, given `calibration` data (a data
     reference: idx://, imagefolder://, bundle://, wds://, s3://), its scalers fitted (`fit`: steps, lr, batch_size,
     seed, noise). With `url`, the service at that address builds it; else this machine does."""
+    import timm  # here, not with the module: list_template_sets(url=...) runs on the light client, without torch
+
+    if calibration is None and (max_samples is not None or eval_data is not None):
+        raise UserError("max_samples and eval_data describe the calibration data: give calibration too")
     request: dict[str, Any] = {"model": model_name, "method": method, "overrides": overrides, "fit": fit or {}}
     if template_set is not None:
         request["template_set"] = template_set

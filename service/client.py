@@ -9,6 +9,7 @@ client.download(job["id"], "vit.safetensors")    # or client.download_folder(job
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import hashlib
 import json
@@ -436,8 +437,15 @@ class RemoteBackend:
 
     def initialize(self, request: dict[str, Any], folder: Path) -> None:
         with Client.from_env(self.url) as client:
-            job = client.wait(client.submit(request)["id"])
-            client.download_folder(job["id"], folder)
+            job_id = client.submit(request)["id"]
+            try:
+                client.wait(job_id)
+            except BaseException:  # interrupted, or the wait gave up: the job is of no use to anyone now
+                with contextlib.suppress(ApiError, httpx.TransportError):
+                    client.cancel(job_id)
+                raise
+            client.download_folder(job_id, folder)
+            client.release(job_id)  # downloaded: its bytes leave this client's quota
 
     def template_sets(self, **wanted: Any) -> list[dict[str, Any]]:
         with Client.from_env(self.url) as client:

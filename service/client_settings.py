@@ -6,7 +6,7 @@ server framework, so the light install (the distribution's core) has them."""
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_PORT = 8000
@@ -16,7 +16,9 @@ class ClientSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LEARNGENE_", env_file=".env", extra="ignore")
 
     url: str | None = Field(
-        default=None, description="the API's base URL; unset: http://127.0.0.1 at LEARNGENE_PORT (8000)"
+        default=None,
+        validation_alias=AliasChoices("LEARNGENE_URL", "LEARNGENE_API_URL"),  # the second: its name until 0.1
+        description="the API's base URL; unset: http://127.0.0.1 at LEARNGENE_PORT (8000)",
     )
     port: int = Field(default=DEFAULT_PORT, ge=1, le=65535, description="the port `learngene serve` listens on")
     api_token: SecretStr | None = Field(

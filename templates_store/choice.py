@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from learngene.errors import UserError
 from learngene.quality.card import CardDomain, QualityCard
 from templates_store.store import TemplateStore
 from templates_store.views import Prediction, VersionInfo
@@ -25,6 +26,10 @@ class Wanted:
     num_classes: int | None = None
     depth: int | None = None
     embed_dim: int | None = None
+
+    def __post_init__(self) -> None:
+        if (self.depth is None) != (self.embed_dim is None):
+            raise UserError("give depth and embed_dim together (the size to rank for)")
 
     @property
     def size(self) -> tuple[int, int] | None:
@@ -54,4 +59,4 @@ def choose(store: TemplateStore, wanted: Wanted, name: str | None = None) -> lis
     for version in chosen:
         card = store.card(f"{version.name}@{version.version}") if version.card else None
         version.prediction = None if card is None else predict(card, *wanted.size)
-    return sorted(chosen, key=lambda v: (v.prediction is None, -(v.prediction.accuracy if v.prediction else 0)))
+    return sorted(chosen, key=lambda v: (v.prediction is None, -v.prediction.accuracy if v.prediction else 0.0))

@@ -121,6 +121,8 @@ def label_classes(uri: str, access: DataAccess = UNRESTRICTED) -> int | None:
     path = resolve_inside(uri, ref.path, access.allowed_roots)
     fmt = ref.format or infer_format(uri, path)
     if fmt == "imagefolder":
-        return sum(1 for d in path.iterdir() if d.is_dir() and not d.name.startswith("."))  # as the reader counts
-    labels = Reader(uri, access.limits).labels(path, fmt, ref.split, access.allowed_roots)
-    return None if labels is None or not len(labels) else int(labels.max()) + 1
+        try:
+            return sum(1 for d in path.iterdir() if d.is_dir() and not d.name.startswith("."))  # as the reader counts
+        except OSError as exc:
+            raise DataRefError(uri, f"cannot be listed ({type(exc).__name__})") from None
+    return Reader(uri, access.limits).label_span(path, fmt, ref.split, access.allowed_roots)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -226,25 +227,62 @@ class Reader:
 
     # --- labels alone (admission: the classes a model must have) -----------------------------------------------
 
-    def labels(self, path: Path, fmt: str, split: str, roots: Sequence[str | Path] | None) -> np.ndarray | None:
-        """Every label of an IDX folder or a bundle, read without an image (a byte to eight per image); None for
-        a bundle without labels."""
-        every = lambda header: np.arange(header.rows)  # noqa: E731
-        if fmt == "idx":
-            file = idx_file(self.uri, path, split, "labels-idx1", roots)
-            header = self.idx_header(file, dict(IDX_PARTS)["labels-idx1"])
-            with _open_idx(file) as f:
-                f.read(header.offset)
-                return self.rows(f, header, every(header), file.name)
-        headers = self.bundle_headers(path)
-        if "labels" not in headers:
-            return None
-        if path.suffix == ".safetensors":
-            with safe_open(str(path), framework="np") as f:
-                return f.get_tensor("labels")
-        with self._npz(path) as npz, npz.open("labels.npy") as f:
-            f.read(headers["labels"].offset)
-            return self.rows(f, headers["labels"], every(headers["labels"]), f"labels of {path.name}")
+    def label_span(self, path: Path, fmt: str, split: str, roots: Sequence[str | Path] | None) -> int | None:
+        """The largest label + 1 of an IDX folder or a bundle, streamed a chunk at a time without an image (nothing
+        is kept but the running maximum); None for a bundle without labels. Labels must be 1-D non-negative integers."""
+        try:
+            if fmt == "idx":
+                file = idx_file(self.uri, path, split, "labels-idx1", roots)
+                header = self.idx_header(file, dict(IDX_PARTS)["labels-idx1"])
+                if header.row_shape:
+                    raise self.fail(f"{file.name} holds rows of {header.row_shape}, not one label per image")
+                with _open_idx(file) as f:
+                    f.read(header.offset)
+                    return self._stream_span(f, header, file.name)
+            headers = self.bundle_headers(path)
+            if "labels" not in headers:
+                return None
+            header = headers["labels"]
+            if header.dtype.kind not in "iu" or header.row_shape:
+                raise self.fail(f"'labels' must be a 1-D integer array, got {header.dtype} rows of {header.row_shape}")
+            if path.suffix == ".npz":
+                with self._npz(path) as npz, npz.open("labels.npy") as f:
+                    f.read(header.offset)
+                    return self._stream_span(f, header, f"labels of {path.name}")
+            with safe_open(str(path), framework="pt") as st:
+                sliced, top = st.get_slice("labels"), -1
+                step = max(1, CHUNK_BYTES // header.dtype.itemsize)
+                for start in range(0, header.rows, step):
+                    chunk = sliced[start : start + step]
+                    if len(chunk) and int(chunk.min()) < 0:
+                        raise self.fail("labels must be >= 0")
+                    top = max(top, int(chunk.max()) if len(chunk) else -1)
+                return top + 1 if top >= 0 else None
+        except DataRefError:
+            raise
+        except (
+            OSError,
+            EOFError,
+            gzip.BadGzipFile,
+            zlib.error,
+            zipfile.BadZipFile,
+            SafetensorError,
+            ValueError,
+        ) as exc:
+            raise self.fail(f"its labels cannot be read ({type(exc).__name__})") from None
+
+    def _stream_span(self, stream: ByteStream, header: ArrayHeader, name: str) -> int | None:
+        top, per_chunk = -1, max(1, CHUNK_BYTES // header.dtype.itemsize)
+        for start in range(0, header.rows, per_chunk):
+            count = min(per_chunk, header.rows - start)
+            raw = stream.read(count * header.dtype.itemsize)
+            if len(raw) != count * header.dtype.itemsize:
+                raise self.fail(f"{name} is truncated: its header promises {header.rows} rows")
+            chunk = np.frombuffer(raw, dtype=header.dtype)
+            if chunk.min() < 0:
+                raise self.fail("labels must be >= 0")
+            top = max(top, int(chunk.max()))
+        return top + 1 if top >= 0 else None
 
     @contextlib.contextmanager
     def _npz(self, path: Path) -> Iterator[zipfile.ZipFile]:

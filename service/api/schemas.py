@@ -134,8 +134,10 @@ class TemplateSetQuery(BaseModel):
 
 
 class TemplateSetList(BaseModel):
-    items: list[VersionInfo] = Field(description="by name, then version")
-    next: str | None = Field(description="the next page (the same filter and limit); null on the last page")
+    items: list[VersionInfo] = Field(
+        description="by name, then version; with depth and embed_dim, by the card's prediction, best first"
+    )
+    next: str | None = Field(description="the next page (the same filters and limit); null on the last page")
 
 
 class TemplateSetView(BaseModel):

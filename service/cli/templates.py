@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -16,6 +15,7 @@ from service.cli.calls import UrlOption, answer, connect, wait_with_bar
 from service.cli.common import JsonOption, emit, fail
 from service.cli.machine import get_store, user_errors
 from service.client import Client
+from service.client_settings import ClientSettings
 
 app = typer.Typer(no_args_is_help=True, help=__doc__)
 console = Console(width=None if sys.stdout.isatty() else 160)  # piped output: no truncated columns
@@ -32,7 +32,7 @@ def _size(n: int) -> str:
 
 def _api(url: str | None, *, admin: bool = False) -> Client | None:
     """The API's template sets when `--url` or LEARNGENE_URL names one, else None: the local store."""
-    if url is None and not os.environ.get("LEARNGENE_URL"):
+    if url is None and ClientSettings().url is None:
         return None
     return connect(url, admin=admin)
 

@@ -4,10 +4,12 @@ two giving the same weights; `learngene.list_template_sets` on either side."""
 
 from __future__ import annotations
 
+import pytest
 import timm
 import torch
 
 import learngene
+from learngene.errors import UserError
 from tests.support.data import FMNIST
 
 SIZE = {"depth": 4, "embed_dim": 96, "num_heads": 2, "img_size": 28, "patch_size": 7, "in_chans": 1, "num_classes": 10}
@@ -37,7 +39,7 @@ def test_a_timm_model_built_here_or_by_the_service(embedded_stack):
                                     **inherited, **SIZE)  # fmt: skip
     assert type(served) is type(here) and served.pretrained_cfg["mean"] == cfg["mean"]
     for (name, a), (_, b) in zip(mine.state_dict().items(), served.state_dict().items(), strict=True):
-        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6), (name, (a - b).abs().max())  # float rounding only
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-5), (name, (a - b).abs().max())  # float rounding only
     assert not torch.equal(mine.state_dict()[qkv], here.state_dict()[qkv])  # the five fitting steps moved it
 
 
@@ -47,3 +49,10 @@ def test_template_sets_of_a_domain_here_and_on_the_service(embedded_stack):
         demo = next(v for v in ranked if v["name"] == "demo")
         assert demo["prediction"]["row"]["embed_dim"] in (64, 128) and 0 < demo["prediction"]["accuracy"] <= 1
         assert learngene.list_template_sets(in_chans=3, name="demo", url=url) == []  # demo is grey
+
+
+def test_half_a_size_or_calibration_options_without_data_are_refused_here_too():
+    with pytest.raises(UserError, match="depth and embed_dim together"):
+        learngene.list_template_sets(depth=6)
+    with pytest.raises(UserError, match="give calibration too"):
+        learngene.create_model("vit_tiny_patch16_224", max_samples=10, **SIZE)

@@ -224,3 +224,23 @@ def test_listing_a_folder_and_indexing_shards_stop_when_asked(tmp_path):
         assert len(open_source(uri, DataAccess(should_stop=lambda: False))) == 4
         with pytest.raises(Stopped, match=where):
             open_source(uri, DataAccess(should_stop=lambda: True))
+
+
+def test_damaged_or_odd_labels_are_refused_in_one_message(tmp_path):
+    """What admission's class count meets in hostile files: a DataRefError naming the reference, never a crash."""
+    images = torch.zeros(4, 8, 8, dtype=torch.uint8)
+    save_file({"images": images, "labels": torch.tensor([0.5, 1.0, 2.0, 3.0])}, tmp_path / "float.safetensors")
+    save_file({"images": images, "labels": torch.zeros(4, 2, dtype=torch.int64)}, tmp_path / "wide.safetensors")
+    save_file({"images": images, "labels": torch.tensor([0, -1, 2, 3])}, tmp_path / "negative.safetensors")
+    save_file({"images": images, "labels": torch.zeros(4, dtype=torch.bfloat16)}, tmp_path / "bf16.safetensors")
+    folder = tmp_path / "idx" / "raw"
+    folder.mkdir(parents=True)
+    (folder / "train-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x03" + (4).to_bytes(4, "big") * 3 + bytes(64))
+    claim = b"\x00\x00\x08\x01" + (1 << 30).to_bytes(4, "big")  # a billion labels promised, four given
+    with gzip.open(folder / "train-labels-idx1-ubyte.gz", "wb") as f:
+        f.write(claim + bytes(4))
+    for name in ("float.safetensors", "wide.safetensors", "negative.safetensors", "bf16.safetensors"):
+        with pytest.raises(DataRefError, match="labels"):
+            label_classes(str(tmp_path / name))
+    with pytest.raises(DataRefError, match=r"truncated|decodes to"):
+        label_classes(f"idx://{tmp_path / 'idx'}")

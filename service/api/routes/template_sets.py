@@ -18,7 +18,7 @@ from service.api.deps import StoreDep, current_client
 from service.api.downloads import etag_matches, local_members, tar_response
 from service.api.pages import Cursor, Limit, decode_cursor, encode_cursor, invalid, next_link
 from service.api.schemas import TemplateSetList, TemplateSetQuery, TemplateSetView
-from templates_store import NotFoundError, ResolvedRef, TemplateStore
+from templates_store import NotFoundError, ResolvedRef, TemplateStore, VersionInfo
 from templates_store.choice import Wanted, choose
 
 router = APIRouter(prefix="/v1/template-sets", tags=["template sets"], dependencies=[Depends(current_client)])
@@ -37,12 +37,12 @@ def list_template_sets(
     `num_classes` keep the sets condensed for that domain; `depth` and `embed_dim` together rank them by what their
     card predicts at that size (`prediction`: the row used), the best first, sets without a card last."""
     name, depth, embed_dim = query.name, query.depth, query.embed_dim
-    wanted = Wanted(query.img_size, query.in_chans, query.num_classes, depth, embed_dim)
-    params = {"name": name, **dataclasses.asdict(wanted), "limit": limit}
     if (depth is None) != (embed_dim is None):
         raise invalid(
             "depth" if depth is None else "embed_dim", "give depth and embed_dim together (the size to rank for)"
         )
+    wanted = Wanted(query.img_size, query.in_chans, query.num_classes, depth, embed_dim)
+    params = {"name": name, **dataclasses.asdict(wanted), "limit": limit}
     if wanted == Wanted():  # the whole store: pages read only their own manifests
         after = None
         if cursor is not None:
@@ -53,14 +53,21 @@ def list_template_sets(
         shown = found[:limit]
         more = encode_cursor(shown[-1].name, shown[-1].version) if len(found) > limit else None
         return TemplateSetList(items=shown, next=next_link(request, "list_template_sets", params, more))
-    start = decode_cursor(cursor, (int,))[0] if cursor is not None else 0  # a ranking is paged by position
-    if start < 0:
-        raise invalid("cursor", "not a cursor of this list: pass the `next` link's cursor unchanged")
     chosen = choose(store, wanted, name)
-    more = encode_cursor(start + limit) if len(chosen) > start + limit else None
-    return TemplateSetList(
-        items=chosen[start : start + limit], next=next_link(request, "list_template_sets", params, more)
-    )
+    if cursor is not None:  # past the last one shown, in the ranking's own order: a set published meanwhile
+        last = tuple(decode_cursor(cursor, (int, float, str, int)))  # neither repeats nor hides one
+        chosen = [v for v in chosen if _rank(v) > last]
+    shown = chosen[:limit]
+    more = encode_cursor(*_rank(shown[-1])) if len(chosen) > limit else None
+    return TemplateSetList(items=shown, next=next_link(request, "list_template_sets", params, more))
+
+
+def _rank(version: VersionInfo) -> tuple[int, float, str, int]:
+    """The order of a chosen list: predicted accuracy, best first, sets without a prediction last; then by name
+    and version (the order of `choose`)."""
+    if version.prediction is None:
+        return (1, 0.0, version.name, version.version)
+    return (0, -version.prediction.accuracy, version.name, version.version)
 
 
 @router.get("/{ref}", response_model=TemplateSetView)
