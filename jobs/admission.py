@@ -41,7 +41,7 @@ from jobs.settings import Settings
 from jobs.store import JobStore
 from jobs.webhooks.subscriptions import subscribe
 from learngene.cost import estimate
-from learngene.data import DataAccess, DataRef, label_classes, resolve_file
+from learngene.data import DataRef, resolve_file
 from learngene.errors import DataRefError, SpecError
 from learngene.formats.ancestors import ResolvedAncestor, resolve_ancestor
 from learngene.methods import ANCESTOR_METHODS, check_method, get_method
@@ -106,20 +106,6 @@ def require_absolute(*references: tuple[str | None, tuple[str, ...]]) -> None:
             raise FieldError([(loc, message)])
 
 
-def check_classes(uri: str, num_classes: int, settings: Settings, *loc: str) -> None:
-    """Labels past the model's outputs are refused now, where the data tells them cheaply (`label_classes`): a job
-    would fail on its first batch. Object-storage data is counted when a job reads it."""
-    if is_url(uri):
-        return
-    classes = label_classes(uri, DataAccess(settings.folder_roots, settings.limits.decode()))
-    if classes is not None and classes > num_classes:
-        message = (
-            f"its labels span {classes} classes (0-{classes - 1}), more than the model's {num_classes} outputs: "
-            f"set overrides.num_classes to {classes} or more, or name data of {num_classes} classes"
-        )
-        raise FieldError([(loc, message)])
-
-
 def request_hash(document: dict) -> str:
     return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
 
@@ -175,17 +161,13 @@ def submit_initialization(
         check_method(request.method, spec, template_config=config, ancestor=ancestor)
     if request.calibration is not None:
         with located("body", "calibration", "uri"):
-            check_data(request.calibration.uri, settings)
-            check_classes(request.calibration.uri, arch.num_classes, settings, "body", "calibration", "uri")
+            check_data(request.calibration.uri, settings, arch.num_classes)
         if request.calibration.eval_uri is not None:
             if not get_method(request.method).fits_scalers:  # only the fitted methods read calibration data
                 message = f"held-out accuracy is measured for the methods that fit scalers, not {request.method}"
                 raise FieldError([(("body", "calibration", "eval_uri"), message)])
             with located("body", "calibration", "eval_uri"):
-                check_data(request.calibration.eval_uri, settings)
-                check_classes(
-                    request.calibration.eval_uri, arch.num_classes, settings, "body", "calibration", "eval_uri"
-                )
+                check_data(request.calibration.eval_uri, settings, arch.num_classes)
     template = resolved.model_dump() if resolved else None
     warnings = []
     if config is not None and resolved is not None:
@@ -306,12 +288,10 @@ def submit_condensation(
         )
         ancestor.resolve()
     with located("body", "data", "uri"):
-        check_data(request.data.uri, settings)
-        check_classes(request.data.uri, arch.num_classes, settings, "body", "data", "uri")  # the auxiliary's head
+        check_data(request.data.uri, settings, arch.num_classes)  # the auxiliary's head trains on it
     if request.eval_data:
         with located("body", "eval_data"):
-            check_data(request.eval_data, settings)
-            check_classes(request.eval_data, arch.num_classes, settings, "body", "eval_data")
+            check_data(request.eval_data, settings, arch.num_classes)
     return _accept(JobKind.condensation, request, services, idempotency_key=idempotency_key)
 
 

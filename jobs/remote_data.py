@@ -21,7 +21,7 @@ from pathlib import Path
 
 from jobs.settings import Settings
 from learngene.control import Stopped
-from learngene.data import DataAccess, check_data_ref
+from learngene.data import DataAccess, check_data_ref, label_classes
 from learngene.data.readers import IMAGE_SUFFIXES
 from learngene.data.refs import UNAVAILABLE, shard_names
 from learngene.data.sources import sample_indices
@@ -176,8 +176,10 @@ def mirror(
     return ref.local_uri(entry), entry
 
 
-def check_data(uri: str, settings: Settings) -> None:
-    """Admission of any data reference: local ones from their headers, object-storage ones from listings."""
+def check_data(uri: str, settings: Settings, num_classes: int | None = None) -> None:
+    """Admission of any data reference: local ones from their headers, object-storage ones from listings. With
+    `num_classes` (the head that trains on it), local labels past it are refused now, where the data tells them
+    cheaply (`label_classes`): a job would fail on its first batch. Object-storage data is counted by the job."""
     if is_url(uri):
         check(
             uri,
@@ -185,8 +187,15 @@ def check_data(uri: str, settings: Settings) -> None:
             max_file_bytes=settings.limits.decoded_bytes,
             max_total_bytes=settings.data_cache_bytes,
         )
-    else:
-        check_data_ref(uri, DataAccess(settings.folder_roots, settings.limits.decode()))
+        return
+    access = DataAccess(settings.folder_roots, settings.limits.decode())
+    check_data_ref(uri, access)
+    if num_classes is not None and (classes := label_classes(uri, access)) is not None and classes > num_classes:
+        raise DataRefError(
+            uri,
+            f"its labels span {classes} classes (0-{classes - 1}), more than the model's {num_classes} outputs: "
+            f"set overrides.num_classes to {classes} or more, or name data of {num_classes} classes",
+        )
 
 
 def localize(

@@ -59,4 +59,12 @@ def choose(store: TemplateStore, wanted: Wanted, name: str | None = None) -> lis
     for version in chosen:
         card = store.card(f"{version.name}@{version.version}") if version.card else None
         version.prediction = None if card is None else predict(card, *wanted.size)
-    return sorted(chosen, key=lambda v: (v.prediction is None, -v.prediction.accuracy if v.prediction else 0.0))
+    return sorted(chosen, key=rank)
+
+
+def rank(version: VersionInfo) -> tuple[int, float, str, int]:
+    """The order of a ranked choice: predicted accuracy, best first, versions without a prediction last; then by
+    name and version. A whole key, so that a page can resume after the last version it showed."""
+    if version.prediction is None:
+        return (1, 0.0, version.name, version.version)
+    return (0, -version.prediction.accuracy, version.name, version.version)

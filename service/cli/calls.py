@@ -22,7 +22,8 @@ API_UNREACHABLE = 3  # exit status when no answer came from the API (2: it answe
 
 def connect(url: str | None, *, admin: bool = False) -> Client:
     """A client of `--url` (else LEARNGENE_URL) with the token of the call: LEARNGENE_ADMIN_TOKEN for `admin`."""
-    given = url or ClientSettings().base_url
+    settings = ClientSettings()
+    given = url or settings.base_url
     try:
         parsed = httpx.URL(given)
     except httpx.InvalidURL:
@@ -30,7 +31,7 @@ def connect(url: str | None, *, admin: bool = False) -> Client:
     if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
         where = "--url" if url else "LEARNGENE_URL"
         raise fail(f"{where}: {given!r} is not an http:// or https:// URL (http://127.0.0.1:8000, for example)")
-    return Client.from_env(given, admin=admin)
+    return Client(given, token=settings.token(admin=admin))
 
 
 def run_call(action: Callable[[], Any]) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.console import Console
 from tqdm import tqdm
 from typer._click.core import ParameterSource  # typer's own (vendored) click
 
@@ -41,6 +42,10 @@ Noise = Annotated[float, typer.Option(help="eps of the noise added to inherited 
 Seed = Annotated[int, typer.Option(help="seed of the noise, the calibration subset and the batches")]
 # Where a checkpoint goes (`init`, `job download`, `submit`): see `is_folder`.
 OUT_HELP = "a folder for timm / Hugging Face (model.safetensors, config.json, README.md), or a .safetensors file"
+
+
+# Tables on stdout: a terminal's width, or wide enough when piped that no column of a job or a set is folded.
+console = Console(width=None if sys.stdout.isatty() else 240)
 
 
 def parse_overrides(pairs: list[str], option: str = "--set") -> dict[str, Any]:

@@ -4,12 +4,10 @@ download`."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Column, Table
 
 from service.cli.calls import UrlOption, answer, connect, run_call, wait_with_bar
@@ -27,6 +25,7 @@ from service.cli.common import (
     Noise,
     Seed,
     SetOption,
+    console,
     emit,
     fail,
     is_folder,
@@ -95,7 +94,6 @@ def _submit(request: dict[str, Any], *, wait: bool, out: Path | None, url: str |
     run_call(action)
 
 
-console = Console(width=None if sys.stdout.isatty() else 240)  # piped output: every column of a job whole
 MAX_PAGE = 500  # the API's largest page
 
 

@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from service.cli.calls import UrlOption, answer, connect, wait_with_bar
-from service.cli.common import JsonOption, emit, fail
+from service.cli.common import JsonOption, console, emit, fail
 from service.cli.machine import get_store, user_errors
 from service.client import Client
 from service.client_settings import ClientSettings
 
 app = typer.Typer(no_args_is_help=True, help=__doc__)
-console = Console(width=None if sys.stdout.isatty() else 160)  # piped output: no truncated columns
 
 
 def _card_range(card: dict | None) -> str:
@@ -46,7 +43,7 @@ def list_(
     """Every stored version, with its aliases, recorded accuracies and quality-card accuracy range."""
     client = _api(url)
     if client is not None:
-        versions = [v for v in answer(client.template_sets) if name in (None, v["name"])]
+        versions = answer(lambda: client.template_sets(name=name))
     else:
         with user_errors():
             versions = [v.model_dump(mode="json") for v in get_store().list(name)]
@@ -86,8 +83,6 @@ def recommend(
 ):
     """The template sets condensed for your images and classes, best first by what their quality card predicts at
     the size you ask for (with the card row it used)."""
-    if (depth is None) != (embed_dim is None):
-        raise typer.BadParameter("give --depth and --embed-dim together (the size to rank for)")
     wanted = {"img_size": img_size, "in_chans": in_chans, "num_classes": num_classes, "depth": depth,
               "embed_dim": embed_dim}  # fmt: skip
     client = _api(url)

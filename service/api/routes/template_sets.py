@@ -18,8 +18,8 @@ from service.api.deps import StoreDep, current_client
 from service.api.downloads import etag_matches, local_members, tar_response
 from service.api.pages import Cursor, Limit, decode_cursor, encode_cursor, invalid, next_link
 from service.api.schemas import TemplateSetList, TemplateSetQuery, TemplateSetView
-from templates_store import NotFoundError, ResolvedRef, TemplateStore, VersionInfo
-from templates_store.choice import Wanted, choose
+from templates_store import NotFoundError, ResolvedRef, TemplateStore
+from templates_store.choice import Wanted, choose, rank
 
 router = APIRouter(prefix="/v1/template-sets", tags=["template sets"], dependencies=[Depends(current_client)])
 
@@ -56,18 +56,10 @@ def list_template_sets(
     chosen = choose(store, wanted, name)
     if cursor is not None:  # past the last one shown, in the ranking's own order: a set published meanwhile
         last = tuple(decode_cursor(cursor, (int, float, str, int)))  # neither repeats nor hides one
-        chosen = [v for v in chosen if _rank(v) > last]
+        chosen = [v for v in chosen if rank(v) > last]
     shown = chosen[:limit]
-    more = encode_cursor(*_rank(shown[-1])) if len(chosen) > limit else None
+    more = encode_cursor(*rank(shown[-1])) if len(chosen) > limit else None
     return TemplateSetList(items=shown, next=next_link(request, "list_template_sets", params, more))
-
-
-def _rank(version: VersionInfo) -> tuple[int, float, str, int]:
-    """The order of a chosen list: predicted accuracy, best first, sets without a prediction last; then by name
-    and version (the order of `choose`)."""
-    if version.prediction is None:
-        return (1, 0.0, version.name, version.version)
-    return (0, -version.prediction.accuracy, version.name, version.version)
 
 
 @router.get("/{ref}", response_model=TemplateSetView)
