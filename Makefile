@@ -33,10 +33,16 @@ lock:
 	  --custom-compile-command 'make lock' \
 	  $(addprefix --constraint ,$(LOCK_CONSTRAINTS)) $(LOCK_FLAGS)
 
-# System tools the tests use beyond Python packages: docker-compose validates docker-compose.yml statically.
+# System tools the tests use beyond Python packages: docker-compose validates docker-compose.yml statically; the web
+# UI's test drives Debian's chromium (Playwright cannot download a browser here) and injects npm's axe-core
+# (tests/browser/package-lock.json pins it).
 tools:
 	@command -v docker-compose >/dev/null || apt-get install -y -q docker-compose >/dev/null \
 	  || { echo "install docker-compose (apt-get install docker-compose) to validate docker-compose.yml" >&2; exit 1; }
+	@command -v chromium >/dev/null || apt-get install -y -q chromium >/dev/null \
+	  || { echo "install chromium (apt-get install chromium) for tests/service/test_ui.py" >&2; exit 1; }
+	@test -f tests/browser/node_modules/axe-core/axe.min.js || npm ci --silent --prefix tests/browser \
+	  || { echo "install Node.js and npm for tests/service/test_ui.py (axe-core)" >&2; exit 1; }
 
 # The suite on xdist workers: four keep the two cores busy while some of them wait on their servers and
 # subprocesses. A module runs whole on one worker (its servers start once). TEST_ARGS adds pytest arguments.

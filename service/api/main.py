@@ -37,6 +37,7 @@ from service.api.routes import (
     template_sets,
     webhooks,
 )
+from service.ui import routes as ui
 from storage.objects import StorageUnavailable
 from storage.signing import public_key_pem
 from workers.celery_app import CeleryDispatcher, create_celery
@@ -115,4 +116,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router)
     error_docs.document(app)  # the problems each operation can answer, read off the generated document
     openapi.install(app, settings)  # then operation ids' examples, security alternatives, binary bodies
+    ui.install(app)  # pages for people at /ui, out of the OpenAPI document
     return app

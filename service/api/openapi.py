@@ -19,7 +19,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import HTMLResponse
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from fastapi.utils import generate_unique_id
@@ -348,11 +348,6 @@ def install(app: FastAPI, settings: Settings) -> None:
             swagger_favicon_url=asset(request, "favicon.png"),
             oauth2_redirect_url=None,
         )
-
-    @app.get("/", include_in_schema=False)
-    def home(request: Request) -> RedirectResponse:
-        """The service's front page: its API reference, for a person who opens the bare address."""
-        return RedirectResponse(f"{request.scope.get('root_path', '')}/docs", status_code=307)
 
     @app.get("/redoc", include_in_schema=False)
     def redoc(request: Request) -> HTMLResponse:

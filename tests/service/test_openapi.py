@@ -208,10 +208,10 @@ def test_docs_pages_load_nothing_from_another_origin(server, page, least):
         assert "Redoc" in httpx.get(f"{server.url}/docs-assets/redoc.standalone.js").text
 
 
-def test_the_bare_address_leads_to_the_api_reference(server):
+def test_the_bare_address_leads_to_the_catalogue_page(server):
     first = httpx.get(f"{server.url}/")
-    assert first.status_code == 307 and first.headers["location"] == "/docs"
-    assert httpx.get(f"{server.url}/", follow_redirects=True).url.path == "/docs"
+    assert first.status_code == 307 and first.headers["location"] == "/ui"
+    assert httpx.get(f"{server.url}/", follow_redirects=True).url.path == "/ui"
 
 
 def generate_client(server, where: Path):
